@@ -1,0 +1,1 @@
+//! Exports of extraction results. (Being written.)

@@ -1,0 +1,1 @@
+//! Report ingestion and sentence segmentation. (Being written.)

@@ -1,0 +1,1 @@
+//! BM25 retrieval over technique documents. (Being written.)

@@ -1,0 +1,22 @@
+//! One module per command: parse arguments (clap `Args`), call the library, render.
+
+pub mod attack;
+pub mod data;
+pub mod eval;
+pub mod extract;
+pub mod rank;
+
+use crate::assets::Assets;
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let assets = Assets::new(&cli.global);
+    match cli.command {
+        Command::Extract(args) => extract::run(&assets, args),
+        Command::Rank(args) => rank::run(&assets, args),
+        Command::Attack(args) => attack::run(&assets, args),
+        Command::Data(args) => data::run(&assets, args),
+        Command::Eval(args) => eval::run(&assets, args),
+    }
+}

@@ -1,0 +1,1 @@
+//! Downloads of assets (ATT&CK bundle, later model folders). (Being written.)

@@ -1,0 +1,45 @@
+//! Progress bars (indicatif) on stderr: hidden with --quiet or when stderr is not a terminal.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A bar over `len` items with rate and ETA, e.g. for indexing or evaluation.
+pub fn bar(len: u64, message: &str, quiet: bool) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    if quiet || !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
+        )
+        .expect("static template is valid")
+        .progress_chars("=> "),
+    );
+    pb.set_message(message.to_string());
+    pb
+}
+
+/// A byte-count bar for downloads (total may be unknown).
+pub fn bytes_bar(total: Option<u64>, message: &str, quiet: bool) -> ProgressBar {
+    let pb = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::new_spinner(),
+    };
+    if quiet || !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let template = if total.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})"
+    } else {
+        "{msg} {spinner} {bytes} ({bytes_per_sec})"
+    };
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .expect("static template is valid")
+            .progress_chars("=> "),
+    );
+    pb.set_message(message.to_string());
+    pb
+}

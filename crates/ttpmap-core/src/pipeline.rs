@@ -1,1 +1,327 @@
-//! Extraction pipeline. (Being written.)
+//! The extraction pipeline: a scorer proposes techniques per sentence, the pipeline thresholds
+//! them and aggregates sentence predictions into the document-level summary.
+//!
+//! Models plug in through [`SentenceScorer`] (BM25 here; dense, classifier and reranker scorers
+//! live in ttpmap-ml). Invariants of [`extract`]'s output:
+//! - every kept prediction has `score >= threshold`, and a sentence keeps at most
+//!   `max_per_sentence` of them, best first (ties broken by technique id);
+//! - `Extraction::sentences` lists only sentences with a prediction, in document order;
+//! - the document technique set is exactly the union of the kept sentence predictions, best
+//!   score first; a technique's `sentences` are ordered by that technique's score.
+
+use std::collections::BTreeMap;
+
+use crate::attack::Technique;
+use crate::error::{Error, Result};
+use crate::types::{
+    Document, DocumentTechnique, Extraction, Prediction, SentencePredictions, TechniqueId,
+};
+
+/// Anything that scores ATT&CK techniques for sentences.
+pub trait SentenceScorer: Send + Sync {
+    /// Short method name recorded in outputs (`bm25`, `dense`, `classifier`, ...).
+    fn name(&self) -> &str;
+
+    /// Candidate predictions for each sentence, in any order; `out.len() == sentences.len()`.
+    /// Scores are confidences in [0, 1].
+    fn score(&self, sentences: &[&str]) -> Result<Vec<Vec<Prediction>>>;
+}
+
+/// Looks up catalog metadata for a technique (the catalog, in the application).
+pub type TechniqueLookup<'a> = &'a dyn Fn(&TechniqueId) -> Option<&'a Technique>;
+
+/// Settings of [`extract`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractOptions {
+    /// Minimum confidence for a prediction to be kept. Default 0.5.
+    pub threshold: f32,
+    /// At most this many techniques per sentence. Default 3.
+    pub max_per_sentence: usize,
+    /// Sentences shorter than this many characters (after trimming) are not scored: headings
+    /// such as "Execution" carry no evidence of their own. Default 12.
+    pub min_sentence_chars: usize,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            threshold: 0.5,
+            max_per_sentence: 3,
+            min_sentence_chars: 12,
+        }
+    }
+}
+
+impl ExtractOptions {
+    fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.threshold) || self.threshold.is_nan() {
+            return Err(Error::InvalidArgument(format!(
+                "threshold must be in [0, 1], got {}",
+                self.threshold
+            )));
+        }
+        if self.max_per_sentence == 0 {
+            return Err(Error::InvalidArgument(
+                "max_per_sentence must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Scores every sentence of `doc` with `scorer` and keeps what passes `options`.
+pub fn extract(
+    doc: &Document,
+    scorer: &dyn SentenceScorer,
+    lookup: TechniqueLookup<'_>,
+    attack_version: &str,
+    options: &ExtractOptions,
+) -> Result<Extraction> {
+    options.validate()?;
+    let _span =
+        tracing::info_span!("extract", source = %doc.source, method = scorer.name()).entered();
+    let scored: Vec<usize> = doc
+        .sentences
+        .iter()
+        .filter(|s| s.text.trim().chars().count() >= options.min_sentence_chars)
+        .map(|s| s.index)
+        .collect();
+    let texts: Vec<&str> = scored
+        .iter()
+        .map(|&i| doc.sentences[i].text.as_str())
+        .collect();
+    let raw = scorer.score(&texts)?;
+    if raw.len() != texts.len() {
+        return Err(Error::InvalidArgument(format!(
+            "scorer {} returned {} results for {} sentences",
+            scorer.name(),
+            raw.len(),
+            texts.len()
+        )));
+    }
+
+    let mut sentences = Vec::new();
+    for (&index, mut preds) in scored.iter().zip(raw) {
+        preds.retain(|p| p.score >= options.threshold && p.score.is_finite());
+        if preds.is_empty() {
+            continue;
+        }
+        sort_predictions(&mut preds);
+        dedup_by_technique(&mut preds);
+        preds.truncate(options.max_per_sentence);
+        let s = &doc.sentences[index];
+        sentences.push(SentencePredictions {
+            sentence: s.index,
+            span: s.span,
+            text: s.text.clone(),
+            predictions: preds,
+        });
+    }
+    let techniques = aggregate(&sentences, lookup);
+    Ok(Extraction {
+        source: doc.source.clone(),
+        title: doc.title.clone(),
+        method: scorer.name().to_string(),
+        threshold: options.threshold,
+        attack_version: attack_version.to_string(),
+        sentence_count: doc.sentences.len(),
+        sentences,
+        techniques,
+    })
+}
+
+/// Best score first; ties by technique id so output is deterministic.
+pub fn sort_predictions(preds: &mut [Prediction]) {
+    preds.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.technique.cmp(&b.technique))
+    });
+}
+
+/// Keeps the first (best) prediction of each technique; `preds` must be sorted.
+fn dedup_by_technique(preds: &mut Vec<Prediction>) {
+    let mut seen = std::collections::BTreeSet::new();
+    preds.retain(|p| seen.insert(p.technique.clone()));
+}
+
+/// Union of sentence predictions: per technique the best score and its supporting sentences.
+pub fn aggregate(
+    sentences: &[SentencePredictions],
+    lookup: TechniqueLookup<'_>,
+) -> Vec<DocumentTechnique> {
+    let mut by_tech: BTreeMap<&TechniqueId, Vec<(f32, usize)>> = BTreeMap::new();
+    for s in sentences {
+        for p in &s.predictions {
+            by_tech
+                .entry(&p.technique)
+                .or_default()
+                .push((p.score, s.sentence));
+        }
+    }
+    let mut out: Vec<DocumentTechnique> = by_tech
+        .into_iter()
+        .map(|(id, mut support)| {
+            support.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let (name, tactics) = match lookup(id) {
+                Some(t) => (t.name.clone(), t.tactics.clone()),
+                None => (String::new(), Vec::new()),
+            };
+            DocumentTechnique {
+                technique: id.clone(),
+                name,
+                tactics,
+                score: support[0].0,
+                sentences: support.into_iter().map(|(_, i)| i).collect(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.technique.cmp(&b.technique))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Evidence, Sentence, Span};
+
+    /// Scores a sentence for T1059.001 when it mentions PowerShell and T1053.005 for schtasks.
+    struct KeywordScorer;
+
+    impl SentenceScorer for KeywordScorer {
+        fn name(&self) -> &str {
+            "keywords"
+        }
+        fn score(&self, sentences: &[&str]) -> Result<Vec<Vec<Prediction>>> {
+            Ok(sentences
+                .iter()
+                .map(|s| {
+                    let mut out = Vec::new();
+                    let lower = s.to_lowercase();
+                    let mut add = |id: &str, score: f32| {
+                        out.push(Prediction {
+                            technique: TechniqueId::parse(id).unwrap(),
+                            score,
+                            raw_score: score * 10.0,
+                            evidence: Evidence {
+                                method: "keywords".into(),
+                                reasons: vec![],
+                            },
+                        })
+                    };
+                    if lower.contains("powershell") {
+                        add(
+                            "T1059.001",
+                            if lower.contains("encoded") { 0.9 } else { 0.6 },
+                        );
+                    }
+                    if lower.contains("schtasks") {
+                        add("T1053.005", 0.7);
+                    }
+                    add("T1082", 0.1);
+                    out
+                })
+                .collect())
+        }
+    }
+
+    fn doc(sentences: &[&str]) -> Document {
+        let text = sentences.join(" ");
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (index, s) in sentences.iter().enumerate() {
+            out.push(Sentence {
+                index,
+                span: Span::new(start, start + s.len()),
+                text: s.to_string(),
+            });
+            start += s.len() + 1;
+        }
+        Document {
+            source: "test.txt".into(),
+            title: None,
+            text,
+            sentences: out,
+        }
+    }
+
+    fn no_lookup(_: &TechniqueId) -> Option<&'static Technique> {
+        None
+    }
+
+    #[test]
+    fn thresholds_and_aggregates() {
+        let d = doc(&[
+            "The actor ran PowerShell scripts on the host.",
+            "Execution",
+            "It then created a task with schtasks and an encoded PowerShell command.",
+            "Nothing to see in this sentence.",
+        ]);
+        let ex = extract(
+            &d,
+            &KeywordScorer,
+            &no_lookup,
+            "18.1",
+            &ExtractOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(ex.sentence_count, 4);
+        // The heading is not scored; the last sentence only has T1082 at 0.1 (< 0.5).
+        let kept: Vec<usize> = ex.sentences.iter().map(|s| s.sentence).collect();
+        assert_eq!(kept, vec![0, 2]);
+        let ids: Vec<&str> = ex.sentences[1]
+            .predictions
+            .iter()
+            .map(|p| p.technique.as_str())
+            .collect();
+        assert_eq!(ids, vec!["T1059.001", "T1053.005"]);
+        // Document level: best score per technique, supporting sentences best first.
+        assert_eq!(ex.techniques.len(), 2);
+        assert_eq!(ex.techniques[0].technique.as_str(), "T1059.001");
+        assert_eq!(ex.techniques[0].score, 0.9);
+        assert_eq!(ex.techniques[0].sentences, vec![2, 0]);
+        assert_eq!(ex.techniques[1].technique.as_str(), "T1053.005");
+        for s in &ex.sentences {
+            assert_eq!(&d.text[s.span.start..s.span.end], s.text);
+        }
+    }
+
+    #[test]
+    fn max_per_sentence_and_threshold_zero() {
+        let d = doc(&["schtasks launched an encoded PowerShell payload."]);
+        let opts = ExtractOptions {
+            threshold: 0.0,
+            max_per_sentence: 2,
+            ..Default::default()
+        };
+        let ex = extract(&d, &KeywordScorer, &no_lookup, "18.1", &opts).unwrap();
+        assert_eq!(ex.sentences[0].predictions.len(), 2);
+        assert_eq!(ex.techniques.len(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_options() {
+        let d = doc(&["The actor ran PowerShell scripts on the host."]);
+        for opts in [
+            ExtractOptions {
+                threshold: 1.5,
+                ..Default::default()
+            },
+            ExtractOptions {
+                threshold: f32::NAN,
+                ..Default::default()
+            },
+            ExtractOptions {
+                max_per_sentence: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(extract(&d, &KeywordScorer, &no_lookup, "18.1", &opts).is_err());
+        }
+    }
+}

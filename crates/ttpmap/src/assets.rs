@@ -13,7 +13,9 @@ pub struct Assets {
 
 impl Assets {
     pub fn new(global: &GlobalArgs) -> Self {
-        Assets { global: global.clone() }
+        Assets {
+            global: global.clone(),
+        }
     }
 
     /// The cache folder: --cache-dir / $TTPMAP_CACHE, $XDG_CACHE_HOME/ttpmap, ~/.cache/ttpmap.

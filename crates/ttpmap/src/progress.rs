@@ -11,11 +11,9 @@ pub fn bar(len: u64, message: &str, quiet: bool) -> ProgressBar {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     }
     pb.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
-        )
-        .expect("static template is valid")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})")
+            .expect("static template is valid")
+            .progress_chars("=> "),
     );
     pb.set_message(message.to_string());
     pb

@@ -1,0 +1,131 @@
+//! Rendering extraction results in the format a user asked for. The formats themselves live in
+//! `ttpmap_core::export`; this adds the terminal table.
+
+use std::fmt::Write;
+
+use ttpmap_core::attack::Catalog;
+use ttpmap_core::eval::render_table;
+use ttpmap_core::export;
+use ttpmap_core::Extraction;
+
+/// Output formats of `extract`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable summary and evidence.
+    Table,
+    /// One JSON array of documents (schema in the README).
+    Json,
+    /// One JSON document per line.
+    Jsonl,
+    /// One row per sentence prediction.
+    Csv,
+    /// Markdown summary and evidence.
+    Markdown,
+    /// ATT&CK Navigator layer (format 4.5).
+    Navigator,
+    /// STIX 2.1 bundle with a report referencing ATT&CK attack-patterns.
+    Stix,
+}
+
+/// Options of the layer and bundle exports.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RenderOptions {
+    /// Navigator layer / STIX report name (default: the document title or file name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// STIX: ids derived from content (UUIDv5) instead of random, for reproducible output.
+    #[arg(long)]
+    pub deterministic: bool,
+    /// STIX: fixed timestamp (RFC 3339) instead of the current time, for reproducible output.
+    #[arg(long, value_name = "TIME")]
+    pub clock: Option<String>,
+}
+
+pub fn render_extractions(
+    extractions: &[Extraction],
+    catalog: &Catalog,
+    format: OutputFormat,
+    opts: &RenderOptions,
+) -> anyhow::Result<String> {
+    let lookup = |id: &ttpmap_core::TechniqueId| catalog.technique(id);
+    Ok(match format {
+        OutputFormat::Table => table(extractions),
+        OutputFormat::Json => export::to_json(extractions)?,
+        OutputFormat::Jsonl => export::to_jsonl(extractions)?,
+        OutputFormat::Csv => export::to_csv(extractions)?,
+        OutputFormat::Markdown => export::to_markdown(extractions, &lookup),
+        OutputFormat::Navigator => {
+            let layer_opts = export::NavigatorOptions {
+                name: opts.name.clone(),
+                attack_version: catalog.version().to_string(),
+                ..export::NavigatorOptions::default()
+            };
+            serde_json::to_string_pretty(&export::navigator_layer(extractions, &lookup, &layer_opts)?)?
+        }
+        OutputFormat::Stix => {
+            let stix_opts = export::StixOptions {
+                deterministic: opts.deterministic,
+                clock: opts.clock.clone(),
+                name: opts.name.clone(),
+                ..export::StixOptions::default()
+            };
+            serde_json::to_string_pretty(&export::stix_bundle(extractions, &lookup, &stix_opts)?)?
+        }
+    })
+}
+
+/// Terminal summary: per document the technique table, then the evidence sentences.
+fn table(extractions: &[Extraction]) -> String {
+    let mut out = String::new();
+    for ex in extractions {
+        let title = ex.title.as_deref().map(|t| format!(" ({t})")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}{title}\n{} sentences, {} with techniques; method {} at threshold {:.2}; ATT&CK {}\n",
+            ex.source,
+            ex.sentence_count,
+            ex.sentences.len(),
+            ex.method,
+            ex.threshold,
+            ex.attack_version
+        );
+        if ex.techniques.is_empty() {
+            let _ = writeln!(out, "No technique above the threshold.\n");
+            continue;
+        }
+        let rows: Vec<Vec<String>> = ex
+            .techniques
+            .iter()
+            .map(|t| {
+                vec![
+                    t.technique.to_string(),
+                    truncate(&t.name, 40),
+                    t.tactics.join(", "),
+                    format!("{:.2}", t.score),
+                    t.sentences.len().to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(&["technique", "name", "tactics", "score", "sentences"], &rows));
+        let _ = writeln!(out, "\nEvidence:");
+        for s in &ex.sentences {
+            let ids: Vec<String> = s
+                .predictions
+                .iter()
+                .map(|p| format!("{} {:.2}", p.technique, p.score))
+                .collect();
+            let _ = writeln!(out, "  [{}] {}\n       {}", s.sentence, ids.join(", "), truncate(&s.text, 160));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}

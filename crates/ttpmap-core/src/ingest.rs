@@ -1,1 +1,0 @@
-//! Report ingestion and sentence segmentation. (Being written.)

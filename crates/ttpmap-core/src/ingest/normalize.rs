@@ -1,0 +1,289 @@
+//! Text normalisation that never changes what a sentence says, and refanging of defanged
+//! indicators.
+//!
+//! Owns [`normalize`] (the canonical form every [`crate::Document::text`] is in) and
+//! [`reflow`] (joining hard-wrapped lines of plain text and PDF output).
+//!
+//! Invariants of the output of [`normalize`]:
+//! - only `\n` line breaks (no `\r`, form feeds, U+2028/2029), no other control characters;
+//! - no zero-width characters, soft hyphens or byte-order marks;
+//! - no runs of spaces, no tabs, no leading/trailing spaces on a line, at most one blank line
+//!   in a row, no leading/trailing blank lines;
+//! - typographic quotes and dashes are ASCII; ligatures and full-width ASCII are expanded
+//!   (NFKC is applied to those code points only, so superscripts, fractions, CJK and other
+//!   compatibility characters are left as written); the rest is NFC;
+//! - defanged indicators are refanged (`hxxp` -> `http`, `[.]` -> `.`, `[:]` -> `:`, `[@]` -> `@`).
+//!
+//! Lines are kept: they are the structural signal the segmenter uses (headings, list items and
+//! table rows are lines of their own).
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use unicode_normalization::UnicodeNormalization;
+
+/// Normalises `text` (see the module documentation for the guarantees).
+pub fn normalize(text: &str) -> String {
+    // 1. Character-level mapping.
+    let mut mapped = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                mapped.push('\n');
+            }
+            '\n' | '\u{2028}' | '\u{0085}' => mapped.push('\n'),
+            '\u{2029}' | '\u{000C}' => mapped.push_str("\n\n"),
+            '\t' | '\u{000B}' => mapped.push(' '),
+            // Zero-width characters, soft hyphen, BOM, word joiner, bidi marks.
+            '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
+            | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => {}
+            // Non-breaking and other Unicode spaces.
+            '\u{00A0}' | '\u{1680}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}'
+            | '\u{3000}' => mapped.push(' '),
+            // Quotes.
+            '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{FF07}' => {
+                mapped.push('\'')
+            }
+            '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' | '\u{FF02}' => {
+                mapped.push('"')
+            }
+            // Dashes and the minus sign.
+            '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}' => {
+                mapped.push('-')
+            }
+            '\u{2026}' => mapped.push_str("..."),
+            // Ligatures (U+FB00..U+FB06) and full-width ASCII: NFKC on these code points only.
+            '\u{FB00}'..='\u{FB06}' | '\u{FF01}'..='\u{FF5E}' => mapped.extend(c.nfkc()),
+            c if c.is_control() => {}
+            c => mapped.push(c),
+        }
+    }
+    let mapped: String = if mapped.is_ascii() { mapped } else { mapped.nfc().collect() };
+
+    // 2. Whitespace: collapse within lines, trim lines, at most one blank line in a row.
+    let mut out = String::with_capacity(mapped.len());
+    let mut blank_run = 0usize;
+    for line in mapped.split('\n') {
+        let mut collapsed = String::with_capacity(line.len());
+        for word in line.split(' ').filter(|w| !w.is_empty()) {
+            if !collapsed.is_empty() {
+                collapsed.push(' ');
+            }
+            collapsed.push_str(word);
+        }
+        if collapsed.is_empty() {
+            blank_run += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+            if blank_run > 0 {
+                out.push('\n');
+            }
+        }
+        blank_run = 0;
+        out.push_str(&refang(&collapsed));
+    }
+    out
+}
+
+static HXXP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\bh(?:xx|\*\*|__)p(s?)(\[:\]|\(:\)|:)(//|\\\\)").expect("static regex")
+});
+static BRACKETED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\s?(\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)|\{dot\}|\[:\]|\(:\)|\[://\]|\[@\]|\(@\)|\{@\}|\[at\]|\(at\))\s?")
+        .expect("static regex")
+});
+
+/// Refangs defanged indicators in one line: `hxxp(s)` -> `http(s)` (before `://`, `[:]//`),
+/// `[.]`, `(.)`, `{.}`, `[dot]` -> `.`, `[:]` -> `:`, `[://]` -> `://`, `[@]`, `[at]`, `(at)` -> `@`.
+///
+/// A bracketed marker (and a single space around it) is only replaced between two indicator
+/// characters (letters, digits, `-`, `_`, and for `[:]` also `/`), so prose such as
+/// "see note [at] the end" keeps its meaning while `user [at] evil[.]com` becomes `user@evil.com`.
+pub fn refang(line: &str) -> String {
+    if !line.contains(['[', '(', '{']) && !line.to_ascii_lowercase().contains("xxp") {
+        return line.to_string();
+    }
+    let line = HXXP.replace_all(line, |c: &regex::Captures<'_>| {
+        format!("http{}://", &c[1])
+    });
+    let mut out = String::with_capacity(line.len());
+    let mut last = 0;
+    for m in BRACKETED.captures_iter(&line) {
+        let (Some(whole), Some(marker)) = (m.get(0), m.get(1)) else { continue };
+        let before = line[..whole.start()].chars().next_back();
+        let after = line[whole.end()..].chars().next();
+        let ind = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_');
+        let marker_l = marker.as_str().to_ascii_lowercase();
+        let replacement = match marker_l.as_str() {
+            "[.]" | "(.)" | "{.}" | "[dot]" | "(dot)" | "{dot}" => ".",
+            "[:]" | "(:)" => ":",
+            "[://]" => "://",
+            _ => "@",
+        };
+        let spaced = whole.as_str().starts_with(' ') || whole.as_str().ends_with(' ');
+        let word_marker = marker_l.contains("dot") || marker_l.contains("at");
+        let ok_after = ind(after) || (replacement.starts_with(':') && after == Some('/'));
+        // `[.]` directly between characters is unambiguous; a spaced or spelled-out marker must
+        // sit between indicator characters and the whole thing must look like a host or address.
+        // Symbol markers count only when tight (`evil[.]com`); spaced or spelled-out markers only
+        // when spelled out and the neighbours look like parts of an address.
+        let ok = ind(before)
+            && ok_after
+            && if spaced || word_marker {
+                word_marker && looks_like_indicator(&line, whole.start(), whole.end())
+            } else {
+                true
+            };
+        out.push_str(&line[last..whole.start()]);
+        if ok {
+            out.push_str(replacement);
+        } else {
+            out.push_str(whole.as_str());
+        }
+        last = whole.end();
+    }
+    out.push_str(&line[last..]);
+    out
+}
+
+/// For spelled-out or spaced markers (`user [at] example [dot] com`): the words around it
+/// must be single tokens without sentence punctuation and the one after must not be a common
+/// English word (so `look [at] them` stays prose).
+fn looks_like_indicator(line: &str, start: usize, end: usize) -> bool {
+    const PROSE: &[&str] = &["the", "a", "an", "this", "that", "these", "those", "them", "it", "all", "least", "most", "first", "last", "once", "times", "which", "of", "and", "or", "to", "in", "on", "for", "is", "be", "with", "by", "what", "when", "where", "his", "her", "their", "our", "your", "my", "its"];
+    let next: String = line[end..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+        .collect();
+    let prev_ok = line[..start].trim_end().chars().next_back().is_some_and(|c| c.is_alphanumeric());
+    !next.is_empty() && prev_ok && !PROSE.contains(&next.to_ascii_lowercase().as_str())
+}
+
+/// How aggressively [`reflow`] joins lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reflow {
+    /// Plain text: join a line to the previous one only when the previous line is long, does
+    /// not end a sentence, and the new line starts with a lower-case letter.
+    Conservative,
+    /// PDF text layers: every wrapped line of a paragraph is joined unless the previous line
+    /// ends a sentence or is much shorter than the typical line (a heading, a list item).
+    Aggressive,
+}
+
+/// Joins hard-wrapped lines of normalised text into paragraph lines. List items (lines
+/// starting with a bullet or `1.`), blank lines and lines that end a sentence are never joined.
+/// A line ending in `letter-` is joined without a space (the hyphen is kept).
+pub fn reflow(text: &str, mode: Reflow) -> String {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let typical = {
+        let mut lens: Vec<usize> = lines.iter().map(|l| l.chars().count()).filter(|&n| n > 0).collect();
+        lens.sort_unstable();
+        lens.get(lens.len().saturating_mul(9) / 10).copied().unwrap_or(0)
+    };
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            let prev = lines[i - 1];
+            if should_join(prev, line, mode, typical) {
+                if prev.ends_with('-') && prev.len() >= 2 && prev[..prev.len() - 1].ends_with(char::is_alphabetic) {
+                    // joined without a space: `pre-` + `processing`
+                } else {
+                    out.push(' ');
+                }
+                out.push_str(line);
+                continue;
+            }
+            out.push('\n');
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+fn should_join(prev: &str, line: &str, mode: Reflow, typical: usize) -> bool {
+    if prev.is_empty() || line.is_empty() || starts_list_item(line) {
+        return false;
+    }
+    let end = prev.trim_end_matches(['"', '\'', ')', ']']);
+    if end.ends_with(['.', '!', '?', ':', ';']) || prev.contains(" | ") {
+        return false;
+    }
+    let first = line.chars().next().unwrap_or(' ');
+    let prev_len = prev.chars().count();
+    match mode {
+        Reflow::Conservative => first.is_lowercase() && prev_len >= 40,
+        Reflow::Aggressive => {
+            first.is_lowercase() || prev.ends_with([',', '-']) || prev_len * 10 >= typical * 7
+        }
+    }
+}
+
+/// True when a line starts with a bullet (`•`, `-`, `*`, `+`, `▪`, `◦`, `‣`, `o`) followed by a
+/// space, or with a list number (`1.`, `2)`, `a)`, `(iv)`).
+pub(crate) fn starts_list_item(line: &str) -> bool {
+    static ITEM: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(?:[•\-*+▪◦‣·o] |\(?\d{1,3}[.)] |\(?[a-zA-Z][.)] |\(?[ivxIVX]{1,4}[.)] )").expect("static regex")
+    });
+    ITEM.is_match(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_typography_and_invisible_characters() {
+        let s = "The \u{FB01}le \u{201C}invoice\u{201D} \u{2014} it\u{2019}s a\u{00A0}trap\u{200B}\u{00AD}!";
+        assert_eq!(normalize(s), "The file \"invoice\" - it's a trap!");
+    }
+
+    #[test]
+    fn keeps_compatibility_characters_other_than_ligatures() {
+        assert_eq!(normalize("x² ½ ™ 東京"), "x² ½ ™ 東京");
+        assert_eq!(normalize("ＡＢＣ１"), "ABC1");
+    }
+
+    #[test]
+    fn collapses_whitespace_but_keeps_lines() {
+        let s = "\r\n  Title \t here  \r\n\r\n\r\n\r\nBody   line\r\n";
+        assert_eq!(normalize(s), "Title here\n\nBody line");
+    }
+
+    #[test]
+    fn refangs_indicators() {
+        assert_eq!(
+            normalize("hxxps://evil[.]example[.]com/a and hXXp[:]//10[.]0[.]0[.]1:8080"),
+            "https://evil.example.com/a and http://10.0.0.1:8080"
+        );
+        assert_eq!(normalize("mail ops[@]evil(.)biz or x [at] y [dot] net"), "mail ops@evil.biz or x@y.net");
+        assert_eq!(normalize("evil{.}com"), "evil.com");
+    }
+
+    #[test]
+    fn leaves_prose_brackets_alone() {
+        assert_eq!(normalize("look [at] them"), "look [at] them");
+        assert_eq!(normalize("a list [.] of (.) things"), "a list [.] of (.) things");
+        assert_eq!(normalize("the ellipsis (...) stays"), "the ellipsis (...) stays");
+    }
+
+    #[test]
+    fn reflow_joins_wrapped_lines() {
+        let t = "The actor used a spearphishing email with an\nattached document. It ran a macro.\n- item one\n- item two";
+        assert_eq!(
+            reflow(t, Reflow::Conservative),
+            "The actor used a spearphishing email with an attached document. It ran a macro.\n- item one\n- item two"
+        );
+        let p = "Results\nThe loader decrypts the payload with a\nhard-coded RC4 key and then con-\ntacts the server.";
+        assert_eq!(
+            reflow(p, Reflow::Aggressive),
+            "Results\nThe loader decrypts the payload with a hard-coded RC4 key and then con-tacts the server."
+        );
+    }
+}

@@ -9,12 +9,13 @@
 //! - the document technique set is exactly the union of the kept sentence predictions, best
 //!   score first; a technique's `sentences` are ordered by that technique's score.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::attack::Technique;
 use crate::error::{Error, Result};
+use crate::retrieve::Bm25Index;
 use crate::types::{
-    Document, DocumentTechnique, Extraction, Prediction, SentencePredictions, TechniqueId,
+    Document, DocumentTechnique, Evidence, Extraction, Prediction, SentencePredictions, TechniqueId,
 };
 
 /// Anything that scores ATT&CK techniques for sentences.
@@ -185,10 +186,107 @@ pub fn aggregate(
     out
 }
 
+/// BM25 as a sentence scorer: each sentence is a query against the technique documents.
+///
+/// BM25 scores are unbounded; the confidence is `raw / (raw + scale)`, a monotone map into
+/// [0, 1) so one threshold works across sentences (`raw` is kept in [`Prediction::raw_score`]).
+/// Evidence lists the query terms that contributed most to the score.
+pub struct Bm25Scorer {
+    index: Bm25Index,
+    /// Candidates returned per sentence before thresholding. Default 10.
+    pub top_k: usize,
+    /// The raw score that maps to confidence 0.5. Default 20.
+    pub scale: f32,
+    /// When set, only these techniques are proposed (e.g. a dataset's label space).
+    pub label_space: Option<BTreeSet<TechniqueId>>,
+    /// Explain each prediction with its top query terms (costs one explanation per hit;
+    /// evaluation turns it off). Default true.
+    pub with_evidence: bool,
+}
+
+impl Bm25Scorer {
+    /// Default extraction threshold, tuned on the TRAM2 and AnnoCTR training splits (README).
+    pub const DEFAULT_THRESHOLD: f32 = 0.6;
+
+    pub fn new(index: Bm25Index) -> Self {
+        Bm25Scorer {
+            index,
+            top_k: 10,
+            scale: 20.0,
+            label_space: None,
+            with_evidence: true,
+        }
+    }
+
+    pub fn index(&self) -> &Bm25Index {
+        &self.index
+    }
+
+    fn predictions(&self, sentence: &str) -> Vec<Prediction> {
+        let k = if self.label_space.is_some() {
+            self.index.num_docs()
+        } else {
+            self.top_k
+        };
+        let hits = self.index.search(sentence, k);
+        hits.into_iter()
+            .filter(|h| {
+                self.label_space
+                    .as_ref()
+                    .is_none_or(|ls| ls.contains(&h.technique))
+            })
+            .take(self.top_k)
+            .map(|h| {
+                let reasons = if !self.with_evidence {
+                    Vec::new()
+                } else {
+                    self.index
+                        .explain(sentence, &h.technique)
+                        .map(|e| {
+                            let mut terms: Vec<_> = e
+                                .terms
+                                .into_iter()
+                                .filter(|t| t.contribution > 0.0)
+                                .collect();
+                            terms.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+                            let mut seen = BTreeSet::new();
+                            terms
+                                .into_iter()
+                                .filter(|t| seen.insert(t.term.clone()))
+                                .take(5)
+                                .map(|t| format!("{} ({:.1})", t.term, t.contribution))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                Prediction {
+                    technique: h.technique,
+                    score: h.score / (h.score + self.scale),
+                    raw_score: h.score,
+                    evidence: Evidence {
+                        method: "bm25".into(),
+                        reasons,
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+impl SentenceScorer for Bm25Scorer {
+    fn name(&self) -> &str {
+        "bm25"
+    }
+
+    fn score(&self, sentences: &[&str]) -> Result<Vec<Vec<Prediction>>> {
+        Ok(sentences.iter().map(|s| self.predictions(s)).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Evidence, Sentence, Span};
+    use crate::types::{Sentence, Span};
 
     /// Scores a sentence for T1059.001 when it mentions PowerShell and T1053.005 for schtasks.
     struct KeywordScorer;

@@ -10,7 +10,10 @@ mod assets;
 mod cli;
 mod cmd;
 mod download;
+mod methods;
+mod output;
 mod progress;
+mod render;
 
 fn main() -> ExitCode {
     tune_runtime();

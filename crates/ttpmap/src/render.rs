@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::eval::render_table;
-use ttpmap_core::export;
+use ttpmap_core::export::{self, ExportFormat, ExportOptions};
 use ttpmap_core::Extraction;
 
 /// Output formats of `extract`.
@@ -30,7 +30,7 @@ pub enum OutputFormat {
 /// Options of the layer and bundle exports.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RenderOptions {
-    /// Navigator layer / STIX report name (default: the document title or file name).
+    /// Navigator layer name (default: the document title or file name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// STIX: ids derived from content (UUIDv5) instead of random, for reproducible output.
@@ -48,30 +48,21 @@ pub fn render_extractions(
     opts: &RenderOptions,
 ) -> anyhow::Result<String> {
     let lookup = |id: &ttpmap_core::TechniqueId| catalog.technique(id);
-    Ok(match format {
-        OutputFormat::Table => table(extractions),
-        OutputFormat::Json => export::to_json(extractions)?,
-        OutputFormat::Jsonl => export::to_jsonl(extractions)?,
-        OutputFormat::Csv => export::to_csv(extractions)?,
-        OutputFormat::Markdown => export::to_markdown(extractions, &lookup),
-        OutputFormat::Navigator => {
-            let layer_opts = export::NavigatorOptions {
-                name: opts.name.clone(),
-                attack_version: catalog.version().to_string(),
-                ..export::NavigatorOptions::default()
-            };
-            serde_json::to_string_pretty(&export::navigator_layer(extractions, &lookup, &layer_opts)?)?
-        }
-        OutputFormat::Stix => {
-            let stix_opts = export::StixOptions {
-                deterministic: opts.deterministic,
-                clock: opts.clock.clone(),
-                name: opts.name.clone(),
-                ..export::StixOptions::default()
-            };
-            serde_json::to_string_pretty(&export::stix_bundle(extractions, &lookup, &stix_opts)?)?
-        }
-    })
+    let format = match format {
+        OutputFormat::Table => return Ok(table(extractions)),
+        OutputFormat::Json => ExportFormat::Json,
+        OutputFormat::Jsonl => ExportFormat::Jsonl,
+        OutputFormat::Csv => ExportFormat::Csv,
+        OutputFormat::Markdown => ExportFormat::Markdown,
+        OutputFormat::Navigator => ExportFormat::Navigator,
+        OutputFormat::Stix => ExportFormat::Stix,
+    };
+    let mut export_opts = ExportOptions::default();
+    export_opts.navigator.name = opts.name.clone();
+    export_opts.navigator.attack_version = Some(catalog.version().to_string());
+    export_opts.stix.deterministic = opts.deterministic;
+    export_opts.stix.clock = opts.clock.clone();
+    Ok(export::export(format, extractions, &lookup, &export_opts)?)
 }
 
 /// Terminal summary: per document the technique table, then the evidence sentences.

@@ -1,10 +1,305 @@
-//! `ttpmap eval` (being written).
+//! `ttpmap eval --method M --dataset D`: scores a method with the published metrics.
+//!
+//! - Sentence datasets (TRAM2, AnnoCTR): per-document F1 (in-vocabulary, CASSANDRA's protocol,
+//!   and all gold labels) with bootstrap 95% CIs, sentence micro/macro P/R/F1, per technique.
+//!   The threshold is tuned on the training split (no test data is used to choose it) unless
+//!   `--threshold` fixes it.
+//! - Emulation plans: each step's description is a query; P@1, Hit@3, Hit@5, MRR overall and
+//!   per actor, exact id and parent-collapsed.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::json;
+use ttpmap_core::attack::Catalog;
+use ttpmap_core::dataset::{self, Dataset};
+use ttpmap_core::eval::{
+    self, bootstrap_mean_ci, per_document_f1, rank_metrics, render_table, DocF1Variant,
+    Objective, RankOptions, RankReport, RankedQuery, ScoredSentence,
+};
+use ttpmap_core::pipeline::{sort_predictions, SentenceScorer};
+use ttpmap_core::TechniqueId;
 
 use crate::assets::Assets;
+use crate::methods::{MethodArgs, Scorer};
+
+/// Datasets `eval` knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetName {
+    /// TRAM2 sentence split (train 120 reports / test 31).
+    Tram2,
+    /// AnnoCTR sentence split (train 70 reports / test 34).
+    Annoctr,
+    /// MITRE CTID emulation plans: step description -> technique, per actor.
+    Emulation,
+}
+
+/// Which techniques a retrieval method may propose on a sentence dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelSpace {
+    /// Every active technique of the catalog.
+    Catalog,
+    /// Only techniques labelled in the training split (what a trained classifier can output).
+    Train,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct EvalArgs {}
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub method: MethodArgs,
+    /// Dataset to score on.
+    #[arg(long, value_enum)]
+    pub dataset: DatasetName,
+    /// Fixed threshold instead of one tuned on the training split.
+    #[arg(long, value_name = "P")]
+    pub threshold: Option<f32>,
+    /// Techniques a retrieval method may propose on sentence datasets.
+    #[arg(long, value_enum, default_value_t = LabelSpace::Catalog)]
+    pub label_space: LabelSpace,
+    /// Candidates ranked per query (emulation) or proposed per sentence.
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    /// Bootstrap resamples for the 95% confidence intervals.
+    #[arg(long, default_value_t = eval::DEFAULT_BOOTSTRAP_RESAMPLES)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Results JSON (default: results/<method>-<dataset>.json).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
 
-pub fn run(_assets: &Assets, _args: EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("ttpmap eval is not available yet")
+pub fn run(assets: &Assets, args: EvalArgs) -> anyhow::Result<()> {
+    let catalog = assets.catalog()?;
+    let results = match args.dataset {
+        DatasetName::Emulation => eval_emulation(assets, &catalog, &args)?,
+        DatasetName::Tram2 | DatasetName::Annoctr => eval_sentences(assets, &catalog, &args)?,
+    };
+    let name = serde_json::to_value(args.dataset)?;
+    let method = serde_json::to_value(args.method.method)?;
+    let out = args.output.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "results/{}-{}.json",
+            method.as_str().unwrap_or("method"),
+            name.as_str().unwrap_or("dataset")
+        ))
+    });
+    crate::output::write_atomic(&out, serde_json::to_string_pretty(&results)?.as_bytes())?;
+    eprintln!("results written to {}", out.display());
+    Ok(())
+}
+
+/// Resolves dataset labels to current ATT&CK ids, warning about what could not be mapped.
+fn remap(ds: &mut Dataset, catalog: &Catalog) {
+    let report = ds.remap(|id| catalog.resolve(id).current().cloned());
+    if !report.remapped.is_empty() {
+        tracing::info!("{} {}: remapped {:?}", ds.name, ds.split, report.remapped);
+    }
+    if !report.unknown.is_empty() {
+        tracing::warn!("{} {}: labels not in ATT&CK {} dropped: {:?}", ds.name, ds.split, catalog.version(), report.unknown);
+    }
+}
+
+fn load_split(assets: &Assets, name: DatasetName, split: &str, catalog: &Catalog) -> anyhow::Result<Dataset> {
+    let dir = assets.data_dir();
+    let mut ds = match name {
+        DatasetName::Tram2 => dataset::load_tram2(&dir.join("tram2").join(format!("{split}.json")))?,
+        DatasetName::Annoctr => dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?,
+        DatasetName::Emulation => unreachable!("emulation is not a sentence dataset"),
+    };
+    remap(&mut ds, catalog);
+    Ok(ds)
+}
+
+/// Scores every sentence of `ds` with `scorer`, with a progress bar.
+fn score_dataset(ds: &Dataset, scorer: &dyn SentenceScorer, quiet: bool) -> anyhow::Result<Vec<ScoredSentence>> {
+    let sentences: Vec<_> = ds.documents.iter().flat_map(|d| d.sentences.iter()).collect();
+    let pb = crate::progress::bar(sentences.len() as u64, &format!("scoring {} {}", ds.name, ds.split), quiet);
+    let mut out = Vec::with_capacity(sentences.len());
+    for chunk in sentences.chunks(256) {
+        let texts: Vec<&str> = chunk.iter().map(|s| s.text.as_str()).collect();
+        let preds = scorer.score(&texts)?;
+        for (s, p) in chunk.iter().zip(preds) {
+            out.push(ScoredSentence {
+                doc: s.doc.clone(),
+                gold: s.labels.iter().cloned().collect(),
+                scores: p.into_iter().map(|p| (p.technique, p.score)).collect(),
+            });
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+fn eval_sentences(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
+    let train = load_split(assets, args.dataset, "train", catalog)?;
+    let test = load_split(assets, args.dataset, "test", catalog)?;
+    let vocab: BTreeSet<TechniqueId> = train
+        .documents
+        .iter()
+        .flat_map(|d| d.sentences.iter().flat_map(|s| s.labels.iter().cloned()))
+        .collect();
+    let mut scorer = Scorer::build(assets, catalog, &args.method)?;
+    match &mut scorer {
+        Scorer::Bm25(s) => {
+            s.top_k = args.top_k;
+            s.with_evidence = false;
+            if args.label_space == LabelSpace::Train {
+                s.label_space = Some(vocab.clone());
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let in_vocab = Objective::DocumentF1 { variant: DocF1Variant::InVocabulary, vocab: Some(vocab.clone()) };
+    let (threshold, tuned_on_train) = match args.threshold {
+        Some(t) => (t, None),
+        None => {
+            let train_scores = score_dataset(&train, scorer.as_scorer(), assets.quiet())?;
+            let tuned = eval::tune_threshold(&train_scores, &in_vocab, &eval::default_grid())?;
+            (tuned.threshold, Some(tuned.objective_value))
+        }
+    };
+    let test_scores = score_dataset(&test, scorer.as_scorer(), assets.quiet())?;
+    let predicted = eval::apply_threshold(&test_scores, threshold);
+    let golds: Vec<BTreeSet<TechniqueId>> = test_scores.iter().map(|s| s.gold.clone()).collect();
+    let docs = eval::union_by_document(
+        test_scores.iter().zip(&predicted).map(|(s, p)| (s.doc.as_str(), &s.gold, p)),
+    );
+    let iv = per_document_f1(&docs, DocF1Variant::InVocabulary, Some(&vocab))?;
+    let all = per_document_f1(&docs, DocF1Variant::AllGold, None)?;
+    let ci = |r: &eval::DocF1Report| {
+        let f1s: Vec<f64> = r.per_document.iter().map(|d| d.f1).collect();
+        bootstrap_mean_ci(&f1s, args.bootstrap, args.seed)
+    };
+    let (iv_ci, all_ci) = (ci(&iv)?, ci(&all)?);
+    let vocab_labels: Vec<TechniqueId> = vocab.iter().cloned().collect();
+    let prf = eval::multilabel_prf(&golds, &predicted, Some(&vocab_labels))?;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    println!(
+        "{} test ({} documents, {} sentences), method {}, threshold {:.2}{}\n",
+        test.name,
+        test.documents.len(),
+        test_scores.len(),
+        test_scores.first().map(|_| scorer.as_scorer().name()).unwrap_or(""),
+        threshold,
+        if tuned_on_train.is_some() { " (tuned on train)" } else { "" }
+    );
+    let pct = |x: f64| format!("{:.2}", 100.0 * x);
+    let rows = vec![
+        vec![
+            "per-document F1, in-vocabulary (CASSANDRA)".into(),
+            pct(iv.mean_f1),
+            format!("[{}, {}]", pct(iv_ci.lo), pct(iv_ci.hi)),
+            iv.documents_scored.to_string(),
+        ],
+        vec![
+            "per-document F1, all gold labels".into(),
+            pct(all.mean_f1),
+            format!("[{}, {}]", pct(all_ci.lo), pct(all_ci.hi)),
+            all.documents_scored.to_string(),
+        ],
+        vec!["sentence micro F1 (train labels)".into(), pct(prf.micro.f1), String::new(), prf.samples.to_string()],
+        vec!["sentence macro F1 (train labels)".into(), pct(prf.macro_.f1), String::new(), prf.samples.to_string()],
+    ];
+    print!("{}", render_table(&["metric", "value", "95% CI", "n"], &rows));
+    let mut per_label = prf.per_label.clone();
+    per_label.sort_by(|a, b| b.support.cmp(&a.support).then(a.label.cmp(&b.label)));
+    let rows: Vec<Vec<String>> = per_label
+        .iter()
+        .filter(|l| l.support > 0)
+        .take(15)
+        .map(|l| vec![l.label.to_string(), l.support.to_string(), pct(l.precision), pct(l.recall), pct(l.f1)])
+        .collect();
+    println!("\nMost frequent test techniques:");
+    print!("{}", render_table(&["technique", "support", "P", "R", "F1"], &rows));
+
+    Ok(json!({
+        "dataset": args.dataset,
+        "split": "test",
+        "method": args.method.method,
+        "label_space": args.label_space,
+        "top_k": args.top_k,
+        "threshold": threshold,
+        "threshold_tuned_on_train": tuned_on_train.is_some(),
+        "train_objective_per_document_f1_in_vocabulary": tuned_on_train,
+        "attack_version": catalog.version(),
+        "per_document_f1_in_vocabulary": iv,
+        "per_document_f1_in_vocabulary_ci95": iv_ci,
+        "per_document_f1_all_gold": all,
+        "per_document_f1_all_gold_ci95": all_ci,
+        "sentence": prf,
+        "seconds": elapsed,
+    }))
+}
+
+fn eval_emulation(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
+    let dir = assets.data_dir().join("emulation");
+    let mut steps = dataset::load_emulation(&dir)?;
+    let report = dataset::remap_steps(&mut steps, |id| catalog.resolve(id).current().cloned());
+    if !report.unknown.is_empty() {
+        tracing::warn!("emulation steps with ids not in ATT&CK {}: {:?}", catalog.version(), report.unknown);
+    }
+    let mut scorer = Scorer::build(assets, catalog, &args.method)?;
+    match &mut scorer {
+        Scorer::Bm25(s) => {
+            s.top_k = args.top_k;
+            s.with_evidence = false;
+        }
+    }
+    let texts: Vec<&str> = steps.iter().map(|s| s.description.as_str()).collect();
+    let pb = crate::progress::bar(texts.len() as u64, "ranking emulation steps", assets.quiet());
+    let mut queries = Vec::with_capacity(steps.len());
+    for (chunk_steps, chunk) in steps.chunks(64).zip(texts.chunks(64)) {
+        for (step, mut preds) in chunk_steps.iter().zip(scorer.as_scorer().score(chunk)?) {
+            sort_predictions(&mut preds);
+            queries.push(RankedQuery {
+                gold: BTreeSet::from([step.technique.clone()]),
+                ranked: preds.into_iter().map(|p| p.technique).collect(),
+                group: step.actor.clone(),
+            });
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let ks = vec![1, 3, 5, 10, args.top_k];
+    let exact = rank_metrics(&queries, &RankOptions { ks: ks.clone(), collapse_to_parent: false });
+    let parent = rank_metrics(&queries, &RankOptions { ks, collapse_to_parent: true });
+    println!("Emulation plans: {} steps, method {}, top {} candidates\n", queries.len(), scorer.as_scorer().name(), args.top_k);
+    println!("Exact technique id:");
+    print!("{}", rank_table(&exact, args.top_k));
+    println!("\nParent-collapsed (sub-techniques count as their parent):");
+    print!("{}", rank_table(&parent, args.top_k));
+    Ok(json!({
+        "dataset": "emulation",
+        "method": args.method.method,
+        "top_k": args.top_k,
+        "attack_version": catalog.version(),
+        "exact": exact,
+        "parent_collapsed": parent,
+    }))
+}
+
+fn rank_table(r: &RankReport, k: usize) -> String {
+    let pct = |x: f64| format!("{:.2}", 100.0 * x);
+    let row = |name: &str, s: &eval::RankSummary| {
+        vec![
+            name.to_string(),
+            s.n.to_string(),
+            pct(s.p_at_1),
+            pct(s.hit_at_3),
+            pct(s.hit_at_5),
+            format!("{:.3}", s.mrr),
+            s.recall_at.get(&k).map(|v| pct(*v)).unwrap_or_default(),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = r.by_group.iter().map(|(g, s)| row(g, s)).collect();
+    rows.push(row("all", &r.overall));
+    let recall = format!("recall@{k}");
+    render_table(&["actor", "queries", "P@1", "Hit@3", "Hit@5", "MRR", &recall], &rows)
 }

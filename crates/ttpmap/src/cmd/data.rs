@@ -1,10 +1,137 @@
-//! `ttpmap data` (being written).
+//! `ttpmap data stats DATASET`: documents, sentences, labels and positives per technique.
+
+use std::collections::BTreeMap;
+
+use ttpmap_core::dataset::{self, Dataset};
+use ttpmap_core::eval::render_table;
 
 use crate::assets::Assets;
 
 #[derive(Debug, clap::Args)]
-pub struct DataArgs {}
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
 
-pub fn run(_assets: &Assets, _args: DataArgs) -> anyhow::Result<()> {
-    anyhow::bail!("ttpmap data is not available yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum DataCommand {
+    /// Statistics of a dataset split.
+    Stats(StatsArgs),
+}
+
+/// Datasets `data stats` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsDataset {
+    /// TRAM2 (column format, train/test).
+    Tram2,
+    /// AnnoCTR (column format, train/test).
+    Annoctr,
+    /// AnnoCTR in its own format (raw/: train/dev/test/ext).
+    AnnoctrRaw,
+    /// Emulation plans (steps per actor).
+    Emulation,
+    /// ATT&CK procedure examples of the catalog.
+    Procedures,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    #[arg(value_enum)]
+    pub dataset: StatsDataset,
+    /// Split(s) to describe (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = ["train".to_string(), "test".to_string()])]
+    pub split: Vec<String>,
+    /// Remap labels to the current ATT&CK through revoked-by (needs the catalog).
+    #[arg(long)]
+    pub remap: bool,
+}
+
+pub fn run(assets: &Assets, args: DataArgs) -> anyhow::Result<()> {
+    match args.command {
+        DataCommand::Stats(a) => stats(assets, a),
+    }
+}
+
+fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
+    let dir = assets.data_dir();
+    match args.dataset {
+        StatsDataset::Emulation => {
+            let steps = dataset::load_emulation(&dir.join("emulation"))?;
+            let mut per_actor: BTreeMap<&str, (usize, std::collections::BTreeSet<&str>)> = BTreeMap::new();
+            for s in &steps {
+                let e = per_actor.entry(s.actor.as_str()).or_default();
+                e.0 += 1;
+                e.1.insert(s.technique.as_str());
+            }
+            let mut rows: Vec<Vec<String>> = per_actor
+                .iter()
+                .map(|(a, (n, t))| vec![a.to_string(), n.to_string(), t.len().to_string()])
+                .collect();
+            let all: std::collections::BTreeSet<&str> = steps.iter().map(|s| s.technique.as_str()).collect();
+            rows.push(vec!["all".into(), steps.len().to_string(), all.len().to_string()]);
+            print!("{}", render_table(&["actor", "steps", "techniques"], &rows));
+            return Ok(());
+        }
+        StatsDataset::Procedures => {
+            let catalog = assets.catalog()?;
+            let mut per_tech: BTreeMap<String, usize> = BTreeMap::new();
+            for p in catalog.procedures() {
+                *per_tech.entry(p.technique.to_string()).or_default() += 1;
+            }
+            let mut counts: Vec<usize> = per_tech.values().copied().collect();
+            counts.sort_unstable();
+            let median = counts.get(counts.len() / 2).copied().unwrap_or(0);
+            println!(
+                "ATT&CK {} procedure examples: {} over {} techniques (median {} per technique, {} with fewer than 10)",
+                catalog.version(),
+                catalog.procedures().len(),
+                per_tech.len(),
+                median,
+                counts.iter().filter(|&&c| c < 10).count()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    let catalog = if args.remap { Some(assets.catalog()?) } else { None };
+    let mut rows = Vec::new();
+    for split in &args.split {
+        let mut ds: Dataset = match args.dataset {
+            StatsDataset::Tram2 => dataset::load_tram2(&dir.join("tram2").join(format!("{split}.json")))?,
+            StatsDataset::Annoctr => dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?,
+            StatsDataset::AnnoctrRaw => dataset::load_annoctr_raw(&dir.join("annoctr").join("raw"), split)?,
+            StatsDataset::Emulation | StatsDataset::Procedures => unreachable!("handled above"),
+        };
+        if let Some(c) = &catalog {
+            ds.remap(|id| c.resolve(id).current().cloned());
+        }
+        let s = ds.stats();
+        rows.push(vec![
+            split.clone(),
+            s.documents.to_string(),
+            s.sentences.to_string(),
+            s.labelled_sentences.to_string(),
+            s.techniques.to_string(),
+            s.total_positives.to_string(),
+            format!("{:.1}", s.positives_per_technique_mean),
+            format!("{:.1}", s.positives_per_technique_median),
+            s.techniques_under_10.to_string(),
+        ]);
+        if !ds.other_labels.is_empty() {
+            let n: usize = ds.other_labels.values().sum();
+            eprintln!(
+                "{split}: {n} non-technique labels not kept ({} distinct, e.g. {})",
+                ds.other_labels.len(),
+                ds.other_labels.keys().take(5).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    print!(
+        "{}",
+        render_table(
+            &["split", "documents", "sentences", "labelled", "techniques", "positives", "mean/tech", "median/tech", "<10"],
+            &rows
+        )
+    );
+    Ok(())
 }

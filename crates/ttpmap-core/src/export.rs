@@ -451,8 +451,8 @@ pub struct NavigatorLayout {
 #[serde(rename_all = "camelCase")]
 pub struct NavigatorGradient {
     pub colors: Vec<String>,
-    pub min_value: f64,
-    pub max_value: f64,
+    pub min_value: i64,
+    pub max_value: i64,
 }
 
 /// A legend entry.
@@ -707,8 +707,8 @@ pub fn navigator_layer(
         techniques,
         gradient: NavigatorGradient {
             colors: vec!["#ffffff".into(), "#ffe766".into(), "#ff6666".into()],
-            min_value: 0.0,
-            max_value: 100.0,
+            min_value: 0,
+            max_value: 100,
         },
         legend_items: vec![
             NavigatorLegendItem {

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::types::TechniqueId;
+use crate::types::{Extraction, TechniqueId};
 
 fn ratio(num: f64, den: f64) -> f64 {
     if den == 0.0 {
@@ -98,6 +98,16 @@ where
         order[i].predicted.extend(pred.iter().cloned());
     }
     order
+}
+
+/// The predicted set of an extracted document: the union of its sentence predictions (the
+/// CASSANDRA protocol's document prediction; equal to the document summary's techniques when
+/// the summary is not collapsed to parents).
+pub fn extraction_predicted_set(x: &Extraction) -> BTreeSet<TechniqueId> {
+    x.sentences
+        .iter()
+        .flat_map(|s| s.predictions.iter().map(|p| p.technique.clone()))
+        .collect()
 }
 
 /// Which gold labels a document is scored against.
@@ -955,6 +965,40 @@ mod tests {
         let all = per_document_f1(&docs, DocF1Variant::AllGold, None).unwrap();
         assert_eq!(all.documents_scored, 2);
         assert!(close(all.mean_f1, (0.5 + 1.0) / 2.0));
+    }
+
+    #[test]
+    fn extraction_predicted_set_is_the_union_of_sentences() {
+        use crate::types::{Evidence, Prediction, SentencePredictions, Span};
+        let p = |id: &str| Prediction {
+            technique: t(id),
+            score: 0.5,
+            raw_score: 1.0,
+            evidence: Evidence {
+                method: "bm25".into(),
+                reasons: Vec::new(),
+            },
+        };
+        let s = |i: usize, ids: &[&str]| SentencePredictions {
+            sentence: i,
+            span: Span::new(0, 1),
+            text: "x".into(),
+            predictions: ids.iter().map(|id| p(id)).collect(),
+        };
+        let x = Extraction {
+            source: "d".into(),
+            title: None,
+            method: "bm25".into(),
+            threshold: 0.5,
+            attack_version: "18.1".into(),
+            sentence_count: 3,
+            sentences: vec![s(0, &["T1059.001", "T1003"]), s(2, &["T1003", "T1566"])],
+            techniques: Vec::new(),
+        };
+        assert_eq!(
+            extraction_predicted_set(&x),
+            set(&["T1003", "T1059.001", "T1566"])
+        );
     }
 
     #[test]

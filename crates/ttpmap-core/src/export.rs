@@ -7,7 +7,7 @@
 //! here does I/O. Output is deterministic for a given input, except the STIX ids and timestamps
 //! when [`StixOptions`] asks for random ids and the current time (the default).
 //!
-//! # JSON schema (`--format json` / `jsonl`)
+//! # JSON schema (formats `json` and `jsonl`)
 //!
 //! `json` is a pretty-printed JSON **array** with one object per document, even for a single
 //! document; `jsonl` writes the same objects one per line. Each object is an [`Extraction`]:
@@ -451,8 +451,8 @@ pub struct NavigatorLayout {
 #[serde(rename_all = "camelCase")]
 pub struct NavigatorGradient {
     pub colors: Vec<String>,
-    pub min_value: f64,
-    pub max_value: f64,
+    pub min_value: i64,
+    pub max_value: i64,
 }
 
 /// A legend entry.
@@ -707,8 +707,8 @@ pub fn navigator_layer(
         techniques,
         gradient: NavigatorGradient {
             colors: vec!["#ffffff".into(), "#ffe766".into(), "#ff6666".into()],
-            min_value: 0.0,
-            max_value: 100.0,
+            min_value: 0,
+            max_value: 100,
         },
         legend_items: vec![
             NavigatorLegendItem {
@@ -760,6 +760,7 @@ const MITRE_TIME: &str = "2017-06-01T00:00:00.000Z";
 #[serde(deny_unknown_fields, default)]
 pub struct StixOptions {
     /// Derive ids from the content (reproducible) instead of random UUIDv4s. Default: false.
+    /// Timestamps are fixed only by `clock`: set both for byte-identical output.
     pub deterministic: bool,
     /// A fixed RFC 3339 timestamp for `created` / `modified` / `published` (converted to UTC,
     /// millisecond precision). Default: `None`, the current time.
@@ -952,8 +953,9 @@ fn is_web_url(s: &str) -> bool {
 ///    report and the attack-pattern.
 ///
 /// Ids: random UUIDv4s, or with `deterministic` content-derived UUIDv4s (SHA-256 of the content
-/// in a v4 layout; UUIDv5 would fail the validator's strict check 103): the report id from the extraction's JSON, note ids from the report id and technique,
-/// the bundle id from the report ids. Errors: an invalid `clock`, a technique the lookup does
+/// in a v4 layout; UUIDv5 would fail the validator's strict check 103): the report id from the
+/// extraction's position and JSON, note ids from the report id and technique, the bundle id
+/// from the report ids. Errors: an invalid `clock`, a technique the lookup does
 /// not know ([`Error::UnknownTechnique`]), or an ATT&CK timestamp that is not RFC 3339.
 pub fn stix_bundle(
     extractions: &[Extraction],
@@ -1070,9 +1072,10 @@ pub fn stix_bundle(
     }
 
     let mut report_ids = Vec::new();
-    for x in extractions {
+    for (position, x) in extractions.iter().enumerate() {
         let content = serde_json::to_string(x).map_err(json_error)?;
-        let report_id = ids.make("report", &[&content]);
+        // The position keeps ids unique when the same extraction is given twice.
+        let report_id = ids.make("report", &[&position.to_string(), &content]);
         let mut lines = vec![format!(
             "Techniques extracted by ttpmap from {} ({}, threshold {}, ATT&CK {}): {} technique(s) in {} of {} sentences.",
             x.source,

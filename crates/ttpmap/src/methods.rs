@@ -34,7 +34,9 @@ pub enum Scorer {
 impl Scorer {
     pub fn build(assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
         match args.method {
-            Method::Bm25 => Ok(Scorer::Bm25(Bm25Scorer::new(bm25_index(assets, catalog, args)?))),
+            Method::Bm25 => Ok(Scorer::Bm25(Bm25Scorer::new(bm25_index(
+                assets, catalog, args,
+            )?))),
         }
     }
 
@@ -53,8 +55,15 @@ impl Scorer {
 }
 
 /// The BM25 index over the catalog's active techniques.
-pub fn bm25_index(_assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Bm25Index> {
-    let opts = DocOptions { include_procedures: !args.no_procedures, ..DocOptions::default() };
+pub fn bm25_index(
+    _assets: &Assets,
+    catalog: &Catalog,
+    args: &MethodArgs,
+) -> anyhow::Result<Bm25Index> {
+    let opts = DocOptions {
+        include_procedures: !args.no_procedures,
+        ..DocOptions::default()
+    };
     let techniques: Vec<_> = catalog.techniques().to_vec();
     let procedures: Vec<_> = catalog
         .procedures()

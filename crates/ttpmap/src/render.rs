@@ -69,7 +69,11 @@ pub fn render_extractions(
 fn table(extractions: &[Extraction]) -> String {
     let mut out = String::new();
     for ex in extractions {
-        let title = ex.title.as_deref().map(|t| format!(" ({t})")).unwrap_or_default();
+        let title = ex
+            .title
+            .as_deref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "{}{title}\n{} sentences, {} with techniques; method {} at threshold {:.2}; ATT&CK {}\n",
@@ -97,7 +101,10 @@ fn table(extractions: &[Extraction]) -> String {
                 ]
             })
             .collect();
-        out.push_str(&render_table(&["technique", "name", "tactics", "score", "sentences"], &rows));
+        out.push_str(&render_table(
+            &["technique", "name", "tactics", "score", "sentences"],
+            &rows,
+        ));
         let _ = writeln!(out, "\nEvidence:");
         for s in &ex.sentences {
             let ids: Vec<String> = s
@@ -105,7 +112,13 @@ fn table(extractions: &[Extraction]) -> String {
                 .iter()
                 .map(|p| format!("{} {:.2}", p.technique, p.score))
                 .collect();
-            let _ = writeln!(out, "  [{}] {}\n       {}", s.sentence, ids.join(", "), truncate(&s.text, 160));
+            let _ = writeln!(
+                out,
+                "  [{}] {}\n       {}",
+                s.sentence,
+                ids.join(", "),
+                truncate(&s.text, 160)
+            );
         }
         out.push('\n');
     }

@@ -16,7 +16,11 @@ fn repo_root() -> PathBuf {
 
 fn bundle() -> PathBuf {
     let p = shared_dir().join("data/attack/enterprise-attack-18.1.json");
-    assert!(p.is_file(), "missing {}: set TTPMAP_SHARED to the shared folder", p.display());
+    assert!(
+        p.is_file(),
+        "missing {}: set TTPMAP_SHARED to the shared folder",
+        p.display()
+    );
     p
 }
 
@@ -33,7 +37,11 @@ fn ttpmap(cache: &Path) -> Command {
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = cmd.output().expect("binary runs");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("binary runs");
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
@@ -59,9 +67,14 @@ mod extract {
         let doc = &v[0];
         assert!(doc["sentence_count"].as_u64().unwrap() > 20);
         let techniques = doc["techniques"].as_array().unwrap();
-        assert!(!techniques.is_empty(), "the example report describes techniques");
-        let ids: Vec<&str> =
-            techniques.iter().map(|t| t["technique"].as_str().unwrap()).collect();
+        assert!(
+            !techniques.is_empty(),
+            "the example report describes techniques"
+        );
+        let ids: Vec<&str> = techniques
+            .iter()
+            .map(|t| t["technique"].as_str().unwrap())
+            .collect();
         // The report describes PowerShell use explicitly; BM25 must find it.
         assert!(ids.iter().any(|id| id.starts_with("T1059")), "{ids:?}");
         for s in doc["sentences"].as_array().unwrap() {
@@ -72,7 +85,15 @@ mod extract {
     #[test]
     fn every_format_renders() {
         let cache = tempfile::tempdir().unwrap();
-        for format in ["table", "json", "jsonl", "csv", "markdown", "navigator", "stix"] {
+        for format in [
+            "table",
+            "json",
+            "jsonl",
+            "csv",
+            "markdown",
+            "navigator",
+            "stix",
+        ] {
             let (code, out, err) = run(ttpmap(cache.path())
                 .args(["extract", "--format", format])
                 .arg(example_report()));
@@ -110,7 +131,11 @@ mod extract {
             .arg(&bad));
         assert_eq!(code, 1);
         assert!(!out2.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temp files left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp files left"
+        );
     }
 }
 
@@ -123,11 +148,13 @@ mod bad_input {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(name);
         std::fs::write(&p, content).unwrap();
-        let (code, out, err) =
-            run(ttpmap(cache.path()).arg("extract").args(extra).arg(&p));
+        let (code, out, err) = run(ttpmap(cache.path()).arg("extract").args(extra).arg(&p));
         assert_eq!(code, 1, "{name}: expected failure, got stdout {out}");
         assert!(!err.contains("panicked"), "{name} panicked: {err}");
-        assert!(err.contains(name), "{name}: the error must name the file: {err}");
+        assert!(
+            err.contains(name),
+            "{name}: the error must name the file: {err}"
+        );
         assert!(out.is_empty(), "{name}: no partial output on stdout");
         err.to_lowercase()
     }
@@ -148,19 +175,31 @@ mod bad_input {
 
     #[test]
     fn invalid_utf8() {
-        let err = extract_fails("latin1.txt", b"The actor used caf\xe9 malware to run PowerShell.", &[]);
+        let err = extract_fails(
+            "latin1.txt",
+            b"The actor used caf\xe9 malware to run PowerShell.",
+            &[],
+        );
         assert!(err.contains("utf-8"), "{err}");
     }
 
     #[test]
     fn too_large() {
-        let err = extract_fails("big.txt", &b"The actor ran PowerShell. ".repeat(100), &["--max-bytes", "1000"]);
+        let err = extract_fails(
+            "big.txt",
+            &b"The actor ran PowerShell. ".repeat(100),
+            &["--max-bytes", "1000"],
+        );
         assert!(err.contains("too large"), "{err}");
     }
 
     #[test]
     fn truncated_pdf() {
-        let err = extract_fails("report.pdf", b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R", &[]);
+        let err = extract_fails(
+            "report.pdf",
+            b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R",
+            &[],
+        );
         assert!(err.contains("pdf"), "{err}");
     }
 
@@ -177,7 +216,11 @@ mod bad_input {
         let cache = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("attack.json");
-        std::fs::write(&bad, br#"{"type": "bundle", "objects": [ {"type": "attack-pattern""#).unwrap();
+        std::fs::write(
+            &bad,
+            br#"{"type": "bundle", "objects": [ {"type": "attack-pattern""#,
+        )
+        .unwrap();
         let (code, _, err) = run(ttpmap(cache.path())
             .arg("--attack")
             .arg(&bad)

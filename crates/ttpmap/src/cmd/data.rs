@@ -57,7 +57,8 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
     match args.dataset {
         StatsDataset::Emulation => {
             let steps = dataset::load_emulation(&dir.join("emulation"))?;
-            let mut per_actor: BTreeMap<&str, (usize, std::collections::BTreeSet<&str>)> = BTreeMap::new();
+            let mut per_actor: BTreeMap<&str, (usize, std::collections::BTreeSet<&str>)> =
+                BTreeMap::new();
             for s in &steps {
                 let e = per_actor.entry(s.actor.as_str()).or_default();
                 e.0 += 1;
@@ -67,8 +68,13 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(a, (n, t))| vec![a.to_string(), n.to_string(), t.len().to_string()])
                 .collect();
-            let all: std::collections::BTreeSet<&str> = steps.iter().map(|s| s.technique.as_str()).collect();
-            rows.push(vec!["all".into(), steps.len().to_string(), all.len().to_string()]);
+            let all: std::collections::BTreeSet<&str> =
+                steps.iter().map(|s| s.technique.as_str()).collect();
+            rows.push(vec![
+                "all".into(),
+                steps.len().to_string(),
+                all.len().to_string(),
+            ]);
             print!("{}", render_table(&["actor", "steps", "techniques"], &rows));
             return Ok(());
         }
@@ -93,13 +99,23 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let catalog = if args.remap { Some(assets.catalog()?) } else { None };
+    let catalog = if args.remap {
+        Some(assets.catalog()?)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     for split in &args.split {
         let mut ds: Dataset = match args.dataset {
-            StatsDataset::Tram2 => dataset::load_tram2(&dir.join("tram2").join(format!("{split}.json")))?,
-            StatsDataset::Annoctr => dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?,
-            StatsDataset::AnnoctrRaw => dataset::load_annoctr_raw(&dir.join("annoctr").join("raw"), split)?,
+            StatsDataset::Tram2 => {
+                dataset::load_tram2(&dir.join("tram2").join(format!("{split}.json")))?
+            }
+            StatsDataset::Annoctr => {
+                dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?
+            }
+            StatsDataset::AnnoctrRaw => {
+                dataset::load_annoctr_raw(&dir.join("annoctr").join("raw"), split)?
+            }
             StatsDataset::Emulation | StatsDataset::Procedures => unreachable!("handled above"),
         };
         if let Some(c) = &catalog {
@@ -122,14 +138,29 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
             eprintln!(
                 "{split}: {n} non-technique labels not kept ({} distinct, e.g. {})",
                 ds.other_labels.len(),
-                ds.other_labels.keys().take(5).cloned().collect::<Vec<_>>().join(", ")
+                ds.other_labels
+                    .keys()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
     print!(
         "{}",
         render_table(
-            &["split", "documents", "sentences", "labelled", "techniques", "positives", "mean/tech", "median/tech", "<10"],
+            &[
+                "split",
+                "documents",
+                "sentences",
+                "labelled",
+                "techniques",
+                "positives",
+                "mean/tech",
+                "median/tech",
+                "<10"
+            ],
             &rows
         )
     );

@@ -15,8 +15,8 @@ use serde_json::json;
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::dataset::{self, Dataset};
 use ttpmap_core::eval::{
-    self, bootstrap_mean_ci, per_document_f1, rank_metrics, render_table, DocF1Variant,
-    Objective, RankOptions, RankReport, RankedQuery, ScoredSentence,
+    self, bootstrap_mean_ci, per_document_f1, rank_metrics, render_table, DocF1Variant, Objective,
+    RankOptions, RankReport, RankedQuery, ScoredSentence,
 };
 use ttpmap_core::pipeline::{sort_predictions, SentenceScorer};
 use ttpmap_core::TechniqueId;
@@ -100,15 +100,30 @@ fn remap(ds: &mut Dataset, catalog: &Catalog) {
         tracing::info!("{} {}: remapped {:?}", ds.name, ds.split, report.remapped);
     }
     if !report.unknown.is_empty() {
-        tracing::warn!("{} {}: labels not in ATT&CK {} dropped: {:?}", ds.name, ds.split, catalog.version(), report.unknown);
+        tracing::warn!(
+            "{} {}: labels not in ATT&CK {} dropped: {:?}",
+            ds.name,
+            ds.split,
+            catalog.version(),
+            report.unknown
+        );
     }
 }
 
-fn load_split(assets: &Assets, name: DatasetName, split: &str, catalog: &Catalog) -> anyhow::Result<Dataset> {
+fn load_split(
+    assets: &Assets,
+    name: DatasetName,
+    split: &str,
+    catalog: &Catalog,
+) -> anyhow::Result<Dataset> {
     let dir = assets.data_dir();
     let mut ds = match name {
-        DatasetName::Tram2 => dataset::load_tram2(&dir.join("tram2").join(format!("{split}.json")))?,
-        DatasetName::Annoctr => dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?,
+        DatasetName::Tram2 => {
+            dataset::load_tram2(&dir.join("tram2").join(format!("{split}.json")))?
+        }
+        DatasetName::Annoctr => {
+            dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?
+        }
         DatasetName::Emulation => unreachable!("emulation is not a sentence dataset"),
     };
     remap(&mut ds, catalog);
@@ -116,9 +131,21 @@ fn load_split(assets: &Assets, name: DatasetName, split: &str, catalog: &Catalog
 }
 
 /// Scores every sentence of `ds` with `scorer`, with a progress bar.
-fn score_dataset(ds: &Dataset, scorer: &dyn SentenceScorer, quiet: bool) -> anyhow::Result<Vec<ScoredSentence>> {
-    let sentences: Vec<_> = ds.documents.iter().flat_map(|d| d.sentences.iter()).collect();
-    let pb = crate::progress::bar(sentences.len() as u64, &format!("scoring {} {}", ds.name, ds.split), quiet);
+fn score_dataset(
+    ds: &Dataset,
+    scorer: &dyn SentenceScorer,
+    quiet: bool,
+) -> anyhow::Result<Vec<ScoredSentence>> {
+    let sentences: Vec<_> = ds
+        .documents
+        .iter()
+        .flat_map(|d| d.sentences.iter())
+        .collect();
+    let pb = crate::progress::bar(
+        sentences.len() as u64,
+        &format!("scoring {} {}", ds.name, ds.split),
+        quiet,
+    );
     let mut out = Vec::with_capacity(sentences.len());
     for chunk in sentences.chunks(256) {
         let texts: Vec<&str> = chunk.iter().map(|s| s.text.as_str()).collect();
@@ -136,7 +163,11 @@ fn score_dataset(ds: &Dataset, scorer: &dyn SentenceScorer, quiet: bool) -> anyh
     Ok(out)
 }
 
-fn eval_sentences(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
+fn eval_sentences(
+    assets: &Assets,
+    catalog: &Catalog,
+    args: &EvalArgs,
+) -> anyhow::Result<serde_json::Value> {
     let train = load_split(assets, args.dataset, "train", catalog)?;
     let test = load_split(assets, args.dataset, "test", catalog)?;
     let vocab: BTreeSet<TechniqueId> = train
@@ -155,7 +186,10 @@ fn eval_sentences(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow
         }
     }
     let started = std::time::Instant::now();
-    let in_vocab = Objective::DocumentF1 { variant: DocF1Variant::InVocabulary, vocab: Some(vocab.clone()) };
+    let in_vocab = Objective::DocumentF1 {
+        variant: DocF1Variant::InVocabulary,
+        vocab: Some(vocab.clone()),
+    };
     let (threshold, tuned_on_train) = match args.threshold {
         Some(t) => (t, None),
         None => {
@@ -168,7 +202,10 @@ fn eval_sentences(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow
     let predicted = eval::apply_threshold(&test_scores, threshold);
     let golds: Vec<BTreeSet<TechniqueId>> = test_scores.iter().map(|s| s.gold.clone()).collect();
     let docs = eval::union_by_document(
-        test_scores.iter().zip(&predicted).map(|(s, p)| (s.doc.as_str(), &s.gold, p)),
+        test_scores
+            .iter()
+            .zip(&predicted)
+            .map(|(s, p)| (s.doc.as_str(), &s.gold, p)),
     );
     let iv = per_document_f1(&docs, DocF1Variant::InVocabulary, Some(&vocab))?;
     let all = per_document_f1(&docs, DocF1Variant::AllGold, None)?;
@@ -186,9 +223,16 @@ fn eval_sentences(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow
         test.name,
         test.documents.len(),
         test_scores.len(),
-        test_scores.first().map(|_| scorer.as_scorer().name()).unwrap_or(""),
+        test_scores
+            .first()
+            .map(|_| scorer.as_scorer().name())
+            .unwrap_or(""),
         threshold,
-        if tuned_on_train.is_some() { " (tuned on train)" } else { "" }
+        if tuned_on_train.is_some() {
+            " (tuned on train)"
+        } else {
+            ""
+        }
     );
     let pct = |x: f64| format!("{:.2}", 100.0 * x);
     let rows = vec![
@@ -204,20 +248,44 @@ fn eval_sentences(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow
             format!("[{}, {}]", pct(all_ci.lo), pct(all_ci.hi)),
             all.documents_scored.to_string(),
         ],
-        vec!["sentence micro F1 (train labels)".into(), pct(prf.micro.f1), String::new(), prf.samples.to_string()],
-        vec!["sentence macro F1 (train labels)".into(), pct(prf.macro_.f1), String::new(), prf.samples.to_string()],
+        vec![
+            "sentence micro F1 (train labels)".into(),
+            pct(prf.micro.f1),
+            String::new(),
+            prf.samples.to_string(),
+        ],
+        vec![
+            "sentence macro F1 (train labels)".into(),
+            pct(prf.macro_.f1),
+            String::new(),
+            prf.samples.to_string(),
+        ],
     ];
-    print!("{}", render_table(&["metric", "value", "95% CI", "n"], &rows));
+    print!(
+        "{}",
+        render_table(&["metric", "value", "95% CI", "n"], &rows)
+    );
     let mut per_label = prf.per_label.clone();
     per_label.sort_by(|a, b| b.support.cmp(&a.support).then(a.label.cmp(&b.label)));
     let rows: Vec<Vec<String>> = per_label
         .iter()
         .filter(|l| l.support > 0)
         .take(15)
-        .map(|l| vec![l.label.to_string(), l.support.to_string(), pct(l.precision), pct(l.recall), pct(l.f1)])
+        .map(|l| {
+            vec![
+                l.label.to_string(),
+                l.support.to_string(),
+                pct(l.precision),
+                pct(l.recall),
+                pct(l.f1),
+            ]
+        })
         .collect();
     println!("\nMost frequent test techniques:");
-    print!("{}", render_table(&["technique", "support", "P", "R", "F1"], &rows));
+    print!(
+        "{}",
+        render_table(&["technique", "support", "P", "R", "F1"], &rows)
+    );
 
     Ok(json!({
         "dataset": args.dataset,
@@ -238,12 +306,20 @@ fn eval_sentences(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow
     }))
 }
 
-fn eval_emulation(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
+fn eval_emulation(
+    assets: &Assets,
+    catalog: &Catalog,
+    args: &EvalArgs,
+) -> anyhow::Result<serde_json::Value> {
     let dir = assets.data_dir().join("emulation");
     let mut steps = dataset::load_emulation(&dir)?;
     let report = dataset::remap_steps(&mut steps, |id| catalog.resolve(id).current().cloned());
     if !report.unknown.is_empty() {
-        tracing::warn!("emulation steps with ids not in ATT&CK {}: {:?}", catalog.version(), report.unknown);
+        tracing::warn!(
+            "emulation steps with ids not in ATT&CK {}: {:?}",
+            catalog.version(),
+            report.unknown
+        );
     }
     let mut scorer = Scorer::build(assets, catalog, &args.method)?;
     match &mut scorer {
@@ -253,7 +329,11 @@ fn eval_emulation(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow
         }
     }
     let texts: Vec<&str> = steps.iter().map(|s| s.description.as_str()).collect();
-    let pb = crate::progress::bar(texts.len() as u64, "ranking emulation steps", assets.quiet());
+    let pb = crate::progress::bar(
+        texts.len() as u64,
+        "ranking emulation steps",
+        assets.quiet(),
+    );
     let mut queries = Vec::with_capacity(steps.len());
     for (chunk_steps, chunk) in steps.chunks(64).zip(texts.chunks(64)) {
         for (step, mut preds) in chunk_steps.iter().zip(scorer.as_scorer().score(chunk)?) {
@@ -268,9 +348,26 @@ fn eval_emulation(assets: &Assets, catalog: &Catalog, args: &EvalArgs) -> anyhow
     }
     pb.finish_and_clear();
     let ks = vec![1, 3, 5, 10, args.top_k];
-    let exact = rank_metrics(&queries, &RankOptions { ks: ks.clone(), collapse_to_parent: false });
-    let parent = rank_metrics(&queries, &RankOptions { ks, collapse_to_parent: true });
-    println!("Emulation plans: {} steps, method {}, top {} candidates\n", queries.len(), scorer.as_scorer().name(), args.top_k);
+    let exact = rank_metrics(
+        &queries,
+        &RankOptions {
+            ks: ks.clone(),
+            collapse_to_parent: false,
+        },
+    );
+    let parent = rank_metrics(
+        &queries,
+        &RankOptions {
+            ks,
+            collapse_to_parent: true,
+        },
+    );
+    println!(
+        "Emulation plans: {} steps, method {}, top {} candidates\n",
+        queries.len(),
+        scorer.as_scorer().name(),
+        args.top_k
+    );
     println!("Exact technique id:");
     print!("{}", rank_table(&exact, args.top_k));
     println!("\nParent-collapsed (sub-techniques count as their parent):");
@@ -301,5 +398,8 @@ fn rank_table(r: &RankReport, k: usize) -> String {
     let mut rows: Vec<Vec<String>> = r.by_group.iter().map(|(g, s)| row(g, s)).collect();
     rows.push(row("all", &r.overall));
     let recall = format!("recall@{k}");
-    render_table(&["actor", "queries", "P@1", "Hit@3", "Hit@5", "MRR", &recall], &rows)
+    render_table(
+        &["actor", "queries", "P@1", "Hit@3", "Hit@5", "MRR", &recall],
+        &rows,
+    )
 }

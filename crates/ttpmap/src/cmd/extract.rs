@@ -38,7 +38,10 @@ pub struct ExtractArgs {
 }
 
 pub fn run(assets: &Assets, args: ExtractArgs) -> anyhow::Result<()> {
-    let ingest_opts = IngestOptions { max_bytes: args.max_bytes, ..IngestOptions::default() };
+    let ingest_opts = IngestOptions {
+        max_bytes: args.max_bytes,
+        ..IngestOptions::default()
+    };
     // Read every input first: a bad input fails the run before any model work or output.
     let docs: Vec<Document> = args
         .inputs
@@ -56,8 +59,14 @@ pub fn run(assets: &Assets, args: ExtractArgs) -> anyhow::Result<()> {
     let extractions: Vec<Extraction> = docs
         .iter()
         .map(|doc| {
-            pipeline::extract(doc, scorer.as_scorer(), &lookup, catalog.version(), &options)
-                .with_context(|| format!("extracting techniques from {}", doc.source))
+            pipeline::extract(
+                doc,
+                scorer.as_scorer(),
+                &lookup,
+                catalog.version(),
+                &options,
+            )
+            .with_context(|| format!("extracting techniques from {}", doc.source))
         })
         .collect::<anyhow::Result<_>>()?;
     let rendered = render_extractions(&extractions, &catalog, args.format, &args.render)?;

@@ -60,7 +60,10 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", render_table(&["rank", "technique", "name", "tactics", "bm25"], &rows));
+    print!(
+        "{}",
+        render_table(&["rank", "technique", "name", "tactics", "bm25"], &rows)
+    );
     if args.explain {
         let top = &hits[0].technique;
         let ex = index.explain(&args.text, top);
@@ -78,7 +81,10 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        print!("{}", render_table(&["term", "tf", "df", "idf", "contribution"], &rows));
+        print!(
+            "{}",
+            render_table(&["term", "tf", "df", "idf", "contribution"], &rows)
+        );
     }
     Ok(())
 }

@@ -84,9 +84,15 @@ where
         .with_context(|| format!("downloading {url}"))?;
     let total = response.body().content_length();
 
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ttpmap-download-")
-        .suffix(".part")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".ttpmap-download-").suffix(".part");
+    // An asset is an ordinary file once in place (tempfile's default is 0600); umask applies.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = builder
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let name = dest

@@ -168,8 +168,10 @@ pub struct ProcedureExample {
 }
 
 /// Where a (possibly old) technique id stands in the loaded catalog.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+///
+/// Serialises as `{"status": "remapped", "id": "T1086", "current": "T1059.001"}` (`id` is the
+/// id the variant holds, or `from`; `current` is [`Resolution::current`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Resolution {
     /// The id is an active technique.
     Current(TechniqueId),
@@ -185,6 +187,29 @@ pub enum Resolution {
 }
 
 impl Resolution {
+    /// A snake-case name of the variant: `current`, `remapped`, `deprecated`,
+    /// `revoked_without_replacement`, `unknown`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Resolution::Current(_) => "current",
+            Resolution::Remapped { .. } => "remapped",
+            Resolution::Deprecated(_) => "deprecated",
+            Resolution::RevokedWithoutReplacement(_) => "revoked_without_replacement",
+            Resolution::Unknown(_) => "unknown",
+        }
+    }
+
+    /// The id the resolution is about (`from` for a remapping).
+    pub fn id(&self) -> &TechniqueId {
+        match self {
+            Resolution::Current(id)
+            | Resolution::Deprecated(id)
+            | Resolution::RevokedWithoutReplacement(id)
+            | Resolution::Unknown(id) => id,
+            Resolution::Remapped { from, .. } => from,
+        }
+    }
+
     /// The active technique the id stands for today, if any.
     pub fn current(&self) -> Option<&TechniqueId> {
         match self {
@@ -192,6 +217,20 @@ impl Resolution {
             Resolution::Remapped { to, .. } => Some(to),
             _ => None,
         }
+    }
+}
+
+impl Serialize for Resolution {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = serializer.serialize_struct("Resolution", 3)?;
+        st.serialize_field("status", self.status())?;
+        st.serialize_field("id", self.id())?;
+        st.serialize_field("current", &self.current())?;
+        st.end()
     }
 }
 
@@ -722,12 +761,23 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
             "binary data, not a JSON STIX bundle",
         ));
     }
-    let bundle: RawBundle = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => Error::invalid(
+    let json_error = |e: serde_json::Error| Error::Json {
+        path: source.to_path_buf(),
+        source: e,
+    };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // Tell malformed JSON apart from JSON of the wrong shape.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(json_error)?;
+        return Err(Error::invalid(
             source,
-            format!("not a STIX bundle (expected an object with \"type\": \"bundle\" and \"objects\"): {e}"),
-        ),
-        _ => Error::Json { path: source.to_path_buf(), source: e },
+            "not a STIX bundle (expected a JSON object with \"type\": \"bundle\" and \"objects\")",
+        ));
+    }
+    let bundle: RawBundle = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            Error::invalid(source, format!("not a valid STIX bundle: {e}"))
+        }
+        _ => json_error(e),
     })?;
     if bundle.kind.as_deref() != Some("bundle") {
         return Err(Error::invalid(
@@ -1298,7 +1348,11 @@ mod tests {
         expect_invalid(b"{\"type\": \"bundle\"}", "no \"objects\" array");
         expect_invalid(
             b"{\"type\": \"bundle\", \"objects\": \"x\"}",
-            "not a STIX bundle",
+            "not a valid STIX bundle: invalid type: string",
+        );
+        expect_invalid(
+            b"\"just a string\"",
+            "not a STIX bundle (expected a JSON object",
         );
         expect_invalid(
             b"{\"type\": \"bundle\", \"objects\": []}",
@@ -1331,7 +1385,7 @@ mod tests {
         );
         expect_invalid(
             br#"{"type": "bundle", "objects": [{"type": "attack-pattern", "id": "a", "name": 5}]}"#,
-            "not a STIX bundle",
+            "not a valid STIX bundle: invalid type: integer `5`, expected a string at line 1 column",
         );
         let missing =
             Catalog::from_path(Path::new("/nonexistent/enterprise-attack.json")).unwrap_err();

@@ -61,8 +61,7 @@ pub fn run(assets: &Assets, args: AttackArgs) -> anyhow::Result<()> {
             let catalog = assets.catalog()?;
             let info = Info::of(&catalog);
             if json {
-                serde_json::to_writer_pretty(&mut out, &info)?;
-                writeln!(out)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
             } else {
                 info.render(&mut out)?;
             }
@@ -216,8 +215,8 @@ fn show(
             procedure_examples: all.len(),
             examples: all.iter().take(examples).copied().collect(),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        // Serialised first, so that a closed pipe is an io::Error (treated as success by main).
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
 
@@ -334,6 +333,79 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BUNDLE: &str = r#"{"type": "bundle", "id": "bundle--t", "objects": [
+        {"type": "x-mitre-collection", "id": "x-mitre-collection--1", "x_mitre_version": "42.0"},
+        {"type": "x-mitre-tactic", "id": "x-mitre-tactic--1", "name": "Execution", "x_mitre_shortname": "execution",
+         "external_references": [{"source_name": "mitre-attack", "external_id": "TA0002"}]},
+        {"type": "attack-pattern", "id": "attack-pattern--1", "name": "PowerShell",
+         "description": "Uses [PowerShell](https://x.org).(Citation: A)", "x_mitre_platforms": ["Windows"],
+         "kill_chain_phases": [{"kill_chain_name": "mitre-attack", "phase_name": "execution"}],
+         "external_references": [{"source_name": "mitre-attack", "external_id": "T1059.001", "url": "https://attack.mitre.org/techniques/T1059/001"}]},
+        {"type": "attack-pattern", "id": "attack-pattern--2", "name": "Old PowerShell", "revoked": true,
+         "external_references": [{"source_name": "mitre-attack", "external_id": "T1086"}]},
+        {"type": "intrusion-set", "id": "intrusion-set--1", "name": "APT Test",
+         "external_references": [{"source_name": "mitre-attack", "external_id": "G0001"}]},
+        {"type": "relationship", "id": "relationship--1", "relationship_type": "revoked-by",
+         "source_ref": "attack-pattern--2", "target_ref": "attack-pattern--1"},
+        {"type": "relationship", "id": "relationship--2", "relationship_type": "uses",
+         "source_ref": "intrusion-set--1", "target_ref": "attack-pattern--1", "description": "APT Test ran scripts."}]}"#;
+
+    fn catalog() -> Catalog {
+        Catalog::from_slice(BUNDLE.as_bytes(), std::path::Path::new("test.json")).unwrap()
+    }
+
+    #[test]
+    fn show_follows_revoked_ids() {
+        let c = catalog();
+        let mut out = Vec::new();
+        show(&c, &"T1086".parse().unwrap(), 5, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(
+                "T1086 was revoked in ATT&CK 42.0; it now maps to T1059.001 (PowerShell)."
+            ),
+            "{text}"
+        );
+        assert!(text.contains("T1059.001  PowerShell\nTactics         Execution (TA0002)\nPlatforms       Windows\n"), "{text}");
+        assert!(text.contains("\nUses PowerShell.\n"), "{text}");
+        assert!(text.contains("Procedure examples: 1 (showing 1)\n- G0001 APT Test (group): APT Test ran scripts."), "{text}");
+
+        let mut out = Vec::new();
+        show(&c, &"T1059.001".parse().unwrap(), 0, true, &mut out).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["resolution"]["status"], "current");
+        assert_eq!(json["procedure_examples"], 1);
+        assert_eq!(json["examples"].as_array().unwrap().len(), 0);
+
+        let err = show(&c, &"T9999".parse().unwrap(), 5, false, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown ATT&CK technique T9999 (not in ATT&CK 42.0)"
+        );
+    }
+
+    #[test]
+    fn info_counts() {
+        let info = Info::of(&catalog());
+        assert_eq!(
+            (
+                info.techniques,
+                info.subtechniques,
+                info.revoked,
+                info.groups
+            ),
+            (0, 1, 1, 1)
+        );
+        let mut out = Vec::new();
+        info.render(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("ATT&CK version      42.0\nBundle              test.json\n"),
+            "{text}"
+        );
+        assert!(text.contains("Procedure examples  1"), "{text}");
+    }
 
     #[test]
     fn wraps_words() {

@@ -168,8 +168,10 @@ pub struct ProcedureExample {
 }
 
 /// Where a (possibly old) technique id stands in the loaded catalog.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+///
+/// Serialises as `{"status": "remapped", "id": "T1086", "current": "T1059.001"}` (`id` is the
+/// id the variant holds, or `from`; `current` is [`Resolution::current`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Resolution {
     /// The id is an active technique.
     Current(TechniqueId),
@@ -185,6 +187,29 @@ pub enum Resolution {
 }
 
 impl Resolution {
+    /// A snake-case name of the variant: `current`, `remapped`, `deprecated`,
+    /// `revoked_without_replacement`, `unknown`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Resolution::Current(_) => "current",
+            Resolution::Remapped { .. } => "remapped",
+            Resolution::Deprecated(_) => "deprecated",
+            Resolution::RevokedWithoutReplacement(_) => "revoked_without_replacement",
+            Resolution::Unknown(_) => "unknown",
+        }
+    }
+
+    /// The id the resolution is about (`from` for a remapping).
+    pub fn id(&self) -> &TechniqueId {
+        match self {
+            Resolution::Current(id)
+            | Resolution::Deprecated(id)
+            | Resolution::RevokedWithoutReplacement(id)
+            | Resolution::Unknown(id) => id,
+            Resolution::Remapped { from, .. } => from,
+        }
+    }
+
     /// The active technique the id stands for today, if any.
     pub fn current(&self) -> Option<&TechniqueId> {
         match self {
@@ -192,6 +217,20 @@ impl Resolution {
             Resolution::Remapped { to, .. } => Some(to),
             _ => None,
         }
+    }
+}
+
+impl Serialize for Resolution {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = serializer.serialize_struct("Resolution", 3)?;
+        st.serialize_field("status", self.status())?;
+        st.serialize_field("id", self.id())?;
+        st.serialize_field("current", &self.current())?;
+        st.end()
     }
 }
 
@@ -276,13 +315,17 @@ impl Catalog {
                     tracing::debug!(cache = %cache.display(), "ATT&CK catalog loaded from cache");
                     return Ok(Catalog::from_data(file.data, bundle));
                 }
-                Ok(_) => tracing::debug!(cache = %cache.display(), "stale catalog cache; rebuilding"),
+                Ok(_) => {
+                    tracing::debug!(cache = %cache.display(), "stale catalog cache; rebuilding")
+                }
                 Err(e) => {
                     tracing::warn!(cache = %cache.display(), "corrupt catalog cache ({e}); rebuilding")
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(cache = %cache.display(), "cannot read catalog cache ({e}); rebuilding"),
+            Err(e) => {
+                tracing::warn!(cache = %cache.display(), "cannot read catalog cache ({e}); rebuilding")
+            }
         }
         let data = parse_bundle(&bytes, bundle, fingerprint)?;
         let catalog = Catalog::from_data(data, bundle);
@@ -302,8 +345,14 @@ impl Catalog {
     pub fn save_cache(&self, cache_dir: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
         let path = Catalog::cache_path(cache_dir, &self.data.fingerprint);
-        let file = CacheFile { format: CACHE_FORMAT, data: self.data.clone() };
-        let bytes = serde_json::to_vec(&file).map_err(|e| Error::Json { path: path.clone(), source: e })?;
+        let file = CacheFile {
+            format: CACHE_FORMAT,
+            data: self.data.clone(),
+        };
+        let bytes = serde_json::to_vec(&file).map_err(|e| Error::Json {
+            path: path.clone(),
+            source: e,
+        })?;
         write_atomically(&path, &bytes)?;
         Ok(path)
     }
@@ -328,11 +377,18 @@ impl Catalog {
                 entity_by_id.entry(e.id.clone()).or_insert((e.kind, i));
             }
         }
-        let tactic_by_short =
-            data.tactics.iter().enumerate().map(|(i, t)| (t.shortname.clone(), i)).collect();
+        let tactic_by_short = data
+            .tactics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.shortname.clone(), i))
+            .collect();
         let mut procedures_by_technique: HashMap<TechniqueId, Vec<usize>> = HashMap::new();
         for (i, p) in data.procedures.iter().enumerate() {
-            procedures_by_technique.entry(p.technique.clone()).or_default().push(i);
+            procedures_by_technique
+                .entry(p.technique.clone())
+                .or_default()
+                .push(i);
         }
         Catalog {
             data,
@@ -399,7 +455,10 @@ impl Catalog {
                 return if t.id == start.id {
                     Resolution::Current(t.id.clone())
                 } else {
-                    Resolution::Remapped { from: start.id.clone(), to: t.id.clone() }
+                    Resolution::Remapped {
+                        from: start.id.clone(),
+                        to: t.id.clone(),
+                    }
                 };
             }
             if !seen.insert(&t.id) {
@@ -424,7 +483,9 @@ impl Catalog {
 
     /// The tactic with this shortname (kill-chain phase), e.g. `execution`.
     pub fn tactic(&self, shortname: &str) -> Option<&Tactic> {
-        self.tactic_by_short.get(shortname).map(|&i| &self.data.tactics[i])
+        self.tactic_by_short
+            .get(shortname)
+            .map(|&i| &self.data.tactics[i])
     }
 
     /// All groups (`intrusion-set`), revoked and deprecated included, sorted by id.
@@ -452,12 +513,16 @@ impl Catalog {
 
     /// The group, software or campaign with this STIX id.
     pub fn entity_by_stix_id(&self, stix_id: &str) -> Option<&Entity> {
-        self.entity_by_stix.get(stix_id).and_then(|&k| self.entity_at(k))
+        self.entity_by_stix
+            .get(stix_id)
+            .and_then(|&k| self.entity_at(k))
     }
 
     /// The group, software or campaign with this ATT&CK id (`G0007`, `S0154`, `C0001`).
     pub fn entity(&self, id: &str) -> Option<&Entity> {
-        self.entity_by_id.get(id.trim()).and_then(|&k| self.entity_at(k))
+        self.entity_by_id
+            .get(id.trim())
+            .and_then(|&k| self.entity_at(k))
     }
 
     /// All procedure examples, sorted by technique, then source id.
@@ -486,7 +551,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -547,7 +615,10 @@ fn strip_markup(s: &str, out: &mut String) {
                     }
                 }
             }
-        } else if let Some(r) = tail.strip_prefix("<code>").or_else(|| tail.strip_prefix("</code>")) {
+        } else if let Some(r) = tail
+            .strip_prefix("<code>")
+            .or_else(|| tail.strip_prefix("</code>"))
+        {
             rest = r;
             continue;
         }
@@ -654,7 +725,9 @@ fn version_in(s: &str) -> Option<String> {
 
 fn mitre_reference(refs: &[RawExternalReference]) -> Option<&RawExternalReference> {
     refs.iter().find(|r| {
-        r.source_name.as_deref().is_some_and(|n| n.starts_with("mitre-") && n.ends_with("attack"))
+        r.source_name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("mitre-") && n.ends_with("attack"))
             && r.external_id.is_some()
     })
 }
@@ -676,30 +749,54 @@ fn convert_references(refs: Vec<RawExternalReference>) -> Vec<ExternalReference>
 
 fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<CatalogData> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::invalid(source, "empty file (expected an ATT&CK STIX bundle)"));
+        return Err(Error::invalid(
+            source,
+            "empty file (expected an ATT&CK STIX bundle)",
+        ));
     }
     let head = &bytes[..bytes.len().min(8192)];
     if head.contains(&0) {
-        return Err(Error::invalid(source, "binary data, not a JSON STIX bundle"));
+        return Err(Error::invalid(
+            source,
+            "binary data, not a JSON STIX bundle",
+        ));
+    }
+    let json_error = |e: serde_json::Error| Error::Json {
+        path: source.to_path_buf(),
+        source: e,
+    };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // Tell malformed JSON apart from JSON of the wrong shape.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(json_error)?;
+        return Err(Error::invalid(
+            source,
+            "not a STIX bundle (expected a JSON object with \"type\": \"bundle\" and \"objects\")",
+        ));
     }
     let bundle: RawBundle = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => Error::invalid(
-            source,
-            format!("not a STIX bundle (expected an object with \"type\": \"bundle\" and \"objects\"): {e}"),
-        ),
-        _ => Error::Json { path: source.to_path_buf(), source: e },
+        serde_json::error::Category::Data => {
+            Error::invalid(source, format!("not a valid STIX bundle: {e}"))
+        }
+        _ => json_error(e),
     })?;
     if bundle.kind.as_deref() != Some("bundle") {
         return Err(Error::invalid(
             source,
             format!(
                 "not a STIX bundle: \"type\" is {} (expected \"bundle\")",
-                bundle.kind.as_deref().map(|k| format!("{k:?}")).unwrap_or_else(|| "missing".into())
+                bundle
+                    .kind
+                    .as_deref()
+                    .map(|k| format!("{k:?}"))
+                    .unwrap_or_else(|| "missing".into())
             ),
         ));
     }
     let Some(objects) = bundle.objects else {
-        return Err(Error::invalid(source, "STIX bundle has no \"objects\" array"));
+        return Err(Error::invalid(
+            source,
+            "STIX bundle has no \"objects\" array",
+        ));
     };
 
     let mut collection_version: Option<String> = None;
@@ -711,10 +808,16 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
 
     for (index, obj) in objects.into_iter().enumerate() {
         let Some(kind) = obj.kind.as_deref() else {
-            return Err(Error::invalid(source, format!("object #{index} has no \"type\"")));
+            return Err(Error::invalid(
+                source,
+                format!("object #{index} has no \"type\""),
+            ));
         };
         let Some(stix_id) = obj.id.clone() else {
-            return Err(Error::invalid(source, format!("object #{index} ({kind}) has no \"id\"")));
+            return Err(Error::invalid(
+                source,
+                format!("object #{index} ({kind}) has no \"id\""),
+            ));
         };
         let revoked = obj.revoked.unwrap_or(false);
         let deprecated = obj.x_mitre_deprecated.unwrap_or(false);
@@ -780,7 +883,9 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
                 let Some(shortname) = obj.x_mitre_shortname else {
                     return Err(Error::invalid(
                         source,
-                        format!("x-mitre-tactic {stix_id} (object #{index}) has no x_mitre_shortname"),
+                        format!(
+                            "x-mitre-tactic {stix_id} (object #{index}) has no x_mitre_shortname"
+                        ),
                     ));
                 };
                 if revoked || deprecated {
@@ -811,14 +916,24 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
                         format!("relationship {stix_id} (object #{index}) lacks source_ref or target_ref"),
                     ));
                 };
-                relations.push(Relation { kind: rel_kind, source: s, target: t, description: obj.description });
+                relations.push(Relation {
+                    kind: rel_kind,
+                    source: s,
+                    target: t,
+                    description: obj.description,
+                });
             }
             other => {
-                let Some(entity_kind) = EntityKind::from_stix_type(other) else { continue };
+                let Some(entity_kind) = EntityKind::from_stix_type(other) else {
+                    continue;
+                };
                 let refs = obj.external_references.unwrap_or_default();
                 // An entity without an ATT&CK id cannot be cited; it is skipped, not fatal.
                 let Some(mitre) = mitre_reference(&refs) else {
-                    tracing::debug!("{}: {other} {stix_id} has no mitre-attack external_id; skipped", source.display());
+                    tracing::debug!(
+                        "{}: {other} {stix_id} has no mitre-attack external_id; skipped",
+                        source.display()
+                    );
                     continue;
                 };
                 let aliases = obj.aliases.or(obj.x_mitre_aliases).unwrap_or_default();
@@ -838,25 +953,40 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
         }
     }
     if techniques.is_empty() {
-        return Err(Error::invalid(source, "STIX bundle has no ATT&CK techniques (attack-pattern objects)"));
+        return Err(Error::invalid(
+            source,
+            "STIX bundle has no ATT&CK techniques (attack-pattern objects)",
+        ));
     }
 
     // Techniques: sorted by id (active first on a tie), then relationships by index.
     techniques.sort_by(|a, b| a.id.cmp(&b.id).then(b.is_active().cmp(&a.is_active())));
-    let tech_index: HashMap<String, usize> =
-        techniques.iter().enumerate().map(|(i, t)| (t.stix_id.clone(), i)).collect();
+    let tech_index: HashMap<String, usize> = techniques
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.stix_id.clone(), i))
+        .collect();
     let active_by_id: HashMap<TechniqueId, usize> = techniques
         .iter()
         .enumerate()
         .filter(|(_, t)| t.is_active())
         .map(|(i, t)| (t.id.clone(), i))
         .collect();
-    let any_by_id: HashMap<TechniqueId, usize> =
-        techniques.iter().enumerate().rev().map(|(i, t)| (t.id.clone(), i)).collect();
+    let any_by_id: HashMap<TechniqueId, usize> = techniques
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, t)| (t.id.clone(), i))
+        .collect();
 
-    let entity_ids: HashMap<String, String> =
-        entities.iter().map(|e| (e.stix_id.clone(), e.id.clone())).collect();
-    for rel in relations.iter().filter(|r| r.kind == RelationKind::RevokedBy) {
+    let entity_ids: HashMap<String, String> = entities
+        .iter()
+        .map(|e| (e.stix_id.clone(), e.id.clone()))
+        .collect();
+    for rel in relations
+        .iter()
+        .filter(|r| r.kind == RelationKind::RevokedBy)
+    {
         if let (Some(&s), Some(&t)) = (tech_index.get(&rel.source), tech_index.get(&rel.target)) {
             let to = techniques[t].id.clone();
             techniques[s].revoked_by = Some(to);
@@ -866,19 +996,21 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
             }
         }
     }
-    for rel in relations.iter().filter(|r| r.kind == RelationKind::SubtechniqueOf) {
+    for rel in relations
+        .iter()
+        .filter(|r| r.kind == RelationKind::SubtechniqueOf)
+    {
         if let (Some(&s), Some(&t)) = (tech_index.get(&rel.source), tech_index.get(&rel.target)) {
             let parent = techniques[t].id.clone();
             techniques[s].parent = Some(parent);
         }
     }
     // Sub-techniques without a `subtechnique-of` relationship: parent from the id prefix.
-    for i in 0..techniques.len() {
-        let t = &techniques[i];
+    for t in &mut techniques {
         if t.parent.is_none() && t.id.is_subtechnique() {
             let parent = t.id.parent();
             if any_by_id.contains_key(&parent) {
-                techniques[i].parent = Some(parent);
+                t.parent = Some(parent);
             }
         }
     }
@@ -914,15 +1046,20 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
     });
 
     // Procedure examples.
-    let entity_by_stix: HashMap<&str, &Entity> = entities.iter().map(|e| (e.stix_id.as_str(), e)).collect();
+    let entity_by_stix: HashMap<&str, &Entity> =
+        entities.iter().map(|e| (e.stix_id.as_str(), e)).collect();
     let mut procedures: Vec<ProcedureExample> = Vec::new();
     for rel in relations.iter().filter(|r| r.kind == RelationKind::Uses) {
-        let Some(&ti) = tech_index.get(&rel.target) else { continue };
+        let Some(&ti) = tech_index.get(&rel.target) else {
+            continue;
+        };
         let technique = &techniques[ti];
         if !technique.is_active() {
             continue;
         }
-        let Some(entity) = entity_by_stix.get(rel.source.as_str()) else { continue };
+        let Some(entity) = entity_by_stix.get(rel.source.as_str()) else {
+            continue;
+        };
         let description = clean_description(rel.description.as_deref().unwrap_or_default());
         if description.is_empty() {
             continue;
@@ -936,7 +1073,11 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
         });
     }
     procedures.sort_by(|a, b| {
-        (&a.technique, &a.source_id, &a.description).cmp(&(&b.technique, &b.source_id, &b.description))
+        (&a.technique, &a.source_id, &a.description).cmp(&(
+            &b.technique,
+            &b.source_id,
+            &b.description,
+        ))
     });
 
     let mut groups = Vec::new();
@@ -955,10 +1096,24 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
 
     let version = collection_version
         .or_else(|| bundle.id.as_deref().and_then(version_in))
-        .or_else(|| source.file_name().and_then(|n| n.to_str()).and_then(version_in))
+        .or_else(|| {
+            source
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(version_in)
+        })
         .unwrap_or_else(|| "unknown".to_string());
 
-    Ok(CatalogData { version, fingerprint, techniques, tactics, groups, software, campaigns, procedures })
+    Ok(CatalogData {
+        version,
+        fingerprint,
+        techniques,
+        tactics,
+        groups,
+        software,
+        campaigns,
+        procedures,
+    })
 }
 
 #[cfg(test)]
@@ -1022,18 +1177,28 @@ mod tests {
             rel("8", "uses", "malware--1", "attack-pattern--1086", "Targets a revoked technique."),
             rel("9", "uses", "malware--1", "attack-pattern--1059-003", ""),
         ];
-        format!(r#"{{"type": "bundle", "id": "bundle--test", "spec_version": "2.0", "objects": [{}]}}"#, objects.join(",\n"))
+        format!(
+            r#"{{"type": "bundle", "id": "bundle--test", "spec_version": "2.0", "objects": [{}]}}"#,
+            objects.join(",\n")
+        )
     }
 
     fn synthetic() -> Catalog {
-        Catalog::from_slice(synthetic_bundle("9.9").as_bytes(), Path::new("synthetic.json")).unwrap()
+        Catalog::from_slice(
+            synthetic_bundle("9.9").as_bytes(),
+            Path::new("synthetic.json"),
+        )
+        .unwrap()
     }
 
     #[test]
     fn parses_synthetic_bundle() {
         let c = synthetic();
         assert_eq!(c.version(), "9.9");
-        assert_eq!(c.fingerprint(), sha256_hex(synthetic_bundle("9.9").as_bytes()));
+        assert_eq!(
+            c.fingerprint(),
+            sha256_hex(synthetic_bundle("9.9").as_bytes())
+        );
         assert_eq!(c.techniques().len(), 9);
         let active: Vec<&str> = c.active_techniques().map(|t| t.id.as_str()).collect();
         assert_eq!(active, ["T1059", "T1059.001", "T1059.003"]);
@@ -1043,11 +1208,23 @@ mod tests {
         assert_eq!(ps.platforms, ["Windows"]);
         assert_eq!(ps.description, "Runs PowerShell things.");
         assert_eq!(ps.external_references[0].source_name, "mitre-attack");
-        assert_eq!(ps.url.as_deref(), Some("https://attack.mitre.org/techniques/T1059.001"));
+        assert_eq!(
+            ps.url.as_deref(),
+            Some("https://attack.mitre.org/techniques/T1059.001")
+        );
         // T1059.003 has no subtechnique-of relationship: parent from the id prefix.
-        assert_eq!(c.technique(&tid("T1059.003")).unwrap().parent, Some(tid("T1059")));
-        assert_eq!(c.technique(&tid("T1059")).unwrap().subtechniques, [tid("T1059.001"), tid("T1059.003")]);
-        assert_eq!(c.technique_by_stix_id("attack-pattern--1086").unwrap().id, tid("T1086"));
+        assert_eq!(
+            c.technique(&tid("T1059.003")).unwrap().parent,
+            Some(tid("T1059"))
+        );
+        assert_eq!(
+            c.technique(&tid("T1059")).unwrap().subtechniques,
+            [tid("T1059.001"), tid("T1059.003")]
+        );
+        assert_eq!(
+            c.technique_by_stix_id("attack-pattern--1086").unwrap().id,
+            tid("T1086")
+        );
         // Matrix order, not id order.
         let tactics: Vec<&str> = c.tactics().iter().map(|t| t.id.as_str()).collect();
         assert_eq!(tactics, ["TA0043", "TA0002"]);
@@ -1073,30 +1250,69 @@ mod tests {
         let c = synthetic();
         assert_eq!(c.resolve(&tid("T1059")), Resolution::Current(tid("T1059")));
         let r = c.resolve(&tid("T1086"));
-        assert_eq!(r, Resolution::Remapped { from: tid("T1086"), to: tid("T1059.001") });
+        assert_eq!(
+            r,
+            Resolution::Remapped {
+                from: tid("T1086"),
+                to: tid("T1059.001")
+            }
+        );
         assert_eq!(r.current(), Some(&tid("T1059.001")));
-        assert_eq!(c.resolve(&tid("T1064")), Resolution::Deprecated(tid("T1064")));
-        assert_eq!(c.resolve(&tid("T1150")), Resolution::Deprecated(tid("T1064")));
-        assert_eq!(c.resolve(&tid("T1001")), Resolution::RevokedWithoutReplacement(tid("T1001")));
-        assert_eq!(c.resolve(&tid("T1099")), Resolution::RevokedWithoutReplacement(tid("T1099")));
+        assert_eq!(
+            c.resolve(&tid("T1064")),
+            Resolution::Deprecated(tid("T1064"))
+        );
+        assert_eq!(
+            c.resolve(&tid("T1150")),
+            Resolution::Deprecated(tid("T1064"))
+        );
+        assert_eq!(
+            c.resolve(&tid("T1001")),
+            Resolution::RevokedWithoutReplacement(tid("T1001"))
+        );
+        assert_eq!(
+            c.resolve(&tid("T1099")),
+            Resolution::RevokedWithoutReplacement(tid("T1099"))
+        );
         assert_eq!(c.resolve(&tid("T9999")), Resolution::Unknown(tid("T9999")));
         assert_eq!(c.resolve(&tid("T9999")).current(), None);
-        assert_eq!(c.resolve_str(" t1086 ").unwrap().current(), Some(&tid("T1059.001")));
-        assert!(matches!(c.resolve_str("G0001"), Err(Error::InvalidTechniqueId(_))));
+        assert_eq!(
+            c.resolve_str(" t1086 ").unwrap().current(),
+            Some(&tid("T1059.001"))
+        );
+        assert!(matches!(
+            c.resolve_str("G0001"),
+            Err(Error::InvalidTechniqueId(_))
+        ));
     }
 
     #[test]
     fn cleans_descriptions() {
         let cases = [
             ("plain text", "plain text"),
-            ("Uses [PowerShell](https://attack.mitre.org/techniques/T1059/001) here.", "Uses PowerShell here."),
-            ("Done.(Citation: Foo 2020)(Citation: Bar (2021) report)", "Done."),
+            (
+                "Uses [PowerShell](https://attack.mitre.org/techniques/T1059/001) here.",
+                "Uses PowerShell here.",
+            ),
+            (
+                "Done.(Citation: Foo 2020)(Citation: Bar (2021) report)",
+                "Done.",
+            ),
             ("Some text (Citation: Foo). More", "Some text. More"),
-            ("Run <code>cmd.exe /c dir</code> now", "Run cmd.exe /c dir now"),
-            ("A [link](https://en.wikipedia.org/wiki/Foo_(bar)) b", "A link b"),
+            (
+                "Run <code>cmd.exe /c dir</code> now",
+                "Run cmd.exe /c dir now",
+            ),
+            (
+                "A [link](https://en.wikipedia.org/wiki/Foo_(bar)) b",
+                "A link b",
+            ),
             ("[<code>x</code>](u)", "x"),
             ("line one\n\n  line\ttwo  ", "line one line two"),
-            ("unclosed [bracket and (Citation: never closed", "unclosed [bracket and (Citation: never closed"),
+            (
+                "unclosed [bracket and (Citation: never closed",
+                "unclosed [bracket and (Citation: never closed",
+            ),
             ("[text] not a link (a) <b>", "[text] not a link (a) <b>"),
             ("Ünïcode [ü](x) ok", "Ünïcode ü ok"),
             ("", ""),
@@ -1109,7 +1325,10 @@ mod tests {
     fn expect_invalid(bytes: &[u8], needle: &str) {
         let err = Catalog::from_slice(bytes, Path::new("bad.json")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("bad.json: "), "error must name the file: {msg}");
+        assert!(
+            msg.starts_with("bad.json: "),
+            "error must name the file: {msg}"
+        );
         assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
     }
 
@@ -1121,12 +1340,28 @@ mod tests {
         expect_invalid(b"{\"type\": \"bundle\", \"objects\": [", "malformed JSON");
         expect_invalid(b"not json", "malformed JSON");
         expect_invalid(b"[1, 2, 3]", "not a STIX bundle");
-        expect_invalid(b"{\"type\": \"identity\", \"objects\": []}", "not a STIX bundle: \"type\" is \"identity\"");
+        expect_invalid(
+            b"{\"type\": \"identity\", \"objects\": []}",
+            "not a STIX bundle: \"type\" is \"identity\"",
+        );
         expect_invalid(b"{\"objects\": []}", "\"type\" is missing");
         expect_invalid(b"{\"type\": \"bundle\"}", "no \"objects\" array");
-        expect_invalid(b"{\"type\": \"bundle\", \"objects\": \"x\"}", "not a STIX bundle");
-        expect_invalid(b"{\"type\": \"bundle\", \"objects\": []}", "no ATT&CK techniques");
-        expect_invalid(b"{\"type\": \"bundle\", \"objects\": [{\"id\": \"x\"}]}", "object #0 has no \"type\"");
+        expect_invalid(
+            b"{\"type\": \"bundle\", \"objects\": \"x\"}",
+            "not a valid STIX bundle: invalid type: string",
+        );
+        expect_invalid(
+            b"\"just a string\"",
+            "not a STIX bundle (expected a JSON object",
+        );
+        expect_invalid(
+            b"{\"type\": \"bundle\", \"objects\": []}",
+            "no ATT&CK techniques",
+        );
+        expect_invalid(
+            b"{\"type\": \"bundle\", \"objects\": [{\"id\": \"x\"}]}",
+            "object #0 has no \"type\"",
+        );
         expect_invalid(
             b"{\"type\": \"bundle\", \"objects\": [{\"type\": \"attack-pattern\"}]}",
             "object #0 (attack-pattern) has no \"id\"",
@@ -1150,22 +1385,43 @@ mod tests {
         );
         expect_invalid(
             br#"{"type": "bundle", "objects": [{"type": "attack-pattern", "id": "a", "name": 5}]}"#,
-            "not a STIX bundle",
+            "not a valid STIX bundle: invalid type: integer `5`, expected a string at line 1 column",
         );
-        let missing = Catalog::from_path(Path::new("/nonexistent/enterprise-attack.json")).unwrap_err();
-        assert!(missing.to_string().contains("/nonexistent/enterprise-attack.json"), "{missing}");
+        let missing =
+            Catalog::from_path(Path::new("/nonexistent/enterprise-attack.json")).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("/nonexistent/enterprise-attack.json"),
+            "{missing}"
+        );
     }
 
     #[test]
     fn version_fallbacks() {
-        assert_eq!(version_in("bundle--assembled-enterprise-attack-v18.1-from-mitre-cti-421deacb").as_deref(), Some("18.1"));
-        assert_eq!(version_in("enterprise-attack-18.1.json").as_deref(), Some("18.1"));
+        assert_eq!(
+            version_in("bundle--assembled-enterprise-attack-v18.1-from-mitre-cti-421deacb")
+                .as_deref(),
+            Some("18.1")
+        );
+        assert_eq!(
+            version_in("enterprise-attack-18.1.json").as_deref(),
+            Some("18.1")
+        );
         assert_eq!(version_in("enterprise-attack.json"), None);
         assert_eq!(version_in("bundle--0f3b0ab1-1234"), None);
         let no_collection = synthetic_bundle("9.9").replace("x-mitre-collection", "x-other");
-        let c = Catalog::from_slice(no_collection.as_bytes(), Path::new("dir/enterprise-attack-15.1.json")).unwrap();
+        let c = Catalog::from_slice(
+            no_collection.as_bytes(),
+            Path::new("dir/enterprise-attack-15.1.json"),
+        )
+        .unwrap();
         assert_eq!(c.version(), "15.1");
-        let c = Catalog::from_slice(no_collection.as_bytes(), Path::new("enterprise-attack.json")).unwrap();
+        let c = Catalog::from_slice(
+            no_collection.as_bytes(),
+            Path::new("enterprise-attack.json"),
+        )
+        .unwrap();
         assert_eq!(c.version(), "unknown");
     }
 
@@ -1186,13 +1442,22 @@ mod tests {
         assert_eq!(second.techniques(), first.techniques());
         assert_eq!(second.procedures(), first.procedures());
         assert_eq!(second.tactics(), first.tactics());
-        assert_eq!(second.resolve(&tid("T1086")).current(), Some(&tid("T1059.001")));
+        assert_eq!(
+            second.resolve(&tid("T1086")).current(),
+            Some(&tid("T1059.001"))
+        );
 
         // The cache really is read: a cache entry with a changed name is served as is.
-        let mut doctored: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+        let mut doctored: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
         doctored["data"]["version"] = serde_json::Value::from("from-cache");
         std::fs::write(&cache, serde_json::to_vec(&doctored).unwrap()).unwrap();
-        assert_eq!(Catalog::open_cached(&bundle, Some(&cache_dir)).unwrap().version(), "from-cache");
+        assert_eq!(
+            Catalog::open_cached(&bundle, Some(&cache_dir))
+                .unwrap()
+                .version(),
+            "from-cache"
+        );
 
         // Editing the bundle changes the fingerprint: the new content is parsed.
         std::fs::write(&bundle, synthetic_bundle("10.0")).unwrap();
@@ -1206,7 +1471,8 @@ mod tests {
         std::fs::write(&cache2, b"{\"format\": 1, \"data\": {trunc").unwrap();
         let rebuilt = Catalog::open_cached(&bundle, Some(&cache_dir)).unwrap();
         assert_eq!(rebuilt.version(), "10.0");
-        let rewritten: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache2).unwrap()).unwrap();
+        let rewritten: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cache2).unwrap()).unwrap();
         assert_eq!(rewritten["format"], CACHE_FORMAT);
 
         // No temporary files are left behind.
@@ -1220,8 +1486,16 @@ mod tests {
         // An unwritable cache location does not fail the load.
         let blocked = dir.path().join("file-not-dir");
         std::fs::write(&blocked, b"x").unwrap();
-        assert_eq!(Catalog::open_cached(&bundle, Some(&blocked)).unwrap().version(), "10.0");
+        assert_eq!(
+            Catalog::open_cached(&bundle, Some(&blocked))
+                .unwrap()
+                .version(),
+            "10.0"
+        );
         // No cache at all.
-        assert_eq!(Catalog::open_cached(&bundle, None).unwrap().version(), "10.0");
+        assert_eq!(
+            Catalog::open_cached(&bundle, None).unwrap().version(),
+            "10.0"
+        );
     }
 }

@@ -57,12 +57,26 @@ fn counts_match_v18_1() {
     assert_eq!(c.techniques().iter().filter(|t| t.deprecated).count(), 12);
     let active: Vec<_> = c.active_techniques().collect();
     assert_eq!(active.len(), 691);
-    assert_eq!(active.iter().filter(|t| t.id.is_subtechnique()).count(), 475);
-    assert_eq!(active.iter().filter(|t| !t.id.is_subtechnique()).count(), 216);
+    assert_eq!(
+        active.iter().filter(|t| t.id.is_subtechnique()).count(),
+        475
+    );
+    assert_eq!(
+        active.iter().filter(|t| !t.id.is_subtechnique()).count(),
+        216
+    );
     assert_eq!(c.tactics().len(), 14);
     assert_eq!(c.groups().len(), 187);
-    let malware = c.software().iter().filter(|e| e.kind == EntityKind::Malware).count();
-    let tools = c.software().iter().filter(|e| e.kind == EntityKind::Tool).count();
+    let malware = c
+        .software()
+        .iter()
+        .filter(|e| e.kind == EntityKind::Malware)
+        .count();
+    let tools = c
+        .software()
+        .iter()
+        .filter(|e| e.kind == EntityKind::Tool)
+        .count();
     assert_eq!((malware, tools), (696, 91));
     assert_eq!(c.campaigns().len(), 52);
     assert_eq!(c.procedures().len(), 16_017);
@@ -81,7 +95,10 @@ fn techniques_and_tactics_are_complete() {
     assert_eq!(ps.parent, Some(tid("T1059")));
     assert_eq!(ps.tactics, ["execution"]);
     assert!(ps.platforms.iter().any(|p| p == "Windows"));
-    assert_eq!(ps.url.as_deref(), Some("https://attack.mitre.org/techniques/T1059/001"));
+    assert_eq!(
+        ps.url.as_deref(),
+        Some("https://attack.mitre.org/techniques/T1059/001")
+    );
     assert_eq!(ps.external_references[0].source_name, "mitre-attack");
     assert!(!ps.description.contains("(Citation:") && !ps.description.contains("]("));
     let parent = c.technique(&tid("T1059")).unwrap();
@@ -89,13 +106,23 @@ fn techniques_and_tactics_are_complete() {
     assert!(parent.subtechniques.windows(2).all(|w| w[0] < w[1]));
     // Every active sub-technique has an active parent that lists it.
     for t in c.active_techniques().filter(|t| t.id.is_subtechnique()) {
-        let p = t.parent.as_ref().unwrap_or_else(|| panic!("{} has no parent", t.id));
+        let p = t
+            .parent
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no parent", t.id));
         assert_eq!(p, &t.id.parent());
-        assert!(c.technique(p).unwrap().subtechniques.contains(&t.id), "{p} must list {}", t.id);
+        assert!(
+            c.technique(p).unwrap().subtechniques.contains(&t.id),
+            "{p} must list {}",
+            t.id
+        );
     }
     // Matrix order starts with Reconnaissance and ends with Impact.
     let first = &c.tactics()[0];
-    assert_eq!((first.id.as_str(), first.shortname.as_str()), ("TA0043", "reconnaissance"));
+    assert_eq!(
+        (first.id.as_str(), first.shortname.as_str()),
+        ("TA0043", "reconnaissance")
+    );
     assert_eq!(c.tactics()[13].shortname, "impact");
     assert_eq!(c.tactic("execution").unwrap().id, "TA0002");
     // Every kill-chain phase of an active technique is a known tactic.
@@ -115,7 +142,14 @@ fn techniques_and_tactics_are_complete() {
 fn old_ids_resolve_to_current_techniques() {
     let c = catalog();
     let remapped = |from: &str, to: &str| {
-        assert_eq!(c.resolve(&tid(from)), Resolution::Remapped { from: tid(from), to: tid(to) }, "{from}");
+        assert_eq!(
+            c.resolve(&tid(from)),
+            Resolution::Remapped {
+                from: tid(from),
+                to: tid(to)
+            },
+            "{from}"
+        );
     };
     remapped("T1086", "T1059.001");
     remapped("T1035", "T1569.002");
@@ -124,13 +158,23 @@ fn old_ids_resolve_to_current_techniques() {
     // Chains of two revoked-by steps: T1150 -> T1547.011 -> T1647, T1073 -> T1574.002 -> T1574.001.
     remapped("T1150", "T1647");
     remapped("T1073", "T1574.001");
-    assert_eq!(c.resolve(&tid("T1064")), Resolution::Deprecated(tid("T1064")));
-    assert_eq!(c.resolve(&tid("T1059.001")), Resolution::Current(tid("T1059.001")));
+    assert_eq!(
+        c.resolve(&tid("T1064")),
+        Resolution::Deprecated(tid("T1064"))
+    );
+    assert_eq!(
+        c.resolve(&tid("T1059.001")),
+        Resolution::Current(tid("T1059.001"))
+    );
     assert_eq!(c.resolve(&tid("T9999")), Resolution::Unknown(tid("T9999")));
     // Every revoked technique leads somewhere in v18.1: no cycles, no dangling targets.
     for t in c.techniques().iter().filter(|t| t.revoked) {
         let r = c.resolve(&t.id);
-        assert!(r.current().is_some() || matches!(r, Resolution::Deprecated(_)), "{}: {r:?}", t.id);
+        assert!(
+            r.current().is_some() || matches!(r, Resolution::Deprecated(_)),
+            "{}: {r:?}",
+            t.id
+        );
     }
 }
 
@@ -138,7 +182,11 @@ fn old_ids_resolve_to_current_techniques() {
 fn procedure_examples() {
     let c = catalog();
     let ps: Vec<_> = c.procedures_for(&tid("T1059.001")).collect();
-    assert!(ps.len() > 100, "PowerShell has many examples, got {}", ps.len());
+    assert!(
+        ps.len() > 100,
+        "PowerShell has many examples, got {}",
+        ps.len()
+    );
     for p in c.procedures() {
         assert!(c.technique(&p.technique).is_some_and(|t| t.is_active()));
         assert!(!p.description.is_empty());
@@ -146,7 +194,11 @@ fn procedure_examples() {
         assert!(!p.description.contains("](http"), "{}", p.description);
         assert!(!p.description.contains("<code>"), "{}", p.description);
     }
-    let apt28 = c.procedures().iter().find(|p| p.source_id == "G0007").unwrap();
+    let apt28 = c
+        .procedures()
+        .iter()
+        .find(|p| p.source_id == "G0007")
+        .unwrap();
     assert_eq!(apt28.source_name, "APT28");
     assert_eq!(apt28.source_kind, EntityKind::Group);
 }

@@ -13,7 +13,7 @@
 //! punctuation must be followed by whitespace, dots inside IPs, domains, file names, versions,
 //! hashes, URLs, e-mail addresses and ATT&CK ids never end a sentence. Not a boundary either:
 //! known abbreviations (`e.g.`, `i.e.`, `etc.`, `vs.`, `Fig.`, `No.`, `Inc.`, `Dr.`, `approx.`
-//! ...), dotted abbreviations (`U.S.`), single-letter initials (`J. Smith`), list markers at the
+//! ...), dotted abbreviations (`U.S.`), upper-case initials (`J. Smith`), list markers at the
 //! start of a line (`1. Open the file`) and ellipses. A leading bullet (`• `, `- `, `* `) is
 //! not part of the sentence.
 
@@ -117,8 +117,8 @@ fn is_boundary(line: &str, seg_start: usize, p: usize, j: usize, k: usize) -> bo
     // Initials (`J. Smith`) and dotted abbreviations (`U.S.`, `e.g.` written `E.g.`).
     let mut cs = word.chars();
     if let (Some(c), None) = (cs.next(), cs.next()) {
-        if c.is_alphabetic() {
-            return false;
+        if c.is_uppercase() {
+            return false; // an initial; a lower-case letter (`60 s.`) ends normally
         }
     }
     if is_dotted_abbreviation(word) {

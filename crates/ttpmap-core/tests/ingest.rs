@@ -35,13 +35,37 @@ fn check_spans(doc: &Document) {
     let mut prev_end = 0;
     for (i, s) in doc.sentences.iter().enumerate() {
         assert_eq!(s.index, i, "{}", doc.source);
-        assert!(s.span.start >= prev_end, "{}: overlapping or unordered spans at {i}", doc.source);
-        assert!(s.span.start < s.span.end, "{}: empty span at {i}", doc.source);
-        let slice = doc.text.get(s.span.start..s.span.end).unwrap_or_else(|| panic!("{}: span {i} not on char boundaries", doc.source));
+        assert!(
+            s.span.start >= prev_end,
+            "{}: overlapping or unordered spans at {i}",
+            doc.source
+        );
+        assert!(
+            s.span.start < s.span.end,
+            "{}: empty span at {i}",
+            doc.source
+        );
+        let slice = doc
+            .text
+            .get(s.span.start..s.span.end)
+            .unwrap_or_else(|| panic!("{}: span {i} not on char boundaries", doc.source));
         assert_eq!(slice, s.text, "{}", doc.source);
-        assert_eq!(slice.trim(), slice, "{}: untrimmed sentence {i}", doc.source);
-        assert!(!slice.contains('\n'), "{}: sentence {i} crosses a line", doc.source);
-        assert!(slice.len() <= ingest::MAX_SENTENCE_BYTES, "{}: sentence {i} too long", doc.source);
+        assert_eq!(
+            slice.trim(),
+            slice,
+            "{}: untrimmed sentence {i}",
+            doc.source
+        );
+        assert!(
+            !slice.contains('\n'),
+            "{}: sentence {i} crosses a line",
+            doc.source
+        );
+        assert!(
+            slice.len() <= ingest::MAX_SENTENCE_BYTES,
+            "{}: sentence {i} too long",
+            doc.source
+        );
         prev_end = s.span.end;
     }
 }
@@ -55,13 +79,21 @@ mod examples {
         let doc = ingest::load_path(&path, &IngestOptions::default()).expect("load");
         check_spans(&doc);
         assert_eq!(doc.title.as_deref(), Some("Operation Glass Lantern"));
-        assert!((40..=90).contains(&doc.sentences.len()), "{} sentences", doc.sentences.len());
+        assert!(
+            (40..=90).contains(&doc.sentences.len()),
+            "{} sentences",
+            doc.sentences.len()
+        );
         let texts: Vec<&str> = doc.sentences.iter().map(|s| s.text.as_str()).collect();
         // Refanged indicators, table rows, list items and Markdown stripped.
         assert!(texts.contains(&"Domain | invoices-portal.net | Phishing sender domain"));
         assert!(texts.contains(&"Email | billing@invoices-portal.net | Sender address"));
-        assert!(texts.iter().any(|t| t.starts_with("Block macros in documents")));
-        assert!(texts.iter().all(|t| !t.contains("](") && !t.contains("**") && !t.contains("[.]")));
+        assert!(texts
+            .iter()
+            .any(|t| t.starts_with("Block macros in documents")));
+        assert!(texts
+            .iter()
+            .all(|t| !t.contains("](") && !t.contains("**") && !t.contains("[.]")));
         insta::assert_snapshot!(listing(&doc));
     }
 
@@ -70,13 +102,24 @@ mod examples {
         let path = examples_dir().join("ransomware-brief.html");
         let doc = ingest::load_path(&path, &IngestOptions::default()).expect("load");
         check_spans(&doc);
-        assert_eq!(doc.title.as_deref(), Some("Brief: EMBERCRYPT Ransomware Intrusion"));
+        assert_eq!(
+            doc.title.as_deref(),
+            Some("Brief: EMBERCRYPT Ransomware Intrusion")
+        );
         let all = doc.text.as_str();
-        for dropped in ["dataLayer", "Related posts", "All rights reserved", "Home", "fictional research blog"] {
+        for dropped in [
+            "dataLayer",
+            "Related posts",
+            "All rights reserved",
+            "Home",
+            "fictional research blog",
+        ] {
             assert!(!all.contains(dropped), "{dropped:?} should be dropped");
         }
         assert!(all.contains("IPv4 | 203.0.113.77"));
-        assert!(all.contains("hxxp").not_and(all.contains("http://emberxyz.onion")));
+        assert!(all
+            .contains("hxxp")
+            .not_and(all.contains("http://emberxyz.onion")));
         insta::assert_snapshot!(listing(&doc));
     }
 
@@ -128,7 +171,8 @@ hxxps://bad[.]example[.]net/gate.php served the payload to user[@]victim[.]com."
         assert!(texts.contains(&"The dropper wrote update.exe."));
         assert!(texts.contains(&"1. Open the file."));
         assert!(texts.contains(&"Version v2.2.1 replaced 1.0."));
-        assert!(texts.contains(&"https://bad.example.net/gate.php served the payload to user@victim.com."));
+        assert!(texts
+            .contains(&"https://bad.example.net/gate.php served the payload to user@victim.com."));
         insta::assert_snapshot!(listing(&doc));
     }
 
@@ -162,16 +206,31 @@ mod bad_input {
         assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
         let e = err_text(ingest::load_path(&write("ws.md", b"  \n\n\t  \n"), &o));
         assert!(e.contains("empty"), "{e}");
-        let e = err_text(ingest::load_path(&write("bin.txt", b"MZ\x90\x00\x03\x00\x00\x00"), &o));
+        let e = err_text(ingest::load_path(
+            &write("bin.txt", b"MZ\x90\x00\x03\x00\x00\x00"),
+            &o,
+        ));
         assert!(e.contains("binary") && e.contains("bin.txt"), "{e}");
-        let e = err_text(ingest::load_path(&write("latin1.txt", b"Caf\xe9 au lait."), &o));
+        let e = err_text(ingest::load_path(
+            &write("latin1.txt", b"Caf\xe9 au lait."),
+            &o,
+        ));
         assert!(e.contains("invalid UTF-8 at byte offset 3"), "{e}");
         let e = err_text(ingest::load_path(
             &write("latin1.html", b"<html><head><meta charset=\"iso-8859-1\"></head><body><p>Caf\xe9.</p></body></html>"),
             &o,
         ));
-        assert!(e.contains("invalid UTF-8") && e.contains("iso-8859-1"), "{e}");
-        let e = err_text(ingest::load_path(&write("scripts.html", b"<!doctype html><script>a()</script><style>p{}</style>"), &o));
+        assert!(
+            e.contains("invalid UTF-8") && e.contains("iso-8859-1"),
+            "{e}"
+        );
+        let e = err_text(ingest::load_path(
+            &write(
+                "scripts.html",
+                b"<!doctype html><script>a()</script><style>p{}</style>",
+            ),
+            &o,
+        ));
         assert!(e.contains("no readable text"), "{e}");
         let e = err_text(ingest::load_path(dir.path(), &o));
         assert!(e.contains("directory"), "{e}");
@@ -184,7 +243,10 @@ mod bad_input {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("big.txt");
         std::fs::write(&p, "A sentence. ".repeat(100)).expect("write");
-        let o = IngestOptions { max_bytes: 100, format: None };
+        let o = IngestOptions {
+            max_bytes: 100,
+            format: None,
+        };
         match ingest::load_path(&p, &o) {
             Err(Error::TooLarge { path, size, limit }) => {
                 assert_eq!(path, p);
@@ -202,7 +264,14 @@ mod bad_input {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("report.dat");
         std::fs::write(&p, "# Heading\n\nBody text here.").expect("write");
-        let doc = ingest::load_path(&p, &IngestOptions { format: Some(Format::Markdown), ..Default::default() }).expect("md");
+        let doc = ingest::load_path(
+            &p,
+            &IngestOptions {
+                format: Some(Format::Markdown),
+                ..Default::default()
+            },
+        )
+        .expect("md");
         assert_eq!(doc.title.as_deref(), Some("Heading"));
         assert_eq!(doc.source, p.to_string_lossy());
         // Unknown extension, no override: sniffed, then plain text.
@@ -220,7 +289,9 @@ mod pdf {
     use super::*;
 
     fn escape(s: &str) -> String {
-        s.replace('\\', "\\\\").replace('(', "\\(").replace(')', "\\)")
+        s.replace('\\', "\\\\")
+            .replace('(', "\\(")
+            .replace(')', "\\)")
     }
 
     pub(super) fn build_pdf(pages: &[&[&str]], title: &str, encrypt: bool) -> Vec<u8> {
@@ -229,9 +300,18 @@ mod pdf {
         // 1: catalog, 2: pages, 3: font, 4: info, then (page, content) pairs, then encrypt.
         objects.push("<< /Type /Catalog /Pages 2 0 R >>".to_string());
         let kids: Vec<String> = (0..n_pages).map(|i| format!("{} 0 R", 5 + 2 * i)).collect();
-        objects.push(format!("<< /Type /Pages /Kids [{}] /Count {n_pages} >>", kids.join(" ")));
-        objects.push("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_string());
-        objects.push(format!("<< /Title ({}) /Producer (ttpmap tests) >>", escape(title)));
+        objects.push(format!(
+            "<< /Type /Pages /Kids [{}] /Count {n_pages} >>",
+            kids.join(" ")
+        ));
+        objects.push(
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+                .to_string(),
+        );
+        objects.push(format!(
+            "<< /Title ({}) /Producer (ttpmap tests) >>",
+            escape(title)
+        ));
         for (i, lines) in pages.iter().enumerate() {
             objects.push(format!(
                 "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>",
@@ -245,7 +325,10 @@ mod pdf {
             if lines.is_empty() {
                 content = "0 0 1 rg 72 72 200 200 re f\n".to_string();
             }
-            objects.push(format!("<< /Length {} >>\nstream\n{content}endstream", content.len()));
+            objects.push(format!(
+                "<< /Length {} >>\nstream\n{content}endstream",
+                content.len()
+            ));
         }
         let encrypt_id = objects.len() + 1;
         if encrypt {
@@ -267,13 +350,20 @@ mod pdf {
             out.extend(format!("{off:010} 00000 n \n").as_bytes());
         }
         let enc = if encrypt {
-            format!(" /Encrypt {encrypt_id} 0 R /ID [<{}> <{}>]", "01".repeat(16), "01".repeat(16))
+            format!(
+                " /Encrypt {encrypt_id} 0 R /ID [<{}> <{}>]",
+                "01".repeat(16),
+                "01".repeat(16)
+            )
         } else {
             String::new()
         };
         out.extend(
-            format!("trailer\n<< /Size {} /Root 1 0 R /Info 4 0 R{enc} >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1)
-                .as_bytes(),
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R /Info 4 0 R{enc} >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .as_bytes(),
         );
         out
     }
@@ -296,7 +386,8 @@ mod pdf {
 
     #[test]
     fn extracts_text_layer() {
-        let doc = ingest::from_bytes("kite.pdf", &report(), None, &IngestOptions::default()).expect("pdf");
+        let doc = ingest::from_bytes("kite.pdf", &report(), None, &IngestOptions::default())
+            .expect("pdf");
         check_spans(&doc);
         assert_eq!(doc.title.as_deref(), Some("Paper Kite (test)"));
         let texts: Vec<&str> = doc.sentences.iter().map(|s| s.text.as_str()).collect();
@@ -304,8 +395,16 @@ mod pdf {
             texts.contains(&"The actor sent a spearphishing email with a malicious attachment."),
             "{texts:#?}"
         );
-        assert!(texts.contains(&"Persistence was achieved with a scheduled task named KiteSync."), "{texts:#?}");
-        assert!(texts.iter().any(|t| t.contains("stage2.dll from 192.0.2.10.")), "{texts:#?}");
+        assert!(
+            texts.contains(&"Persistence was achieved with a scheduled task named KiteSync."),
+            "{texts:#?}"
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("stage2.dll from 192.0.2.10.")),
+            "{texts:#?}"
+        );
         // The same through a file with a .pdf extension.
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("kite.pdf");
@@ -319,16 +418,28 @@ mod pdf {
         let o = IngestOptions::default();
         let full = report();
         for cut in [full.len() / 2, 40, 9] {
-            let e = ingest::from_bytes("cut.pdf", &full[..cut], Some(Format::Pdf), &o).expect_err("truncated").to_string();
-            assert!(e.contains("cut.pdf") && (e.contains("damaged or truncated") || e.contains("no pages")), "{e}");
+            let e = ingest::from_bytes("cut.pdf", &full[..cut], Some(Format::Pdf), &o)
+                .expect_err("truncated")
+                .to_string();
+            assert!(
+                e.contains("cut.pdf")
+                    && (e.contains("damaged or truncated") || e.contains("no pages")),
+                "{e}"
+            );
         }
         let enc = build_pdf(&[&["Secret text here."]], "enc", true);
-        let e = ingest::from_bytes("enc.pdf", &enc, None, &o).expect_err("encrypted").to_string();
+        let e = ingest::from_bytes("enc.pdf", &enc, None, &o)
+            .expect_err("encrypted")
+            .to_string();
         assert!(e.contains("encrypted PDF"), "{e}");
         let blank = build_pdf(&[&[]], "scan", false);
-        let e = ingest::from_bytes("scan.pdf", &blank, None, &o).expect_err("textless").to_string();
+        let e = ingest::from_bytes("scan.pdf", &blank, None, &o)
+            .expect_err("textless")
+            .to_string();
         assert!(e.contains("no text layer"), "{e}");
-        let e = ingest::from_bytes("fake.pdf", b"hello, not a pdf", Some(Format::Pdf), &o).expect_err("fake").to_string();
+        let e = ingest::from_bytes("fake.pdf", b"hello, not a pdf", Some(Format::Pdf), &o)
+            .expect_err("fake")
+            .to_string();
         assert!(e.contains("not a PDF"), "{e}");
         // Garbage after a valid header must not panic the caller.
         let mut junk = b"%PDF-1.7\n".to_vec();
@@ -360,7 +471,12 @@ mod annoctr {
     fn raw_reports() -> Vec<PathBuf> {
         let dir = shared_dir().join("data/annoctr/raw/text");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("AnnoCTR raw reports missing at {} ({e}); set TTPMAP_SHARED", dir.display()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "AnnoCTR raw reports missing at {} ({e}); set TTPMAP_SHARED",
+                    dir.display()
+                )
+            })
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "txt"))
             .collect();
@@ -378,12 +494,17 @@ mod annoctr {
         let t0 = Instant::now();
         let docs: Vec<Document> = files
             .iter()
-            .map(|p| ingest::load_path(p, &IngestOptions::default()).unwrap_or_else(|e| panic!("{e}")))
+            .map(|p| {
+                ingest::load_path(p, &IngestOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+            })
             .collect();
         let elapsed = t0.elapsed();
         let n_sent: usize = docs.iter().map(|d| d.sentences.len()).sum();
         let n_bytes: usize = docs.iter().map(|d| d.text.len()).sum();
-        eprintln!("ingested {} reports ({n_bytes} bytes, {n_sent} sentences) in {elapsed:.2?}", docs.len());
+        eprintln!(
+            "ingested {} reports ({n_bytes} bytes, {n_sent} sentences) in {elapsed:.2?}",
+            docs.len()
+        );
         let mut violations = Vec::new();
         for doc in &docs {
             check_spans(doc);
@@ -398,7 +519,12 @@ mod annoctr {
                 }
             }
         }
-        assert!(violations.is_empty(), "{} boundaries inside tokens, e.g. {:#?}", violations.len(), &violations[..violations.len().min(20)]);
+        assert!(
+            violations.is_empty(),
+            "{} boundaries inside tokens, e.g. {:#?}",
+            violations.len(),
+            &violations[..violations.len().min(20)]
+        );
         assert!(elapsed.as_secs() < 120, "segmentation took {elapsed:?}");
     }
 
@@ -406,16 +532,29 @@ mod annoctr {
     /// setext-style underlines are not sentences, and table rows stay whole.
     #[test]
     fn intel471_attempted_attack_report() {
-        let p = shared_dir().join("data/annoctr/raw/text/intel471_2020-03-26_analysis-of-an-attempted-attack.txt");
-        let doc = ingest::load_path(&p, &IngestOptions::default()).unwrap_or_else(|e| panic!("{e} (set TTPMAP_SHARED)"));
+        let p = shared_dir()
+            .join("data/annoctr/raw/text/intel471_2020-03-26_analysis-of-an-attempted-attack.txt");
+        let doc = ingest::load_path(&p, &IngestOptions::default())
+            .unwrap_or_else(|e| panic!("{e} (set TTPMAP_SHARED)"));
         check_spans(&doc);
         let texts: Vec<&str> = doc.sentences.iter().map(|s| s.text.as_str()).collect();
-        let pm = texts.iter().find(|t| t.contains("p.m.")).expect("a sentence with p.m.");
+        let pm = texts
+            .iter()
+            .find(|t| t.contains("p.m."))
+            .expect("a sentence with p.m.");
         assert!(pm.contains("GMT"), "split after p.m.: {pm:?}");
         assert!(texts.contains(&"Background") && texts.contains(&"Summary"));
         assert!(texts.iter().all(|t| t.chars().any(char::is_alphanumeric)));
-        let row = texts.iter().find(|t| t.contains("SHA256 hash")).expect("hash row");
+        let row = texts
+            .iter()
+            .find(|t| t.contains("SHA256 hash"))
+            .expect("hash row");
         assert!(row.starts_with('|') && row.ends_with('|'), "{row:?}");
-        assert!(texts.iter().any(|t| t.starts_with("At no point was our employee's system")), "curly apostrophe normalised");
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("At no point was our employee's system")),
+            "curly apostrophe normalised"
+        );
     }
 }

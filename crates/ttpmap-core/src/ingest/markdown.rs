@@ -13,24 +13,32 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-static ATX: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$").expect("static regex"));
+static ATX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$").expect("static regex")
+});
 static ITEM: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+(?:\[[ xX]\]\s+)?(.*)$").expect("static regex")
 });
-static RULE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^ {0,3}(?:(?:-\s*){3,}|(?:\*\s*){3,}|(?:_\s*){3,})$").expect("static regex"));
-static SETEXT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^ {0,3}(?:=+|-+)\s*$").expect("static regex"));
-static TABLE_SEP: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)+\|?\s*$").expect("static regex"));
+static RULE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^ {0,3}(?:(?:-\s*){3,}|(?:\*\s*){3,}|(?:_\s*){3,})$").expect("static regex")
+});
+static SETEXT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^ {0,3}(?:=+|-+)\s*$").expect("static regex"));
+static TABLE_SEP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)+\|?\s*$").expect("static regex")
+});
 static LINK_DEF: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^ {0,3}\[[^\]]+\]:\s+\S+").expect("static regex"));
-static LINK: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"!?\[([^\]]*)\](?:\([^)\s]*(?:\s+[^)]*)?\)|\[[^\]]*\])").expect("static regex"));
-static AUTOLINK: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"<((?:https?|ftp|mailto):[^>\s]+|[^>\s@]+@[^>\s]+)>").expect("static regex"));
-static HTML_TAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"</?(?:br|b|i|em|strong|u|sup|sub|span|kbd|code|p|div)\b[^>]*>|<!--.*?-->").expect("static regex"));
+static LINK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"!?\[([^\]]*)\](?:\([^)\s]*(?:\s+[^)]*)?\)|\[[^\]]*\])").expect("static regex")
+});
+static AUTOLINK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"<((?:https?|ftp|mailto):[^>\s]+|[^>\s@]+@[^>\s]+)>").expect("static regex")
+});
+static HTML_TAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"</?(?:br|b|i|em|strong|u|sup|sub|span|kbd|code|p|div)\b[^>]*>|<!--.*?-->")
+        .expect("static regex")
+});
 
 /// Converts Markdown to `(title, text)`; the text has one block per line.
 pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
@@ -54,7 +62,12 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
         let trimmed = raw.trim();
         i += 1;
         if let Some(f) = &fence {
-            if trimmed.starts_with(f.as_str()) && trimmed.trim_start_matches(f.chars().next().unwrap_or('`')).trim().is_empty() {
+            if trimmed.starts_with(f.as_str())
+                && trimmed
+                    .trim_start_matches(f.chars().next().unwrap_or('`'))
+                    .trim()
+                    .is_empty()
+            {
                 fence = None;
                 out.push(String::new());
             } else if !trimmed.is_empty() {
@@ -109,14 +122,20 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
             }
             continue;
         }
-        if trimmed.starts_with('|') || (trimmed.contains('|') && lines.get(i).is_some_and(|n| TABLE_SEP.is_match(n))) {
+        if trimmed.starts_with('|')
+            || (trimmed.contains('|') && lines.get(i).is_some_and(|n| TABLE_SEP.is_match(n)))
+        {
             if TABLE_SEP.is_match(raw) {
                 continue;
             }
             flush(&mut para, &mut out);
             let row = trimmed.strip_prefix('|').unwrap_or(trimmed);
             let row = row.strip_suffix('|').unwrap_or(row);
-            let cells: Vec<String> = split_cells(row).iter().map(|c| inline(c.trim())).filter(|c| !c.is_empty()).collect();
+            let cells: Vec<String> = split_cells(row)
+                .iter()
+                .map(|c| inline(c.trim()))
+                .filter(|c| !c.is_empty())
+                .collect();
             if !cells.is_empty() {
                 out.push(cells.join(" | "));
             }
@@ -245,7 +264,10 @@ fn strip_emphasis(s: &str) -> String {
     for (r, &(_, _, c, opens, closes)) in runs.iter().enumerate() {
         let len = runs[r].1 - runs[r].0;
         if closes {
-            if let Some(pos) = stack.iter().rposition(|&o| runs[o].2 == c && runs[o].1 - runs[o].0 == len) {
+            if let Some(pos) = stack
+                .iter()
+                .rposition(|&o| runs[o].2 == c && runs[o].1 - runs[o].0 == len)
+            {
                 let o = stack[pos];
                 stack.truncate(pos);
                 strip[runs[o].0..runs[o].1].fill(true);
@@ -257,7 +279,12 @@ fn strip_emphasis(s: &str) -> String {
             stack.push(r);
         }
     }
-    chars.iter().zip(&strip).filter(|(_, &s)| !s).map(|(c, _)| *c).collect()
+    chars
+        .iter()
+        .zip(&strip)
+        .filter(|(_, &s)| !s)
+        .map(|(c, _)| *c)
+        .collect()
 }
 
 /// CommonMark backslash escapes: `\` before ASCII punctuation is dropped; before anything else

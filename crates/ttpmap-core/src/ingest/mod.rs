@@ -62,9 +62,17 @@ impl Format {
     /// a BOM and leading whitespace/comments) -> Html; otherwise `None`.
     pub fn sniff(bytes: &[u8]) -> Option<Format> {
         let b = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+        let start = b
+            .iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .unwrap_or(b.len());
         let b = &b[start..];
-        if b.starts_with(b"%PDF-") || bytes.get(..1024).is_some_and(|h| h.windows(5).any(|w| w == b"%PDF-")) && !b.starts_with(b"<") && b.first().is_some_and(|&c| c == b'%') {
+        // The header must start the file; readers tolerate a little junk before it, so a
+        // `%PDF-` within the first 1024 bytes also counts when the file starts with a comment.
+        let head_pdf = bytes[..bytes.len().min(1024)]
+            .windows(5)
+            .any(|w| w == b"%PDF-");
+        if b.starts_with(b"%PDF-") || (head_pdf && b.first() == Some(&b'%')) {
             return Some(Format::Pdf);
         }
         let head: Vec<u8> = b.iter().take(512).map(u8::to_ascii_lowercase).collect();
@@ -76,7 +84,10 @@ impl Format {
                 match h.windows(end.len()).position(|w| w == end) {
                     Some(p) => {
                         h = &h[p + end.len()..];
-                        let ws = h.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(h.len());
+                        let ws = h
+                            .iter()
+                            .position(|c| !c.is_ascii_whitespace())
+                            .unwrap_or(h.len());
                         h = &h[ws..];
                     }
                     None => break,
@@ -95,7 +106,12 @@ impl Format {
     /// Text, `text/markdown`/`text/x-markdown` -> Markdown, `text/html`/`application/xhtml+xml`
     /// -> Html, `application/pdf`/`application/x-pdf` -> Pdf.
     pub fn from_mime(mime: &str) -> Option<Format> {
-        let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = mime
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "text/plain" => Some(Format::Text),
             "text/markdown" | "text/x-markdown" => Some(Format::Markdown),
@@ -118,7 +134,10 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { max_bytes: DEFAULT_MAX_BYTES, format: None }
+        IngestOptions {
+            max_bytes: DEFAULT_MAX_BYTES,
+            format: None,
+        }
     }
 }
 
@@ -127,11 +146,18 @@ impl Default for IngestOptions {
 /// meanwhile is still refused), so memory stays bounded. The format is `opts.format`, else the
 /// extension, else sniffed from the content, else plain text.
 pub fn load_path(path: &Path, opts: &IngestOptions) -> Result<Document> {
-    let too_large = |size: u64| Error::TooLarge { path: path.to_path_buf(), size, limit: opts.max_bytes };
+    let too_large = |size: u64| Error::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        limit: opts.max_bytes,
+    };
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
-        return Err(Error::invalid(path, "is a directory, expected a report file"));
+        return Err(Error::invalid(
+            path,
+            "is a directory, expected a report file",
+        ));
     }
     if meta.len() > opts.max_bytes {
         return Err(too_large(meta.len()));
@@ -151,14 +177,26 @@ pub fn load_path(path: &Path, opts: &IngestOptions) -> Result<Document> {
 /// Decodes, normalises and segments `bytes` (an upload, a fetched URL). `format` (or
 /// `opts.format` when `format` is `None`) overrides sniffing; without either the content is
 /// sniffed and defaults to plain text.
-pub fn from_bytes(source: &str, bytes: &[u8], format: Option<Format>, opts: &IngestOptions) -> Result<Document> {
+pub fn from_bytes(
+    source: &str,
+    bytes: &[u8],
+    format: Option<Format>,
+    opts: &IngestOptions,
+) -> Result<Document> {
     if bytes.len() as u64 > opts.max_bytes {
-        return Err(Error::TooLarge { path: PathBuf::from(source), size: bytes.len() as u64, limit: opts.max_bytes });
+        return Err(Error::TooLarge {
+            path: PathBuf::from(source),
+            size: bytes.len() as u64,
+            limit: opts.max_bytes,
+        });
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::invalid(source, "empty (no text)"));
     }
-    let format = format.or(opts.format).or_else(|| Format::sniff(bytes)).unwrap_or(Format::Text);
+    let format = format
+        .or(opts.format)
+        .or_else(|| Format::sniff(bytes))
+        .unwrap_or(Format::Text);
     match format {
         Format::Pdf => pdf_document(source, bytes),
         _ => {
@@ -171,7 +209,10 @@ pub fn from_bytes(source: &str, bytes: &[u8], format: Option<Format>, opts: &Ing
 #[cfg(feature = "pdf")]
 fn pdf_document(source: &str, bytes: &[u8]) -> Result<Document> {
     if !bytes.starts_with(b"%PDF-") && Format::sniff(bytes) != Some(Format::Pdf) {
-        return Err(Error::invalid(source, "not a PDF (it does not start with %PDF-)"));
+        return Err(Error::invalid(
+            source,
+            "not a PDF (it does not start with %PDF-)",
+        ));
     }
     let (title, text) = pdf::pdf_to_text(source, bytes)?;
     build(source, title, &text, Some(Reflow::Aggressive))
@@ -219,38 +260,77 @@ fn build(source: &str, title: Option<String>, raw: &str, flow: Option<Reflow>) -
     let sentences: Vec<Sentence> = split_sentences(&text)
         .into_iter()
         .enumerate()
-        .map(|(index, span)| Sentence { index, span, text: text[span.start..span.end].to_string() })
+        .map(|(index, span)| Sentence {
+            index,
+            span,
+            text: text[span.start..span.end].to_string(),
+        })
         .collect();
     if sentences.is_empty() {
-        return Err(Error::invalid(source, "no sentences found (the document has no readable text)"));
+        return Err(Error::invalid(
+            source,
+            "no sentences found (the document has no readable text)",
+        ));
     }
     let title = title.map(|t| normalize(&t)).filter(|t| !t.is_empty());
-    Ok(Document { source: source.to_string(), title, text, sentences })
+    Ok(Document {
+        source: source.to_string(),
+        title,
+        text,
+        sentences,
+    })
 }
 
 /// Decodes text formats: UTF-8 (BOM stripped) or UTF-16 with a BOM; rejects binary data and
 /// invalid UTF-8 with the offset of the problem.
 fn decode_text(source: &str, bytes: &[u8], format: Format) -> Result<String> {
-    if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE").or_else(|| bytes.strip_prefix(b"\xFE\xFF")) {
+    if let Some(rest) = bytes
+        .strip_prefix(b"\xFF\xFE")
+        .or_else(|| bytes.strip_prefix(b"\xFE\xFF"))
+    {
         let le = bytes.starts_with(b"\xFF\xFE");
         if rest.len() % 2 != 0 {
-            return Err(Error::invalid(source, "invalid UTF-16: odd number of bytes after the byte-order mark"));
+            return Err(Error::invalid(
+                source,
+                "invalid UTF-16: odd number of bytes after the byte-order mark",
+            ));
         }
-        let units = rest.chunks_exact(2).map(|c| if le { u16::from_le_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], c[1]]) });
+        let units = rest.chunks_exact(2).map(|c| {
+            if le {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            }
+        });
         return char::decode_utf16(units)
             .enumerate()
-            .map(|(i, r)| r.map_err(|_| Error::invalid(source, format!("invalid UTF-16 at byte offset {}", 2 + 2 * i))))
+            .map(|(i, r)| {
+                r.map_err(|_| {
+                    Error::invalid(
+                        source,
+                        format!("invalid UTF-16 (unpaired surrogate) at character {i}"),
+                    )
+                })
+            })
             .collect();
     }
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bom = if bytes.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let bytes = &bytes[bom..];
     if let Some(pos) = bytes.iter().position(|&b| b == 0) {
         return Err(Error::invalid(
             source,
-            format!("binary data (NUL byte at offset {pos}); expected a text, Markdown, HTML or PDF report"),
+            format!("binary data (NUL byte at offset {}); expected a text, Markdown, HTML or PDF report", bom + pos),
         ));
     }
     let head = &bytes[..bytes.len().min(8192)];
-    let controls = head.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C) || b == 0x7F).count();
+    let controls = head
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C) || b == 0x7F)
+        .count();
     if controls * 10 > head.len() {
         return Err(Error::invalid(
             source,
@@ -260,11 +340,13 @@ fn decode_text(source: &str, bytes: &[u8], format: Format) -> Result<String> {
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok(s.to_string()),
         Err(e) => {
-            let offset = e.valid_up_to() + (bytes.len() - bytes.len()); // offset into the content after any BOM
+            let offset = bom + e.valid_up_to(); // offset in the input, BOM included
             let mut msg = format!("invalid UTF-8 at byte offset {offset}; only UTF-8 (or UTF-16 with a BOM) is supported, convert the file first (e.g. iconv -t UTF-8)");
             if format == Format::Html {
                 if let Some(cs) = declared_charset(bytes) {
-                    msg.push_str(&format!("; the page declares charset {cs:?}, which is not supported"));
+                    msg.push_str(&format!(
+                        "; the page declares charset {cs:?}, which is not supported"
+                    ));
                 }
             }
             Err(Error::invalid(source, msg))
@@ -290,23 +372,40 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(Format::from_path(Path::new("a/B.MD")), Some(Format::Markdown));
+        assert_eq!(
+            Format::from_path(Path::new("a/B.MD")),
+            Some(Format::Markdown)
+        );
         assert_eq!(Format::from_path(Path::new("x.htm")), Some(Format::Html));
         assert_eq!(Format::from_path(Path::new("x.pdf")), Some(Format::Pdf));
         assert_eq!(Format::from_path(Path::new("x.txt")), Some(Format::Text));
         assert_eq!(Format::from_path(Path::new("x")), None);
         assert_eq!(Format::sniff(b"%PDF-1.4\n"), Some(Format::Pdf));
-        assert_eq!(Format::sniff(b"\xEF\xBB\xBF  <!DOCTYPE html><html>"), Some(Format::Html));
-        assert_eq!(Format::sniff(b"<?xml version=\"1.0\"?>\n<!-- x --><html>"), Some(Format::Html));
+        assert_eq!(
+            Format::sniff(b"\xEF\xBB\xBF  <!DOCTYPE html><html>"),
+            Some(Format::Html)
+        );
+        assert_eq!(
+            Format::sniff(b"<?xml version=\"1.0\"?>\n<!-- x --><html>"),
+            Some(Format::Html)
+        );
         assert_eq!(Format::sniff(b"# Title"), None);
-        assert_eq!(Format::from_mime("text/html; charset=utf-8"), Some(Format::Html));
+        assert_eq!(
+            Format::from_mime("text/html; charset=utf-8"),
+            Some(Format::Html)
+        );
         assert_eq!(Format::from_mime("Application/PDF"), Some(Format::Pdf));
         assert_eq!(Format::from_mime("image/png"), None);
     }
 
     #[test]
     fn spans_index_the_text() {
-        let doc = from_text("<text>", "First one.  Second\u{00A0}one!\n\n- third", Format::Text).expect("doc");
+        let doc = from_text(
+            "<text>",
+            "First one.  Second\u{00A0}one!\n\n- third",
+            Format::Text,
+        )
+        .expect("doc");
         assert_eq!(doc.text, "First one. Second one!\n\n- third");
         let texts: Vec<&str> = doc.sentences.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(texts, vec!["First one.", "Second one!", "third"]);
@@ -319,7 +418,11 @@ mod tests {
     #[test]
     fn rejects_bad_text() {
         let o = IngestOptions::default();
-        let err = |b: &[u8]| from_bytes("in.txt", b, None, &o).expect_err("must fail").to_string();
+        let err = |b: &[u8]| {
+            from_bytes("in.txt", b, None, &o)
+                .expect_err("must fail")
+                .to_string()
+        };
         assert!(err(b"").contains("empty"));
         assert!(err(b" \n\t \r\n").contains("empty"));
         assert!(err(b"abc\0def").contains("binary"));
@@ -327,9 +430,24 @@ mod tests {
         let e = err(b"caf\xC3\xA9 ok \xFF\xFE bad");
         assert!(e.contains("invalid UTF-8 at byte offset 9"), "{e}");
         assert!(err(b"----\n====\n").contains("no sentences"));
-        let e = from_bytes("big.txt", b"0123456789", None, &IngestOptions { max_bytes: 5, format: None })
-            .expect_err("too large");
-        assert!(matches!(e, Error::TooLarge { size: 10, limit: 5, .. }));
+        let e = from_bytes(
+            "big.txt",
+            b"0123456789",
+            None,
+            &IngestOptions {
+                max_bytes: 5,
+                format: None,
+            },
+        )
+        .expect_err("too large");
+        assert!(matches!(
+            e,
+            Error::TooLarge {
+                size: 10,
+                limit: 5,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -39,10 +39,22 @@ pub fn normalize(text: &str) -> String {
             '\u{2029}' | '\u{000C}' => mapped.push_str("\n\n"),
             '\t' | '\u{000B}' => mapped.push(' '),
             // Zero-width characters, soft hyphen, BOM, word joiner, bidi marks.
-            '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
-            | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => {}
+            '\u{200B}'
+            | '\u{200C}'
+            | '\u{200D}'
+            | '\u{2060}'
+            | '\u{FEFF}'
+            | '\u{00AD}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}' => {}
             // Non-breaking and other Unicode spaces.
-            '\u{00A0}' | '\u{1680}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}'
+            '\u{00A0}'
+            | '\u{1680}'
+            | '\u{2000}'..='\u{200A}'
+            | '\u{202F}'
+            | '\u{205F}'
             | '\u{3000}' => mapped.push(' '),
             // Quotes.
             '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{FF07}' => {
@@ -62,7 +74,11 @@ pub fn normalize(text: &str) -> String {
             c => mapped.push(c),
         }
     }
-    let mapped: String = if mapped.is_ascii() { mapped } else { mapped.nfc().collect() };
+    let mapped: String = if mapped.is_ascii() {
+        mapped
+    } else {
+        mapped.nfc().collect()
+    };
 
     // 2. Whitespace: collapse within lines, trim lines, at most one blank line in a row.
     let mut out = String::with_capacity(mapped.len());
@@ -109,13 +125,13 @@ pub fn refang(line: &str) -> String {
     if !line.contains(['[', '(', '{']) && !line.to_ascii_lowercase().contains("xxp") {
         return line.to_string();
     }
-    let line = HXXP.replace_all(line, |c: &regex::Captures<'_>| {
-        format!("http{}://", &c[1])
-    });
+    let line = HXXP.replace_all(line, |c: &regex::Captures<'_>| format!("http{}://", &c[1]));
     let mut out = String::with_capacity(line.len());
     let mut last = 0;
     for m in BRACKETED.captures_iter(&line) {
-        let (Some(whole), Some(marker)) = (m.get(0), m.get(1)) else { continue };
+        let (Some(whole), Some(marker)) = (m.get(0), m.get(1)) else {
+            continue;
+        };
         let before = line[..whole.start()].chars().next_back();
         let after = line[whole.end()..].chars().next();
         let ind = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_');
@@ -156,13 +172,22 @@ pub fn refang(line: &str) -> String {
 /// must be single tokens without sentence punctuation and the one after must not be a common
 /// English word (so `look [at] them` stays prose).
 fn looks_like_indicator(line: &str, start: usize, end: usize) -> bool {
-    const PROSE: &[&str] = &["the", "a", "an", "this", "that", "these", "those", "them", "it", "all", "least", "most", "first", "last", "once", "times", "which", "of", "and", "or", "to", "in", "on", "for", "is", "be", "with", "by", "what", "when", "where", "his", "her", "their", "our", "your", "my", "its"];
+    const PROSE: &[&str] = &[
+        "the", "a", "an", "this", "that", "these", "those", "them", "it", "all", "least", "most",
+        "first", "last", "once", "times", "which", "of", "and", "or", "to", "in", "on", "for",
+        "is", "be", "with", "by", "what", "when", "where", "his", "her", "their", "our", "your",
+        "my", "its",
+    ];
     let next: String = line[end..]
         .trim_start()
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
         .collect();
-    let prev_ok = line[..start].trim_end().chars().next_back().is_some_and(|c| c.is_alphanumeric());
+    let prev_ok = line[..start]
+        .trim_end()
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric());
     !next.is_empty() && prev_ok && !PROSE.contains(&next.to_ascii_lowercase().as_str())
 }
 
@@ -185,9 +210,16 @@ pub enum Reflow {
 /// A line ending in `letter-` is joined without a space (the hyphen is kept).
 pub fn reflow(text: &str, mode: Reflow) -> String {
     let lines: Vec<&str> = text.split('\n').collect();
-    let mut lens: Vec<usize> = lines.iter().map(|l| l.chars().count()).filter(|&n| n > 0).collect();
+    let mut lens: Vec<usize> = lines
+        .iter()
+        .map(|l| l.chars().count())
+        .filter(|&n| n > 0)
+        .collect();
     lens.sort_unstable();
-    let typical = lens.get(lens.len().saturating_mul(9) / 10).copied().unwrap_or(0);
+    let typical = lens
+        .get(lens.len().saturating_mul(9) / 10)
+        .copied()
+        .unwrap_or(0);
     // Hard-wrapped text: the 90th percentile line is 50-100 characters and no line exceeds 120.
     let wrapped = (50..=100).contains(&typical) && lens.last().is_some_and(|&m| m <= 120);
     let mut out = String::with_capacity(text.len());
@@ -195,7 +227,10 @@ pub fn reflow(text: &str, mode: Reflow) -> String {
         if i > 0 {
             let prev = lines[i - 1];
             if should_join(prev, line, mode, typical, wrapped) {
-                if prev.ends_with('-') && prev.len() >= 2 && prev[..prev.len() - 1].ends_with(char::is_alphabetic) {
+                if prev.ends_with('-')
+                    && prev.len() >= 2
+                    && prev[..prev.len() - 1].ends_with(char::is_alphabetic)
+                {
                     // joined without a space: `pre-` + `processing`
                 } else {
                     out.push(' ');
@@ -222,8 +257,7 @@ fn should_join(prev: &str, line: &str, mode: Reflow, typical: usize, wrapped: bo
     let prev_len = prev.chars().count();
     match mode {
         Reflow::Conservative => {
-            (first.is_lowercase() && prev_len >= 40)
-                || (wrapped && prev_len * 10 >= typical * 7)
+            (first.is_lowercase() && prev_len >= 40) || (wrapped && prev_len * 10 >= typical * 7)
         }
         Reflow::Aggressive => {
             first.is_lowercase() || prev.ends_with([',', '-']) || prev_len * 10 >= typical * 7
@@ -235,7 +269,8 @@ fn should_join(prev: &str, line: &str, mode: Reflow, typical: usize, wrapped: bo
 /// space, or with a list number (`1.`, `2)`, `a)`, `(iv)`).
 pub(crate) fn starts_list_item(line: &str) -> bool {
     static ITEM: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^(?:[•\-*+▪◦‣·o] |\(?\d{1,3}[.)] |\(?[a-zA-Z][.)] |\(?[ivxIVX]{1,4}[.)] )").expect("static regex")
+        Regex::new(r"^(?:[•\-*+▪◦‣·o] |\(?\d{1,3}[.)] |\(?[a-zA-Z][.)] |\(?[ivxIVX]{1,4}[.)] )")
+            .expect("static regex")
     });
     ITEM.is_match(line)
 }
@@ -268,15 +303,24 @@ mod tests {
             normalize("hxxps://evil[.]example[.]com/a and hXXp[:]//10[.]0[.]0[.]1:8080"),
             "https://evil.example.com/a and http://10.0.0.1:8080"
         );
-        assert_eq!(normalize("mail ops[@]evil(.)biz or x [at] y [dot] net"), "mail ops@evil.biz or x@y.net");
+        assert_eq!(
+            normalize("mail ops[@]evil(.)biz or x [at] y [dot] net"),
+            "mail ops@evil.biz or x@y.net"
+        );
         assert_eq!(normalize("evil{.}com"), "evil.com");
     }
 
     #[test]
     fn leaves_prose_brackets_alone() {
         assert_eq!(normalize("look [at] them"), "look [at] them");
-        assert_eq!(normalize("a list [.] of (.) things"), "a list [.] of (.) things");
-        assert_eq!(normalize("the ellipsis (...) stays"), "the ellipsis (...) stays");
+        assert_eq!(
+            normalize("a list [.] of (.) things"),
+            "a list [.] of (.) things"
+        );
+        assert_eq!(
+            normalize("the ellipsis (...) stays"),
+            "the ellipsis (...) stays"
+        );
     }
 
     #[test]

@@ -20,7 +20,10 @@ use crate::error::{Error, Result};
 
 /// Extracts `(title, text)` from PDF bytes. `source` names the input in errors.
 pub fn pdf_to_text(source: &str, bytes: &[u8]) -> Result<(Option<String>, String)> {
-    let invalid = |msg: String| Error::InvalidInput { path: PathBuf::from(source), message: msg };
+    let invalid = |msg: String| Error::InvalidInput {
+        path: PathBuf::from(source),
+        message: msg,
+    };
     let has_encrypt_key = contains(bytes, b"/Encrypt");
     let loaded = catch_unwind(AssertUnwindSafe(|| Document::load_mem(bytes)));
     let mut doc = match loaded {
@@ -40,7 +43,9 @@ pub fn pdf_to_text(source: &str, bytes: &[u8]) -> Result<(Option<String>, String
         ));
     }
     if doc.get_pages().is_empty() {
-        return Err(invalid("damaged or truncated PDF: no pages found".to_string()));
+        return Err(invalid(
+            "damaged or truncated PDF: no pages found".to_string(),
+        ));
     }
     let title = info_title(&doc);
     let extracted = catch_unwind(AssertUnwindSafe(|| {
@@ -55,12 +60,15 @@ pub fn pdf_to_text(source: &str, bytes: &[u8]) -> Result<(Option<String>, String
         Ok(Ok(text)) => text,
         Ok(Err(e)) => return Err(invalid(format!("could not extract text from PDF: {e}"))),
         Err(_) => {
-            return Err(invalid("could not extract text from PDF (the PDF text extractor panicked)".to_string()))
+            return Err(invalid(
+                "could not extract text from PDF (the PDF text extractor panicked)".to_string(),
+            ))
         }
     };
     if !text.chars().any(char::is_alphanumeric) {
         return Err(invalid(
-            "PDF has no text layer (scanned pages?); run OCR on it first (e.g. ocrmypdf)".to_string(),
+            "PDF has no text layer (scanned pages?); run OCR on it first (e.g. ocrmypdf)"
+                .to_string(),
         ));
     }
     Ok((title, text))
@@ -82,7 +90,10 @@ fn info_title(doc: &Document) -> Option<String> {
         _ => return None,
     };
     let title = if bytes.starts_with(&[0xFE, 0xFF]) {
-        let units: Vec<u16> = bytes[2..].chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        let units: Vec<u16> = bytes[2..]
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
         String::from_utf16_lossy(&units)
     } else {
         // PDFDocEncoding matches Latin-1 on printable ASCII and most of the upper half.

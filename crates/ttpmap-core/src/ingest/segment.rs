@@ -14,7 +14,8 @@
 //! hashes, URLs, e-mail addresses and ATT&CK ids never end a sentence. Not a boundary either:
 //! known abbreviations (`e.g.`, `i.e.`, `etc.`, `vs.`, `Fig.`, `No.`, `Inc.`, `Dr.`, `approx.`
 //! ...), dotted abbreviations (`U.S.`), upper-case initials (`J. Smith`), list markers at the
-//! start of a line (`1. Open the file`) and ellipses. A leading bullet (`• `, `- `, `* `) is
+//! start of a line (`1. Open the file`), caption labels opening a sentence (`Figure 3. Beacon
+//! traffic`) and ellipses. A leading bullet (`• `, `- `, `* `) is
 //! not part of the sentence.
 
 use std::sync::LazyLock;
@@ -37,6 +38,24 @@ const ABBREVIATIONS: &[&str] = &[
     "gov", "sen", "rep", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
     "nov", "dec", "mon", "tue", "wed", "thu", "fri", "sat", "sun", "est", "min", "max", "avg",
     "u.s", "u.k", "u.n", "e.u", "a.m", "p.m", "a.k.a", "aka", "n.b", "ph.d", "op", "cit", "seq",
+];
+
+/// Caption labels: `Figure 3.` at the start of a sentence does not end it.
+const CAPTIONS: &[&str] = &[
+    "figure",
+    "fig",
+    "fig.",
+    "table",
+    "image",
+    "img",
+    "listing",
+    "exhibit",
+    "screenshot",
+    "chart",
+    "diagram",
+    "picture",
+    "appendix",
+    "graph",
 ];
 
 /// Splits `text` into sentence spans (see the module documentation).
@@ -64,7 +83,8 @@ fn split_line(text: &str, start: usize, end: usize, out: &mut Vec<Span>) {
         while j < bytes.len() && matches!(bytes[j], b'.' | b'!' | b'?') {
             j += 1;
         }
-        while j < bytes.len() && matches!(bytes[j], b'"' | b'\'' | b')' | b']' | b'}' | b'*' | b'_') {
+        while j < bytes.len() && matches!(bytes[j], b'"' | b'\'' | b')' | b']' | b'}' | b'*' | b'_')
+        {
             j += 1;
         }
         if j < bytes.len() && bytes[j].is_ascii_whitespace() {
@@ -92,7 +112,9 @@ fn is_boundary(line: &str, seg_start: usize, p: usize, j: usize, k: usize) -> bo
         return false; // ellipsis
     }
     let rest = &line[k..];
-    let Some(next) = rest.chars().next() else { return false };
+    let Some(next) = rest.chars().next() else {
+        return false;
+    };
     let starter = next.is_uppercase()
         || next.is_ascii_digit()
         || matches!(next, '"' | '\'' | '(' | '[' | '`' | '*' | '#' | '$' | '%')
@@ -124,8 +146,19 @@ fn is_boundary(line: &str, seg_start: usize, p: usize, j: usize, k: usize) -> bo
     if is_dotted_abbreviation(word) {
         return false;
     }
+    // Caption labels: `Figure 3. Beacon traffic` when `Figure 3.` opens the sentence.
+    let lead = before[..word_start]
+        .trim()
+        .trim_start_matches(['(', '[', '*', '_', '#', '|', ' ']);
+    if word.bytes().all(|b| b.is_ascii_alphanumeric())
+        && word.bytes().any(|b| b.is_ascii_digit())
+        && CAPTIONS.contains(&lead.to_lowercase().as_str())
+    {
+        return false;
+    }
     // List markers at the start of a line: `1. Open`, `iv. Run`, `a. Then`.
-    let at_line_start = seg_start + word_start == 0 || line[..seg_start + word_start].trim().is_empty();
+    let at_line_start =
+        seg_start + word_start == 0 || line[..seg_start + word_start].trim().is_empty();
     if at_line_start && is_list_number(word) {
         return false;
     }
@@ -136,12 +169,17 @@ fn is_boundary(line: &str, seg_start: usize, p: usize, j: usize, k: usize) -> bo
 fn is_dotted_abbreviation(word: &str) -> bool {
     let parts: Vec<&str> = word.split('.').collect();
     parts.len() >= 2
-        && parts.iter().all(|p| (1..=2).contains(&p.chars().count()) && p.chars().all(char::is_alphabetic))
+        && parts
+            .iter()
+            .all(|p| (1..=2).contains(&p.chars().count()) && p.chars().all(char::is_alphabetic))
 }
 
 fn is_list_number(word: &str) -> bool {
     (1..=3).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_digit())
-        || (1..=4).contains(&word.len()) && word.bytes().all(|b| matches!(b, b'i' | b'v' | b'x' | b'I' | b'V' | b'X'))
+        || (1..=4).contains(&word.len())
+            && word
+                .bytes()
+                .all(|b| matches!(b, b'i' | b'v' | b'x' | b'I' | b'V' | b'X'))
 }
 
 static FILE_NAME: LazyLock<Regex> = LazyLock::new(|| {
@@ -197,7 +235,10 @@ fn cut_point(text: &str, s: usize, limit: usize) -> usize {
     if let Some(w) = window.rfind(char::is_whitespace).filter(|&w| w >= min) {
         return s + w;
     }
-    if let Some(w) = window.rfind([',', ';', '|', '&', '/', '>', '}', ')']).filter(|&w| w >= min) {
+    if let Some(w) = window
+        .rfind([',', ';', '|', '&', '/', '>', '}', ')'])
+        .filter(|&w| w >= min)
+    {
         return s + w + 1;
     }
     if limit > s {
@@ -205,7 +246,10 @@ fn cut_point(text: &str, s: usize, limit: usize) -> usize {
     } else {
         // A single char longer than the window cannot happen (the limit is 2000 bytes); keep
         // progress anyway.
-        text[s..].chars().next().map_or(text.len(), |c| s + c.len_utf8())
+        text[s..]
+            .chars()
+            .next()
+            .map_or(text.len(), |c| s + c.len_utf8())
     }
 }
 
@@ -214,14 +258,22 @@ mod tests {
     use super::*;
 
     fn sents(text: &str) -> Vec<&str> {
-        split_sentences(text).into_iter().map(|s| &text[s.start..s.end]).collect()
+        split_sentences(text)
+            .into_iter()
+            .map(|s| &text[s.start..s.end])
+            .collect()
     }
 
     #[test]
     fn splits_plain_prose() {
         assert_eq!(
             sents("The actor sent an email. It had a macro! Did it run? \"Yes,\" they said."),
-            vec!["The actor sent an email.", "It had a macro!", "Did it run?", "\"Yes,\" they said."]
+            vec![
+                "The actor sent an email.",
+                "It had a macro!",
+                "Did it run?",
+                "\"Yes,\" they said."
+            ]
         );
     }
 
@@ -242,17 +294,34 @@ mod tests {
     #[test]
     fn abbreviations_initials_and_markers() {
         assert_eq!(sents("Tools, e.g. Mimikatz, etc. Were used.").len(), 1);
-        assert_eq!(sents("Acme Inc. And Foo Ltd. Were hit by J. Smith in the U.S. Army.").len(), 1);
-        assert_eq!(sents("See Fig. 3 and No. 5 for approx. 300 hosts.").len(), 1);
-        assert_eq!(sents("1. Open the file.\n2. Enable content."), vec!["1. Open the file.", "2. Enable content."]);
-        assert_eq!(sents("Wait... Then nothing."), vec!["Wait... Then nothing."]);
+        assert_eq!(
+            sents("Acme Inc. And Foo Ltd. Were hit by J. Smith in the U.S. Army.").len(),
+            1
+        );
+        assert_eq!(
+            sents("See Fig. 3 and No. 5 for approx. 300 hosts.").len(),
+            1
+        );
+        assert_eq!(
+            sents("1. Open the file.\n2. Enable content."),
+            vec!["1. Open the file.", "2. Enable content."]
+        );
+        assert_eq!(
+            sents("Wait... Then nothing."),
+            vec!["Wait... Then nothing."]
+        );
     }
 
     #[test]
     fn lines_are_blocks_and_bullets_are_dropped() {
         assert_eq!(
             sents("Persistence\n-----------\n• Scheduled task\n- Run key\nIP | 10.0.0.1 | C2"),
-            vec!["Persistence", "Scheduled task", "Run key", "IP | 10.0.0.1 | C2"]
+            vec![
+                "Persistence",
+                "Scheduled task",
+                "Run key",
+                "IP | 10.0.0.1 | C2"
+            ]
         );
     }
 

@@ -259,6 +259,36 @@ mod bad_input {
         assert!(matches!(e, Error::TooLarge { size: 101, .. }));
     }
 
+    /// A sparse 200 MB file: refused from its metadata, nothing is read.
+    #[test]
+    fn sparse_200_mb_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("huge.txt");
+        let f = std::fs::File::create(&p).expect("create");
+        f.set_len(200_000_000).expect("set_len");
+        let e = ingest::load_path(&p, &IngestOptions::default()).expect_err("too large");
+        assert!(
+            matches!(
+                e,
+                Error::TooLarge {
+                    size: 200_000_000,
+                    limit: 67_108_864,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("huge.txt"), "{e}");
+    }
+
+    #[cfg(not(feature = "pdf"))]
+    #[test]
+    fn pdf_without_feature_is_unsupported() {
+        let e = ingest::from_bytes("a.pdf", b"%PDF-1.4\n", None, &IngestOptions::default())
+            .expect_err("unsupported");
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    }
+
     #[test]
     fn format_override_and_source() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -61,7 +61,7 @@ pub fn html_to_text(html: &str) -> (Option<String>, String) {
     let doc = Html::parse_document(html);
     let title = first_text(&doc, "title").or_else(|| first_text(&doc, "h1"));
     let mut w = Writer::default();
-    walk(doc.root_element(), &mut w, false, false);
+    walk(doc.root_element(), &mut w, false);
     w.end_line();
     (title, w.out)
 }
@@ -120,7 +120,7 @@ impl Writer {
     }
 }
 
-fn walk(el: ElementRef<'_>, w: &mut Writer, in_pre: bool, in_article: bool) {
+fn walk(el: ElementRef<'_>, w: &mut Writer, in_article: bool) {
     let name = el.value().name();
     if DROPPED.contains(&name) || el.value().attr("hidden").is_some() {
         return;
@@ -140,7 +140,7 @@ fn walk(el: ElementRef<'_>, w: &mut Writer, in_pre: bool, in_article: bool) {
                 .filter(|c| matches!(c.value().name(), "td" | "th"))
                 .map(|c| {
                     let mut cw = Writer::default();
-                    walk_children(c, &mut cw, false, in_article);
+                    walk_children(c, &mut cw, in_article);
                     cw.end_line();
                     collapse(&cw.out)
                 })
@@ -171,19 +171,19 @@ fn walk(el: ElementRef<'_>, w: &mut Writer, in_pre: bool, in_article: bool) {
     if block {
         w.end_line();
     }
-    walk_children(el, w, in_pre, in_article);
+    walk_children(el, w, in_article);
     if block {
         w.end_line();
     }
 }
 
-fn walk_children(el: ElementRef<'_>, w: &mut Writer, in_pre: bool, in_article: bool) {
+fn walk_children(el: ElementRef<'_>, w: &mut Writer, in_article: bool) {
     for child in el.children() {
         match child.value() {
             Node::Text(t) => w.inline(t),
             Node::Element(_) => {
                 if let Some(ce) = ElementRef::wrap(child) {
-                    walk(ce, w, in_pre, in_article);
+                    walk(ce, w, in_article);
                 }
             }
             _ => {}

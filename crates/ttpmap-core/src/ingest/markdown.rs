@@ -7,7 +7,8 @@
 //! stripped while its text is kept: `[t](u)` and `![t](u)` -> `t`, `<http://x>` -> `http://x`,
 //! emphasis markers, backticks (code span contents are kept verbatim), backslash escapes.
 //! Underscores and asterisks inside words (`__init__.py`, `C:\*.exe`, `snake_case`) are kept.
-//! The title is the first level-1 heading, else the first heading.
+//! YAML front matter at the top is skipped. The title is the first level-1 heading, else the
+//! front matter's `title:`, else the first heading.
 
 use std::sync::LazyLock;
 
@@ -56,7 +57,28 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
         }
     };
 
+    // YAML front matter (`---` ... `---` or `...` at the very top) is metadata, not text; its
+    // `title:` is the fallback title.
     let mut i = 0;
+    let mut front_title: Option<String> = None;
+    if lines.first().is_some_and(|l| l.trim_end() == "---") {
+        if let Some(end) = lines
+            .iter()
+            .skip(1)
+            .take(200)
+            .position(|l| matches!(l.trim_end(), "---" | "..."))
+        {
+            for l in &lines[1..=end] {
+                if let Some(t) = l.strip_prefix("title:") {
+                    let t = t.trim().trim_matches(['"', '\'']).trim();
+                    if !t.is_empty() {
+                        front_title = Some(t.to_string());
+                    }
+                }
+            }
+            i = end + 2;
+        }
+    }
     while i < lines.len() {
         let raw = lines[i];
         let trimmed = raw.trim();
@@ -162,7 +184,7 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
     flush(&mut para, &mut out);
     let mut text = out.join("\n");
     text.push('\n');
-    (first_h1.or(first_heading), text)
+    (first_h1.or(front_title).or(first_heading), text)
 }
 
 /// Splits a table row on `|` not escaped with a backslash and not inside a code span.
@@ -320,6 +342,15 @@ mod tests {
             text,
             "Op Glass\n\nSome wrapped paragraph with a link and cmd.exe /c.\n\nIOCs\n\nitem one\nitem two continued\nfirst\n\nType | Value\nIP | 10.0.0.1\n\npowershell -enc AAAA\n\nsnake_case __init__.py C:\\*.exe HKCU\\Software\\Run *literal*\n"
         );
+    }
+
+    #[test]
+    fn front_matter_is_skipped() {
+        let (title, text) = markdown_to_text(
+            "---\ntitle: \"Blog post\"\ndate: 2026-01-01\n---\n\n## Intro\n\nText.\n",
+        );
+        assert_eq!(title.as_deref(), Some("Blog post"));
+        assert_eq!(text, "Intro\n\nText.\n");
     }
 
     #[test]

@@ -67,13 +67,12 @@ impl Format {
             .position(|c| !c.is_ascii_whitespace())
             .unwrap_or(b.len());
         let b = &b[start..];
-        if b.starts_with(b"%PDF-")
-            || bytes
-                .get(..1024)
-                .is_some_and(|h| h.windows(5).any(|w| w == b"%PDF-"))
-                && !b.starts_with(b"<")
-                && b.first().is_some_and(|&c| c == b'%')
-        {
+        // The header must start the file; readers tolerate a little junk before it, so a
+        // `%PDF-` within the first 1024 bytes also counts when the file starts with a comment.
+        let head_pdf = bytes[..bytes.len().min(1024)]
+            .windows(5)
+            .any(|w| w == b"%PDF-");
+        if b.starts_with(b"%PDF-") || (head_pdf && b.first() == Some(&b'%')) {
             return Some(Format::Pdf);
         }
         let head: Vec<u8> = b.iter().take(512).map(u8::to_ascii_lowercase).collect();
@@ -309,17 +308,22 @@ fn decode_text(source: &str, bytes: &[u8], format: Format) -> Result<String> {
                 r.map_err(|_| {
                     Error::invalid(
                         source,
-                        format!("invalid UTF-16 at byte offset {}", 2 + 2 * i),
+                        format!("invalid UTF-16 (unpaired surrogate) at character {i}"),
                     )
                 })
             })
             .collect();
     }
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bom = if bytes.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let bytes = &bytes[bom..];
     if let Some(pos) = bytes.iter().position(|&b| b == 0) {
         return Err(Error::invalid(
             source,
-            format!("binary data (NUL byte at offset {pos}); expected a text, Markdown, HTML or PDF report"),
+            format!("binary data (NUL byte at offset {}); expected a text, Markdown, HTML or PDF report", bom + pos),
         ));
     }
     let head = &bytes[..bytes.len().min(8192)];
@@ -336,7 +340,7 @@ fn decode_text(source: &str, bytes: &[u8], format: Format) -> Result<String> {
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok(s.to_string()),
         Err(e) => {
-            let offset = e.valid_up_to() + (bytes.len() - bytes.len()); // offset into the content after any BOM
+            let offset = bom + e.valid_up_to(); // offset in the input, BOM included
             let mut msg = format!("invalid UTF-8 at byte offset {offset}; only UTF-8 (or UTF-16 with a BOM) is supported, convert the file first (e.g. iconv -t UTF-8)");
             if format == Format::Html {
                 if let Some(cs) = declared_charset(bytes) {

@@ -194,8 +194,11 @@ fn looks_like_indicator(line: &str, start: usize, end: usize) -> bool {
 /// How aggressively [`reflow`] joins lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reflow {
-    /// Plain text: join a line to the previous one only when the previous line is long, does
-    /// not end a sentence, and the new line starts with a lower-case letter.
+    /// Plain text: join a line to the previous one only when the previous line does not end a
+    /// sentence and either the new line starts with a lower-case letter (and the previous one
+    /// has at least 40 characters), or the text looks hard-wrapped (the 90th percentile of
+    /// line lengths is 50-100 characters and no line is longer than 120) and the previous line
+    /// is at least 70% of that width.
     Conservative,
     /// PDF text layers: every wrapped line of a paragraph is joined unless the previous line
     /// ends a sentence or is much shorter than the typical line (a heading, a list item).
@@ -207,22 +210,23 @@ pub enum Reflow {
 /// A line ending in `letter-` is joined without a space (the hyphen is kept).
 pub fn reflow(text: &str, mode: Reflow) -> String {
     let lines: Vec<&str> = text.split('\n').collect();
-    let typical = {
-        let mut lens: Vec<usize> = lines
-            .iter()
-            .map(|l| l.chars().count())
-            .filter(|&n| n > 0)
-            .collect();
-        lens.sort_unstable();
-        lens.get(lens.len().saturating_mul(9) / 10)
-            .copied()
-            .unwrap_or(0)
-    };
+    let mut lens: Vec<usize> = lines
+        .iter()
+        .map(|l| l.chars().count())
+        .filter(|&n| n > 0)
+        .collect();
+    lens.sort_unstable();
+    let typical = lens
+        .get(lens.len().saturating_mul(9) / 10)
+        .copied()
+        .unwrap_or(0);
+    // Hard-wrapped text: the 90th percentile line is 50-100 characters and no line exceeds 120.
+    let wrapped = (50..=100).contains(&typical) && lens.last().is_some_and(|&m| m <= 120);
     let mut out = String::with_capacity(text.len());
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {
             let prev = lines[i - 1];
-            if should_join(prev, line, mode, typical) {
+            if should_join(prev, line, mode, typical, wrapped) {
                 if prev.ends_with('-')
                     && prev.len() >= 2
                     && prev[..prev.len() - 1].ends_with(char::is_alphabetic)
@@ -241,7 +245,7 @@ pub fn reflow(text: &str, mode: Reflow) -> String {
     out
 }
 
-fn should_join(prev: &str, line: &str, mode: Reflow, typical: usize) -> bool {
+fn should_join(prev: &str, line: &str, mode: Reflow, typical: usize, wrapped: bool) -> bool {
     if prev.is_empty() || line.is_empty() || starts_list_item(line) {
         return false;
     }
@@ -252,7 +256,9 @@ fn should_join(prev: &str, line: &str, mode: Reflow, typical: usize) -> bool {
     let first = line.chars().next().unwrap_or(' ');
     let prev_len = prev.chars().count();
     match mode {
-        Reflow::Conservative => first.is_lowercase() && prev_len >= 40,
+        Reflow::Conservative => {
+            (first.is_lowercase() && prev_len >= 40) || (wrapped && prev_len * 10 >= typical * 7)
+        }
         Reflow::Aggressive => {
             first.is_lowercase() || prev.ends_with([',', '-']) || prev_len * 10 >= typical * 7
         }

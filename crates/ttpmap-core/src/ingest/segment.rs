@@ -13,8 +13,9 @@
 //! punctuation must be followed by whitespace, dots inside IPs, domains, file names, versions,
 //! hashes, URLs, e-mail addresses and ATT&CK ids never end a sentence. Not a boundary either:
 //! known abbreviations (`e.g.`, `i.e.`, `etc.`, `vs.`, `Fig.`, `No.`, `Inc.`, `Dr.`, `approx.`
-//! ...), dotted abbreviations (`U.S.`), single-letter initials (`J. Smith`), list markers at the
-//! start of a line (`1. Open the file`) and ellipses. A leading bullet (`• `, `- `, `* `) is
+//! ...), dotted abbreviations (`U.S.`), upper-case initials (`J. Smith`), list markers at the
+//! start of a line (`1. Open the file`), caption labels opening a sentence (`Figure 3. Beacon
+//! traffic`) and ellipses. A leading bullet (`• `, `- `, `* `) is
 //! not part of the sentence.
 
 use std::sync::LazyLock;
@@ -37,6 +38,24 @@ const ABBREVIATIONS: &[&str] = &[
     "gov", "sen", "rep", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
     "nov", "dec", "mon", "tue", "wed", "thu", "fri", "sat", "sun", "est", "min", "max", "avg",
     "u.s", "u.k", "u.n", "e.u", "a.m", "p.m", "a.k.a", "aka", "n.b", "ph.d", "op", "cit", "seq",
+];
+
+/// Caption labels: `Figure 3.` at the start of a sentence does not end it.
+const CAPTIONS: &[&str] = &[
+    "figure",
+    "fig",
+    "fig.",
+    "table",
+    "image",
+    "img",
+    "listing",
+    "exhibit",
+    "screenshot",
+    "chart",
+    "diagram",
+    "picture",
+    "appendix",
+    "graph",
 ];
 
 /// Splits `text` into sentence spans (see the module documentation).
@@ -120,11 +139,21 @@ fn is_boundary(line: &str, seg_start: usize, p: usize, j: usize, k: usize) -> bo
     // Initials (`J. Smith`) and dotted abbreviations (`U.S.`, `e.g.` written `E.g.`).
     let mut cs = word.chars();
     if let (Some(c), None) = (cs.next(), cs.next()) {
-        if c.is_alphabetic() {
-            return false;
+        if c.is_uppercase() {
+            return false; // an initial; a lower-case letter (`60 s.`) ends normally
         }
     }
     if is_dotted_abbreviation(word) {
+        return false;
+    }
+    // Caption labels: `Figure 3. Beacon traffic` when `Figure 3.` opens the sentence.
+    let lead = before[..word_start]
+        .trim()
+        .trim_start_matches(['(', '[', '*', '_', '#', '|', ' ']);
+    if word.bytes().all(|b| b.is_ascii_alphanumeric())
+        && word.bytes().any(|b| b.is_ascii_digit())
+        && CAPTIONS.contains(&lead.to_lowercase().as_str())
+    {
         return false;
     }
     // List markers at the start of a line: `1. Open`, `iv. Run`, `a. Then`.

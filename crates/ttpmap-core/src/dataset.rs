@@ -114,7 +114,9 @@ impl Dataset {
 
     /// Distinct technique ids of the labels.
     pub fn technique_ids(&self) -> BTreeSet<TechniqueId> {
-        self.sentences().flat_map(|s| s.labels.iter().cloned()).collect()
+        self.sentences()
+            .flat_map(|s| s.labels.iter().cloned())
+            .collect()
     }
 
     /// Summary numbers.
@@ -229,18 +231,28 @@ fn read_to_string(path: &Path) -> Result<String> {
 }
 
 /// One column: its values in numeric key order; checks keys are exactly 0..n.
-fn column<'a>(path: &Path, root: &'a serde_json::Map<String, Value>, name: &str) -> Result<Vec<&'a Value>> {
+fn column<'a>(
+    path: &Path,
+    root: &'a serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Vec<&'a Value>> {
     let col = root
         .get(name)
         .ok_or_else(|| Error::invalid(path, format!("missing column {name:?}")))?
         .as_object()
         .ok_or_else(|| {
-            Error::invalid(path, format!("column {name:?} is not an object of \"row\": value"))
+            Error::invalid(
+                path,
+                format!("column {name:?} is not an object of \"row\": value"),
+            )
         })?;
     let mut rows: Vec<(usize, &Value)> = Vec::with_capacity(col.len());
     for (k, v) in col {
         let i: usize = k.parse().map_err(|_| {
-            Error::invalid(path, format!("column {name:?}: row key {k:?} is not a number"))
+            Error::invalid(
+                path,
+                format!("column {name:?}: row key {k:?} is not a number"),
+            )
         })?;
         rows.push((i, v));
     }
@@ -249,7 +261,10 @@ fn column<'a>(path: &Path, root: &'a serde_json::Map<String, Value>, name: &str)
         if *i != expect {
             return Err(Error::invalid(
                 path,
-                format!("column {name:?}: row keys are not 0..{} (row {expect} missing)", rows.len()),
+                format!(
+                    "column {name:?}: row keys are not 0..{} (row {expect} missing)",
+                    rows.len()
+                ),
             ));
         }
     }
@@ -258,10 +273,15 @@ fn column<'a>(path: &Path, root: &'a serde_json::Map<String, Value>, name: &str)
 
 fn load_columns(path: &Path, name: &str, doc_col: &str) -> Result<Dataset> {
     let text = read_to_string(path)?;
-    let root: Value =
-        serde_json::from_str(&text).map_err(|e| Error::Json { path: path.to_path_buf(), source: e })?;
+    let root: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     let root = root.as_object().ok_or_else(|| {
-        Error::invalid(path, "expected a JSON object of columns {\"sentence\": {...}, ...}")
+        Error::invalid(
+            path,
+            "expected a JSON object of columns {\"sentence\": {...}, ...}",
+        )
     })?;
     let sentences = column(path, root, "sentence")?;
     let labels = column(path, root, "labels")?;
@@ -288,7 +308,10 @@ fn load_columns(path: &Path, name: &str, doc_col: &str) -> Result<Dataset> {
             Error::invalid(path, format!("row {row}: {doc_col:?} is not a string"))
         })?;
         let l = l.as_array().ok_or_else(|| {
-            Error::invalid(path, format!("row {row}: \"labels\" is not a list of strings"))
+            Error::invalid(
+                path,
+                format!("row {row}: \"labels\" is not a list of strings"),
+            )
         })?;
         let mut raw = Vec::with_capacity(l.len());
         for v in l {
@@ -298,7 +321,10 @@ fn load_columns(path: &Path, name: &str, doc_col: &str) -> Result<Dataset> {
         }
         let labels = technique_labels(raw, &mut other);
         let di = *doc_index.entry(d.to_string()).or_insert_with(|| {
-            documents.push(LabeledDocument { id: d.to_string(), sentences: Vec::new() });
+            documents.push(LabeledDocument {
+                id: d.to_string(),
+                sentences: Vec::new(),
+            });
             documents.len() - 1
         });
         documents[di].sentences.push(LabeledSentence {
@@ -307,8 +333,17 @@ fn load_columns(path: &Path, name: &str, doc_col: &str) -> Result<Dataset> {
             doc: d.to_string(),
         });
     }
-    let split = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-    Ok(Dataset { name: name.to_string(), split, documents, other_labels: other })
+    let split = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+        .to_string();
+    Ok(Dataset {
+        name: name.to_string(),
+        split,
+        documents,
+        other_labels: other,
+    })
 }
 
 /// Keeps technique ids (unique, in order), counts the others.
@@ -407,7 +442,10 @@ pub fn load_annoctr_raw(
             continue;
         }
         let (doc, s) = line.split_once('\t').ok_or_else(|| {
-            Error::invalid(&splits_path, format!("line {}: expected <document>\\t<split>", i + 1))
+            Error::invalid(
+                &splits_path,
+                format!("line {}: expected <document>\\t<split>", i + 1),
+            )
         })?;
         if s.trim() == split {
             doc_ids.push(doc.trim().to_string());
@@ -430,7 +468,9 @@ pub fn load_annoctr_raw(
             offset += line.len() + 1;
         }
         let mut labels: Vec<Vec<TechniqueId>> = vec![Vec::new(); lines.len()];
-        let link_path = raw_dir.join("linking_mitre_only").join(format!("{doc}.json"));
+        let link_path = raw_dir
+            .join("linking_mitre_only")
+            .join(format!("{doc}.json"));
         if link_path.exists() {
             let content = read_to_string(&link_path)?;
             for (ln, line) in content.lines().enumerate() {
@@ -438,7 +478,10 @@ pub fn load_annoctr_raw(
                     continue;
                 }
                 let m: RawMention = serde_json::from_str(line).map_err(|e| {
-                    Error::invalid(&link_path, format!("line {}: not a mention object: {e}", ln + 1))
+                    Error::invalid(
+                        &link_path,
+                        format!("line {}: not a mention object: {e}", ln + 1),
+                    )
                 })?;
                 report.mentions += 1;
                 let id = attack_url_id(&m.label_link);
@@ -502,7 +545,10 @@ fn locate_mention(
         format!("{}{}", m.mention, m.context_right),
     ];
     for needle in candidates.iter().filter(|n| !n.trim().is_empty()) {
-        let hits: Vec<usize> = text.match_indices(needle.as_str()).filter_map(|(p, _)| line_of(p)).collect();
+        let hits: Vec<usize> = text
+            .match_indices(needle.as_str())
+            .filter_map(|(p, _)| line_of(p))
+            .collect();
         match hits.len() {
             0 => continue,
             1 => return Some(hits[0]),
@@ -605,7 +651,11 @@ fn actor_name(dir: &str, adversary_name: Option<&str>) -> String {
         "wizard_spider" => "WizardSpider",
         "menu_pass" => "menuPass",
         "turla" => "Turla",
-        _ => return adversary_name.map(str::to_string).unwrap_or_else(|| dir.to_string()),
+        _ => {
+            return adversary_name
+                .map(str::to_string)
+                .unwrap_or_else(|| dir.to_string())
+        }
     }
     .to_string()
 }
@@ -630,7 +680,9 @@ pub fn load_emulation(dir: impl AsRef<Path>) -> Result<Emulation> {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let actor_dir = e.file_name().to_string_lossy().into_owned();
         let ydir = e.path().join("Emulation_Plan").join("yaml");
-        let Ok(files) = std::fs::read_dir(&ydir) else { continue };
+        let Ok(files) = std::fs::read_dir(&ydir) else {
+            continue;
+        };
         for f in files {
             let f = f.map_err(|e| Error::io(&ydir, e))?;
             let p = f.path();
@@ -641,25 +693,43 @@ pub fn load_emulation(dir: impl AsRef<Path>) -> Result<Emulation> {
     }
     plans.sort_by(|a, b| a.1.cmp(&b.1));
     if plans.is_empty() {
-        return Err(Error::invalid(dir, "no */Emulation_Plan/yaml/*.yaml plans found"));
+        return Err(Error::invalid(
+            dir,
+            "no */Emulation_Plan/yaml/*.yaml plans found",
+        ));
     }
     let mut out = Emulation::default();
     for (actor_dir, path) in plans {
-        let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
-        let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let file_name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let text = read_to_string(&path)?;
-        let doc: Yaml = serde_norway::from_str(&text)
-            .map_err(|e| Error::Yaml { path: path.clone(), source: e })?;
+        let doc: Yaml = serde_norway::from_str(&text).map_err(|e| Error::Yaml {
+            path: path.clone(),
+            source: e,
+        })?;
         let Yaml::Sequence(items) = doc else {
             return Err(Error::invalid(&path, "expected a YAML list of steps"));
         };
         let adversary = items.iter().find_map(|i| {
-            yaml_str(i.get("emulation_plan_details").and_then(|d| d.get("adversary_name")))
+            yaml_str(
+                i.get("emulation_plan_details")
+                    .and_then(|d| d.get("adversary_name")),
+            )
         });
         let actor = actor_name(&actor_dir, adversary.as_deref());
         for (pos, item) in items.iter().enumerate() {
             if !item.is_mapping() {
-                return Err(Error::invalid(&path, format!("list item {pos} is not a mapping")));
+                return Err(Error::invalid(
+                    &path,
+                    format!("list item {pos} is not a mapping"),
+                ));
             }
             if item.get("emulation_plan_details").is_some() {
                 continue;
@@ -683,7 +753,8 @@ pub fn load_emulation(dir: impl AsRef<Path>) -> Result<Emulation> {
                 continue;
             };
             let Ok(mut technique) = TechniqueId::parse(&raw_id) else {
-                out.skipped.push(skip(&format!("invalid technique id {raw_id:?}")));
+                out.skipped
+                    .push(skip(&format!("invalid technique id {raw_id:?}")));
                 continue;
             };
             for (f, s, from, to, _) in EMULATION_CORRECTIONS {
@@ -722,7 +793,9 @@ fn check_fraction(name: &str, f: f64) -> Result<()> {
     if f.is_finite() && f > 0.0 && f < 1.0 {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("{name} must be in (0, 1), got {f}")))
+        Err(Error::InvalidArgument(format!(
+            "{name} must be in (0, 1), got {f}"
+        )))
     }
 }
 
@@ -739,32 +812,47 @@ pub struct ReportSplit {
 /// Splits whole reports: `round(n * test_fraction)` random reports (at least 1, at most n-1)
 /// go to test, the others to train; both keep the input order. Test sentences whose exact text
 /// occurs in train are then dropped (counted), so no sentence text crosses the split.
-pub fn split_by_report(docs: &[LabeledDocument], test_fraction: f64, seed: u64) -> Result<ReportSplit> {
+pub fn split_by_report(
+    docs: &[LabeledDocument],
+    test_fraction: f64,
+    seed: u64,
+) -> Result<ReportSplit> {
     check_fraction("test_fraction", test_fraction)?;
     let n = docs.len();
     if n < 2 {
-        return Err(Error::InvalidArgument(format!("split_by_report needs 2 or more reports, got {n}")));
+        return Err(Error::InvalidArgument(format!(
+            "split_by_report needs 2 or more reports, got {n}"
+        )));
     }
     let n_test = ((n as f64 * test_fraction).round() as usize).clamp(1, n - 1);
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     let test_set: HashSet<usize> = idx[..n_test].iter().copied().collect();
-    let train: Vec<LabeledDocument> =
-        (0..n).filter(|i| !test_set.contains(i)).map(|i| docs[i].clone()).collect();
-    let train_texts: HashSet<&str> =
-        train.iter().flat_map(|d| d.sentences.iter().map(|s| s.text.as_str())).collect();
+    let train: Vec<LabeledDocument> = (0..n)
+        .filter(|i| !test_set.contains(i))
+        .map(|i| docs[i].clone())
+        .collect();
+    let train_texts: HashSet<&str> = train
+        .iter()
+        .flat_map(|d| d.sentences.iter().map(|s| s.text.as_str()))
+        .collect();
     let mut dropped = 0;
     let mut test = Vec::with_capacity(n_test);
     for i in (0..n).filter(|i| test_set.contains(i)) {
         let mut d = docs[i].clone();
         let before = d.sentences.len();
-        d.sentences.retain(|s| !train_texts.contains(s.text.as_str()));
+        d.sentences
+            .retain(|s| !train_texts.contains(s.text.as_str()));
         dropped += before - d.sentences.len();
         if !d.sentences.is_empty() {
             test.push(d);
         }
     }
-    Ok(ReportSplit { train, test, dropped_test_duplicates: dropped })
+    Ok(ReportSplit {
+        train,
+        test,
+        dropped_test_duplicates: dropped,
+    })
 }
 
 /// Exact sentence texts shared by two sets of documents.
@@ -778,8 +866,10 @@ pub struct CrossDuplicates {
 
 /// Counts exact sentence texts of `test` that also occur in `train` (a leakage check).
 pub fn cross_duplicates(train: &[LabeledDocument], test: &[LabeledDocument]) -> CrossDuplicates {
-    let train_texts: HashSet<&str> =
-        train.iter().flat_map(|d| d.sentences.iter().map(|s| s.text.as_str())).collect();
+    let train_texts: HashSet<&str> = train
+        .iter()
+        .flat_map(|d| d.sentences.iter().map(|s| s.text.as_str()))
+        .collect();
     let mut distinct = HashSet::new();
     let mut n = 0;
     for s in test.iter().flat_map(|d| d.sentences.iter()) {
@@ -788,7 +878,10 @@ pub fn cross_duplicates(train: &[LabeledDocument], test: &[LabeledDocument]) -> 
             distinct.insert(s.text.as_str());
         }
     }
-    CrossDuplicates { distinct_texts: distinct.len(), test_sentences: n }
+    CrossDuplicates {
+        distinct_texts: distinct.len(),
+        test_sentences: n,
+    }
 }
 
 /// CASSANDRA's validation split: a random `frac` of the sentences of the training reports
@@ -826,14 +919,21 @@ pub fn validation_split(dataset: &Dataset, frac: f64, seed: u64) -> Result<(Data
                     .filter(|s| val_texts.contains(s.text.as_str()) == val)
                     .cloned()
                     .collect();
-                (!sentences.is_empty()).then(|| LabeledDocument { id: d.id.clone(), sentences })
+                (!sentences.is_empty()).then(|| LabeledDocument {
+                    id: d.id.clone(),
+                    sentences,
+                })
             })
             .collect();
         Dataset {
             name: dataset.name.clone(),
             split: format!("{}:{split}", dataset.split),
             documents,
-            other_labels: if val { BTreeMap::new() } else { dataset.other_labels.clone() },
+            other_labels: if val {
+                BTreeMap::new()
+            } else {
+                dataset.other_labels.clone()
+            },
         }
     };
     Ok((part(false, "fit"), part(true, "validation")))
@@ -857,7 +957,8 @@ pub fn split_queries(
     seed: u64,
 ) -> Result<QuerySplit> {
     let (tr, dv, te) = fractions;
-    let ok = [tr, dv, te].iter().all(|f| f.is_finite() && *f >= 0.0) && ((tr + dv + te) - 1.0).abs() < 1e-6;
+    let ok = [tr, dv, te].iter().all(|f| f.is_finite() && *f >= 0.0)
+        && ((tr + dv + te) - 1.0).abs() < 1e-6;
     if !ok {
         return Err(Error::InvalidArgument(format!(
             "query split fractions must be >= 0 and sum to 1, got {fractions:?}"
@@ -866,9 +967,18 @@ pub fn split_queries(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut by_actor: BTreeMap<&str, BTreeMap<String, Vec<&EmulationStep>>> = BTreeMap::new();
     for s in steps {
-        by_actor.entry(s.actor.as_str()).or_default().entry(s.query()).or_default().push(s);
+        by_actor
+            .entry(s.actor.as_str())
+            .or_default()
+            .entry(s.query())
+            .or_default()
+            .push(s);
     }
-    let mut out = QuerySplit { train: Vec::new(), dev: Vec::new(), test: Vec::new() };
+    let mut out = QuerySplit {
+        train: Vec::new(),
+        dev: Vec::new(),
+        test: Vec::new(),
+    };
     for groups in by_actor.into_values() {
         let n: usize = groups.values().map(Vec::len).sum();
         let n_test = (n as f64 * te).round() as usize;
@@ -916,7 +1026,11 @@ mod tests {
         let mut docs = serde_json::Map::new();
         for i in 0..12 {
             sent.insert(i.to_string(), Value::from(format!("s{i}")));
-            let l = if i == 10 { vec!["T1059.001", "S0154", "TA0011", "T1059.001"] } else { vec![] };
+            let l = if i == 10 {
+                vec!["T1059.001", "S0154", "TA0011", "T1059.001"]
+            } else {
+                vec![]
+            };
             labels.insert(i.to_string(), Value::from(l));
             docs.insert(i.to_string(), Value::from(if i < 6 { "a" } else { "b" }));
         }
@@ -932,7 +1046,15 @@ mod tests {
         assert_eq!(ds.other_labels.get("S0154"), Some(&1));
         assert_eq!(ds.other_labels.get("TA0011"), Some(&1));
         let st = ds.stats();
-        assert_eq!((st.sentences, st.labelled_sentences, st.techniques, st.total_positives), (12, 1, 1, 1));
+        assert_eq!(
+            (
+                st.sentences,
+                st.labelled_sentences,
+                st.techniques,
+                st.total_positives
+            ),
+            (12, 1, 1, 1)
+        );
     }
 
     #[test]
@@ -955,8 +1077,16 @@ mod tests {
                 r#"{"sentence": {"0": "a"}, "labels": {"0": [5]}, "doc_title": {"0": "d"}}"#,
                 "label 5 is not a string",
             ),
-            ("key.json", r#"{"sentence": {"x": "a"}, "labels": {}, "doc_title": {}}"#, "not a number"),
-            ("miss.json", r#"{"sentence": {"0": "a"}, "labels": {"0": []}}"#, "missing column \"doc_title\""),
+            (
+                "key.json",
+                r#"{"sentence": {"x": "a"}, "labels": {}, "doc_title": {}}"#,
+                "not a number",
+            ),
+            (
+                "miss.json",
+                r#"{"sentence": {"0": "a"}, "labels": {"0": []}}"#,
+                "missing column \"doc_title\"",
+            ),
             ("json.json", r#"{"sentence": "#, "malformed JSON"),
         ];
         for (name, text, want) in cases {
@@ -981,7 +1111,11 @@ mod tests {
                 sentences: (0..5)
                     .map(|i| LabeledSentence {
                         // Every report shares the text "Figure 1."
-                        text: if i == 0 { "Figure 1.".into() } else { format!("d{d} s{i}") },
+                        text: if i == 0 {
+                            "Figure 1.".into()
+                        } else {
+                            format!("d{d} s{i}")
+                        },
                         labels: vec![],
                         doc: format!("d{d}"),
                     })
@@ -1000,7 +1134,10 @@ mod tests {
         assert_ne!(a.test, c.test);
         assert_eq!(a.train.len(), 15);
         assert_eq!(a.test.len(), 5);
-        assert_eq!(a.dropped_test_duplicates, 5, "the shared 'Figure 1.' leaves test");
+        assert_eq!(
+            a.dropped_test_duplicates, 5,
+            "the shared 'Figure 1.' leaves test"
+        );
         assert_eq!(cross_duplicates(&a.train, &a.test).test_sentences, 0);
         assert!(split_by_report(&d, 1.0, 1).is_err());
         assert!(split_by_report(&d[..1], 0.5, 1).is_err());
@@ -1008,12 +1145,20 @@ mod tests {
 
     #[test]
     fn validation_split_by_sentence() {
-        let ds = Dataset { name: "x".into(), split: "train".into(), documents: docs(10), other_labels: BTreeMap::new() };
+        let ds = Dataset {
+            name: "x".into(),
+            split: "train".into(),
+            documents: docs(10),
+            other_labels: BTreeMap::new(),
+        };
         let (fit, val) = validation_split(&ds, 0.2, 3).unwrap();
         let (nf, nv) = (fit.stats().sentences, val.stats().sentences);
         assert_eq!(nf + nv, 50);
         assert!((9..=11).contains(&nv), "{nv}");
-        assert_eq!(cross_duplicates(&fit.documents, &val.documents).test_sentences, 0);
+        assert_eq!(
+            cross_duplicates(&fit.documents, &val.documents).test_sentences,
+            0
+        );
         assert_eq!(validation_split(&ds, 0.2, 3).unwrap().1, val);
         assert_eq!(fit.split, "train:fit");
     }
@@ -1037,8 +1182,22 @@ mod tests {
         steps.extend((0..10).map(|i| step("B", i, "T1057")));
         let s = split_queries(&steps, (0.8, 0.1, 0.1), 5).unwrap();
         let count = |v: &[EmulationStep], a: &str| v.iter().filter(|s| s.actor == a).count();
-        assert_eq!((count(&s.train, "A"), count(&s.dev, "A"), count(&s.test, "A")), (16, 2, 2));
-        assert_eq!((count(&s.train, "B"), count(&s.dev, "B"), count(&s.test, "B")), (8, 1, 1));
+        assert_eq!(
+            (
+                count(&s.train, "A"),
+                count(&s.dev, "A"),
+                count(&s.test, "A")
+            ),
+            (16, 2, 2)
+        );
+        assert_eq!(
+            (
+                count(&s.train, "B"),
+                count(&s.dev, "B"),
+                count(&s.test, "B")
+            ),
+            (8, 1, 1)
+        );
         assert_eq!(s, split_queries(&steps, (0.8, 0.1, 0.1), 5).unwrap());
         assert!(split_queries(&steps, (0.8, 0.1, 0.2), 5).is_err());
     }
@@ -1067,7 +1226,11 @@ mod tests {
         assert_eq!(ds.documents[0].sentences[0].labels, vec![tid("T1059.001")]);
         assert_eq!(r.remapped.get(&tid("T1086")), Some(&tid("T1059.001")));
         assert_eq!(r.unknown.get("T9999"), Some(&1));
-        let mut steps = vec![step("A", 0, "T1086"), step("A", 1, "T9999"), step("A", 2, "T1082")];
+        let mut steps = vec![
+            step("A", 0, "T1086"),
+            step("A", 1, "T9999"),
+            step("A", 2, "T1082"),
+        ];
         let r = remap_steps(&mut steps, resolve);
         assert_eq!(steps.len(), 2);
         assert_eq!(steps[0].technique, tid("T1059.001"));
@@ -1076,9 +1239,18 @@ mod tests {
 
     #[test]
     fn attack_urls() {
-        assert_eq!(attack_url_id("https://attack.mitre.org/techniques/T1059/001").as_deref(), Some("T1059.001"));
-        assert_eq!(attack_url_id("https://attack.mitre.org/techniques/T1105").as_deref(), Some("T1105"));
-        assert_eq!(attack_url_id("https://attack.mitre.org/tactics/TA0011").as_deref(), Some("TA0011"));
+        assert_eq!(
+            attack_url_id("https://attack.mitre.org/techniques/T1059/001").as_deref(),
+            Some("T1059.001")
+        );
+        assert_eq!(
+            attack_url_id("https://attack.mitre.org/techniques/T1105").as_deref(),
+            Some("T1105")
+        );
+        assert_eq!(
+            attack_url_id("https://attack.mitre.org/tactics/TA0011").as_deref(),
+            Some("TA0011")
+        );
         assert_eq!(attack_url_id("http://www.bosch.com#node1"), None);
     }
 
@@ -1088,7 +1260,11 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("text")).unwrap();
         std::fs::create_dir_all(dir.path().join("linking_mitre_only")).unwrap();
         write(dir.path(), "splits.tsv", "r1\ttrain\nr2\ttest\n");
-        write(dir.path(), "text/r1.txt", "Title\n\nThey used phishing.\nThen A.\nThey used phishing.\n");
+        write(
+            dir.path(),
+            "text/r1.txt",
+            "Title\n\nThey used phishing.\nThen A.\nThey used phishing.\n",
+        );
         let m = |left: &str, link: &str| {
             serde_json::json!({"mention": "phishing", "_context_left": "They used ", "_context_right": ".",
                 "sentence_left": left, "label_link": link}).to_string()
@@ -1102,9 +1278,21 @@ mod tests {
         let s = &ds.documents[0].sentences;
         assert_eq!(s.len(), 4);
         assert!(s[1].labels.is_empty());
-        assert_eq!(s[3].labels, vec![tid("T1566")], "disambiguated by sentence_left");
+        assert_eq!(
+            s[3].labels,
+            vec![tid("T1566")],
+            "disambiguated by sentence_left"
+        );
         assert_eq!(ds.other_labels.get("TA0001"), Some(&1));
-        assert_eq!((rep.mentions, rep.technique_mentions, rep.ambiguous, rep.unlocated), (2, 1, 1, 0));
+        assert_eq!(
+            (
+                rep.mentions,
+                rep.technique_mentions,
+                rep.ambiguous,
+                rep.unlocated
+            ),
+            (2, 1, 1, 0)
+        );
         assert!(load_annoctr_raw(dir.path(), "valid").is_err());
     }
 }

@@ -18,7 +18,11 @@ fn shared_dir() -> PathBuf {
 
 fn data(rel: &str) -> PathBuf {
     let p = shared_dir().join("data").join(rel);
-    assert!(p.exists(), "shared data missing: {} (set TTPMAP_SHARED to the shared folder)", p.display());
+    assert!(
+        p.exists(),
+        "shared data missing: {} (set TTPMAP_SHARED to the shared folder)",
+        p.display()
+    );
     p
 }
 
@@ -33,7 +37,10 @@ fn tram2_matches_readme() {
     let train = load_tram2(data("tram2/train.json")).unwrap();
     let test = load_tram2(data("tram2/test.json")).unwrap();
     let st = train.stats();
-    assert_eq!((st.documents, st.sentences, st.labelled_sentences), (120, 15_358, 3_257));
+    assert_eq!(
+        (st.documents, st.sentences, st.labelled_sentences),
+        (120, 15_358, 3_257)
+    );
     let te = test.stats();
     assert_eq!((te.documents, te.sentences), (31, 3_820));
     assert_eq!(union_techniques(&train, &test), 50);
@@ -56,7 +63,11 @@ fn annoctr_matches_readme() {
     assert_eq!(st.techniques, 113);
     let te = test.stats();
     assert_eq!((te.documents, te.sentences), (34, 1_597));
-    assert_eq!(union_techniques(&train, &test), 130, "17 technique ids only in test");
+    assert_eq!(
+        union_techniques(&train, &test),
+        130,
+        "17 technique ids only in test"
+    );
     // Software, group and tactic ids are reported, not silently dropped.
     assert!(train.other_labels.keys().any(|k| k.starts_with("TA")));
     assert!(train.other_labels.keys().any(|k| k.starts_with('S')));
@@ -72,10 +83,16 @@ fn seeded_splits_on_tram2_do_not_leak() {
     assert_eq!(s.train.len(), 96);
     assert!(s.test.len() <= 24);
     assert_eq!(cross_duplicates(&s.train, &s.test).test_sentences, 0);
-    assert!(s.dropped_test_duplicates > 0, "TRAM2 reports share boilerplate sentences");
+    assert!(
+        s.dropped_test_duplicates > 0,
+        "TRAM2 reports share boilerplate sentences"
+    );
     let (fit, val) = validation_split(&train, 0.2, 42).unwrap();
     assert_eq!(fit.stats().sentences + val.stats().sentences, 15_358);
-    assert_eq!(cross_duplicates(&fit.documents, &val.documents).test_sentences, 0);
+    assert_eq!(
+        cross_duplicates(&fit.documents, &val.documents).test_sentences,
+        0
+    );
     let frac = val.stats().sentences as f64 / 15_358.0;
     assert!((frac - 0.2).abs() < 0.01, "{frac}");
 }
@@ -90,7 +107,10 @@ fn annoctr_raw_loads_mentions() {
     assert!(rep.unlocated * 100 < rep.technique_mentions, "{rep:?}");
     let (ext, rep_ext) = load_annoctr_raw(&raw, "ext").unwrap();
     assert_eq!(ext.documents.len(), 280);
-    assert_eq!(rep_ext.documents_without_mentions, 280, "ext is unannotated");
+    assert_eq!(
+        rep_ext.documents_without_mentions, 280,
+        "ext is unannotated"
+    );
     let (dev, _) = load_annoctr_raw(&raw, "dev").unwrap();
     let (test, _) = load_annoctr_raw(&raw, "test").unwrap();
     assert_eq!((dev.documents.len(), test.documents.len()), (16, 34));
@@ -121,17 +141,37 @@ fn emulation_plans() {
     }
     // Sandworm's 18.A.1 has an empty description; the 26 Turla entries above.
     assert_eq!(em.skipped.len(), 27, "{:?}", em.skipped);
-    let no_desc: Vec<_> = em.skipped.iter().filter(|s| s.reason == "no description").collect();
+    let no_desc: Vec<_> = em
+        .skipped
+        .iter()
+        .filter(|s| s.reason == "no description")
+        .collect();
     assert_eq!(no_desc.len(), 1);
     assert_eq!(no_desc[0].step_id, "18.A.1");
-    assert!(em.skipped.iter().filter(|s| s.reason != "no description").all(|s| s.source_file.contains("turla")));
+    assert!(em
+        .skipped
+        .iter()
+        .filter(|s| s.reason != "no description")
+        .all(|s| s.source_file.contains("turla")));
     // The two documented oilrig.yaml corrections.
     assert_eq!(em.corrections.len(), 2);
-    let get = |id: &str| em.steps.iter().find(|s| s.actor == "OilRig" && s.step_id == id).unwrap();
+    let get = |id: &str| {
+        em.steps
+            .iter()
+            .find(|s| s.actor == "OilRig" && s.step_id == id)
+            .unwrap()
+    };
     assert_eq!(get("2.A.9").technique, TechniqueId::parse("T1201").unwrap());
-    assert_eq!(get("4.A.4").technique, TechniqueId::parse("T1564.001").unwrap());
+    assert_eq!(
+        get("4.A.4").technique,
+        TechniqueId::parse("T1564.001").unwrap()
+    );
     let q = split_queries(&em.steps, (0.8, 0.1, 0.1), 1).unwrap();
     assert_eq!(q.train.len() + q.dev.len() + q.test.len(), em.steps.len());
     let texts: std::collections::HashSet<String> = q.train.iter().map(|s| s.query()).collect();
-    assert!(q.test.iter().chain(&q.dev).all(|s| !texts.contains(&s.query())));
+    assert!(q
+        .test
+        .iter()
+        .chain(&q.dev)
+        .all(|s| !texts.contains(&s.query())));
 }

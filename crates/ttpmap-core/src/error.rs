@@ -39,19 +39,13 @@ pub enum Error {
     InvalidInput { path: PathBuf, message: String },
     /// Input is larger than the configured limit.
     #[error("{}: too large ({size} bytes; the limit is {limit} bytes)", path.display())]
-    TooLarge {
-        path: PathBuf,
-        size: u64,
-        limit: u64,
-    },
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
     /// The format of the input is known but not supported by this build (e.g. PDF without the
     /// `pdf` feature).
     #[error("{}: unsupported: {message}", path.display())]
     Unsupported { path: PathBuf, message: String },
     /// A string is not an ATT&CK technique id (`T1234` or `T1234.001`).
-    #[error(
-        "not an ATT&CK technique id: {0:?} (expected T followed by 4 digits, optionally .NNN)"
-    )]
+    #[error("not an ATT&CK technique id: {0:?} (expected T followed by 4 digits, optionally .NNN)")]
     InvalidTechniqueId(String),
     /// A technique id is well formed but not in the loaded catalog.
     #[error("unknown ATT&CK technique {id} (not in ATT&CK {version})")]
@@ -64,17 +58,11 @@ pub enum Error {
 impl Error {
     /// Helper: an I/O error about `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// Helper: invalid content in `path`.
     pub fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::InvalidInput {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::InvalidInput { path: path.into(), message: message.into() }
     }
 }

@@ -197,20 +197,8 @@ mod tests {
     #[test]
     fn technique_id_parsing() {
         assert_eq!(TechniqueId::parse("T1059").unwrap().as_str(), "T1059");
-        assert_eq!(
-            TechniqueId::parse(" t1059.001 ").unwrap().as_str(),
-            "T1059.001"
-        );
-        for bad in [
-            "",
-            "T105",
-            "T10599",
-            "T1059.01",
-            "T1059.0011",
-            "S0001",
-            "TA0001",
-            "T1059-001",
-        ] {
+        assert_eq!(TechniqueId::parse(" t1059.001 ").unwrap().as_str(), "T1059.001");
+        for bad in ["", "T105", "T10599", "T1059.01", "T1059.0011", "S0001", "TA0001", "T1059-001"] {
             assert!(TechniqueId::parse(bad).is_err(), "{bad} must be rejected");
         }
         let sub = TechniqueId::parse("T1059.001").unwrap();

@@ -163,9 +163,9 @@ impl Analyzer {
             return;
         }
         if is_registry_path(chunk) {
+            // The whole path; its components (`hkcu`, `currentversion`, `run`) come from the
+            // word split below, so a query naming just the key matches too.
             out.push(chunk.trim_end_matches('\\').to_string());
-            // Every path component is also kept whole (`currentversion`, `run`), so a query
-            // naming a key matches; the words inside them come from the word split.
             return;
         }
         if let Some(file) = file_name(chunk) {
@@ -372,13 +372,15 @@ impl Default for DocOptions {
     }
 }
 
-/// Builds index documents for the active techniques.
+/// Builds index documents for the active techniques (revoked and deprecated ones are skipped).
 ///
-/// Each technique's document holds its id (weight 1), its name (weight `name_boost`) and, for a
-/// sub-technique, the parent's name is part of the name ATT&CK already gives (`Command and
-/// Scripting Interpreter: PowerShell` is how the lead's catalog names it, or just `PowerShell`;
-/// both work). Procedures whose technique is not an active technique of `techniques` are
-/// ignored (the lead remaps them first).
+/// A technique's document holds its id (weight 1), its name (weight `name_boost`), its
+/// description (weight 1, if `include_description`) and its procedure examples (if
+/// `include_procedures`, at most `max_procedures_per_technique`, laid out per
+/// `procedure_layout`). Names are used as given: prefixing a sub-technique's name with its
+/// parent's (`Command and Scripting Interpreter: PowerShell`, as ATT&CK displays it) is the
+/// caller's choice; the measurement in `tests/retrieve.rs` does so. Procedures are matched by
+/// id as given (the lead remaps them to active ids first); others are ignored.
 pub fn technique_documents(
     techniques: &[Technique],
     procedures: &[(TechniqueId, String)],
@@ -498,7 +500,10 @@ pub struct Explanation {
 }
 
 /// An Okapi BM25 index over [`IndexDoc`]s. See the module doc for the formula.
+///
+/// Deserialising checks the internal invariants (a corrupt cache is an error, never a panic).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Bm25IndexRepr")]
 pub struct Bm25Index {
     params: Bm25Params,
     analyzer: Analyzer,
@@ -513,10 +518,66 @@ pub struct Bm25Index {
     avg_doc_len: f32,
 }
 
+/// The serialised form of [`Bm25Index`], checked by `TryFrom` before use.
+#[derive(Deserialize)]
+struct Bm25IndexRepr {
+    params: Bm25Params,
+    analyzer: Analyzer,
+    vocab: BTreeMap<String, u32>,
+    postings: Vec<Vec<(u32, f32)>>,
+    doc_len: Vec<f32>,
+    doc_key: Vec<TechniqueId>,
+    avg_doc_len: f32,
+}
+
+impl TryFrom<Bm25IndexRepr> for Bm25Index {
+    type Error = String;
+    fn try_from(r: Bm25IndexRepr) -> std::result::Result<Self, String> {
+        let n = r.doc_len.len();
+        if n == 0 || r.doc_key.len() != n {
+            return Err(format!(
+                "BM25 index: {n} document lengths but {} keys",
+                r.doc_key.len()
+            ));
+        }
+        if r.vocab.len() != r.postings.len()
+            || r.vocab.values().any(|&t| t as usize >= r.postings.len())
+        {
+            return Err("BM25 index: vocabulary and postings disagree".into());
+        }
+        for plist in &r.postings {
+            let sorted = plist.windows(2).all(|w| w[0].0 < w[1].0);
+            if !sorted
+                || plist
+                    .iter()
+                    .any(|&(d, tf)| d as usize >= n || !tf.is_finite() || tf <= 0.0)
+            {
+                return Err("BM25 index: a posting list is unsorted or out of range".into());
+            }
+        }
+        if r.doc_len.iter().any(|l| !(l.is_finite() && *l >= 0.0)) || !r.avg_doc_len.is_finite() {
+            return Err("BM25 index: invalid document length".into());
+        }
+        let p = r.params;
+        if !(p.k1 >= 0.0 && p.k1.is_finite() && (0.0..=1.0).contains(&p.b)) {
+            return Err("BM25 index: parameters out of range".into());
+        }
+        Ok(Bm25Index {
+            params: r.params,
+            analyzer: r.analyzer,
+            vocab: r.vocab,
+            postings: r.postings,
+            doc_len: r.doc_len,
+            doc_key: r.doc_key,
+            avg_doc_len: r.avg_doc_len,
+        })
+    }
+}
+
 impl Bm25Index {
     /// Builds an index. Errors if `k1 < 0`, `b` is outside [0, 1] or there are no documents.
     pub fn build(docs: &[IndexDoc], params: Bm25Params, analyzer: Analyzer) -> Result<Self> {
-        if !(params.k1 >= 0.0 && params.k1.is_finite()) || !(0.0..=1.0).contains(&params.b) {
+        if !(params.k1 >= 0.0 && params.k1.is_finite() && (0.0..=1.0).contains(&params.b)) {
             return Err(Error::InvalidArgument(format!(
                 "BM25 parameters out of range: k1={} (>= 0), b={} (in [0, 1])",
                 params.k1, params.b
@@ -930,6 +991,21 @@ mod tests {
         let back: Bm25Index = serde_json::from_str(&json).unwrap();
         assert_eq!(idx, back);
         assert_eq!(back.search("beta", 5), idx.search("beta", 5));
+    }
+
+    #[test]
+    fn corrupt_cache_is_an_error() {
+        let docs = vec![doc("T1001", "alpha beta"), doc("T1002", "beta")];
+        let idx = Bm25Index::build(&docs, Bm25Params::default(), Analyzer::new()).unwrap();
+        let mut v = serde_json::to_value(&idx).unwrap();
+        v["postings"][0][0][0] = serde_json::json!(99);
+        let err = serde_json::from_value::<Bm25Index>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("out of range"), "{err}");
+        let mut v = serde_json::to_value(&idx).unwrap();
+        v["doc_key"] = serde_json::json!(["T1001"]);
+        assert!(serde_json::from_value::<Bm25Index>(v).is_err());
     }
 
     fn technique(id: &str, name: &str, active: bool) -> Technique {

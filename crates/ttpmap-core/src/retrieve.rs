@@ -98,13 +98,11 @@ const REGISTRY_HIVES: &[&str] = &[
 /// folds plurals, which keeps technical words ("services", "scheduled", "tasking") readable in
 /// explanations and avoids Porter's over-stemming of tool names; no dependency is needed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Analyzer {
     /// Keep stop words (default false: removed).
-    #[serde(default)]
     pub keep_stop_words: bool,
     /// Disable the S-stemmer (default false: plurals are folded).
-    #[serde(default)]
     pub no_stemming: bool,
 }
 
@@ -344,7 +342,7 @@ pub enum ProcedureLayout {
 
 /// Options for [`technique_documents`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DocOptions {
     /// Index the technique description (default true).
     pub include_description: bool,
@@ -356,7 +354,6 @@ pub struct DocOptions {
     /// Weight of the technique name (default 3: the name counts as if written three times).
     pub name_boost: u32,
     /// Where procedure examples go (default [`ProcedureLayout::Separate`]).
-    #[serde(default)]
     pub procedure_layout: ProcedureLayout,
 }
 
@@ -454,7 +451,7 @@ pub fn technique_documents(
 
 /// BM25 parameters (Robertson & Zaragoza 2009, section 3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Bm25Params {
     /// Term-frequency saturation (default 1.2).
     pub k1: f32,
@@ -991,6 +988,21 @@ mod tests {
         let back: Bm25Index = serde_json::from_str(&json).unwrap();
         assert_eq!(idx, back);
         assert_eq!(back.search("beta", 5), idx.search("beta", 5));
+    }
+
+    #[test]
+    fn options_fill_defaults_and_reject_unknown_fields() {
+        let o: DocOptions = serde_json::from_str(r#"{"name_boost": 2}"#).unwrap();
+        assert_eq!(
+            o,
+            DocOptions {
+                name_boost: 2,
+                ..DocOptions::default()
+            }
+        );
+        let p: Bm25Params = serde_json::from_str(r#"{"b": 0.5}"#).unwrap();
+        assert_eq!(p, Bm25Params { k1: 1.2, b: 0.5 });
+        assert!(serde_json::from_str::<DocOptions>(r#"{"boost": 2}"#).is_err());
     }
 
     #[test]

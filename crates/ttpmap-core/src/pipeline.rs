@@ -197,7 +197,8 @@ pub struct Bm25Scorer {
     pub top_k: usize,
     /// The raw score that maps to confidence 0.5. Default 20.
     pub scale: f32,
-    /// When set, only these techniques are proposed (e.g. a dataset's label space).
+    /// When set, only these techniques are proposed (e.g. a dataset's label space); a
+    /// sub-technique outside it falls back to its parent when the parent is in it.
     pub label_space: Option<BTreeSet<TechniqueId>>,
     /// Explain each prediction with its top query terms (costs one explanation per hit;
     /// evaluation turns it off). Default true.
@@ -229,11 +230,22 @@ impl Bm25Scorer {
             self.top_k
         };
         let hits = self.index.search(sentence, k);
+        let mut seen = BTreeSet::new();
         hits.into_iter()
-            .filter(|h| {
-                self.label_space
-                    .as_ref()
-                    .is_none_or(|ls| ls.contains(&h.technique))
+            .filter_map(|mut h| {
+                if let Some(ls) = &self.label_space {
+                    // Parent fallback: a sub-technique outside the label space counts as its
+                    // parent when the parent is in it (datasets often label parents only).
+                    if !ls.contains(&h.technique) {
+                        let parent = h.technique.parent();
+                        if !ls.contains(&parent) {
+                            return None;
+                        }
+                        h.technique = parent;
+                    }
+                }
+                // Hits are sorted: the first occurrence of a technique has its best score.
+                seen.insert(h.technique.clone()).then_some(h)
             })
             .take(self.top_k)
             .map(|h| {

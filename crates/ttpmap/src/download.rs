@@ -71,14 +71,7 @@ where
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .user_agent(concat!("ttpmap/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let mut response = agent
+    let mut response = agent()
         .get(url)
         .call()
         .with_context(|| format!("downloading {url}"))?;
@@ -145,6 +138,44 @@ where
     tmp.persist(dest)
         .with_context(|| format!("moving the download into {}", dest.display()))?;
     Ok(DownloadReport { bytes, sha256 })
+}
+
+/// An HTTP agent with ttpmap's user agent and time limits.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .user_agent(concat!("ttpmap/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// Fetches a report from a URL into memory: at most `max_bytes` (a larger body is an error,
+/// checked while reading, so memory stays bounded). Returns the body and its MIME type.
+pub fn fetch_bytes(url: &str, max_bytes: u64) -> anyhow::Result<(Vec<u8>, Option<String>)> {
+    let mut response = agent().get(url).call().with_context(|| format!("fetching {url}"))?;
+    let mime = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(len) = response.body().content_length() {
+        if len > max_bytes {
+            bail!("{url}: too large ({len} bytes; the limit is {max_bytes} bytes)");
+        }
+    }
+    let mut body = Vec::new();
+    response
+        .body_mut()
+        .as_reader()
+        .take(max_bytes + 1)
+        .read_to_end(&mut body)
+        .with_context(|| format!("reading {url}"))?;
+    if body.len() as u64 > max_bytes {
+        bail!("{url}: too large (more than {max_bytes} bytes)");
+    }
+    Ok((body, mime))
 }
 
 /// Checks a user-given sha256 (64 hex digits) and lower-cases it.

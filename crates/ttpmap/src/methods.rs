@@ -3,7 +3,7 @@
 use anyhow::Context;
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::pipeline::{Bm25Scorer, SentenceScorer};
-use ttpmap_core::retrieve::{technique_documents, Bm25Index, Bm25Params, DocOptions};
+use ttpmap_core::retrieve::{technique_documents, Analyzer, Bm25Index, Bm25Params, DocOptions};
 
 use crate::assets::Assets;
 
@@ -32,10 +32,10 @@ pub enum Scorer {
 }
 
 impl Scorer {
-    pub fn build(assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
+    pub fn build(_assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
         match args.method {
             Method::Bm25 => Ok(Scorer::Bm25(Bm25Scorer::new(bm25_index(
-                assets, catalog, args,
+                catalog, args,
             )?))),
         }
     }
@@ -54,22 +54,26 @@ impl Scorer {
     }
 }
 
-/// The BM25 index over the catalog's active techniques.
-pub fn bm25_index(
-    _assets: &Assets,
-    catalog: &Catalog,
-    args: &MethodArgs,
-) -> anyhow::Result<Bm25Index> {
-    let opts = DocOptions {
-        include_procedures: !args.no_procedures,
-        ..DocOptions::default()
-    };
-    let techniques: Vec<_> = catalog.techniques().to_vec();
+/// The BM25 index over the catalog's active techniques. A sub-technique's name is indexed with
+/// its parent's ("Command and Scripting Interpreter: PowerShell"), as ATT&CK displays it.
+pub fn bm25_index(catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Bm25Index> {
+    let opts = DocOptions { include_procedures: !args.no_procedures, ..DocOptions::default() };
+    let techniques: Vec<_> = catalog
+        .active_techniques()
+        .map(|t| {
+            let mut t = t.clone();
+            if let Some(parent) = t.parent.as_ref().and_then(|p| catalog.technique(p)) {
+                t.name = format!("{}: {}", parent.name, t.name);
+            }
+            t
+        })
+        .collect();
     let procedures: Vec<_> = catalog
         .procedures()
         .iter()
         .map(|p| (p.technique.clone(), p.description.clone()))
         .collect();
     let docs = technique_documents(&techniques, &procedures, &opts);
-    Bm25Index::build(docs, Bm25Params::default()).context("building the BM25 index")
+    Bm25Index::build(&docs, Bm25Params::default(), Analyzer::new())
+        .context("building the BM25 index")
 }

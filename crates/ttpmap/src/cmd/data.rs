@@ -56,7 +56,7 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
     let dir = assets.data_dir();
     match args.dataset {
         StatsDataset::Emulation => {
-            let steps = dataset::load_emulation(&dir.join("emulation"))?;
+            let steps = dataset::load_emulation(&dir.join("emulation"))?.steps;
             let mut per_actor: BTreeMap<&str, (usize, std::collections::BTreeSet<&str>)> =
                 BTreeMap::new();
             for s in &steps {
@@ -114,7 +114,7 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
                 dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?
             }
             StatsDataset::AnnoctrRaw => {
-                dataset::load_annoctr_raw(&dir.join("annoctr").join("raw"), split)?
+                dataset::load_annoctr_raw(&dir.join("annoctr").join("raw"), split)?.0
             }
             StatsDataset::Emulation | StatsDataset::Procedures => unreachable!("handled above"),
         };
@@ -131,7 +131,7 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
             s.total_positives.to_string(),
             format!("{:.1}", s.positives_per_technique_mean),
             format!("{:.1}", s.positives_per_technique_median),
-            s.techniques_under_10.to_string(),
+            s.under_10.to_string(),
         ]);
         if !ds.other_labels.is_empty() {
             let n: usize = ds.other_labels.values().sum();

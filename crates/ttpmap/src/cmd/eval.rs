@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use serde_json::json;
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::dataset::{self, Dataset};
@@ -312,7 +311,7 @@ fn eval_emulation(
     args: &EvalArgs,
 ) -> anyhow::Result<serde_json::Value> {
     let dir = assets.data_dir().join("emulation");
-    let mut steps = dataset::load_emulation(&dir)?;
+    let mut steps = dataset::load_emulation(&dir)?.steps;
     let report = dataset::remap_steps(&mut steps, |id| catalog.resolve(id).current().cloned());
     if !report.unknown.is_empty() {
         tracing::warn!(
@@ -328,7 +327,8 @@ fn eval_emulation(
             s.with_evidence = false;
         }
     }
-    let texts: Vec<&str> = steps.iter().map(|s| s.description.as_str()).collect();
+    let texts: Vec<String> = steps.iter().map(|s| s.query()).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let pb = crate::progress::bar(
         texts.len() as u64,
         "ranking emulation steps",

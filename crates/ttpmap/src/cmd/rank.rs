@@ -28,7 +28,7 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
         anyhow::bail!("nothing to rank: the text is empty");
     }
     let catalog = assets.catalog()?;
-    let index = bm25_index(assets, &catalog, &args.method)?;
+    let index = bm25_index(&catalog, &args.method)?;
     let hits = index.search(&args.text, args.top);
     if args.json {
         let rows: Vec<serde_json::Value> = hits
@@ -66,7 +66,9 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
     );
     if args.explain {
         let top = &hits[0].technique;
-        let ex = index.explain(&args.text, top);
+        let ex = index
+            .explain(&args.text, top)
+            .ok_or_else(|| anyhow::anyhow!("no explanation for {top}"))?;
         println!("\nWhy {top} scores {:.3}:", ex.score);
         let rows: Vec<Vec<String>> = ex
             .terms

@@ -32,7 +32,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "TTPMAP_DATA", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Never touch the network (a missing asset is an error instead of a download).
-    #[arg(long, global = true, env = "TTPMAP_OFFLINE")]
+    #[arg(long, global = true, env = "TTPMAP_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
     pub offline: bool,
     /// More log output (-v info, -vv debug). TTPMAP_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

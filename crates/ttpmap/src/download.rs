@@ -154,7 +154,10 @@ fn agent() -> ureq::Agent {
 /// Fetches a report from a URL into memory: at most `max_bytes` (a larger body is an error,
 /// checked while reading, so memory stays bounded). Returns the body and its MIME type.
 pub fn fetch_bytes(url: &str, max_bytes: u64) -> anyhow::Result<(Vec<u8>, Option<String>)> {
-    let mut response = agent().get(url).call().with_context(|| format!("fetching {url}"))?;
+    let mut response = agent()
+        .get(url)
+        .call()
+        .with_context(|| format!("fetching {url}"))?;
     let mime = response
         .headers()
         .get("content-type")

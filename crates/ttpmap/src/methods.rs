@@ -26,6 +26,15 @@ pub struct MethodArgs {
     pub no_procedures: bool,
 }
 
+impl Default for MethodArgs {
+    fn default() -> Self {
+        MethodArgs {
+            method: Method::Bm25,
+            no_procedures: false,
+        }
+    }
+}
+
 /// A ready scorer with its default threshold.
 pub enum Scorer {
     Bm25(Bm25Scorer),
@@ -34,9 +43,7 @@ pub enum Scorer {
 impl Scorer {
     pub fn build(_assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
         match args.method {
-            Method::Bm25 => Ok(Scorer::Bm25(Bm25Scorer::new(bm25_index(
-                catalog, args,
-            )?))),
+            Method::Bm25 => Ok(Scorer::Bm25(Bm25Scorer::new(bm25_index(catalog, args)?))),
         }
     }
 
@@ -57,7 +64,10 @@ impl Scorer {
 /// The BM25 index over the catalog's active techniques. A sub-technique's name is indexed with
 /// its parent's ("Command and Scripting Interpreter: PowerShell"), as ATT&CK displays it.
 pub fn bm25_index(catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Bm25Index> {
-    let opts = DocOptions { include_procedures: !args.no_procedures, ..DocOptions::default() };
+    let opts = DocOptions {
+        include_procedures: !args.no_procedures,
+        ..DocOptions::default()
+    };
     let techniques: Vec<_> = catalog
         .active_techniques()
         .map(|t| {

@@ -37,6 +37,18 @@ pub enum AttackCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Search techniques by text (BM25 over names, descriptions and procedure examples);
+    /// the same ranking as `ttpmap rank`.
+    Search {
+        /// Words to look for, e.g. "encoded powershell".
+        query: String,
+        /// How many techniques to print.
+        #[arg(long, short = 'k', default_value_t = 10)]
+        top: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Download an ATT&CK Enterprise bundle into the cache folder (replaces the cached one only
     /// when the download is complete and parses as ATT&CK).
     #[command(disable_version_flag = true)]
@@ -57,6 +69,17 @@ pub fn run(assets: &Assets, args: AttackArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.command {
+        AttackCommand::Search { query, top, json } => {
+            drop(out);
+            let rank = crate::cmd::rank::RankArgs {
+                text: query,
+                top,
+                explain: false,
+                json,
+                method: crate::methods::MethodArgs::default(),
+            };
+            return crate::cmd::rank::run(assets, rank);
+        }
         AttackCommand::Info { json } => {
             let catalog = assets.catalog()?;
             let info = Info::of(&catalog);

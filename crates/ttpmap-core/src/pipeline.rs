@@ -434,4 +434,59 @@ mod tests {
             assert!(extract(&d, &KeywordScorer, &no_lookup, "18.1", &opts).is_err());
         }
     }
+
+    fn tiny_index() -> Bm25Index {
+        use crate::retrieve::{Analyzer, Bm25Params, DocField, IndexDoc};
+        let doc = |id: &str, text: &str| IndexDoc {
+            key: TechniqueId::parse(id).unwrap(),
+            fields: vec![DocField {
+                text: text.into(),
+                weight: 1,
+            }],
+        };
+        let docs = vec![
+            doc(
+                "T1059.001",
+                "PowerShell scripts and encoded powershell commands",
+            ),
+            doc("T1053.005", "Scheduled Task created with schtasks"),
+            doc("T1003.001", "LSASS memory dumped with Mimikatz"),
+        ];
+        Bm25Index::build(&docs, Bm25Params::default(), Analyzer::new()).unwrap()
+    }
+
+    #[test]
+    fn bm25_scorer_confidence_and_evidence() {
+        let scorer = Bm25Scorer::new(tiny_index());
+        let out = scorer
+            .score(&["They ran encoded PowerShell.", "Nothing here."])
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        let top = &out[0][0];
+        assert_eq!(top.technique.as_str(), "T1059.001");
+        // confidence = raw / (raw + scale)
+        let expected = top.raw_score / (top.raw_score + scorer.scale);
+        assert!((top.score - expected).abs() < 1e-6);
+        assert!(top
+            .evidence
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("powershell")));
+        assert!(out[1].is_empty(), "no query term matches: no candidate");
+    }
+
+    #[test]
+    fn bm25_label_space_falls_back_to_parent() {
+        let mut scorer = Bm25Scorer::new(tiny_index());
+        scorer.label_space = Some(BTreeSet::from([
+            TechniqueId::parse("T1059").unwrap(),
+            TechniqueId::parse("T1003.001").unwrap(),
+        ]));
+        let out = scorer
+            .score(&["encoded powershell and mimikatz on lsass and schtasks"])
+            .unwrap();
+        let ids: BTreeSet<&str> = out[0].iter().map(|p| p.technique.as_str()).collect();
+        // T1059.001 -> T1059 (parent in the space); T1053.005 has no parent in it: dropped.
+        assert_eq!(ids, BTreeSet::from(["T1059", "T1003.001"]));
+    }
 }

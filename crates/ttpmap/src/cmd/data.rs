@@ -56,7 +56,7 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
     let dir = assets.data_dir();
     match args.dataset {
         StatsDataset::Emulation => {
-            let steps = dataset::load_emulation(&dir.join("emulation"))?.steps;
+            let steps = dataset::load_emulation(dir.join("emulation"))?.steps;
             let mut per_actor: BTreeMap<&str, (usize, std::collections::BTreeSet<&str>)> =
                 BTreeMap::new();
             for s in &steps {
@@ -108,13 +108,13 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
     for split in &args.split {
         let mut ds: Dataset = match args.dataset {
             StatsDataset::Tram2 => {
-                dataset::load_tram2(&dir.join("tram2").join(format!("{split}.json")))?
+                dataset::load_tram2(dir.join("tram2").join(format!("{split}.json")))?
             }
             StatsDataset::Annoctr => {
-                dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?
+                dataset::load_annoctr(dir.join("annoctr").join(format!("{split}.json")))?
             }
             StatsDataset::AnnoctrRaw => {
-                dataset::load_annoctr_raw(&dir.join("annoctr").join("raw"), split)?.0
+                dataset::load_annoctr_raw(dir.join("annoctr").join("raw"), split)?.0
             }
             StatsDataset::Emulation | StatsDataset::Procedures => unreachable!("handled above"),
         };

@@ -117,11 +117,9 @@ fn load_split(
 ) -> anyhow::Result<Dataset> {
     let dir = assets.data_dir();
     let mut ds = match name {
-        DatasetName::Tram2 => {
-            dataset::load_tram2(&dir.join("tram2").join(format!("{split}.json")))?
-        }
+        DatasetName::Tram2 => dataset::load_tram2(dir.join("tram2").join(format!("{split}.json")))?,
         DatasetName::Annoctr => {
-            dataset::load_annoctr(&dir.join("annoctr").join(format!("{split}.json")))?
+            dataset::load_annoctr(dir.join("annoctr").join(format!("{split}.json")))?
         }
         DatasetName::Emulation => unreachable!("emulation is not a sentence dataset"),
     };

@@ -33,9 +33,7 @@ fn parse_args() -> BoxResult<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--sentences" => args.sentences = value.parse()?,
             "--batch" => args.batch = value.parse()?,
@@ -120,13 +118,19 @@ fn main() -> BoxResult<()> {
         for (i, v) in vectors.iter().enumerate() {
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             assert!(
-                v.len() == embedder.dim() && v.iter().all(|x| x.is_finite()) && (norm - 1.0).abs() < 1e-3,
+                v.len() == embedder.dim()
+                    && v.iter().all(|x| x.is_finite())
+                    && (norm - 1.0).abs() < 1e-3,
                 "sentence {i}: bad vector (norm {norm})"
             );
         }
         println!(
             "{:>13}: {:7.1} sentences/s ({:.2} s), mean tokens {:.1}, peak RSS {} MiB",
-            if sort_by_length { "length-sorted" } else { "given order" },
+            if sort_by_length {
+                "length-sorted"
+            } else {
+                "given order"
+            },
             texts.len() as f64 / secs,
             secs,
             tokens as f64 / texts.len().max(1) as f64,

@@ -119,10 +119,9 @@ impl TextTokenizer {
             .map_err(tok_err(Some(path)))?;
         let mut inner = Tokenizer::new(model);
         let id = |tok: &str| {
-            inner.token_to_id(tok).ok_or_else(|| Error::InvalidArgument(format!(
-                "vocabulary {} has no {tok} token",
-                path.display()
-            )))
+            inner.token_to_id(tok).ok_or_else(|| {
+                Error::InvalidArgument(format!("vocabulary {} has no {tok} token", path.display()))
+            })
         };
         let (cls, sep, pad) = (id("[CLS]")?, id("[SEP]")?, id("[PAD]")?);
         inner
@@ -288,15 +287,25 @@ mod tests {
         let e = t.encode("the cat sat on the mat").unwrap();
         assert_eq!(e.ids, vec![2, 5, 6, 7, 3]);
         assert!(e.truncated);
-        let b = t.batch(&["the cat", "", "the cat sat on"], &Device::Cpu).unwrap();
+        let b = t
+            .batch(&["the cat", "", "the cat sat on"], &Device::Cpu)
+            .unwrap();
         assert_eq!(b.lengths, vec![4, 2, 5]);
         assert_eq!(
             b.input_ids.to_vec2::<u32>().unwrap(),
-            vec![vec![2, 5, 6, 3, 0], vec![2, 3, 0, 0, 0], vec![2, 5, 6, 7, 3]]
+            vec![
+                vec![2, 5, 6, 3, 0],
+                vec![2, 3, 0, 0, 0],
+                vec![2, 5, 6, 7, 3]
+            ]
         );
         assert_eq!(
             b.attention_mask.to_vec2::<u32>().unwrap(),
-            vec![vec![1, 1, 1, 1, 0], vec![1, 1, 0, 0, 0], vec![1, 1, 1, 1, 1]]
+            vec![
+                vec![1, 1, 1, 1, 0],
+                vec![1, 1, 0, 0, 0],
+                vec![1, 1, 1, 1, 1]
+            ]
         );
         assert!(t.batch(&[], &Device::Cpu).is_err());
     }
@@ -304,9 +313,14 @@ mod tests {
     #[test]
     fn pairs_have_segment_ids() {
         let (_d, t) = vocab_tokenizer(7);
-        let b = t.batch_pairs(&[("the cat", "the mat on the mat")], &Device::Cpu).unwrap();
+        let b = t
+            .batch_pairs(&[("the cat", "the mat on the mat")], &Device::Cpu)
+            .unwrap();
         // Longest-first truncation: the second text loses tokens until 7 fit.
-        assert_eq!(b.input_ids.to_vec2::<u32>().unwrap(), vec![vec![2, 5, 6, 3, 5, 10, 3]]);
+        assert_eq!(
+            b.input_ids.to_vec2::<u32>().unwrap(),
+            vec![vec![2, 5, 6, 3, 5, 10, 3]]
+        );
         assert_eq!(
             b.token_type_ids.to_vec2::<u32>().unwrap(),
             vec![vec![0, 0, 0, 0, 1, 1, 1]]

@@ -127,7 +127,10 @@ mod parity {
         let tok = md.tokenizer(256).expect("tokenizer");
         let batch = tok.batch(&texts, &Device::Cpu).expect("batch");
         assert!(
-            batch.lengths.iter().any(|&l| l < batch.lengths[0].max(batch.lengths[1])),
+            batch
+                .lengths
+                .iter()
+                .any(|&l| l < batch.lengths[0].max(batch.lengths[1])),
             "the batch must contain padding"
         );
         let hidden = enc
@@ -147,9 +150,15 @@ mod parity {
             let row = hidden.get(i).expect("row");
             let first = row.get(0).expect("tok").narrow(0, 0, 5).expect("n");
             let last = row.get(len - 1).expect("tok").narrow(0, 0, 5).expect("n");
-            let d = max_abs_diff(&first.to_vec1::<f32>().expect("v"), &floats(&s["token0_first5"]));
+            let d = max_abs_diff(
+                &first.to_vec1::<f32>().expect("v"),
+                &floats(&s["token0_first5"]),
+            );
             assert!(d < TOL, "{mode:?} sentence {i} token 0: {d}");
-            let d = max_abs_diff(&last.to_vec1::<f32>().expect("v"), &floats(&s["last_token_first5"]));
+            let d = max_abs_diff(
+                &last.to_vec1::<f32>().expect("v"),
+                &floats(&s["last_token_first5"]),
+            );
             assert!(d < TOL, "{mode:?} sentence {i} last token: {d}");
             let reference_mean = floats(&s["mean_pooled"]);
             let d = max_abs_diff(&pooled[i], &reference_mean);
@@ -165,7 +174,9 @@ mod parity {
         let tok = md.tokenizer(256).expect("tokenizer");
         let r = reference();
         for s in r["sentences"].as_array().expect("sentences") {
-            let e = tok.encode(s["text"].as_str().expect("text")).expect("encode");
+            let e = tok
+                .encode(s["text"].as_str().expect("text"))
+                .expect("encode");
             assert_eq!(e.ids, ids(&s["input_ids"]));
         }
         let p = &r["pair"];
@@ -183,8 +194,9 @@ mod parity {
     fn vocab_txt_tokenizer_matches_tokenizer_json() {
         let md = ModelDir::open(minilm_dir()).expect("open");
         let json = md.tokenizer(256).expect("tokenizer");
-        let vocab = ttpmap_ml::TextTokenizer::from_vocab(&minilm_dir().join("vocab.txt"), true, 256)
-            .expect("vocab tokenizer");
+        let vocab =
+            ttpmap_ml::TextTokenizer::from_vocab(&minilm_dir().join("vocab.txt"), true, 256)
+                .expect("vocab tokenizer");
         for text in [
             "The adversary used spearphishing attachments.",
             "Ünïcödé ÀPT groups: 東京, Москва, القاهرة — and émojis 🙂!",
@@ -206,14 +218,22 @@ mod parity {
         assert!(enc.has_pooler());
         let tok = md.tokenizer(256).expect("tokenizer");
         let r = reference();
-        for (i, s) in r["sentences"].as_array().expect("sentences").iter().enumerate() {
+        for (i, s) in r["sentences"]
+            .as_array()
+            .expect("sentences")
+            .iter()
+            .enumerate()
+        {
             let batch = tok
                 .batch(&[s["text"].as_str().expect("text")], &Device::Cpu)
                 .expect("batch");
             let hidden = enc
                 .forward(&batch.input_ids, None, None, Mode::Eval)
                 .expect("forward");
-            let first = hidden.get(0).and_then(|h| h.get(0)).and_then(|t| t.narrow(0, 0, 5));
+            let first = hidden
+                .get(0)
+                .and_then(|h| h.get(0))
+                .and_then(|t| t.narrow(0, 0, 5));
             let d = max_abs_diff(
                 &first.expect("t").to_vec1::<f32>().expect("v"),
                 &floats(&s["token0_first5"]),
@@ -268,14 +288,18 @@ mod parity {
         let tok = md.tokenizer(256).expect("tokenizer");
         let batch = tok
             .batch_pairs(
-                &[(p["text_a"].as_str().expect("a"), p["text_b"].as_str().expect("b"))],
+                &[(
+                    p["text_a"].as_str().expect("a"),
+                    p["text_b"].as_str().expect("b"),
+                )],
                 &Device::Cpu,
             )
             .expect("batch");
         let cfg = md.config().with_dropout(0.0);
         for mode in [Mode::Eval, Mode::Train] {
-            let enc = BertEncoder::load(md.var_builder(DType::F32, &Device::Cpu).expect("vb"), &cfg)
-                .expect("load");
+            let enc =
+                BertEncoder::load(md.var_builder(DType::F32, &Device::Cpu).expect("vb"), &cfg)
+                    .expect("load");
             let hidden = enc
                 .forward(
                     &batch.input_ids,
@@ -284,13 +308,20 @@ mod parity {
                     mode,
                 )
                 .expect("forward");
-            let first = hidden.get(0).and_then(|h| h.get(0)).and_then(|t| t.narrow(0, 0, 5));
+            let first = hidden
+                .get(0)
+                .and_then(|h| h.get(0))
+                .and_then(|t| t.narrow(0, 0, 5));
             let d = max_abs_diff(
                 &first.expect("t").to_vec1::<f32>().expect("v"),
                 &floats(&p["token0_first5"]),
             );
             assert!(d < TOL, "{mode:?} pair token 0: {d}");
-            let pooled = enc.pooler(&hidden).expect("pooler").to_vec2::<f32>().expect("v");
+            let pooled = enc
+                .pooler(&hidden)
+                .expect("pooler")
+                .to_vec2::<f32>()
+                .expect("v");
             let d = max_abs_diff(&pooled[0][..5], &floats(&p["pooler_output_first5"]));
             assert!(d < TOL, "{mode:?} pooler: {d}");
         }
@@ -351,10 +382,14 @@ mod gradients {
             .expect("forward");
         let (b, s, h) = hidden.dims3().expect("dims");
         let n = b * s * h;
-        let weights: Vec<f64> = (0..n).map(|i| ((i * 7919) % 13) as f64 / 13.0 - 0.5).collect();
-        let w = Tensor::from_vec(weights, (b, s, h), dev).expect("w");
+        let weights: Vec<f64> = (0..n)
+            .map(|i| ((i * 7919) % 13) as f64 / 13.0 - 0.5)
+            .collect();
+        let w = Tensor::from_vec(weights, (b, s, h), dev)
+            .and_then(|w| w.to_dtype(hidden.dtype()))
+            .expect("w");
         let pooled = mean_pool(&hidden, &mask).expect("pool");
-        let a = (hidden * w).expect("mul").sum_all().expect("sum");
+        let a = (&hidden * w).expect("mul").sum_all().expect("sum");
         let p = enc.pooler(&hidden).expect("pooler");
         let c = (pooled.sqr().expect("sqr").sum_all().expect("sum") + p.sum_all().expect("sum"))
             .expect("add");
@@ -456,7 +491,7 @@ mod gradients {
             idx.truncate(3);
             idx.push(0);
             for &i in &idx {
-                let mut at = |delta: f64| -> f64 {
+                let at = |delta: f64| -> f64 {
                     let mut v = original.clone();
                     v[i] += delta;
                     var.set(&Tensor::from_vec(v, shape.clone(), &dev).expect("t"))
@@ -483,8 +518,8 @@ mod gradients {
         let dev = Device::Cpu;
         let varmap = VarMap::new();
         let cfg = tiny_config().with_dropout(0.3);
-        let (enc, _) =
-            BertEncoder::trainable(&varmap, &cfg, &TrainableOptions::default(), None).expect("tiny");
+        let (enc, _) = BertEncoder::trainable(&varmap, &cfg, &TrainableOptions::default(), None)
+            .expect("tiny");
         let (ids, types, mask) = tiny_inputs(&dev);
         let run = |mode| {
             enc.forward(&ids, Some(&types), Some(&mask), mode)
@@ -523,7 +558,10 @@ mod model_folder {
         let err = ModelDir::open(dir.path()).expect_err("no weights");
         let msg = err.to_string();
         assert!(matches!(err, Error::MissingFile { .. }), "{msg}");
-        assert!(msg.contains("model.safetensors or pytorch_model.bin"), "{msg}");
+        assert!(
+            msg.contains("model.safetensors or pytorch_model.bin"),
+            "{msg}"
+        );
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     }
 
@@ -532,7 +570,9 @@ mod model_folder {
         let dir = tempfile::tempdir().expect("tmp");
         write_tiny_model(dir.path(), &tiny_config(), "", 100, |_| {});
         std::fs::remove_file(dir.path().join("vocab.txt")).expect("rm");
-        let msg = ModelDir::open(dir.path()).expect_err("no tokenizer").to_string();
+        let msg = ModelDir::open(dir.path())
+            .expect_err("no tokenizer")
+            .to_string();
         assert!(msg.contains("tokenizer.json or vocab.txt"), "{msg}");
     }
 
@@ -620,13 +660,22 @@ mod model_folder {
         let ea = a.load_encoder(DType::F32, &Device::Cpu).expect("a");
         let eb = b.load_encoder(DType::F32, &Device::Cpu).expect("b");
         assert!(!eb.has_pooler());
-        assert!(eb.pooler(&Tensor::zeros((1, 2, 32), DType::F32, &Device::Cpu).expect("z")).is_err());
+        assert!(eb
+            .pooler(&Tensor::zeros((1, 2, 32), DType::F32, &Device::Cpu).expect("z"))
+            .is_err());
         let tok = a.tokenizer(16).expect("tok");
-        let batch = tok.batch(&["w7 w8 w9", "w50"], &Device::Cpu).expect("batch");
+        let batch = tok
+            .batch(&["w7 w8 w9", "w50"], &Device::Cpu)
+            .expect("batch");
         let run = |e: &BertEncoder| {
-            e.forward(&batch.input_ids, None, Some(&batch.attention_mask), Mode::Eval)
-                .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
-                .expect("forward")
+            e.forward(
+                &batch.input_ids,
+                None,
+                Some(&batch.attention_mask),
+                Mode::Eval,
+            )
+            .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+            .expect("forward")
         };
         assert_eq!(run(&ea), run(&eb));
         // Trainable from the prefixed checkpoint: encoder loaded, pooler initialised.
@@ -655,7 +704,12 @@ mod model_folder {
         let enc = md.load_encoder(DType::F32, &Device::Cpu).expect("load");
         let batch = tok.batch(&[&long, "w5"], &Device::Cpu).expect("batch");
         let h = enc
-            .forward(&batch.input_ids, None, Some(&batch.attention_mask), Mode::Eval)
+            .forward(
+                &batch.input_ids,
+                None,
+                Some(&batch.attention_mask),
+                Mode::Eval,
+            )
             .expect("forward");
         assert_eq!(h.dims(), &[2, 24, 32]);
     }

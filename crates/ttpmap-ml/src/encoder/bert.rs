@@ -138,7 +138,10 @@ impl Config {
         }
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
-            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(Error::InvalidArgument(format!(
@@ -330,13 +333,14 @@ struct Embeddings {
 impl Embeddings {
     fn load(vb: &VarBuilder, cfg: &Config) -> Result<Self> {
         let h = cfg.hidden_size;
-        let get = |rows: usize, name: &str| {
-            vb.get_with_hints((rows, h), name, Init::Const(0.0))
-        };
+        let get = |rows: usize, name: &str| vb.get_with_hints((rows, h), name, Init::Const(0.0));
         Ok(Self {
             word: Embedding::new(get(cfg.vocab_size, "word_embeddings.weight")?, h),
             position: get(cfg.max_position_embeddings, "position_embeddings.weight")?,
-            token_type: Embedding::new(get(cfg.type_vocab_size, "token_type_embeddings.weight")?, h),
+            token_type: Embedding::new(
+                get(cfg.type_vocab_size, "token_type_embeddings.weight")?,
+                h,
+            ),
             layer_norm: LayerNorm::load(&vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             dropout: cfg.hidden_dropout_prob,
             hidden: h,
@@ -621,7 +625,10 @@ impl BertEncoder {
         mode: Mode,
     ) -> Result<Tensor> {
         let (b, s) = input_ids.dims2()?;
-        for (what, t) in [("token_type_ids", token_type_ids), ("attention_mask", attention_mask)] {
+        for (what, t) in [
+            ("token_type_ids", token_type_ids),
+            ("attention_mask", attention_mask),
+        ] {
             if let Some(t) = t {
                 if t.dims() != [b, s] {
                     return Err(Error::InvalidArgument(format!(
@@ -642,9 +649,9 @@ impl BertEncoder {
         };
         let dtype = self.embeddings.position.dtype();
         let mask_bias = match attention_mask {
-            Some(m) => Some(
-                ((m.to_dtype(dtype)?.affine(-1.0, 1.0))? * MASK_NEG)?.reshape((b, 1, 1, s))?,
-            ),
+            Some(m) => {
+                Some(((m.to_dtype(dtype)?.affine(-1.0, 1.0))? * MASK_NEG)?.reshape((b, 1, 1, s))?)
+            }
             None => None,
         };
         let mut x = self.embeddings.forward(input_ids, token_type_ids, mode)?;
@@ -684,7 +691,9 @@ fn load_named(
         Some(n) => Ok(Some(
             src.get_unchecked_dtype(&n, dtype)?
                 .reshape(shape)
-                .map_err(|_| Error::InvalidArgument(format!("tensor {n} does not have shape {shape:?}")))?
+                .map_err(|_| {
+                    Error::InvalidArgument(format!("tensor {n} does not have shape {shape:?}"))
+                })?
                 .detach(),
         )),
         None => Ok(None),
@@ -791,7 +800,11 @@ pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
 /// Divides each row of `x` (`[batch, dim]`) by its L2 norm, clamped below at 1e-12 as
 /// `torch.nn.functional.normalize` does.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
     Ok(x.broadcast_div(&norm)?)
 }
 
@@ -834,20 +847,39 @@ mod tests {
 
     #[test]
     fn composed_softmax_and_layer_norm_match_fused() {
-        let x = Tensor::new(&[[1.0f32, -2.0, 3.5, 0.25], [0.0, 0.0, 0.0, 1e-3]], &Device::Cpu)
-            .unwrap();
+        let x = Tensor::new(
+            &[[1.0f32, -2.0, 3.5, 0.25], [0.0, 0.0, 0.0, 1e-3]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let a = softmax_last_dim_composed(&x).unwrap();
         let b = candle_nn::ops::softmax_last_dim(&x).unwrap();
-        let d: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(d < 1e-6, "{d}");
         let ln = LayerNorm {
             weight: Tensor::new(&[1.0f32, 2.0, 0.5, -1.0], &Device::Cpu).unwrap(),
             bias: Tensor::new(&[0.1f32, 0.0, -0.2, 0.3], &Device::Cpu).unwrap(),
             eps: 1e-12,
         };
-        let a = ln.forward(&x.narrow(0, 0, 1).unwrap(), Mode::Train).unwrap();
+        let a = ln
+            .forward(&x.narrow(0, 0, 1).unwrap(), Mode::Train)
+            .unwrap();
         let b = ln.forward(&x.narrow(0, 0, 1).unwrap(), Mode::Eval).unwrap();
-        let d: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(d < 1e-5, "{d}");
     }
 
@@ -874,7 +906,9 @@ mod tests {
         let single = enc.forward(&ids, None, None, Mode::Eval).unwrap();
         let padded_ids = Tensor::new(&[[2u32, 7, 9, 0, 0]], &dev).unwrap();
         let mask = Tensor::new(&[[1u32, 1, 1, 0, 0]], &dev).unwrap();
-        let padded = enc.forward(&padded_ids, None, Some(&mask), Mode::Eval).unwrap();
+        let padded = enc
+            .forward(&padded_ids, None, Some(&mask), Mode::Eval)
+            .unwrap();
         let d: f32 = (padded.narrow(1, 0, 3).unwrap() - single)
             .unwrap()
             .abs()

@@ -72,6 +72,72 @@ fn write_tiny_model(
     std::fs::write(dir.join("vocab.txt"), words.join("\n")).expect("write vocab");
 }
 
+/// Writes `tensors` (f32) as a PyTorch zip checkpoint (`torch.save(state_dict)` layout:
+/// `archive/data.pkl`, a protocol-2 pickle of a dict of `_rebuild_tensor_v2` calls, and one
+/// `archive/data/N` storage file per tensor), the format of `pytorch_model.bin`.
+fn write_pytorch_checkpoint(path: &Path, tensors: &[(String, Tensor)]) {
+    use std::io::Write;
+    fn unicode(out: &mut Vec<u8>, s: &str) {
+        out.push(b'X');
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+    fn int(out: &mut Vec<u8>, v: usize) {
+        out.push(b'J');
+        out.extend((v as i32).to_le_bytes());
+    }
+    fn int_tuple(out: &mut Vec<u8>, vs: &[usize]) {
+        out.push(b'(');
+        vs.iter().for_each(|&v| int(out, v));
+        out.push(b't');
+    }
+    let mut pkl = vec![0x80, 2, b'}', b'('];
+    let mut storages = Vec::new();
+    for (key, (name, t)) in tensors.iter().enumerate() {
+        let dims = t.dims().to_vec();
+        let mut strides = vec![1usize; dims.len()];
+        for d in (0..dims.len().saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1] * dims[d + 1];
+        }
+        let values = t
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("f32");
+        unicode(&mut pkl, name);
+        pkl.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+        pkl.push(b'(');
+        unicode(&mut pkl, "storage");
+        pkl.extend(b"ctorch\nFloatStorage\n");
+        unicode(&mut pkl, &key.to_string());
+        unicode(&mut pkl, "cpu");
+        int(&mut pkl, values.len());
+        pkl.extend(b"tQ");
+        int(&mut pkl, 0);
+        int_tuple(&mut pkl, &dims);
+        int_tuple(&mut pkl, &strides);
+        pkl.extend([0x89, b'}', b't', b'R']);
+        storages.push(
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    pkl.extend(b"u.");
+    let file = std::fs::File::create(path).expect("create checkpoint");
+    let mut zip = zip::ZipWriter::new(file);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", opts).expect("zip");
+    zip.write_all(&pkl).expect("write pkl");
+    for (key, bytes) in storages.iter().enumerate() {
+        zip.start_file(format!("archive/data/{key}"), opts)
+            .expect("zip");
+        zip.write_all(bytes).expect("write storage");
+    }
+    zip.finish().expect("finish zip");
+}
+
 fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -688,6 +754,73 @@ mod model_folder {
         assert!(!report.pooler_loaded);
         assert_eq!(report.initialised.len(), 2);
         assert_eq!(run(&et), run(&eb));
+    }
+
+    #[test]
+    fn pytorch_bin_checkpoint_loads_like_safetensors() {
+        let st = tempfile::tempdir().expect("tmp");
+        let pt = tempfile::tempdir().expect("tmp");
+        let cfg = tiny_config();
+        write_tiny_model(st.path(), &cfg, "", 100, |_| {});
+        write_tiny_model(pt.path(), &cfg, "", 100, |ts| {
+            let named: Vec<(String, Tensor)> = ts
+                .iter()
+                .map(|(n, t)| (format!("bert.{n}"), t.clone()))
+                .collect();
+            write_pytorch_checkpoint(&pt.path().join("pytorch_model.bin"), &named);
+        });
+        std::fs::remove_file(pt.path().join("model.safetensors")).expect("rm");
+        let a = ModelDir::open(st.path()).expect("safetensors");
+        let b = ModelDir::open(pt.path()).expect("pytorch_model.bin");
+        assert_eq!(
+            b.weights_format(),
+            ttpmap_ml::model_dir::WeightsFormat::PyTorch
+        );
+        assert_eq!((b.weight_prefix(), b.has_pooler()), ("bert.", true));
+        let tok = a.tokenizer(16).expect("tok");
+        let batch = tok
+            .batch(&["w7 w8 w9", "w50"], &Device::Cpu)
+            .expect("batch");
+        let run = |md: &ModelDir| {
+            let e = md.load_encoder(DType::F32, &Device::Cpu).expect("load");
+            let h = e
+                .forward(
+                    &batch.input_ids,
+                    None,
+                    Some(&batch.attention_mask),
+                    Mode::Eval,
+                )
+                .expect("forward");
+            let p = e.pooler(&h).expect("pooler");
+            (
+                h.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("h"),
+                p.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("p"),
+            )
+        };
+        assert_eq!(run(&a), run(&b));
+        // A shape error in a PyTorch checkpoint is reported like one in safetensors.
+        write_tiny_model(pt.path(), &cfg, "", 100, |ts| {
+            let named: Vec<(String, Tensor)> = ts
+                .iter()
+                .map(|(n, t)| {
+                    let t = if n == "embeddings.LayerNorm.bias" {
+                        Tensor::zeros(31, DType::F32, &Device::Cpu).expect("z")
+                    } else {
+                        t.clone()
+                    };
+                    (n.clone(), t)
+                })
+                .collect();
+            write_pytorch_checkpoint(&pt.path().join("pytorch_model.bin"), &named);
+        });
+        std::fs::remove_file(pt.path().join("model.safetensors")).expect("rm");
+        match ModelDir::open(pt.path()) {
+            Err(Error::TensorShape { name, file, .. }) => {
+                assert_eq!(name, "embeddings.LayerNorm.bias");
+                assert!(file.ends_with("pytorch_model.bin"));
+            }
+            other => panic!("expected TensorShape, got {other:?}"),
+        }
     }
 
     #[test]

@@ -405,22 +405,31 @@ impl Layer {
         })
     }
 
+    /// Query rows are pre-multiplied by `1/sqrt(head_dim)`, so the fused path skips that scaling.
     fn fuse(&mut self) -> Result<()> {
-        let w = Tensor::cat(
-            &[self.query.weight(), self.key.weight(), self.value.weight()],
-            0,
-        )?
-        .detach();
+        let scale = self.scale();
+        let wq = (self.query.weight() * scale)?;
+        let w = Tensor::cat(&[&wq, self.key.weight(), self.value.weight()], 0)?.detach();
         let biases = [&self.query, &self.key, &self.value]
             .iter()
-            .map(|l| l.bias().cloned())
-            .collect::<Option<Vec<Tensor>>>();
+            .enumerate()
+            .map(|(i, l)| {
+                l.bias()
+                    .map(|b| if i == 0 { b * scale } else { Ok(b.clone()) })
+            })
+            .collect::<Option<candle_core::Result<Vec<Tensor>>>>()
+            .transpose()?;
         let b = match biases {
             Some(b) => Some(Tensor::cat(&b, 0)?.detach()),
             None => None,
         };
         self.fused_qkv = Some(Linear::new(w, b));
         Ok(())
+    }
+
+    fn scale(&self) -> f64 {
+        let hd = self.query.weight().dim(0).unwrap_or(1) / self.heads.max(1);
+        1.0 / (hd.max(1) as f64).sqrt()
     }
 
     fn forward(&self, x: &Tensor, mask_bias: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
@@ -433,20 +442,20 @@ impl Layer {
         };
         let (q, k, v) = match (&self.fused_qkv, mode) {
             (Some(qkv), Mode::Eval) => {
-                let all = qkv.forward(x)?;
-                (
-                    split(all.narrow(2, 0, h)?)?,
-                    split(all.narrow(2, h, h)?)?,
-                    split(all.narrow(2, 2 * h, h)?)?,
-                )
+                // [b, s, 3h] -> [3, b, heads, s, hd] in one copy; query already scaled.
+                let all = qkv
+                    .forward(x)?
+                    .reshape((b, s, 3, self.heads, hd))?
+                    .permute((2, 0, 3, 1, 4))?
+                    .contiguous()?;
+                (all.get(0)?, all.get(1)?, all.get(2)?)
             }
             _ => (
-                split(self.query.forward(x)?)?,
+                (split(self.query.forward(x)?)? * self.scale())?,
                 split(self.key.forward(x)?)?,
                 split(self.value.forward(x)?)?,
             ),
         };
-        let q = (q * (1.0 / (hd as f64).sqrt()))?;
         let mut scores = q.matmul(&k.t()?)?;
         if let Some(bias) = mask_bias {
             scores = scores.broadcast_add(bias)?;

@@ -115,3 +115,78 @@ impl Embedder {
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::bert::{init_tensors, Config};
+
+    /// A tiny generated model folder (hidden 16) with a WordPiece vocabulary `w0..w59`.
+    fn tiny_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            vocab_size: 60,
+            hidden_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            max_position_embeddings: 32,
+            initializer_range: 0.5,
+            ..Config::default()
+        };
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_string(&cfg).unwrap(),
+        )
+        .unwrap();
+        let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+            init_tensors(&cfg, false, 5, DType::F32, &Device::Cpu)
+                .unwrap()
+                .into_iter()
+                .collect();
+        candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+        let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        vocab.extend((4..60).map(|i| format!("w{i}")));
+        std::fs::write(dir.path().join("vocab.txt"), vocab.join("\n")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn sorted_batches_restore_input_order() {
+        let dir = tiny_dir();
+        let texts = ["w5 w6 w7 w8 w9 w10", "w11", "", "w12 w13 w14", "w15 w16"];
+        let sorted = Embedder::open(
+            dir.path(),
+            EmbedderConfig {
+                batch_size: 2,
+                ..EmbedderConfig::default()
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
+        let out = sorted.encode(&texts).unwrap();
+        assert_eq!(out.len(), texts.len());
+        for (text, v) in texts.iter().zip(&out) {
+            let alone = sorted.encode(&[text]).unwrap();
+            let sim = cosine(v, &alone[0]);
+            assert!((sim - 1.0).abs() < 1e-5, "{text:?}: {sim}");
+        }
+        assert!(cosine(&out[0], &out[1]) < 0.9999);
+    }
+
+    #[test]
+    fn zero_batch_size_is_rejected() {
+        let dir = tiny_dir();
+        let cfg = EmbedderConfig {
+            batch_size: 0,
+            ..EmbedderConfig::default()
+        };
+        assert!(matches!(
+            Embedder::open(dir.path(), cfg, &Device::Cpu),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}

@@ -282,3 +282,35 @@ fn tensor_shapes(path: &Path, format: WeightsFormat) -> Result<HashMap<String, V
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn do_lower_case_defaults_to_true() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer_config.json");
+        assert!(read_do_lower_case(&path).unwrap());
+        std::fs::write(&path, r#"{"do_lower_case": false}"#).unwrap();
+        assert!(!read_do_lower_case(&path).unwrap());
+        std::fs::write(&path, r#"{"model_max_length": 512}"#).unwrap();
+        assert!(read_do_lower_case(&path).unwrap());
+        std::fs::write(&path, "not json").unwrap();
+        assert!(matches!(
+            read_do_lower_case(&path),
+            Err(Error::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_is_not_a_model_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.safetensors");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            ModelDir::open(&file),
+            Err(Error::MissingFile { .. })
+        ));
+    }
+}

@@ -1,0 +1,1020 @@
+//! BERT encoder ([Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for
+//! Language Understanding"](https://arxiv.org/abs/1810.04805)), written on candle so that it can
+//! be both fine-tuned and run fast.
+//!
+//! Owns: [`Config`] (mirrors Hugging Face `config.json`), the embeddings, self-attention with a
+//! padding mask, the feed-forward blocks, the pooler, mean pooling and L2 normalisation.
+//!
+//! Invariants:
+//! - [`Mode::Train`] uses only differentiable, composed operations (LayerNorm and softmax built
+//!   from basic ops) and real dropout with the config's probabilities; [`Mode::Eval`] uses candle's
+//!   fused LayerNorm / softmax kernels (which have no backward pass) and no dropout. With dropout
+//!   probabilities of 0 both modes compute the same function.
+//! - Tensor names follow Hugging Face's `BertModel` (`embeddings.*`, `encoder.layer.N.*`,
+//!   `pooler.*`); a `bert.` prefix (as saved by `BertForSequenceClassification`) is detected and
+//!   accepted. The pooler is optional.
+//! - Inputs are `[batch, seq]` token ids (u32 or i64), optional token type ids of the same shape
+//!   (zeros when absent) and an optional attention mask of the same shape (1 = token, 0 = padding;
+//!   all ones when absent). The output is `last_hidden_state`, `[batch, seq, hidden]`.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, Var, D};
+use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Activation of the feed-forward block, as named by `hidden_act` in `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// Exact GELU with erf (Hugging Face `"gelu"`). The default.
+    #[default]
+    Gelu,
+    /// GELU with the tanh approximation (Hugging Face `"gelu_new"`, also `"gelu_pytorch_tanh"`).
+    #[serde(alias = "gelu_pytorch_tanh")]
+    GeluNew,
+    /// ReLU.
+    Relu,
+}
+
+impl HiddenAct {
+    fn apply(self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        Ok(match self {
+            HiddenAct::Gelu
+                if mode == Mode::Eval && x.dtype() == DType::F32 && x.device().is_cpu() =>
+            {
+                x.contiguous()?.apply_op1_no_bwd(&FastGeluErf)?
+            }
+            HiddenAct::Gelu => x.gelu_erf()?,
+            HiddenAct::GeluNew => x.gelu()?,
+            HiddenAct::Relu => x.relu()?,
+        })
+    }
+}
+
+/// Exact (erf) GELU in f32 for inference on CPU, with erf from the rational approximation of
+/// Eigen's `generic_fast_erf_float` (x clamped to [-4, 4], odd degree-13 numerator over even
+/// degree-8 denominator; error a few ulp). candle's `gelu_erf` evaluates erf in f64 one element
+/// at a time, which costs as much as a third of MiniLM's matmuls; this loop vectorises.
+struct FastGeluErf;
+
+#[inline]
+fn erf_f32(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_600_2e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+impl candle_core::CustomOp1 for FastGeluErf {
+    fn name(&self) -> &'static str {
+        "fast-gelu-erf"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("fast-gelu-erf: input not contiguous".into()))?;
+        match storage {
+            candle_core::CpuStorage::F32(data) => {
+                let out: Vec<f32> = data[start..end]
+                    .iter()
+                    .map(|&x| 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2)))
+                    .collect();
+                Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+            }
+            _ => Err(candle_core::Error::Msg("fast-gelu-erf: f32 only".into())),
+        }
+    }
+}
+
+/// BERT hyper-parameters, mirroring Hugging Face's `config.json` (`BertConfig`).
+///
+/// Every field has Hugging Face's default, so a partial file parses. Unknown fields are ignored
+/// (not denied, unlike this project's own configs): real `config.json` files carry many keys that
+/// do not concern the encoder (`use_cache`, `transformers_version`, `id2label`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Rows of the word-embedding matrix. Default 30522.
+    pub vocab_size: usize,
+    /// Width of every hidden state. Default 768.
+    pub hidden_size: usize,
+    /// Number of transformer layers. Default 12.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer; must divide `hidden_size`. Default 12.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward block. Default 3072.
+    pub intermediate_size: usize,
+    /// Feed-forward activation. Default `gelu` (exact, erf).
+    pub hidden_act: HiddenAct,
+    /// Dropout on embeddings and on each sub-layer's output in training mode. Default 0.1.
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities in training mode. Default 0.1.
+    pub attention_probs_dropout_prob: f64,
+    /// Longest sequence the position embeddings cover. Default 512.
+    pub max_position_embeddings: usize,
+    /// Rows of the token-type (segment) embedding matrix. Default 2.
+    pub type_vocab_size: usize,
+    /// Standard deviation of the normal initialisation of new weights. Default 0.02.
+    pub initializer_range: f64,
+    /// LayerNorm epsilon. Default 1e-12.
+    pub layer_norm_eps: f64,
+    /// Id of the padding token. Default 0.
+    pub pad_token_id: u32,
+    /// Only `"absolute"` is supported. Default `"absolute"`.
+    pub position_embedding_type: String,
+    /// Hugging Face model type, e.g. `"bert"`. Default none.
+    pub model_type: Option<String>,
+    /// Hugging Face architectures, e.g. `["BertModel"]`. Default empty.
+    pub architectures: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            hidden_act: HiddenAct::Gelu,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            initializer_range: 0.02,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+            position_embedding_type: "absolute".to_string(),
+            model_type: None,
+            architectures: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the invariants the encoder relies on; the message says which field is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(Error::InvalidArgument(format!("config {name} must be > 0")));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "config hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        for (name, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::InvalidArgument(format!(
+                    "config {name} must be in [0, 1), got {p}"
+                )));
+            }
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(Error::InvalidArgument(format!(
+                "config position_embedding_type {:?} is not supported (only \"absolute\")",
+                self.position_embedding_type
+            )));
+        }
+        Ok(())
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    /// A copy with both dropout probabilities set to `p` (0 disables dropout in training mode).
+    pub fn with_dropout(&self, p: f64) -> Self {
+        Self {
+            hidden_dropout_prob: p,
+            attention_probs_dropout_prob: p,
+            ..self.clone()
+        }
+    }
+}
+
+/// Names and shapes of the encoder's tensors (without pooler and without any `bert.` prefix),
+/// in a fixed order, as implied by `cfg`.
+pub fn encoder_tensor_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let mut out = vec![
+        (
+            "embeddings.word_embeddings.weight".to_string(),
+            vec![cfg.vocab_size, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".to_string(),
+            vec![cfg.max_position_embeddings, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".to_string(),
+            vec![cfg.type_vocab_size, h],
+        ),
+        ("embeddings.LayerNorm.weight".to_string(), vec![h]),
+        ("embeddings.LayerNorm.bias".to_string(), vec![h]),
+    ];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, shape) in [
+            ("attention.self.query.weight", vec![h, h]),
+            ("attention.self.query.bias", vec![h]),
+            ("attention.self.key.weight", vec![h, h]),
+            ("attention.self.key.bias", vec![h]),
+            ("attention.self.value.weight", vec![h, h]),
+            ("attention.self.value.bias", vec![h]),
+            ("attention.output.dense.weight", vec![h, h]),
+            ("attention.output.dense.bias", vec![h]),
+            ("attention.output.LayerNorm.weight", vec![h]),
+            ("attention.output.LayerNorm.bias", vec![h]),
+            ("intermediate.dense.weight", vec![i, h]),
+            ("intermediate.dense.bias", vec![i]),
+            ("output.dense.weight", vec![h, i]),
+            ("output.dense.bias", vec![h]),
+            ("output.LayerNorm.weight", vec![h]),
+            ("output.LayerNorm.bias", vec![h]),
+        ] {
+            out.push((format!("{p}.{name}"), shape));
+        }
+    }
+    out
+}
+
+/// Names and shapes of the pooler's tensors.
+pub fn pooler_tensor_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let h = cfg.hidden_size;
+    vec![
+        ("pooler.dense.weight".to_string(), vec![h, h]),
+        ("pooler.dense.bias".to_string(), vec![h]),
+    ]
+}
+
+/// Old TensorFlow-converted checkpoints name LayerNorm parameters `gamma` / `beta`.
+pub(crate) fn legacy_layer_norm_name(name: &str) -> Option<String> {
+    if let Some(stem) = name.strip_suffix("LayerNorm.weight") {
+        Some(format!("{stem}LayerNorm.gamma"))
+    } else {
+        name.strip_suffix("LayerNorm.bias")
+            .map(|stem| format!("{stem}LayerNorm.beta"))
+    }
+}
+
+/// The prefix under which a checkpoint stores the encoder: `"bert."` when its names carry it
+/// (`BertForSequenceClassification`), otherwise `""` (`BertModel`, sentence-transformers).
+pub fn detect_prefix(has: impl Fn(&str) -> bool) -> &'static str {
+    if !has("embeddings.word_embeddings.weight") && has("bert.embeddings.word_embeddings.weight") {
+        "bert."
+    } else {
+        ""
+    }
+}
+
+/// Forward mode: training (differentiable composed ops, dropout) or inference (fused kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Composed, differentiable LayerNorm / softmax and dropout with the config's probabilities.
+    Train,
+    /// Fused LayerNorm / softmax kernels, no dropout. Not differentiable.
+    Eval,
+}
+
+fn dropout(x: Tensor, p: f64, mode: Mode) -> Result<Tensor> {
+    if mode == Mode::Train && p > 0.0 {
+        Ok(candle_nn::ops::dropout(&x, p as f32)?)
+    } else {
+        Ok(x)
+    }
+}
+
+/// Softmax over the last dimension built from basic (differentiable) ops. The row maximum is
+/// subtracted for stability and detached: softmax is shift invariant, so gradients are exact.
+pub fn softmax_last_dim_composed(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    Ok(e.broadcast_div(&sum)?)
+}
+
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn load(vb: &VarBuilder, h: usize, eps: f64) -> Result<Self> {
+        let (w, b) = if !vb.contains_tensor("weight") && vb.contains_tensor("gamma") {
+            ("gamma", "beta")
+        } else {
+            ("weight", "bias")
+        };
+        Ok(Self {
+            weight: vb.get_with_hints(h, w, Init::Const(1.0))?,
+            bias: vb.get_with_hints(h, b, Init::Const(0.0))?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match mode {
+            Mode::Eval => Ok(candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?),
+            Mode::Train => {
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let xc = x.broadcast_sub(&mean)?;
+                let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+                let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+                Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+            }
+        }
+    }
+}
+
+fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", Init::Const(0.0))?;
+    let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+#[derive(Debug, Clone)]
+struct Embeddings {
+    word: Embedding,
+    position: Tensor,
+    token_type: Embedding,
+    layer_norm: LayerNorm,
+    dropout: f64,
+    hidden: usize,
+}
+
+impl Embeddings {
+    fn load(vb: &VarBuilder, cfg: &Config) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let get = |rows: usize, name: &str| vb.get_with_hints((rows, h), name, Init::Const(0.0));
+        Ok(Self {
+            word: Embedding::new(get(cfg.vocab_size, "word_embeddings.weight")?, h),
+            position: get(cfg.max_position_embeddings, "position_embeddings.weight")?,
+            token_type: Embedding::new(
+                get(cfg.type_vocab_size, "token_type_embeddings.weight")?,
+                h,
+            ),
+            layer_norm: LayerNorm::load(&vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            dropout: cfg.hidden_dropout_prob,
+            hidden: h,
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (_, seq) = input_ids.dims2()?;
+        let max_pos = self.position.dim(0)?;
+        if seq > max_pos {
+            return Err(Error::InvalidArgument(format!(
+                "sequence of {seq} tokens is longer than max_position_embeddings {max_pos}"
+            )));
+        }
+        let words = self.word.forward(input_ids)?;
+        let types = self.token_type.forward(token_type_ids)?;
+        let pos = self.position.narrow(0, 0, seq)?;
+        let x = (words + types)?.broadcast_add(&pos)?;
+        debug_assert_eq!(x.dim(D::Minus1).ok(), Some(self.hidden));
+        let x = self.layer_norm.forward(&x, mode)?;
+        dropout(x, self.dropout, mode)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: LayerNorm,
+    /// `[3h, h]` / `[3h]` concatenation of query, key, value, set by
+    /// [`BertEncoder::fuse_for_inference`] and used only in [`Mode::Eval`].
+    fused_qkv: Option<Linear>,
+    heads: usize,
+    act: HiddenAct,
+    hidden_dropout: f64,
+    attn_dropout: f64,
+}
+
+impl Layer {
+    fn load(vb: &VarBuilder, cfg: &Config) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let a = vb.pp("attention");
+        Ok(Self {
+            query: linear(&a.pp("self").pp("query"), h, h)?,
+            key: linear(&a.pp("self").pp("key"), h, h)?,
+            value: linear(&a.pp("self").pp("value"), h, h)?,
+            attn_out: linear(&a.pp("output").pp("dense"), h, h)?,
+            attn_norm: LayerNorm::load(&a.pp("output").pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            intermediate: linear(&vb.pp("intermediate").pp("dense"), h, i)?,
+            output: linear(&vb.pp("output").pp("dense"), i, h)?,
+            out_norm: LayerNorm::load(&vb.pp("output").pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            fused_qkv: None,
+            heads: cfg.num_attention_heads,
+            act: cfg.hidden_act,
+            hidden_dropout: cfg.hidden_dropout_prob,
+            attn_dropout: cfg.attention_probs_dropout_prob,
+        })
+    }
+
+    /// Query rows are pre-multiplied by `1/sqrt(head_dim)`, so the fused path skips that scaling.
+    fn fuse(&mut self) -> Result<()> {
+        let scale = self.scale();
+        let wq = (self.query.weight() * scale)?;
+        let w = Tensor::cat(&[&wq, self.key.weight(), self.value.weight()], 0)?.detach();
+        let biases = [&self.query, &self.key, &self.value]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.bias()
+                    .map(|b| if i == 0 { b * scale } else { Ok(b.clone()) })
+            })
+            .collect::<Option<candle_core::Result<Vec<Tensor>>>>()
+            .transpose()?;
+        let b = match biases {
+            Some(b) => Some(Tensor::cat(&b, 0)?.detach()),
+            None => None,
+        };
+        self.fused_qkv = Some(Linear::new(w, b));
+        Ok(())
+    }
+
+    fn scale(&self) -> f64 {
+        let hd = self.query.weight().dim(0).unwrap_or(1) / self.heads.max(1);
+        1.0 / (hd.max(1) as f64).sqrt()
+    }
+
+    fn forward(&self, x: &Tensor, mask_bias: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, s, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let (q, k, v) = match (&self.fused_qkv, mode) {
+            (Some(qkv), Mode::Eval) => {
+                // [b, s, 3h] -> [3, b, heads, s, hd] in one copy; query already scaled.
+                let all = qkv
+                    .forward(x)?
+                    .reshape((b, s, 3, self.heads, hd))?
+                    .permute((2, 0, 3, 1, 4))?
+                    .contiguous()?;
+                (all.get(0)?, all.get(1)?, all.get(2)?)
+            }
+            _ => (
+                (split(self.query.forward(x)?)? * self.scale())?,
+                split(self.key.forward(x)?)?,
+                split(self.value.forward(x)?)?,
+            ),
+        };
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(bias) = mask_bias {
+            scores = scores.broadcast_add(bias)?;
+        }
+        let probs = match mode {
+            Mode::Eval => candle_nn::ops::softmax_last_dim(&scores)?,
+            Mode::Train => softmax_last_dim_composed(&scores)?,
+        };
+        let probs = dropout(probs, self.attn_dropout, mode)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let attn = dropout(self.attn_out.forward(&ctx)?, self.hidden_dropout, mode)?;
+        let x = self.attn_norm.forward(&(attn + x)?, mode)?;
+        let inter = self.act.apply(&self.intermediate.forward(&x)?, mode)?;
+        let out = dropout(self.output.forward(&inter)?, self.hidden_dropout, mode)?;
+        self.out_norm.forward(&(out + x)?, mode)
+    }
+}
+
+/// The BERT encoder: embeddings, `num_hidden_layers` transformer layers and an optional pooler.
+#[derive(Debug, Clone)]
+pub struct BertEncoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    pooler: Option<Linear>,
+    cfg: Config,
+    prefix: &'static str,
+}
+
+/// Large negative added to attention scores of padding keys (Hugging Face adds the dtype's
+/// minimum; any value that makes `exp` underflow to 0 gives the same probabilities).
+const MASK_NEG: f64 = -1e9;
+
+impl BertEncoder {
+    /// Builds the encoder from `vb`, which holds tensors named as in Hugging Face's `BertModel`,
+    /// with or without a `bert.` prefix. The pooler is loaded when `pooler.dense.weight` exists
+    /// (see [`BertEncoder::has_pooler`]); other extra tensors (`embeddings.position_ids`) are
+    /// ignored. Dropout probabilities come from `cfg`.
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        cfg.validate()?;
+        let prefix = detect_prefix(|n| vb.contains_tensor(n));
+        let vb = if prefix.is_empty() { vb } else { vb.pp("bert") };
+        let embeddings = Embeddings::load(&vb.pp("embeddings"), cfg)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| Layer::load(&vb.pp(format!("encoder.layer.{l}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let pooler = if vb.contains_tensor("pooler.dense.weight") {
+            Some(linear(
+                &vb.pp("pooler").pp("dense"),
+                cfg.hidden_size,
+                cfg.hidden_size,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            embeddings,
+            layers,
+            pooler,
+            cfg: cfg.clone(),
+            prefix,
+        })
+    }
+
+    /// Creates the encoder's variables in `varmap` (names prefixed by `opts.prefix`) with BERT's
+    /// initialisation drawn from `opts.seed` (see [`init_tensors`]), overwrites them by name from
+    /// `pretrained` when given (a checkpoint with or without `bert.` prefix; every encoder tensor
+    /// must be there, the pooler may be missing), and builds the encoder on those variables so
+    /// that gradients reach every weight in [`Mode::Train`]. Variables already in `varmap` under
+    /// the same names are reused and overwritten.
+    pub fn trainable(
+        varmap: &VarMap,
+        cfg: &Config,
+        opts: &TrainableOptions,
+        pretrained: Option<&VarBuilder>,
+    ) -> Result<(Self, LoadReport)> {
+        cfg.validate()?;
+        let init = init_tensors(cfg, opts.with_pooler, opts.seed, opts.dtype, &opts.device)?;
+        let mut report = LoadReport::default();
+        let trimmed = opts.prefix.trim_end_matches('.');
+        let src_prefix = pretrained
+            .map(|vb| detect_prefix(|n| vb.contains_tensor(n)))
+            .unwrap_or("");
+        {
+            let mut data = varmap.data().lock().map_err(|_| {
+                Error::InvalidArgument("VarMap lock poisoned by a panicked thread".to_string())
+            })?;
+            for (name, tensor) in init {
+                let value = match pretrained {
+                    Some(src) => {
+                        let is_pooler = name.starts_with("pooler.");
+                        match load_named(src, src_prefix, &name, tensor.dims(), opts.dtype) {
+                            Ok(Some(t)) => {
+                                report.loaded += 1;
+                                if is_pooler {
+                                    report.pooler_loaded = true;
+                                }
+                                t
+                            }
+                            Ok(None) if is_pooler => {
+                                report.initialised.push(name.clone());
+                                tensor
+                            }
+                            Ok(None) => {
+                                return Err(Error::InvalidArgument(format!(
+                                    "pretrained weights have no tensor {src_prefix}{name}"
+                                )))
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    None => {
+                        report.initialised.push(name.clone());
+                        tensor
+                    }
+                };
+                let full = if trimmed.is_empty() {
+                    name
+                } else {
+                    format!("{trimmed}.{name}")
+                };
+                match data.get(&full) {
+                    Some(var) => var.set(&value)?,
+                    None => {
+                        data.insert(full, Var::from_tensor(&value)?);
+                    }
+                }
+            }
+        }
+        let mut vb = VarBuilder::from_varmap(varmap, opts.dtype, &opts.device);
+        if !trimmed.is_empty() {
+            vb = vb.pp(trimmed);
+        }
+        let enc = Self::load(vb, cfg)?;
+        Ok((enc, report))
+    }
+
+    /// The config this encoder was built with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether the checkpoint had a pooler (`pooler.dense.*`).
+    pub fn has_pooler(&self) -> bool {
+        self.pooler.is_some()
+    }
+
+    /// The name prefix detected in the weights (`""` or `"bert."`).
+    pub fn weight_prefix(&self) -> &'static str {
+        self.prefix
+    }
+
+    /// Width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    /// Prepares inference: concatenates each layer's query/key/value projections into one matrix
+    /// used by [`Mode::Eval`] (one larger matmul instead of three). The copies are detached
+    /// snapshots, so call this only on frozen weights; [`Mode::Train`] never uses them.
+    pub fn fuse_for_inference(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.fuse()?;
+        }
+        Ok(())
+    }
+
+    /// Runs the encoder and returns `last_hidden_state`, `[batch, seq, hidden]`.
+    ///
+    /// `input_ids`: `[batch, seq]` u32/i64. `token_type_ids`: same shape, zeros when `None`.
+    /// `attention_mask`: same shape, 1 for tokens and 0 for padding, all ones when `None`.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        attention_mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, s) = input_ids.dims2()?;
+        for (what, t) in [
+            ("token_type_ids", token_type_ids),
+            ("attention_mask", attention_mask),
+        ] {
+            if let Some(t) = t {
+                if t.dims() != [b, s] {
+                    return Err(Error::InvalidArgument(format!(
+                        "{what} has shape {:?}, input_ids {:?}",
+                        t.dims(),
+                        [b, s]
+                    )));
+                }
+            }
+        }
+        let zeros;
+        let token_type_ids = match token_type_ids {
+            Some(t) => t,
+            None => {
+                zeros = Tensor::zeros((b, s), DType::U32, input_ids.device())?;
+                &zeros
+            }
+        };
+        let dtype = self.embeddings.position.dtype();
+        let mask_bias = match attention_mask {
+            Some(m) => {
+                Some(((m.to_dtype(dtype)?.affine(-1.0, 1.0))? * MASK_NEG)?.reshape((b, 1, 1, s))?)
+            }
+            None => None,
+        };
+        let mut x = self.embeddings.forward(input_ids, token_type_ids, mode)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, mask_bias.as_ref(), mode)?;
+        }
+        Ok(x)
+    }
+
+    /// The pooler output: `tanh(dense(hidden[:, 0]))`, `[batch, hidden]`. Errors when the
+    /// checkpoint had no pooler.
+    pub fn pooler(&self, hidden: &Tensor) -> Result<Tensor> {
+        let pooler = self.pooler.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("the encoder's weights have no pooler (pooler.dense.*)".into())
+        })?;
+        let cls = hidden.i((.., 0))?;
+        Ok(pooler.forward(&cls)?.tanh()?)
+    }
+}
+
+fn load_named(
+    src: &VarBuilder,
+    src_prefix: &str,
+    name: &str,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<Option<Tensor>> {
+    let direct = format!("{src_prefix}{name}");
+    let found = if src.contains_tensor(&direct) {
+        Some(direct)
+    } else {
+        legacy_layer_norm_name(name)
+            .map(|n| format!("{src_prefix}{n}"))
+            .filter(|n| src.contains_tensor(n))
+    };
+    match found {
+        Some(n) => Ok(Some(
+            src.get_unchecked_dtype(&n, dtype)?
+                .reshape(shape)
+                .map_err(|_| {
+                    Error::InvalidArgument(format!("tensor {n} does not have shape {shape:?}"))
+                })?
+                .detach(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Options for [`BertEncoder::trainable`].
+#[derive(Debug, Clone)]
+pub struct TrainableOptions {
+    /// Prefix of the variable names in the `VarMap`, e.g. `"encoder"` (a trailing `.` is
+    /// optional). Default `""`.
+    pub prefix: String,
+    /// Seed of the initialisation of tensors not loaded from a checkpoint. Default 0.
+    pub seed: u64,
+    /// Create a pooler. Default false.
+    pub with_pooler: bool,
+    /// Dtype of the variables. Default f32.
+    pub dtype: DType,
+    /// Device of the variables. Default CPU.
+    pub device: Device,
+}
+
+impl Default for TrainableOptions {
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            seed: 0,
+            with_pooler: false,
+            dtype: DType::F32,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// What [`BertEncoder::trainable`] took from the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Number of tensors copied from the checkpoint.
+    pub loaded: usize,
+    /// Whether the pooler came from the checkpoint.
+    pub pooler_loaded: bool,
+    /// Tensors left at their seeded initialisation.
+    pub initialised: Vec<String>,
+}
+
+/// BERT's initialisation of the encoder (and pooler) tensors, as Hugging Face's
+/// `BertPreTrainedModel._init_weights`: weights and embeddings N(0, `initializer_range`), the
+/// padding row of the word embeddings zero, biases zero, LayerNorm weight one. Values come from a
+/// ChaCha8 stream seeded with `seed`, drawn in the order of [`encoder_tensor_shapes`], so equal
+/// seeds give equal tensors.
+pub fn init_tensors(
+    cfg: &Config,
+    with_pooler: bool,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut shapes = encoder_tensor_shapes(cfg);
+    if with_pooler {
+        shapes.extend(pooler_tensor_shapes(cfg));
+    }
+    let std = cfg.initializer_range;
+    let mut out = Vec::with_capacity(shapes.len());
+    for (name, shape) in shapes {
+        let n: usize = shape.iter().product();
+        let values: Vec<f64> = if name.ends_with("LayerNorm.weight") {
+            vec![1.0; n]
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            let mut v: Vec<f64> = (0..n).map(|_| std * standard_normal(&mut rng)).collect();
+            if name == "embeddings.word_embeddings.weight" {
+                let h = cfg.hidden_size;
+                let start = cfg.pad_token_id as usize * h;
+                if let Some(row) = v.get_mut(start..start + h) {
+                    row.iter_mut().for_each(|x| *x = 0.0);
+                }
+            }
+            v
+        };
+        let t = Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?;
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+/// One N(0, 1) draw (Box-Muller).
+fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// Mean of `hidden` (`[batch, seq, hidden]`) over the positions where `mask` (`[batch, seq]`)
+/// is 1: sentence-transformers' mean pooling. Rows with an all-zero mask give zeros.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    Ok(sum.broadcast_div(&count)?)
+}
+
+/// Divides each row of `x` (`[batch, dim]`) by its L2 norm, clamped below at 1e-12 as
+/// `torch.nn.functional.normalize` does.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Config {
+        Config {
+            vocab_size: 50,
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 32,
+            max_position_embeddings: 20,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn config_parses_hf_json_with_unknown_fields() {
+        let cfg: Config = serde_json::from_str(
+            r#"{"hidden_size": 384, "hidden_act": "gelu_new", "use_cache": true, "id2label": {"0": "a"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.hidden_size, 384);
+        assert_eq!(cfg.hidden_act, HiddenAct::GeluNew);
+        assert_eq!(cfg.num_hidden_layers, 12);
+        assert!(serde_json::from_str::<Config>(r#"{"hidden_act": "swish"}"#).is_err());
+    }
+
+    #[test]
+    fn validate_rejects_bad_heads() {
+        let cfg = Config {
+            num_attention_heads: 5,
+            ..tiny()
+        };
+        assert!(matches!(cfg.validate(), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn composed_softmax_and_layer_norm_match_fused() {
+        let x = Tensor::new(
+            &[[1.0f32, -2.0, 3.5, 0.25], [0.0, 0.0, 0.0, 1e-3]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let a = softmax_last_dim_composed(&x).unwrap();
+        let b = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        let d: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-6, "{d}");
+        let ln = LayerNorm {
+            weight: Tensor::new(&[1.0f32, 2.0, 0.5, -1.0], &Device::Cpu).unwrap(),
+            bias: Tensor::new(&[0.1f32, 0.0, -0.2, 0.3], &Device::Cpu).unwrap(),
+            eps: 1e-12,
+        };
+        let a = ln
+            .forward(&x.narrow(0, 0, 1).unwrap(), Mode::Train)
+            .unwrap();
+        let b = ln.forward(&x.narrow(0, 0, 1).unwrap(), Mode::Eval).unwrap();
+        let d: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-5, "{d}");
+    }
+
+    #[test]
+    fn seeded_init_is_deterministic_and_pads_zero() {
+        let cfg = tiny();
+        let a = init_tensors(&cfg, true, 7, DType::F32, &Device::Cpu).unwrap();
+        let b = init_tensors(&cfg, true, 7, DType::F32, &Device::Cpu).unwrap();
+        let c = init_tensors(&cfg, true, 8, DType::F32, &Device::Cpu).unwrap();
+        let w = |v: &Vec<(String, Tensor)>| v[0].1.to_vec2::<f32>().unwrap();
+        assert_eq!(w(&a), w(&b));
+        assert_ne!(w(&a), w(&c));
+        assert!(w(&a)[0].iter().all(|&x| x == 0.0), "pad row must be zero");
+        assert_eq!(a.len(), 5 + 16 * 2 + 2);
+    }
+
+    #[test]
+    fn padding_does_not_change_real_tokens() {
+        let varmap = VarMap::new();
+        let (enc, _) =
+            BertEncoder::trainable(&varmap, &tiny(), &TrainableOptions::default(), None).unwrap();
+        let dev = Device::Cpu;
+        let ids = Tensor::new(&[[2u32, 7, 9]], &dev).unwrap();
+        let single = enc.forward(&ids, None, None, Mode::Eval).unwrap();
+        let padded_ids = Tensor::new(&[[2u32, 7, 9, 0, 0]], &dev).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 0, 0]], &dev).unwrap();
+        let padded = enc
+            .forward(&padded_ids, None, Some(&mask), Mode::Eval)
+            .unwrap();
+        let d: f32 = (padded.narrow(1, 0, 3).unwrap() - single)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-5, "{d}");
+        let too_long = Tensor::zeros((1, 21), DType::U32, &dev).unwrap();
+        assert!(enc.forward(&too_long, None, None, Mode::Eval).is_err());
+    }
+
+    #[test]
+    fn fast_gelu_matches_exact_gelu() {
+        let xs: Vec<f32> = (-1000..=1000).map(|i| i as f32 * 0.01).collect();
+        let x = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
+        let fast = HiddenAct::Gelu.apply(&x, Mode::Eval).unwrap();
+        let exact = HiddenAct::Gelu.apply(&x, Mode::Train).unwrap();
+        let d: f32 = (fast - exact)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-6, "{d}");
+        assert!((erf_f32(0.5) - 0.520_499_9).abs() < 1e-6);
+        assert!((erf_f32(10.0) - 1.0).abs() < 1e-6 && (erf_f32(-10.0) + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mean_pool_and_normalize() {
+        let dev = Device::Cpu;
+        let h = Tensor::new(&[[[1.0f32, 2.0], [3.0, 4.0], [100.0, 100.0]]], &dev).unwrap();
+        let m = Tensor::new(&[[1u32, 1, 0]], &dev).unwrap();
+        let p = mean_pool(&h, &m).unwrap();
+        assert_eq!(p.to_vec2::<f32>().unwrap(), vec![vec![2.0, 3.0]]);
+        let n = l2_normalize(&p).unwrap().to_vec2::<f32>().unwrap();
+        let norm: f32 = n[0].iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,6 @@
+//! Transformer encoders. Each model file follows candle-transformers' shape: a module doc linking
+//! the paper, a `Config` mirroring Hugging Face's `config.json`, and `load(vb, &cfg)`.
+
+pub mod bert;
+
+pub use bert::{BertEncoder, Config, HiddenAct, LoadReport, Mode, TrainableOptions};

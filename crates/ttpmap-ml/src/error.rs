@@ -1,0 +1,96 @@
+//! The crate's error type: one `#[non_exhaustive]` enum that keeps every source error
+//! (candle, tokenizers, I/O, JSON) and names the file or model folder an input error is about.
+
+use std::path::PathBuf;
+
+/// Errors from loading and running models.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor operation failed (shapes, dtypes, device, or a tensor missing from a checkpoint).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// Reading a file or folder failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A model's `config.json` could not be parsed.
+    #[error("invalid model config {}: {source}", path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The tokenizer could not be loaded or failed on an input.
+    #[error("tokenizer error{}: {source}", path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default())]
+    Tokenizer {
+        /// The tokenizer file, when the error is about loading it.
+        path: Option<PathBuf>,
+        /// The underlying error (`tokenizers::Error` is a boxed error).
+        #[source]
+        source: tokenizers::Error,
+    },
+
+    /// A model folder lacks a required file.
+    #[error("model folder {} has no {expected}", dir.display())]
+    MissingFile {
+        /// The model folder.
+        dir: PathBuf,
+        /// What was looked for, e.g. `config.json` or `model.safetensors or pytorch_model.bin`.
+        expected: String,
+    },
+
+    /// A weights file lacks a tensor the config requires.
+    #[error("weights file {} has no tensor {name}", file.display())]
+    MissingTensor {
+        /// The weights file.
+        file: PathBuf,
+        /// The tensor name looked for (without the optional `bert.` prefix).
+        name: String,
+    },
+
+    /// A tensor in a weights file does not have the shape the config implies.
+    #[error("tensor {name} in {} has shape {found:?}, expected {expected:?} from config.json", file.display())]
+    TensorShape {
+        /// The weights file.
+        file: PathBuf,
+        /// The tensor name.
+        name: String,
+        /// Shape implied by `config.json`.
+        expected: Vec<usize>,
+        /// Shape found in the file.
+        found: Vec<usize>,
+    },
+
+    /// The tokenizer can produce ids that the embedding matrix has no row for.
+    #[error(
+        "model folder {}: tokenizer vocabulary has {tokenizer} tokens but the word embeddings have {embeddings} rows",
+        dir.display()
+    )]
+    VocabMismatch {
+        /// The model folder.
+        dir: PathBuf,
+        /// Vocabulary size of the tokenizer (with added tokens).
+        tokenizer: usize,
+        /// Rows of `embeddings.word_embeddings.weight`.
+        embeddings: usize,
+    },
+
+    /// An argument is outside what the model supports (e.g. a sequence longer than the
+    /// position embeddings, or mismatched batch shapes).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -689,6 +689,24 @@ impl Bm25Index {
 
     /// The `k` best techniques for `query`: score = max over the technique's documents; sorted
     /// by score descending, ties by id ascending; techniques scoring 0 are not returned.
+    ///
+    /// ```
+    /// use ttpmap_core::retrieve::{Analyzer, Bm25Index, Bm25Params, DocField, IndexDoc};
+    /// use ttpmap_core::TechniqueId;
+    ///
+    /// let doc = |id: &str, text: &str| IndexDoc {
+    ///     key: TechniqueId::parse(id).unwrap(),
+    ///     fields: vec![DocField { text: text.into(), weight: 1 }],
+    /// };
+    /// let docs = [
+    ///     doc("T1059.001", "PowerShell commands and scripts"),
+    ///     doc("T1003.001", "Dumping LSASS memory for credentials"),
+    /// ];
+    /// let index = Bm25Index::build(&docs, Bm25Params::default(), Analyzer::new()).unwrap();
+    /// let hits = index.search("they dumped lsass.exe memory", 5);
+    /// assert_eq!(hits[0].technique.as_str(), "T1003.001");
+    /// assert_eq!(hits.len(), 1);
+    /// ```
     pub fn search(&self, query: &str, k: usize) -> Vec<Hit> {
         let scores = self.doc_scores(query);
         let mut best: HashMap<&TechniqueId, f32> = HashMap::new();

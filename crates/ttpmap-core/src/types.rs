@@ -20,6 +20,15 @@ pub struct TechniqueId(String);
 impl TechniqueId {
     /// Parses and validates an id. Surrounding whitespace is trimmed and a lower-case `t` is
     /// accepted; anything else that is not `T\d{4}(\.\d{3})?` is an error.
+    ///
+    /// ```
+    /// use ttpmap_core::TechniqueId;
+    ///
+    /// let id = TechniqueId::parse(" t1059.001 ").unwrap();
+    /// assert_eq!(id.as_str(), "T1059.001");
+    /// assert_eq!(id.parent().as_str(), "T1059");
+    /// assert!(TechniqueId::parse("TA0002").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<Self> {
         let t = s.trim();
         let b = t.as_bytes();

@@ -735,8 +735,12 @@ pub fn to_navigator_json(
     lookup: &TechniqueLookup<'_>,
     opts: &NavigatorOptions,
 ) -> Result<String> {
-    let layer = navigator_layer(extractions, lookup, opts)?;
-    let mut s = serde_json::to_string_pretty(&layer).map_err(json_error)?;
+    pretty_json(&navigator_layer(extractions, lookup, opts)?)
+}
+
+/// Pretty JSON with a final newline.
+fn pretty_json<T: Serialize>(value: &T) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(value).map_err(json_error)?;
     s.push('\n');
     Ok(s)
 }
@@ -1183,10 +1187,7 @@ pub fn to_stix_json(
     lookup: &TechniqueLookup<'_>,
     opts: &StixOptions,
 ) -> Result<String> {
-    let bundle = stix_bundle(extractions, lookup, opts)?;
-    let mut s = serde_json::to_string_pretty(&bundle).map_err(json_error)?;
-    s.push('\n');
-    Ok(s)
+    pretty_json(&stix_bundle(extractions, lookup, opts)?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -266,6 +266,25 @@ mod tests {
     }
 
     #[test]
+    fn fetch_bytes_reads_a_report_within_the_limit() {
+        let body = b"The actor ran PowerShell.".to_vec();
+        let (url, h) = serve("200 OK", body.len(), body.clone());
+        let (got, _mime) = fetch_bytes(&url, 1024).unwrap();
+        h.join().unwrap();
+        assert_eq!(got, body);
+
+        // Content-Length over the limit: refused before reading the body.
+        let (url, h) = serve("200 OK", body.len(), body.clone());
+        let err = fetch_bytes(&url, 10).unwrap_err();
+        h.join().unwrap();
+        assert!(format!("{err:#}").contains("too large"), "{err:#}");
+
+        let (url, h) = serve("404 Not Found", 0, Vec::new());
+        assert!(fetch_bytes(&url, 1024).is_err());
+        h.join().unwrap();
+    }
+
+    #[test]
     fn success_replaces_the_file() {
         let (dir, dest) = setup();
         let body = b"{\"type\": \"bundle\"}".to_vec();

@@ -98,6 +98,9 @@ impl Scorer {
             s.label_space = label_space.cloned();
         };
         let dense = |s: &mut DenseScorer| {
+            // Max-cosine voting: more neighbours only add lower-ranked candidates, so enough
+            // neighbours to fill `top_k` techniques leaves the ranking unchanged.
+            s.k = s.k.max(3 * top_k);
             s.top_k = top_k;
             s.with_evidence = with_evidence;
             s.label_space = label_space.cloned();

@@ -301,9 +301,13 @@ impl SentenceScorer for Bm25Scorer {
 ///
 /// Per sentence, each scorer's candidates are ranked (score descending, ties by technique id;
 /// rank 1 is best) and a technique's fused score is `sum 1 / (k + rank)` over the lists it is
-/// in. The confidence is the fused score divided by its maximum `2 / (k + 1)` (first in both
-/// lists), so it lies in (0, 1]; `raw_score` is the unnormalised fused score. Evidence
-/// (method `hybrid`) gives each list's rank, then the reasons of both scorers.
+/// in. RRF only sees ranks, so every sentence's top candidate would look equally sure; the
+/// confidence therefore multiplies the fused score normalised by its maximum `2 / (k + 1)`
+/// (first in both lists) with the highest confidence either scorer gave the technique. It lies
+/// in [0, 1], is 1 only when both lists rank the technique first and one is fully confident, and
+/// a threshold still rejects sentences neither scorer is sure of. `raw_score` is the
+/// unnormalised fused score. Evidence (method `hybrid`) gives each list's rank, then the reasons
+/// of both scorers.
 pub struct HybridScorer<A, B> {
     /// The first scorer (BM25 in the application).
     pub first: A,
@@ -316,9 +320,9 @@ pub struct HybridScorer<A, B> {
 }
 
 impl<A: SentenceScorer, B: SentenceScorer> HybridScorer<A, B> {
-    /// Default extraction threshold: a technique ranked first by one scorer and absent from
-    /// the other scores 0.5, so 0.45 keeps it (not tuned).
-    pub const DEFAULT_THRESHOLD: f32 = 0.45;
+    /// Default extraction threshold: a technique ranked first by both scorers is kept when
+    /// either gives it at least 0.5 (not tuned).
+    pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
     pub fn new(first: A, second: B) -> Self {
         HybridScorer {
@@ -334,7 +338,8 @@ impl<A: SentenceScorer, B: SentenceScorer> HybridScorer<A, B> {
 /// each list's rank in the evidence. Returns the fused predictions, best first.
 pub fn rrf_fuse(lists: &[(&str, Vec<Prediction>)], k: f32, top_k: usize) -> Vec<Prediction> {
     let max = lists.len() as f32 / (k + 1.0);
-    let mut fused: BTreeMap<TechniqueId, (f32, Vec<String>, Vec<String>)> = BTreeMap::new();
+    // technique -> (fused score, best component confidence, ranks, reasons)
+    let mut fused: BTreeMap<TechniqueId, (f32, f32, Vec<String>, Vec<String>)> = BTreeMap::new();
     for (name, preds) in lists {
         let mut preds = preds.clone();
         sort_predictions(&mut preds);
@@ -347,15 +352,20 @@ pub fn rrf_fuse(lists: &[(&str, Vec<Prediction>)], k: f32, top_k: usize) -> Vec<
             rank += 1;
             let e = fused.entry(p.technique).or_default();
             e.0 += 1.0 / (k + rank as f32);
-            e.1.push(format!("{name} rank {rank}"));
-            e.2.extend(p.evidence.reasons);
+            e.1 = e.1.max(p.score.clamp(0.0, 1.0));
+            e.2.push(format!("{name} rank {rank}"));
+            e.3.extend(p.evidence.reasons);
         }
     }
     let mut out: Vec<Prediction> = fused
         .into_iter()
-        .map(|(technique, (raw, ranks, reasons))| Prediction {
+        .map(|(technique, (raw, best, ranks, reasons))| Prediction {
             technique,
-            score: if max > 0.0 { (raw / max).min(1.0) } else { 0.0 },
+            score: if max > 0.0 {
+                (raw / max).min(1.0) * best
+            } else {
+                0.0
+            },
             raw_score: raw,
             evidence: Evidence {
                 method: "hybrid".into(),
@@ -475,29 +485,31 @@ mod tests {
 
     #[test]
     fn rrf_fusion_matches_hand_computation() {
-        // List a ranks T1003 > T1059 > T1486; list b ranks T1059 > T1566 > T1003.
+        // List a ranks T1003 > T1059 > T1486; list b ranks T1566 > T1059 > T1003.
         let a = vec![pred("T1059", 0.8), pred("T1003", 0.9), pred("T1486", 0.1)];
         let b = vec![pred("T1566", 0.5), pred("T1059", 0.7), pred("T1003", 0.2)];
         let out = rrf_fuse(&[("a", a), ("b", b)], 60.0, 10);
         let ids: Vec<String> = out.iter().map(|p| p.technique.to_string()).collect();
-        // T1059: 1/62 + 1/61 = 0.032522; T1003: 1/61 + 1/63 = 0.032266;
-        // T1566: 1/62 = 0.016129; T1486: 1/63 = 0.015873. Max = 2/61 = 0.032787.
-        assert_eq!(ids, ["T1059", "T1003", "T1566", "T1486"]);
+        // Fused: T1059 1/62 + 1/61 = 0.032522; T1003 1/61 + 1/63 = 0.032266;
+        // T1566 1/62 = 0.016129; T1486 1/63 = 0.015873; max 2/61 = 0.032787.
+        // Confidence = fused / max * best component score:
+        // T1003 0.98413 * 0.9 = 0.88571; T1059 0.99194 * 0.8 = 0.79355;
+        // T1566 0.49194 * 0.5 = 0.24597; T1486 0.48413 * 0.1 = 0.04841.
+        assert_eq!(ids, ["T1003", "T1059", "T1566", "T1486"]);
         let close = |x: f32, y: f32| (x - y).abs() < 1e-5;
-        assert!(close(out[0].raw_score, 1.0 / 62.0 + 1.0 / 61.0));
-        assert!(close(
-            out[0].score,
-            (1.0 / 62.0 + 1.0 / 61.0) / (2.0 / 61.0)
-        ));
-        assert!(close(out[1].raw_score, 1.0 / 61.0 + 1.0 / 63.0));
-        assert!(close(out[2].score, (1.0 / 62.0) / (2.0 / 61.0)));
+        assert!(close(out[0].raw_score, 1.0 / 61.0 + 1.0 / 63.0));
+        assert!(close(out[0].score, 0.885714));
+        assert!(close(out[1].raw_score, 1.0 / 62.0 + 1.0 / 61.0));
+        assert!(close(out[1].score, 0.793548));
+        assert!(close(out[2].score, 0.245968));
         assert!(close(out[3].raw_score, 1.0 / 63.0));
-        assert_eq!(out[0].evidence.method, "hybrid");
+        assert!(close(out[3].score, 0.048413));
+        assert_eq!(out[1].evidence.method, "hybrid");
         assert_eq!(
-            out[0].evidence.reasons[..2],
+            out[1].evidence.reasons[..2],
             ["a rank 2".to_string(), "b rank 1".to_string()]
         );
-        assert!(out[0].evidence.reasons.contains(&"T1059@0.7".to_string()));
+        assert!(out[1].evidence.reasons.contains(&"T1059@0.7".to_string()));
         assert_eq!(rrf_fuse(&[("a", vec![]), ("b", vec![])], 60.0, 10), vec![]);
         let top = rrf_fuse(
             &[
@@ -507,7 +519,7 @@ mod tests {
             60.0,
             1,
         );
-        assert!(close(top[0].score, 1.0));
+        assert!(close(top[0].score, 0.9));
     }
 
     #[test]
@@ -518,25 +530,26 @@ mod tests {
             .score(&["encoded powershell commands", "nothing"])
             .unwrap();
         assert_eq!(out.len(), 2);
-        // First in both lists: confidence exactly 1.
+        // First in both lists: confidence = the best component confidence (keywords: 0.9;
+        // BM25 is below 1).
         assert_eq!(
             out[0][0].technique,
             TechniqueId::parse("T1059.001").unwrap()
         );
-        assert!((out[0][0].score - 1.0).abs() < 1e-6);
+        assert!(out[0][0].score >= 0.9 - 1e-6 && out[0][0].score < 1.0);
         assert!(out[0][0]
             .evidence
             .reasons
             .contains(&"bm25 rank 1".to_string()));
-        // Only the keyword scorer's T1082 for the second sentence: rank 1 in one list = 0.5.
+        // Only the keyword scorer's T1082 (0.1) for the second sentence: rank 1 in one list
+        // normalises to 0.5, times 0.1.
         assert_eq!(out[1].len(), 1);
-        assert!((out[1][0].score - 0.5).abs() < 1e-6);
+        assert!((out[1][0].score - 0.05).abs() < 1e-6);
         assert!(out
             .iter()
             .flatten()
             .all(|p| p.score > 0.0 && p.score <= 1.0));
     }
-
     #[test]
     fn thresholds_and_aggregates() {
         let d = doc(&[

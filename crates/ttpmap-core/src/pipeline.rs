@@ -295,6 +295,113 @@ impl SentenceScorer for Bm25Scorer {
     }
 }
 
+/// Reciprocal rank fusion of two scorers ([Cormack, Clarke and Büttcher 2009,
+/// "Reciprocal rank fusion outperforms Condorcet and individual rank learning
+/// methods"](https://doi.org/10.1145/1571941.1572114)).
+///
+/// Per sentence, each scorer's candidates are ranked (score descending, ties by technique id;
+/// rank 1 is best) and a technique's fused score is `sum 1 / (k + rank)` over the lists it is
+/// in. RRF only sees ranks, so every sentence's top candidate would look equally sure; the
+/// confidence therefore multiplies the fused score normalised by its maximum `2 / (k + 1)`
+/// (first in both lists) with the highest confidence either scorer gave the technique. It lies
+/// in [0, 1], is 1 only when both lists rank the technique first and one is fully confident, and
+/// a threshold still rejects sentences neither scorer is sure of. `raw_score` is the
+/// unnormalised fused score. Evidence (method `hybrid`) gives each list's rank, then the reasons
+/// of both scorers.
+pub struct HybridScorer<A, B> {
+    /// The first scorer (BM25 in the application).
+    pub first: A,
+    /// The second scorer (dense in the application).
+    pub second: B,
+    /// The RRF constant. Default 60 (the paper's value).
+    pub k: f32,
+    /// At most this many fused candidates per sentence. Default 10.
+    pub top_k: usize,
+}
+
+impl<A: SentenceScorer, B: SentenceScorer> HybridScorer<A, B> {
+    /// Default extraction threshold: a technique ranked first by both scorers is kept when
+    /// either gives it at least 0.5 (not tuned).
+    pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+    pub fn new(first: A, second: B) -> Self {
+        HybridScorer {
+            first,
+            second,
+            k: 60.0,
+            top_k: 10,
+        }
+    }
+}
+
+/// Fuses candidate lists with reciprocal rank fusion (see [`HybridScorer`]); `names` labels
+/// each list's rank in the evidence. Returns the fused predictions, best first.
+pub fn rrf_fuse(lists: &[(&str, Vec<Prediction>)], k: f32, top_k: usize) -> Vec<Prediction> {
+    let max = lists.len() as f32 / (k + 1.0);
+    // technique -> (fused score, best component confidence, ranks, reasons)
+    let mut fused: BTreeMap<TechniqueId, (f32, f32, Vec<String>, Vec<String>)> = BTreeMap::new();
+    for (name, preds) in lists {
+        let mut preds = preds.clone();
+        sort_predictions(&mut preds);
+        let mut seen = BTreeSet::new();
+        let mut rank = 0usize;
+        for p in preds {
+            if !seen.insert(p.technique.clone()) {
+                continue;
+            }
+            rank += 1;
+            let e = fused.entry(p.technique).or_default();
+            e.0 += 1.0 / (k + rank as f32);
+            e.1 = e.1.max(p.score.clamp(0.0, 1.0));
+            e.2.push(format!("{name} rank {rank}"));
+            e.3.extend(p.evidence.reasons);
+        }
+    }
+    let mut out: Vec<Prediction> = fused
+        .into_iter()
+        .map(|(technique, (raw, best, ranks, reasons))| Prediction {
+            technique,
+            score: if max > 0.0 {
+                (raw / max).min(1.0) * best
+            } else {
+                0.0
+            },
+            raw_score: raw,
+            evidence: Evidence {
+                method: "hybrid".into(),
+                reasons: ranks.into_iter().chain(reasons).collect(),
+            },
+        })
+        .collect();
+    sort_predictions(&mut out);
+    out.truncate(top_k);
+    out
+}
+
+impl<A: SentenceScorer, B: SentenceScorer> SentenceScorer for HybridScorer<A, B> {
+    fn name(&self) -> &str {
+        "hybrid"
+    }
+
+    fn score(&self, sentences: &[&str]) -> Result<Vec<Vec<Prediction>>> {
+        let a = self.first.score(sentences)?;
+        let b = self.second.score(sentences)?;
+        if a.len() != sentences.len() || b.len() != sentences.len() {
+            return Err(Error::InvalidArgument(
+                "hybrid: a scorer returned the wrong number of sentences".into(),
+            ));
+        }
+        let (na, nb) = (
+            self.first.name().to_string(),
+            self.second.name().to_string(),
+        );
+        Ok(a.into_iter()
+            .zip(b)
+            .map(|(pa, pb)| rrf_fuse(&[(&na, pa), (&nb, pb)], self.k, self.top_k))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +471,85 @@ mod tests {
         None
     }
 
+    fn pred(t: &str, score: f32) -> Prediction {
+        Prediction {
+            technique: TechniqueId::parse(t).unwrap(),
+            score,
+            raw_score: score,
+            evidence: Evidence {
+                method: "x".into(),
+                reasons: vec![format!("{t}@{score}")],
+            },
+        }
+    }
+
+    #[test]
+    fn rrf_fusion_matches_hand_computation() {
+        // List a ranks T1003 > T1059 > T1486; list b ranks T1566 > T1059 > T1003.
+        let a = vec![pred("T1059", 0.8), pred("T1003", 0.9), pred("T1486", 0.1)];
+        let b = vec![pred("T1566", 0.5), pred("T1059", 0.7), pred("T1003", 0.2)];
+        let out = rrf_fuse(&[("a", a), ("b", b)], 60.0, 10);
+        let ids: Vec<String> = out.iter().map(|p| p.technique.to_string()).collect();
+        // Fused: T1059 1/62 + 1/61 = 0.032522; T1003 1/61 + 1/63 = 0.032266;
+        // T1566 1/62 = 0.016129; T1486 1/63 = 0.015873; max 2/61 = 0.032787.
+        // Confidence = fused / max * best component score:
+        // T1003 0.98413 * 0.9 = 0.88571; T1059 0.99194 * 0.8 = 0.79355;
+        // T1566 0.49194 * 0.5 = 0.24597; T1486 0.48413 * 0.1 = 0.04841.
+        assert_eq!(ids, ["T1003", "T1059", "T1566", "T1486"]);
+        let close = |x: f32, y: f32| (x - y).abs() < 1e-5;
+        assert!(close(out[0].raw_score, 1.0 / 61.0 + 1.0 / 63.0));
+        assert!(close(out[0].score, 0.885714));
+        assert!(close(out[1].raw_score, 1.0 / 62.0 + 1.0 / 61.0));
+        assert!(close(out[1].score, 0.793548));
+        assert!(close(out[2].score, 0.245968));
+        assert!(close(out[3].raw_score, 1.0 / 63.0));
+        assert!(close(out[3].score, 0.048413));
+        assert_eq!(out[1].evidence.method, "hybrid");
+        assert_eq!(
+            out[1].evidence.reasons[..2],
+            ["a rank 2".to_string(), "b rank 1".to_string()]
+        );
+        assert!(out[1].evidence.reasons.contains(&"T1059@0.7".to_string()));
+        assert_eq!(rrf_fuse(&[("a", vec![]), ("b", vec![])], 60.0, 10), vec![]);
+        let top = rrf_fuse(
+            &[
+                ("a", vec![pred("T1003", 0.9)]),
+                ("b", vec![pred("T1003", 0.1)]),
+            ],
+            60.0,
+            1,
+        );
+        assert!(close(top[0].score, 0.9));
+    }
+
+    #[test]
+    fn hybrid_scorer_fuses_two_scorers() {
+        let h = HybridScorer::new(Bm25Scorer::new(tiny_index()), KeywordScorer);
+        assert_eq!(h.name(), "hybrid");
+        let out = h
+            .score(&["encoded powershell commands", "nothing"])
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        // First in both lists: confidence = the best component confidence (keywords: 0.9;
+        // BM25 is below 1).
+        assert_eq!(
+            out[0][0].technique,
+            TechniqueId::parse("T1059.001").unwrap()
+        );
+        assert!(out[0][0].score >= 0.9 - 1e-6 && out[0][0].score < 1.0);
+        assert!(out[0][0]
+            .evidence
+            .reasons
+            .contains(&"bm25 rank 1".to_string()));
+        // Only the keyword scorer's T1082 (0.1) for the second sentence: rank 1 in one list
+        // normalises to 0.5, times 0.1.
+        assert_eq!(out[1].len(), 1);
+        assert!((out[1][0].score - 0.05).abs() < 1e-6);
+        assert!(out
+            .iter()
+            .flatten()
+            .all(|p| p.score > 0.0 && p.score <= 1.0));
+    }
     #[test]
     fn thresholds_and_aggregates() {
         let d = doc(&[

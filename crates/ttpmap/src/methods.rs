@@ -1,9 +1,13 @@
 //! Building the scoring method a command asked for (`--method`), with its cached indexes.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use ttpmap_core::attack::Catalog;
-use ttpmap_core::pipeline::{Bm25Scorer, SentenceScorer};
+use ttpmap_core::pipeline::{Bm25Scorer, HybridScorer, SentenceScorer};
 use ttpmap_core::retrieve::{technique_documents, Analyzer, Bm25Index, Bm25Params, DocOptions};
+use ttpmap_ml::dense::{index_entries, model_fingerprint, DenseIndex, DenseScorer, IndexKey};
+use ttpmap_ml::{Device, Embedder, EmbedderConfig, ModelDir};
 
 use crate::assets::Assets;
 
@@ -13,6 +17,11 @@ use crate::assets::Assets;
 pub enum Method {
     /// BM25 over ATT&CK technique descriptions and procedure examples (lexical baseline).
     Bm25,
+    /// Nearest neighbours among embedded procedure examples and technique descriptions
+    /// (needs a sentence-transformers model folder, `--model`).
+    Dense,
+    /// BM25 and dense fused with reciprocal rank fusion.
+    Hybrid,
 }
 
 /// `--method` and its settings, shared by extract, rank and eval.
@@ -24,6 +33,15 @@ pub struct MethodArgs {
     /// BM25: leave ATT&CK procedure examples out of the technique documents.
     #[arg(long)]
     pub no_procedures: bool,
+    /// Dense/hybrid: sentence-transformers model folder (default:
+    /// `<cache>/models/all-MiniLM-L6-v2`).
+    #[arg(long, env = "TTPMAP_MODEL", value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Dense/hybrid: index at most this many ATT&CK procedure examples per technique (plus one
+    /// description per technique). 20 keeps a cold index build to a few minutes on a CPU;
+    /// the index is cached per model and ATT&CK version.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub dense_max_examples: usize,
 }
 
 impl Default for MethodArgs {
@@ -31,6 +49,8 @@ impl Default for MethodArgs {
         MethodArgs {
             method: Method::Bm25,
             no_procedures: false,
+            model: None,
+            dense_max_examples: 20,
         }
     }
 }
@@ -38,18 +58,61 @@ impl Default for MethodArgs {
 /// A ready scorer with its default threshold.
 pub enum Scorer {
     Bm25(Bm25Scorer),
+    Dense(Box<DenseScorer>),
+    Hybrid(Box<HybridScorer<Bm25Scorer, DenseScorer>>),
 }
 
 impl Scorer {
-    pub fn build(_assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
+    pub fn build(assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
         match args.method {
             Method::Bm25 => Ok(Scorer::Bm25(Bm25Scorer::new(bm25_index(catalog, args)?))),
+            Method::Dense => Ok(Scorer::Dense(Box::new(dense_scorer(
+                assets, catalog, args,
+            )?))),
+            Method::Hybrid => Ok(Scorer::Hybrid(Box::new(HybridScorer::new(
+                Bm25Scorer::new(bm25_index(catalog, args)?),
+                dense_scorer(assets, catalog, args)?,
+            )))),
         }
     }
 
     pub fn as_scorer(&self) -> &dyn SentenceScorer {
         match self {
             Scorer::Bm25(s) => s,
+            Scorer::Dense(s) => s.as_ref(),
+            Scorer::Hybrid(s) => s.as_ref(),
+        }
+    }
+
+    /// Evaluation settings: candidates per sentence, evidence on/off, and an optional label
+    /// space (applied to every underlying scorer).
+    pub fn configure(
+        &mut self,
+        top_k: usize,
+        with_evidence: bool,
+        label_space: Option<&std::collections::BTreeSet<ttpmap_core::TechniqueId>>,
+    ) {
+        let bm25 = |s: &mut Bm25Scorer| {
+            s.top_k = top_k;
+            s.with_evidence = with_evidence;
+            s.label_space = label_space.cloned();
+        };
+        let dense = |s: &mut DenseScorer| {
+            // Max-cosine voting: more neighbours only add lower-ranked candidates, so enough
+            // neighbours to fill `top_k` techniques leaves the ranking unchanged.
+            s.k = s.k.max(3 * top_k);
+            s.top_k = top_k;
+            s.with_evidence = with_evidence;
+            s.label_space = label_space.cloned();
+        };
+        match self {
+            Scorer::Bm25(s) => bm25(s),
+            Scorer::Dense(s) => dense(s),
+            Scorer::Hybrid(h) => {
+                h.top_k = top_k;
+                bm25(&mut h.first);
+                dense(&mut h.second);
+            }
         }
     }
 
@@ -57,6 +120,8 @@ impl Scorer {
     pub fn default_threshold(&self) -> f32 {
         match self {
             Scorer::Bm25(_) => Bm25Scorer::DEFAULT_THRESHOLD,
+            Scorer::Dense(_) => DenseScorer::DEFAULT_THRESHOLD,
+            Scorer::Hybrid(_) => HybridScorer::<Bm25Scorer, DenseScorer>::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -86,4 +151,63 @@ pub fn bm25_index(catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Bm25In
     let docs = technique_documents(&techniques, &procedures, &opts);
     Bm25Index::build(&docs, Bm25Params::default(), Analyzer::new())
         .context("building the BM25 index")
+}
+
+/// The model folder for dense methods: `--model` / `TTPMAP_MODEL`, else
+/// `<cache>/models/all-MiniLM-L6-v2` when it exists.
+pub fn model_path(assets: &Assets, args: &MethodArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.model {
+        return Ok(p.clone());
+    }
+    let default = assets.cache_dir().join("models").join("all-MiniLM-L6-v2");
+    if default.join("config.json").is_file() {
+        return Ok(default);
+    }
+    anyhow::bail!(
+        "--method dense/hybrid needs a sentence-transformers model folder: pass \
+         --model ../shared/models/all-MiniLM-L6-v2 (or set TTPMAP_MODEL); {} does not exist",
+        default.display()
+    )
+}
+
+/// The dense scorer: opens the model on the CPU and loads its index from the cache, building
+/// it (with a progress bar) when the model, ATT&CK bundle or example cap changed.
+pub fn dense_scorer(
+    assets: &Assets,
+    catalog: &Catalog,
+    args: &MethodArgs,
+) -> anyhow::Result<DenseScorer> {
+    let path = model_path(assets, args)?;
+    let md = ModelDir::open(&path)
+        .with_context(|| format!("opening the model folder {}", path.display()))?;
+    let embedder = Embedder::from_model_dir(&md, EmbedderConfig::default(), &Device::Cpu)
+        .with_context(|| format!("loading the model in {}", path.display()))?;
+    let key = IndexKey {
+        model: model_fingerprint(&md)?,
+        catalog: catalog.fingerprint().to_string(),
+        max_examples: args.dense_max_examples,
+    };
+    let entries = index_entries(catalog, args.dense_max_examples);
+    let pb = crate::progress::bar(
+        entries.len() as u64,
+        "embedding ATT&CK examples (once per model and ATT&CK version)",
+        assets.quiet(),
+    );
+    let (index, built) = DenseIndex::load_or_build(
+        &assets.cache_dir(),
+        &key,
+        &embedder,
+        &entries,
+        &mut |done, _| pb.set_position(done as u64),
+    )
+    .context("building the dense index")?;
+    pb.finish_and_clear();
+    if built {
+        tracing::info!(
+            "dense index: {} rows cached at {}",
+            index.len(),
+            key.cache_path(&assets.cache_dir()).display()
+        );
+    }
+    Ok(DenseScorer::new(embedder, index, path))
 }

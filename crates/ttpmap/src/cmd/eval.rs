@@ -173,15 +173,11 @@ fn eval_sentences(
         .flat_map(|d| d.sentences.iter().flat_map(|s| s.labels.iter().cloned()))
         .collect();
     let mut scorer = Scorer::build(assets, catalog, &args.method)?;
-    match &mut scorer {
-        Scorer::Bm25(s) => {
-            s.top_k = args.top_k;
-            s.with_evidence = false;
-            if args.label_space == LabelSpace::Train {
-                s.label_space = Some(vocab.clone());
-            }
-        }
-    }
+    scorer.configure(
+        args.top_k,
+        false,
+        (args.label_space == LabelSpace::Train).then_some(&vocab),
+    );
     let started = std::time::Instant::now();
     let in_vocab = Objective::DocumentF1 {
         variant: DocF1Variant::InVocabulary,
@@ -319,12 +315,7 @@ fn eval_emulation(
         );
     }
     let mut scorer = Scorer::build(assets, catalog, &args.method)?;
-    match &mut scorer {
-        Scorer::Bm25(s) => {
-            s.top_k = args.top_k;
-            s.with_evidence = false;
-        }
-    }
+    scorer.configure(args.top_k, false, None);
     let texts: Vec<String> = steps.iter().map(|s| s.query()).collect();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let pb = crate::progress::bar(

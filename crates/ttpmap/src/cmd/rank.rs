@@ -27,6 +27,9 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
     if args.text.trim().is_empty() {
         anyhow::bail!("nothing to rank: the text is empty");
     }
+    if args.method.method != crate::methods::Method::Bm25 {
+        anyhow::bail!("rank supports --method bm25 only (use extract for dense and hybrid)");
+    }
     let catalog = assets.catalog()?;
     let index = bm25_index(&catalog, &args.method)?;
     let hits = index.search(&args.text, args.top);

@@ -1,0 +1,556 @@
+//! Dense (embedding) retrieval of ATT&CK techniques: a [`DenseIndex`] of embedded procedure
+//! examples and technique documents, its on-disk cache, and [`DenseScorer`], a k-nearest
+//! neighbour [`SentenceScorer`].
+//!
+//! Invariants:
+//! - a [`DenseIndex`] holds `labels.len() == texts.len()` rows of `dim` unit-norm f32 values,
+//!   stored contiguously (row-major) in one `Vec<f32>`;
+//! - a cache file is used only when its format, model fingerprint, catalog fingerprint, example
+//!   cap and shape all match; otherwise (or when it is unreadable or truncated) it is rebuilt.
+//!   Files are written atomically (temporary file in the same folder, then rename);
+//! - scoring: the `k` nearest rows (cosine) vote; a technique's cosine is the **maximum** cosine
+//!   among its neighbours, and its confidence is that cosine clipped to [0, 1] (negative
+//!   similarity means no evidence). Evidence lists the nearest neighbour texts, truncated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ttpmap_core::attack::Catalog;
+use ttpmap_core::pipeline::SentenceScorer;
+use ttpmap_core::types::{Evidence, Prediction, TechniqueId};
+
+use crate::embed::Embedder;
+use crate::model_dir::ModelDir;
+use crate::{Error, Result};
+
+/// Version of the cache file layout; bump when it changes.
+const CACHE_FORMAT: u32 = 1;
+/// First bytes of a cache file.
+const MAGIC: &[u8; 8] = b"TTPDENSE";
+/// Sentences embedded between two progress callbacks.
+const BUILD_CHUNK: usize = 64;
+/// Evidence texts are cut to this many characters.
+const EVIDENCE_CHARS: usize = 120;
+
+/// Identity of a cached index: what it was built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexKey {
+    /// [`model_fingerprint`] of the embedding model.
+    pub model: String,
+    /// [`Catalog::fingerprint`] of the ATT&CK bundle.
+    pub catalog: String,
+    /// Procedure examples kept per technique ([`index_entries`]).
+    pub max_examples: usize,
+}
+
+impl IndexKey {
+    /// The cache file for this key under `cache_dir` (`dense/<model>-<catalog>-m<N>.bin`).
+    pub fn cache_path(&self, cache_dir: &Path) -> PathBuf {
+        let short = |s: &str| s.chars().take(16).collect::<String>();
+        cache_dir.join("dense").join(format!(
+            "{}-{}-m{}.bin",
+            short(&self.model),
+            short(&self.catalog),
+            self.max_examples
+        ))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    key: IndexKey,
+    dim: usize,
+    labels: Vec<TechniqueId>,
+    texts: Vec<String>,
+}
+
+/// Embedded texts, each labelled with the technique it illustrates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseIndex {
+    dim: usize,
+    labels: Vec<TechniqueId>,
+    texts: Vec<String>,
+    data: Vec<f32>,
+}
+
+/// Sha256 (hex) of the model's `config.json`, the weights file size and its first MiB: cheap,
+/// and changes whenever the weights or architecture do.
+pub fn model_fingerprint(md: &ModelDir) -> Result<String> {
+    use std::io::Read;
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let config = md.path().join("config.json");
+    let mut h = Sha256::new();
+    h.update(std::fs::read(&config).map_err(read_err(&config))?);
+    let weights = md.weights_path();
+    let file = std::fs::File::open(weights).map_err(read_err(weights))?;
+    let size = file.metadata().map_err(read_err(weights))?.len();
+    h.update(size.to_le_bytes());
+    let mut head = Vec::with_capacity(1 << 20);
+    file.take(1 << 20)
+        .read_to_end(&mut head)
+        .map_err(read_err(weights))?;
+    h.update(&head);
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The texts to index: one document per active technique, `"Name: first sentence of the
+/// description"` (a sub-technique's name prefixed with its parent's), then at most
+/// `max_examples` procedure examples per technique, in catalog order (deterministic).
+pub fn index_entries(catalog: &Catalog, max_examples: usize) -> Vec<(TechniqueId, String)> {
+    let mut out = Vec::new();
+    for t in catalog.active_techniques() {
+        let name = match t.parent.as_ref().and_then(|p| catalog.technique(p)) {
+            Some(parent) => format!("{}: {}", parent.name, t.name),
+            None => t.name.clone(),
+        };
+        out.push((
+            t.id.clone(),
+            format!("{name}: {}", first_sentence(&t.description)),
+        ));
+    }
+    let active: BTreeSet<&TechniqueId> = catalog.active_techniques().map(|t| &t.id).collect();
+    let mut per: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
+    for p in catalog.procedures() {
+        if !active.contains(&p.technique) || p.description.trim().is_empty() {
+            continue;
+        }
+        let n = per.entry(&p.technique).or_insert(0);
+        if *n < max_examples {
+            *n += 1;
+            out.push((p.technique.clone(), p.description.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// The text up to and including the first `". "` (or all of it).
+fn first_sentence(text: &str) -> &str {
+    let text = text.trim();
+    match text.find(". ") {
+        Some(i) => &text[..=i],
+        None => text,
+    }
+}
+
+impl DenseIndex {
+    /// Embeds `entries` with `embedder`, calling `progress(done, total)` after each chunk.
+    pub fn build(
+        embedder: &Embedder,
+        entries: &[(TechniqueId, String)],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<DenseIndex> {
+        let dim = embedder.dim();
+        let mut data = Vec::with_capacity(entries.len() * dim);
+        progress(0, entries.len());
+        for (i, chunk) in entries.chunks(BUILD_CHUNK).enumerate() {
+            let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+            for v in embedder.encode(&texts)? {
+                data.extend_from_slice(&v);
+            }
+            progress(
+                (i * BUILD_CHUNK + chunk.len()).min(entries.len()),
+                entries.len(),
+            );
+        }
+        Ok(DenseIndex {
+            dim,
+            labels: entries.iter().map(|(t, _)| t.clone()).collect(),
+            texts: entries.iter().map(|(_, t)| t.clone()).collect(),
+            data,
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when the index has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Row labels.
+    pub fn labels(&self) -> &[TechniqueId] {
+        &self.labels
+    }
+
+    /// Row texts.
+    pub fn texts(&self) -> &[String] {
+        &self.texts
+    }
+
+    /// Cosine of `query` (unit norm, length `dim`) to every row.
+    pub fn similarities(&self, query: &[f32]) -> Vec<f32> {
+        self.data
+            .chunks_exact(self.dim.max(1))
+            .map(|row| row.iter().zip(query).map(|(a, b)| a * b).sum())
+            .collect()
+    }
+
+    /// Writes the index atomically to `path`: `TTPDENSE`, u32 LE header length, the JSON
+    /// header (format, key, dim, labels, texts), then the rows as f32 LE.
+    pub fn save(&self, path: &Path, key: &IndexKey) -> Result<()> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let header = serde_json::to_vec(&Header {
+            format: CACHE_FORMAT,
+            key: key.clone(),
+            dim: self.dim,
+            labels: self.labels.clone(),
+            texts: self.texts.clone(),
+        })
+        .map_err(|e| Error::InvalidArgument(format!("serialising the dense index: {e}")))?;
+        let header_len = u32::try_from(header.len())
+            .map_err(|_| Error::InvalidArgument("dense index header over 4 GiB".into()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("dense"),
+            std::process::id()
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            f.write_all(MAGIC)?;
+            f.write_all(&header_len.to_le_bytes())?;
+            f.write_all(&header)?;
+            for x in &self.data {
+                f.write_all(&x.to_le_bytes())?;
+            }
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
+    }
+
+    /// Reads an index written by [`DenseIndex::save`], checking it was built for `key`.
+    /// A missing, corrupt or mismatched file is an error (callers rebuild).
+    pub fn load(path: &Path, key: &IndexKey) -> Result<DenseIndex> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bad = |m: &str| Error::InvalidArgument(format!("dense cache {}: {m}", path.display()));
+        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+            return Err(bad("not a dense index file"));
+        }
+        let mut len4 = [0u8; 4];
+        len4.copy_from_slice(&bytes[8..12]);
+        let hlen = u32::from_le_bytes(len4) as usize;
+        let body = bytes.get(12..).unwrap_or_default();
+        let Some(hbytes) = body.get(..hlen) else {
+            return Err(bad("truncated header"));
+        };
+        let header: Header =
+            serde_json::from_slice(hbytes).map_err(|e| bad(&format!("bad header: {e}")))?;
+        if header.format != CACHE_FORMAT || &header.key != key {
+            return Err(bad("built for another format, model, catalog or cap"));
+        }
+        let rows = header.labels.len();
+        let floats = &body[hlen..];
+        if header.texts.len() != rows || floats.len() != rows * header.dim * 4 {
+            return Err(bad("row count or size does not match the header"));
+        }
+        let data = floats
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(DenseIndex {
+            dim: header.dim,
+            labels: header.labels,
+            texts: header.texts,
+            data,
+        })
+    }
+
+    /// Loads the cached index for `key` under `cache_dir`, or builds it from `entries` and
+    /// caches it (any load failure means a rebuild). Returns the index and whether it was
+    /// built.
+    pub fn load_or_build(
+        cache_dir: &Path,
+        key: &IndexKey,
+        embedder: &Embedder,
+        entries: &[(TechniqueId, String)],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(DenseIndex, bool)> {
+        let path = key.cache_path(cache_dir);
+        if let Ok(index) = DenseIndex::load(&path, key) {
+            if index.dim == embedder.dim() {
+                return Ok((index, false));
+            }
+        }
+        let index = DenseIndex::build(embedder, entries, progress)?;
+        index.save(&path, key)?;
+        Ok((index, true))
+    }
+}
+
+/// k-nearest-neighbour technique scorer over a [`DenseIndex`].
+///
+/// Per sentence: embed, cosine to every row, take the `k` nearest rows; each technique among
+/// them scores the maximum cosine of its rows (max vote: one very close example is strong
+/// evidence, and it keeps scores comparable across techniques with many or few examples).
+/// Confidence = cosine clipped to [0, 1]; `raw_score` is the cosine.
+pub struct DenseScorer {
+    embedder: Embedder,
+    index: DenseIndex,
+    source: PathBuf,
+    /// Nearest neighbours that vote. Default 10.
+    pub k: usize,
+    /// At most this many techniques per sentence. Default 10.
+    pub top_k: usize,
+    /// When set, only these techniques are proposed; a sub-technique outside it counts as its
+    /// parent when the parent is in it (as [`ttpmap_core::pipeline::Bm25Scorer`]).
+    pub label_space: Option<BTreeSet<TechniqueId>>,
+    /// List the nearest example texts as evidence. Default true.
+    pub with_evidence: bool,
+}
+
+impl DenseScorer {
+    /// Default extraction threshold (a cosine of 0.5 with all-MiniLM-L6-v2 is a close
+    /// paraphrase; not tuned).
+    pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+    /// A scorer; `source` (the model folder) names errors.
+    pub fn new(embedder: Embedder, index: DenseIndex, source: impl Into<PathBuf>) -> Self {
+        DenseScorer {
+            embedder,
+            index,
+            source: source.into(),
+            k: 10,
+            top_k: 10,
+            label_space: None,
+            with_evidence: true,
+        }
+    }
+
+    /// The index in use.
+    pub fn index(&self) -> &DenseIndex {
+        &self.index
+    }
+
+    /// Row labels after the label-space mapping (`None`: row excluded).
+    fn row_labels(&self) -> Vec<Option<TechniqueId>> {
+        self.index
+            .labels
+            .iter()
+            .map(|t| match &self.label_space {
+                None => Some(t.clone()),
+                Some(ls) if ls.contains(t) => Some(t.clone()),
+                Some(ls) => Some(t.parent()).filter(|p| ls.contains(p)),
+            })
+            .collect()
+    }
+
+    fn predictions(&self, query: &[f32], labels: &[Option<TechniqueId>]) -> Vec<Prediction> {
+        let sims = self.index.similarities(query);
+        let mut rows: Vec<usize> = (0..sims.len()).filter(|&i| labels[i].is_some()).collect();
+        let k = self.k.min(rows.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        let cmp = |a: &usize, b: &usize| sims[*b].total_cmp(&sims[*a]).then(a.cmp(b));
+        rows.select_nth_unstable_by(k - 1, cmp);
+        rows.truncate(k);
+        rows.sort_by(cmp);
+        // Rows are best first: a technique's first row carries its max cosine.
+        let mut by_tech: Vec<(TechniqueId, f32, Vec<String>)> = Vec::new();
+        for &r in &rows {
+            let Some(t) = &labels[r] else { continue };
+            let text = truncate(&self.index.texts[r], EVIDENCE_CHARS);
+            match by_tech.iter_mut().find(|(id, _, _)| id == t) {
+                Some((_, _, reasons)) => reasons.push(text),
+                None => by_tech.push((t.clone(), sims[r], vec![text])),
+            }
+        }
+        by_tech
+            .into_iter()
+            .take(self.top_k)
+            .map(|(technique, cos, reasons)| Prediction {
+                technique,
+                score: cos.clamp(0.0, 1.0),
+                raw_score: cos,
+                evidence: Evidence {
+                    method: "dense".into(),
+                    reasons: if self.with_evidence {
+                        reasons.into_iter().take(3).collect()
+                    } else {
+                        Vec::new()
+                    },
+                },
+            })
+            .collect()
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+impl SentenceScorer for DenseScorer {
+    fn name(&self) -> &str {
+        "dense"
+    }
+
+    fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
+        let vectors =
+            self.embedder
+                .encode(sentences)
+                .map_err(|e| ttpmap_core::Error::InvalidInput {
+                    path: self.source.clone(),
+                    message: format!("embedding sentences: {e}"),
+                })?;
+        let labels = self.row_labels();
+        Ok(vectors
+            .iter()
+            .map(|v| self.predictions(v, &labels))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn shared_dir() -> PathBuf {
+        std::env::var_os("TTPMAP_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+    }
+
+    fn minilm() -> (ModelDir, Embedder) {
+        let path = shared_dir().join("models/all-MiniLM-L6-v2");
+        assert!(
+            path.join("config.json").is_file(),
+            "shared model missing at {} (set TTPMAP_SHARED)",
+            path.display()
+        );
+        let md = ModelDir::open(&path).expect("open MiniLM");
+        let emb = Embedder::from_model_dir(&md, Default::default(), &Device::Cpu).unwrap();
+        (md, emb)
+    }
+
+    fn tid(s: &str) -> TechniqueId {
+        s.parse().unwrap()
+    }
+
+    fn entries() -> Vec<(TechniqueId, String)> {
+        [
+            ("T1003.001", "OS Credential Dumping: LSASS Memory: Adversaries may attempt to access credential material stored in the process memory of the Local Security Authority Subsystem Service (LSASS)."),
+            ("T1003.001", "APT28 regularly deploys Mimikatz to dump credentials from LSASS process memory."),
+            ("T1566.001", "Phishing: Spearphishing Attachment: Adversaries may send spearphishing emails with a malicious attachment."),
+            ("T1566.001", "The group sent emails with malicious Word documents attached to targets."),
+            ("T1486", "Data Encrypted for Impact: Adversaries may encrypt data on target systems to interrupt availability."),
+            ("T1486", "The ransomware encrypts files on the victim's drives and demands a ransom."),
+            ("T1059.001", "Command and Scripting Interpreter: PowerShell: Adversaries may abuse PowerShell commands and scripts for execution."),
+        ]
+        .iter()
+        .map(|(t, s)| (tid(t), s.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn lsass_sentence_votes_credential_dumping_first_and_cache_round_trips() {
+        let (md, emb) = minilm();
+        let entries = entries();
+        let mut calls = Vec::new();
+        let index = DenseIndex::build(&emb, &entries, &mut |d, t| calls.push((d, t))).unwrap();
+        assert_eq!(calls.first(), Some(&(0, 7)));
+        assert_eq!(calls.last(), Some(&(7, 7)));
+        assert_eq!(index.len(), 7);
+
+        let mut scorer = DenseScorer::new(emb, index.clone(), md.path());
+        let out = scorer
+            .score(&["The actor dumped LSASS memory with Mimikatz", ""])
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        let first = &out[0][0];
+        assert_eq!(first.technique, tid("T1003.001"));
+        assert!(first.score > 0.5 && first.score <= 1.0, "{}", first.score);
+        assert!(out[0].windows(2).all(|w| w[0].score >= w[1].score));
+        assert!(first.evidence.reasons[0].contains("Mimikatz"));
+        // Label space: the sub-technique falls back to its parent.
+        scorer.label_space = Some([tid("T1003"), tid("T1486")].into_iter().collect());
+        let out = scorer
+            .score(&["The actor dumped LSASS memory with Mimikatz"])
+            .unwrap();
+        assert_eq!(out[0][0].technique, tid("T1003"));
+        assert!(out[0].iter().all(|p| p.technique != tid("T1566.001")));
+
+        // Cache round trip, key mismatch and corruption.
+        let dir = tempfile::tempdir().unwrap();
+        let key = IndexKey {
+            model: model_fingerprint(&md).unwrap(),
+            catalog: "cat".into(),
+            max_examples: 20,
+        };
+        assert_eq!(key.model.len(), 64);
+        let path = key.cache_path(dir.path());
+        index.save(&path, &key).unwrap();
+        assert_eq!(DenseIndex::load(&path, &key).unwrap(), index);
+        let other = IndexKey {
+            catalog: "other".into(),
+            ..key.clone()
+        };
+        assert!(DenseIndex::load(&path, &other).is_err());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(DenseIndex::load(&path, &key).is_err());
+        // load_or_build rebuilds the truncated file and rewrites it.
+        let (md2, emb2) = minilm();
+        let _ = md2;
+        let (rebuilt, built) =
+            DenseIndex::load_or_build(dir.path(), &key, &emb2, &entries, &mut |_, _| {}).unwrap();
+        assert!(built);
+        assert_eq!(rebuilt.labels(), index.labels());
+        let (cached, built) =
+            DenseIndex::load_or_build(dir.path(), &key, &emb2, &entries, &mut |_, _| {}).unwrap();
+        assert!(!built);
+        assert_eq!(cached, rebuilt);
+    }
+
+    #[test]
+    fn garbage_cache_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.bin");
+        let key = IndexKey {
+            model: "m".into(),
+            catalog: "c".into(),
+            max_examples: 1,
+        };
+        std::fs::write(&path, b"TTPDENSE\xff\xff\xff\x7f{").unwrap();
+        assert!(DenseIndex::load(&path, &key).is_err());
+        std::fs::write(&path, b"hello").unwrap();
+        assert!(DenseIndex::load(&path, &key).is_err());
+    }
+
+    #[test]
+    fn first_sentence_and_truncate() {
+        assert_eq!(first_sentence("A b. C d. E"), "A b.");
+        assert_eq!(first_sentence(" Only one "), "Only one");
+        assert_eq!(truncate("abcdef", 3), "abc...");
+        assert_eq!(truncate("ab", 3), "ab");
+    }
+}

@@ -1,0 +1,58 @@
+//! `--method dense|hybrid` argument handling of the built `ttpmap` binary (no model work: a
+//! full dense index build takes minutes and is measured separately, see README).
+//! Uses the ATT&CK bundle from ../shared (or $TTPMAP_SHARED); nothing is downloaded.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("TTPMAP_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
+fn ttpmap(cache: &Path) -> Command {
+    let bundle = shared_dir().join("data/attack/enterprise-attack-18.1.json");
+    assert!(
+        bundle.is_file(),
+        "missing {}: set TTPMAP_SHARED to the shared folder",
+        bundle.display()
+    );
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ttpmap"));
+    c.env("TTPMAP_ATTACK", bundle)
+        .env_remove("TTPMAP_MODEL")
+        .env("TTPMAP_CACHE", cache)
+        .env("TTPMAP_OFFLINE", "1");
+    c
+}
+
+#[test]
+fn dense_without_a_model_says_how_to_pass_one() {
+    let cache = tempfile::tempdir().unwrap();
+    let report = cache.path().join("r.txt");
+    std::fs::write(&report, "The actor dumped LSASS memory with Mimikatz.").unwrap();
+    for method in ["dense", "hybrid"] {
+        let out = ttpmap(cache.path())
+            .args(["extract", "--method", method])
+            .arg(&report)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{method} without a model succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--model ../shared/models/all-MiniLM-L6-v2"),
+            "{method}: {err}"
+        );
+    }
+}
+
+#[test]
+fn rank_rejects_dense() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = ttpmap(cache.path())
+        .args(["rank", "--method", "dense", "dump lsass memory"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bm25 only"));
+}

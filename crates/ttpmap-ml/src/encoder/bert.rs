@@ -877,6 +877,18 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
+    /// Largest absolute element-wise difference of two tensors of the same shape.
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
     fn tiny() -> Config {
         Config {
             vocab_size: 50,
@@ -919,14 +931,7 @@ mod tests {
         .unwrap();
         let a = softmax_last_dim_composed(&x).unwrap();
         let b = candle_nn::ops::softmax_last_dim(&x).unwrap();
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(&a, &b);
         assert!(d < 1e-6, "{d}");
         let ln = LayerNorm {
             weight: Tensor::new(&[1.0f32, 2.0, 0.5, -1.0], &Device::Cpu).unwrap(),
@@ -937,14 +942,7 @@ mod tests {
             .forward(&x.narrow(0, 0, 1).unwrap(), Mode::Train)
             .unwrap();
         let b = ln.forward(&x.narrow(0, 0, 1).unwrap(), Mode::Eval).unwrap();
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(&a, &b);
         assert!(d < 1e-5, "{d}");
     }
 
@@ -974,14 +972,7 @@ mod tests {
         let padded = enc
             .forward(&padded_ids, None, Some(&mask), Mode::Eval)
             .unwrap();
-        let d: f32 = (padded.narrow(1, 0, 3).unwrap() - single)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(&padded.narrow(1, 0, 3).unwrap(), &single);
         assert!(d < 1e-5, "{d}");
         let too_long = Tensor::zeros((1, 21), DType::U32, &dev).unwrap();
         assert!(enc.forward(&too_long, None, None, Mode::Eval).is_err());
@@ -993,14 +984,7 @@ mod tests {
         let x = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
         let fast = HiddenAct::Gelu.apply(&x, Mode::Eval).unwrap();
         let exact = HiddenAct::Gelu.apply(&x, Mode::Train).unwrap();
-        let d: f32 = (fast - exact)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(&fast, &exact);
         assert!(d < 1e-6, "{d}");
         assert!((erf_f32(0.5) - 0.520_499_9).abs() < 1e-6);
         assert!((erf_f32(10.0) - 1.0).abs() < 1e-6 && (erf_f32(-10.0) + 1.0).abs() < 1e-6);

@@ -86,6 +86,26 @@ pub enum Error {
         embeddings: usize,
     },
 
+    /// A classifier artifact (model directory) is incomplete, corrupt or does not match its
+    /// manifest; `path` is the offending file or folder.
+    #[error("invalid classifier artifact {}: {message}", path.display())]
+    Artifact {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A JSON file of an artifact (manifest.json, results.json) could not be parsed.
+    #[error("invalid JSON in {}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// An argument is outside what the model supports (e.g. a sequence longer than the
     /// position embeddings, or mismatched batch shapes).
     #[error("invalid argument: {0}")]

@@ -1,17 +1,23 @@
 //! ttpmap-ml: models on candle for ttpmap.
 //!
 //! Owns the BERT encoder ([`encoder::bert`]), tokenisation ([`tokenize`]), Hugging Face model
-//! folders ([`model_dir`]), the sentence embedder ([`embed`]) and dense kNN retrieval ([`dense`]). Inference types hold frozen,
+//! folders ([`model_dir`]), the sentence embedder ([`embed`]) and dense kNN retrieval ([`dense`]), the
+//! label-attention classifier ([`head`], [`classifier`]) and its model directory ([`artifact`]). Inference types hold frozen,
 //! memory-mapped weights; training builds the same encoder on a `VarMap`.
 
+pub mod artifact;
+pub mod classifier;
 pub mod dense;
 pub mod embed;
 pub mod encoder;
 pub mod error;
+pub mod head;
 pub mod model_dir;
 pub mod tokenize;
 
+pub use artifact::{Artifact, Manifest};
 pub use candle_core::Device;
+pub use classifier::{Classifier, ClassifierModel, TrainableClassifier};
 pub use dense::{DenseIndex, DenseScorer, IndexKey};
 pub use embed::{Embedder, EmbedderConfig};
 pub use encoder::bert::{BertEncoder, Config as BertConfig, Mode};

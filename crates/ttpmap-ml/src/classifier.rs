@@ -1,0 +1,283 @@
+//! Sentence classifier: BERT encoder + [`LabelAttentionHead`](crate::head::LabelAttentionHead)
+//! (the CASSANDRA recipe's model), multi-label with a sigmoid per label.
+//!
+//! Owns [`Classifier`] (the network, either on frozen weights or on a `VarMap`),
+//! [`ClassifierModel`] (inference: memory-mapped weights, fused eval-mode kernels, tokenizer,
+//! length-sorted batches) and [`TrainableClassifier`] (variables in a `VarMap` with names
+//! `encoder.*` and `head.*`).
+//!
+//! Invariants: weights files hold the encoder under `encoder.` (Hugging Face `BertModel` names,
+//! no pooler) and the head under `head.`; [`ClassifierModel::predict_proba`] returns one vector
+//! of `num_labels` probabilities per sentence, in input order.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::encoder::bert::{BertEncoder, Config as BertConfig, Mode, TrainableOptions};
+use crate::head::{HeadConfig, HeadInit, LabelAttentionHead};
+use crate::model_dir::ModelDir;
+use crate::tokenize::{Batch, Encoded, TextTokenizer};
+use crate::{Error, Result};
+
+/// Encoder + label-attention head.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    encoder: BertEncoder,
+    head: LabelAttentionHead,
+}
+
+impl Classifier {
+    /// Builds the network from `vb` holding `encoder.*` and `head.*` tensors.
+    pub fn load(vb: VarBuilder, encoder: &BertConfig, head: &HeadConfig) -> Result<Self> {
+        check_widths(encoder, head)?;
+        Ok(Self {
+            encoder: BertEncoder::load(vb.pp("encoder"), encoder)?,
+            head: LabelAttentionHead::load(vb.pp("head"), head)?,
+        })
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &BertEncoder {
+        &self.encoder
+    }
+
+    /// The head.
+    pub fn head(&self) -> &LabelAttentionHead {
+        &self.head
+    }
+
+    /// Number of labels.
+    pub fn num_labels(&self) -> usize {
+        self.head.config().num_labels
+    }
+
+    /// Logits `[batch, labels]` of a padded batch.
+    pub fn forward(&self, batch: &Batch, mode: Mode) -> Result<Tensor> {
+        let hidden = self.encoder.forward(
+            &batch.input_ids,
+            Some(&batch.token_type_ids),
+            Some(&batch.attention_mask),
+            mode,
+        )?;
+        self.head.forward(&hidden, &batch.attention_mask, mode)
+    }
+}
+
+fn check_widths(encoder: &BertConfig, head: &HeadConfig) -> Result<()> {
+    if encoder.hidden_size != head.hidden_size {
+        return Err(Error::InvalidArgument(format!(
+            "head hidden_size {} differs from the encoder's {}",
+            head.hidden_size, encoder.hidden_size
+        )));
+    }
+    Ok(())
+}
+
+/// A classifier ready for inference: frozen, memory-mapped weights, fused kernels.
+#[derive(Debug, Clone)]
+pub struct ClassifierModel {
+    net: Classifier,
+    tokenizer: TextTokenizer,
+    device: Device,
+    batch_size: usize,
+    weights: PathBuf,
+}
+
+impl ClassifierModel {
+    /// Loads `weights` (safetensors with `encoder.*` and `head.*`), memory-mapped. Missing or
+    /// mis-shaped tensors are errors naming the file.
+    pub fn load(
+        weights: &Path,
+        encoder: &BertConfig,
+        head: &HeadConfig,
+        tokenizer: TextTokenizer,
+        device: &Device,
+    ) -> Result<Self> {
+        if !weights.is_file() {
+            return Err(Error::Io {
+                path: weights.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        // SAFETY: read-only map of a weights file that is not modified while loaded (as
+        // `ModelDir::var_builder`).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device) }
+            .map_err(|e| Error::Artifact {
+                path: weights.to_path_buf(),
+                message: format!("not a readable safetensors file: {e}"),
+            })?;
+        let mut net = Classifier::load(vb, encoder, head).map_err(|e| Error::Artifact {
+            path: weights.to_path_buf(),
+            message: format!("weights do not match the manifest: {e}"),
+        })?;
+        net.encoder.fuse_for_inference()?;
+        Ok(Self {
+            net,
+            tokenizer,
+            device: device.clone(),
+            batch_size: 32,
+            weights: weights.to_path_buf(),
+        })
+    }
+
+    /// Wraps a network (e.g. a trained one) for inference. Call only on weights that will not
+    /// change (the eval-mode kernels use fused snapshots of them).
+    pub fn from_network(
+        mut net: Classifier,
+        tokenizer: TextTokenizer,
+        device: &Device,
+    ) -> Result<Self> {
+        net.encoder.fuse_for_inference()?;
+        Ok(Self {
+            net,
+            tokenizer,
+            device: device.clone(),
+            batch_size: 32,
+            weights: PathBuf::new(),
+        })
+    }
+
+    /// Sentences per forward pass (default 32; 0 is treated as 1).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Classifier {
+        &self.net
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The weights file (empty for [`ClassifierModel::from_network`]).
+    pub fn weights_path(&self) -> &Path {
+        &self.weights
+    }
+
+    /// Per-label probabilities for each sentence, in input order.
+    pub fn predict_proba(&self, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let encodings = self.tokenizer.encode_all(sentences)?;
+        predict_encoded(
+            &self.net,
+            &self.tokenizer,
+            &encodings,
+            self.batch_size,
+            &self.device,
+        )
+    }
+}
+
+/// Probabilities of pre-tokenised inputs in length-sorted batches, in input order (eval mode).
+pub fn predict_encoded(
+    net: &Classifier,
+    tokenizer: &TextTokenizer,
+    encodings: &[Encoded],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut order: Vec<usize> = (0..encodings.len()).collect();
+    order.sort_by_key(|&i| encodings[i].ids.len());
+    let mut out = vec![Vec::new(); encodings.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let members: Vec<Encoded> = chunk.iter().map(|&i| encodings[i].clone()).collect();
+        let batch = tokenizer.pad(&members, device)?;
+        let probs = candle_nn::ops::sigmoid(&net.forward(&batch, Mode::Eval)?)?;
+        for (&i, row) in chunk.iter().zip(probs.to_vec2::<f32>()?) {
+            out[i] = row;
+        }
+    }
+    Ok(out)
+}
+
+/// A classifier on trainable variables: encoder variables `encoder.*`, head `head.*`.
+pub struct TrainableClassifier {
+    varmap: VarMap,
+    net: Classifier,
+    encoder_cfg: BertConfig,
+}
+
+impl std::fmt::Debug for TrainableClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainableClassifier")
+            .field("net", &self.net)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrainableClassifier {
+    /// A trainable classifier: the encoder from `pretrained` (a model folder; seeded random
+    /// initialisation when `None`, for tests) and a new head initialised by `head_init`.
+    /// `encoder_cfg` supplies the dropout probabilities and must match `pretrained`'s shapes.
+    pub fn new(
+        encoder_cfg: &BertConfig,
+        head: &HeadConfig,
+        pretrained: Option<&ModelDir>,
+        encoder_seed: u64,
+        head_init: &HeadInit,
+    ) -> Result<Self> {
+        check_widths(encoder_cfg, head)?;
+        let varmap = VarMap::new();
+        let opts = TrainableOptions {
+            prefix: "encoder".into(),
+            seed: encoder_seed,
+            with_pooler: false,
+            dtype: DType::F32,
+            device: Device::Cpu,
+        };
+        let encoder = match pretrained {
+            Some(md) => {
+                let vb = md.var_builder(DType::F32, &Device::Cpu)?;
+                BertEncoder::trainable(&varmap, encoder_cfg, &opts, Some(&vb))?.0
+            }
+            None => BertEncoder::trainable(&varmap, encoder_cfg, &opts, None)?.0,
+        };
+        let head = LabelAttentionHead::trainable(&varmap, head, head_init)?;
+        Ok(Self {
+            varmap,
+            net: Classifier { encoder, head },
+            encoder_cfg: encoder_cfg.clone(),
+        })
+    }
+
+    /// The network (use [`Mode::Train`] for training steps, [`Mode::Eval`] for validation; the
+    /// eval mode here uses unfused projections, so it sees the current weights).
+    pub fn network(&self) -> &Classifier {
+        &self.net
+    }
+
+    /// The encoder config.
+    pub fn encoder_config(&self) -> &BertConfig {
+        &self.encoder_cfg
+    }
+
+    /// The variable map.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Every variable with its name, sorted by name.
+    pub fn named_vars(&self) -> Result<Vec<(String, Var)>> {
+        let data = self.varmap.data().lock().map_err(|_| {
+            Error::InvalidArgument("VarMap lock poisoned by a panicked thread".to_string())
+        })?;
+        let mut named: Vec<(String, Var)> =
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(named)
+    }
+
+    /// Detached copies of every variable, named, sorted by name (for saving).
+    pub fn tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self
+            .named_vars()?
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().detach()))
+            .collect())
+    }
+}

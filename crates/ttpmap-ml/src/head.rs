@@ -1,0 +1,361 @@
+//! Label-attention classification head (the CASSANDRA recipe's head; label-wise attention as in
+//! [Mullenbach et al. 2018, "Explainable Prediction of Medical Codes from Clinical
+//! Text"](https://arxiv.org/abs/1802.05695)).
+//!
+//! Owns [`LabelAttentionHead`]: `L` label queries `[L, H]` attend over the encoder's
+//! `last_hidden_state` `[B, S, H]` (scaled dot product, padding masked); each label's
+//! representation is the attention-weighted sum of the hidden states, and one shared
+//! `Linear(H -> 1)` scores every label: logits `[B, L]`.
+//!
+//! Invariants:
+//! - Variable names: `head.queries` `[L, H]`, `head.score.weight` `[1, H]`, `head.score.bias`
+//!   `[1]` (relative to the builder given to [`LabelAttentionHead::load`]: `queries`,
+//!   `score.weight`, `score.bias`).
+//! - [`Mode::Train`] uses a composed (differentiable) softmax and dropout on the label
+//!   representations; [`Mode::Eval`] the fused softmax and no dropout. With dropout 0 both
+//!   compute the same function.
+//! - Padding keys get a large negative score, so they receive zero attention.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::bert::{softmax_last_dim_composed, Mode};
+use crate::{Error, Result};
+
+/// Shape and dropout of a [`LabelAttentionHead`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Number of labels `L`.
+    pub num_labels: usize,
+    /// Width `H` of the encoder's hidden states.
+    pub hidden_size: usize,
+    /// Dropout on the label representations in [`Mode::Train`]. Default 0.1 (BERT's hidden
+    /// dropout).
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+}
+
+fn default_dropout() -> f64 {
+    0.1
+}
+
+impl HeadConfig {
+    /// A config with the default dropout.
+    pub fn new(num_labels: usize, hidden_size: usize) -> Self {
+        Self {
+            num_labels,
+            hidden_size,
+            dropout: default_dropout(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.num_labels == 0 || self.hidden_size == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "label-attention head needs num_labels > 0 and hidden_size > 0, got {} and {}",
+                self.num_labels, self.hidden_size
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::InvalidArgument(format!(
+                "head dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How [`LabelAttentionHead::trainable`] initialises its variables.
+#[derive(Debug, Clone)]
+pub struct HeadInit {
+    /// Seed of the random parts (queries when not given, score weight). N(0, 0.02) as BERT.
+    pub seed: u64,
+    /// Initial label queries `[L, H]`, e.g. from [`queries_from_vectors`]. Random when `None`.
+    pub queries: Option<Tensor>,
+}
+
+/// The label-attention head.
+#[derive(Debug, Clone)]
+pub struct LabelAttentionHead {
+    queries: Tensor,
+    score_weight: Tensor,
+    score_bias: Tensor,
+    cfg: HeadConfig,
+}
+
+/// Large negative added to attention scores of padding positions.
+const MASK_NEG: f64 = -1e9;
+/// Standard deviation of random initialisation (BERT's `initializer_range`).
+const INIT_STD: f64 = 0.02;
+
+impl LabelAttentionHead {
+    /// Builds the head from `vb` holding `queries`, `score.weight` and `score.bias` (shapes
+    /// checked against `cfg`).
+    pub fn load(vb: VarBuilder, cfg: &HeadConfig) -> Result<Self> {
+        cfg.validate()?;
+        let queries = vb.get((cfg.num_labels, cfg.hidden_size), "queries")?;
+        let score_weight = vb.pp("score").get((1, cfg.hidden_size), "weight")?;
+        let score_bias = vb.pp("score").get(1, "bias")?;
+        Ok(Self {
+            queries,
+            score_weight,
+            score_bias,
+            cfg: *cfg,
+        })
+    }
+
+    /// Creates `head.queries`, `head.score.weight`, `head.score.bias` in `varmap` (overwriting
+    /// variables of the same names) and builds the head on them. `init.queries` must be
+    /// `[L, H]` when given.
+    pub fn trainable(varmap: &VarMap, cfg: &HeadConfig, init: &HeadInit) -> Result<Self> {
+        cfg.validate()?;
+        let (l, h) = (cfg.num_labels, cfg.hidden_size);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(init.seed);
+        let mut normal = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| (INIT_STD * standard_normal(&mut rng)) as f32)
+                .collect()
+        };
+        let dev = Device::Cpu;
+        let random_queries = Tensor::from_vec(normal(l * h), (l, h), &dev)?;
+        let score_w = Tensor::from_vec(normal(h), (1, h), &dev)?;
+        let queries = match &init.queries {
+            Some(q) => {
+                if q.dims() != [l, h] {
+                    return Err(Error::InvalidArgument(format!(
+                        "initial label queries have shape {:?}, expected [{l}, {h}]",
+                        q.dims()
+                    )));
+                }
+                q.to_dtype(DType::F32)?.to_device(&dev)?.detach()
+            }
+            None => random_queries,
+        };
+        let values = [
+            ("head.queries", queries),
+            ("head.score.weight", score_w),
+            ("head.score.bias", Tensor::zeros(1, DType::F32, &dev)?),
+        ];
+        {
+            let mut data = varmap.data().lock().map_err(|_| {
+                Error::InvalidArgument("VarMap lock poisoned by a panicked thread".to_string())
+            })?;
+            for (name, value) in values {
+                match data.get(name) {
+                    Some(var) => var.set(&value)?,
+                    None => {
+                        data.insert(name.to_string(), Var::from_tensor(&value)?);
+                    }
+                }
+            }
+        }
+        let vb = VarBuilder::from_varmap(varmap, DType::F32, &dev).pp("head");
+        Self::load(vb, cfg)
+    }
+
+    /// The head's config.
+    pub fn config(&self) -> &HeadConfig {
+        &self.cfg
+    }
+
+    /// The label queries `[L, H]`.
+    pub fn queries(&self) -> &Tensor {
+        &self.queries
+    }
+
+    /// Attention of each label over the positions, `[B, L, S]` (rows sum to 1 over real tokens).
+    pub fn attention(&self, hidden: &Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (b, s, h) = hidden.dims3()?;
+        if h != self.cfg.hidden_size {
+            return Err(Error::InvalidArgument(format!(
+                "hidden states have width {h}, the head expects {}",
+                self.cfg.hidden_size
+            )));
+        }
+        if mask.dims() != [b, s] {
+            return Err(Error::InvalidArgument(format!(
+                "attention mask has shape {:?}, hidden states {:?}",
+                mask.dims(),
+                [b, s]
+            )));
+        }
+        let dtype = hidden.dtype();
+        // [B, S, H] x [H, L] -> [B, S, L] -> [B, L, S]
+        let q = self.queries.to_dtype(dtype)?;
+        let scores = hidden
+            .broadcast_matmul(&q.t()?)?
+            .transpose(1, 2)?
+            .affine(1.0 / (h as f64).sqrt(), 0.0)?;
+        let bias = (mask.to_dtype(dtype)?.affine(-1.0, 1.0)? * MASK_NEG)?.reshape((b, 1, s))?;
+        let scores = scores.broadcast_add(&bias)?;
+        Ok(match mode {
+            Mode::Train => softmax_last_dim_composed(&scores)?,
+            Mode::Eval => candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?,
+        })
+    }
+
+    /// Logits `[B, L]` from `hidden` `[B, S, H]` and `mask` `[B, S]` (1 = token, 0 = padding).
+    pub fn forward(&self, hidden: &Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
+        let attn = self.attention(hidden, mask, mode)?;
+        let mut rep = attn.matmul(&hidden.contiguous()?)?; // [B, L, H]
+        if mode == Mode::Train && self.cfg.dropout > 0.0 {
+            rep = candle_nn::ops::dropout(&rep, self.cfg.dropout as f32)?;
+        }
+        let w = self
+            .score_weight
+            .to_dtype(rep.dtype())?
+            .reshape((1, 1, ()))?;
+        let logits = rep.broadcast_mul(&w)?.sum(D::Minus1)?;
+        Ok(logits.broadcast_add(&self.score_bias.to_dtype(logits.dtype())?)?)
+    }
+}
+
+/// Label queries `[L, H]` from one vector per label (e.g. the encoder's mean-pooled embedding
+/// of `"T1059.001 PowerShell. <first sentence of the description>"`), each scaled to L2 norm
+/// `norm`. A zero vector stays zero.
+pub fn queries_from_vectors(vectors: &[Vec<f32>], norm: f64) -> Result<Tensor> {
+    let h = vectors.first().map(Vec::len).unwrap_or(0);
+    if vectors.is_empty() || h == 0 {
+        return Err(Error::InvalidArgument(
+            "no label vectors to build queries from".into(),
+        ));
+    }
+    let mut flat = Vec::with_capacity(vectors.len() * h);
+    for (i, v) in vectors.iter().enumerate() {
+        if v.len() != h {
+            return Err(Error::InvalidArgument(format!(
+                "label vector {i} has {} values, the first has {h}",
+                v.len()
+            )));
+        }
+        let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let scale = if n > 0.0 { norm / n } else { 0.0 };
+        flat.extend(v.iter().map(|x| (*x as f64 * scale) as f32));
+    }
+    Ok(Tensor::from_vec(flat, (vectors.len(), h), &Device::Cpu)?)
+}
+
+/// One N(0, 1) draw (Box-Muller).
+fn standard_normal(rng: &mut impl rand::Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_with(queries: Vec<f32>, w: Vec<f32>, b: f32, l: usize, h: usize) -> LabelAttentionHead {
+        let dev = Device::Cpu;
+        LabelAttentionHead {
+            queries: Tensor::from_vec(queries, (l, h), &dev).unwrap(),
+            score_weight: Tensor::from_vec(w, (1, h), &dev).unwrap(),
+            score_bias: Tensor::from_vec(vec![b], 1, &dev).unwrap(),
+            cfg: HeadConfig {
+                num_labels: l,
+                hidden_size: h,
+                dropout: 0.0,
+            },
+        }
+    }
+
+    /// Hand computation: H = 2 (scale 1/sqrt 2), one sentence of 3 positions, last padded.
+    /// hidden = [[1,0],[0,1],[5,5]], query q = [sqrt2*ln3, 0]: scores over real tokens
+    /// [ln3, 0] -> softmax [3/4, 1/4]; rep = [3/4, 1/4]; w = [1, 2], b = 0.5:
+    /// logit = 3/4 + 2/4 + 0.5 = 1.75. The padded [5,5] gets no weight.
+    #[test]
+    fn forward_matches_hand_computation_and_masks_padding() {
+        let q0 = 2f32.sqrt() * 3f32.ln();
+        let head = head_with(vec![q0, 0.0], vec![1.0, 2.0], 0.5, 1, 2);
+        let dev = Device::Cpu;
+        let hidden = Tensor::from_vec(vec![1f32, 0., 0., 1., 5., 5.], (1, 3, 2), &dev).unwrap();
+        let mask = Tensor::from_vec(vec![1u32, 1, 0], (1, 3), &dev).unwrap();
+        for mode in [Mode::Train, Mode::Eval] {
+            let logits = head.forward(&hidden, &mask, mode).unwrap();
+            let v = logits.to_vec2::<f32>().unwrap();
+            assert!((v[0][0] - 1.75).abs() < 1e-5, "{mode:?}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn trainable_names_and_query_init() {
+        let vm = VarMap::new();
+        let q = queries_from_vectors(&[vec![3.0, 4.0], vec![0.0, 2.0]], 10.0).unwrap();
+        assert_eq!(
+            q.to_vec2::<f32>().unwrap(),
+            vec![vec![6.0, 8.0], vec![0.0, 10.0]]
+        );
+        let cfg = HeadConfig::new(2, 2);
+        let head = LabelAttentionHead::trainable(
+            &vm,
+            &cfg,
+            &HeadInit {
+                seed: 1,
+                queries: Some(q.clone()),
+            },
+        )
+        .unwrap();
+        let mut names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["head.queries", "head.score.bias", "head.score.weight"]
+        );
+        assert_eq!(
+            head.queries().to_vec2::<f32>().unwrap(),
+            q.to_vec2::<f32>().unwrap()
+        );
+        assert!(LabelAttentionHead::trainable(
+            &vm,
+            &HeadConfig::new(3, 2),
+            &HeadInit {
+                seed: 1,
+                queries: Some(q)
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn gradients_reach_every_head_variable() {
+        let vm = VarMap::new();
+        let mut cfg = HeadConfig::new(3, 4);
+        cfg.dropout = 0.0;
+        let head = LabelAttentionHead::trainable(
+            &vm,
+            &cfg,
+            &HeadInit {
+                seed: 7,
+                queries: None,
+            },
+        )
+        .unwrap();
+        let dev = Device::Cpu;
+        let hidden = Tensor::randn(0f32, 1.0, (2, 5, 4), &dev).unwrap();
+        let mask = Tensor::from_vec(vec![1u32, 1, 1, 0, 0, 1, 1, 1, 1, 1], (2, 5), &dev).unwrap();
+        let loss = head
+            .forward(&hidden, &mask, Mode::Train)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        for var in vm.all_vars() {
+            let g = grads.get(var.as_tensor()).expect("gradient");
+            let n = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(n > 0.0);
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Integration tests of the label-attention classifier and its artifact: save -> load ->
+//! predict round-trips exactly, ensembles average, corrupt artifacts are clear errors, and the
+//! committed format-1 fixture keeps loading.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use ttpmap_core::TechniqueId;
+use ttpmap_ml::artifact::{self, write_artifact, Artifact, Manifest};
+use ttpmap_ml::classifier::{predict_encoded, TrainableClassifier};
+use ttpmap_ml::encoder::bert::Config;
+use ttpmap_ml::head::{HeadConfig, HeadInit};
+use ttpmap_ml::tokenize::TextTokenizer;
+use ttpmap_ml::Error;
+
+const WORDS: &[&str] = &[
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "attacker",
+    "used",
+    "powershell",
+    "to",
+    "download",
+    "payload",
+    "scheduled",
+    "task",
+    "credential",
+    "dump",
+    "registry",
+    "run",
+    "key",
+    "phishing",
+    "email",
+    ".",
+];
+
+const SENTENCES: &[&str] = &[
+    "The attacker used PowerShell to download the payload.",
+    "A scheduled task ran the payload.",
+    "credential dump",
+    "",
+    "Phishing email with an unknown attachment.",
+];
+
+/// 2 layers, hidden 32 (the encoder tests' tiny model), dropout 0.
+fn tiny_config(vocab: usize) -> Config {
+    Config {
+        vocab_size: vocab,
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        max_position_embeddings: 24,
+        type_vocab_size: 2,
+        ..Config::default()
+    }
+    .with_dropout(0.0)
+}
+
+/// Smallest model for the committed fixture: 1 layer, hidden 8.
+fn fixture_config(vocab: usize) -> Config {
+    Config {
+        vocab_size: vocab,
+        hidden_size: 8,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 16,
+        max_position_embeddings: 16,
+        type_vocab_size: 2,
+        ..Config::default()
+    }
+    .with_dropout(0.0)
+}
+
+fn tokenizer(dir: &Path, max_length: usize) -> TextTokenizer {
+    let vocab = dir.join("vocab.txt");
+    std::fs::write(&vocab, WORDS.join("\n")).unwrap();
+    TextTokenizer::from_vocab(&vocab, true, max_length).unwrap()
+}
+
+fn labels() -> Vec<TechniqueId> {
+    ["T1059.001", "T1053.005", "T1003", "T1566"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+fn trained(cfg: &Config, seed: u64) -> TrainableClassifier {
+    let mut head = HeadConfig::new(labels().len(), cfg.hidden_size);
+    head.dropout = 0.0;
+    let t = TrainableClassifier::new(
+        cfg,
+        &head,
+        None,
+        seed,
+        &HeadInit {
+            seed: seed + 1,
+            queries: None,
+        },
+    )
+    .unwrap();
+    // Random init gives near-identical logits; spread the head so probabilities differ.
+    let named = t.named_vars().unwrap();
+    for (name, var) in &named {
+        if name == "head.score.weight" || name == "head.queries" {
+            var.set(&(var.as_tensor() * 40.0).unwrap()).unwrap();
+        }
+    }
+    t
+}
+
+fn manifest(cfg: &Config, max_length: usize) -> Manifest {
+    let mut m = Manifest::new(labels(), cfg.clone(), max_length);
+    m.head_dropout = 0.0;
+    m.attack_version = Some("18.1".into());
+    m.base_model = "tiny (generated)".into();
+    m.thresholds.tuned = 0.37;
+    m.training = serde_json::json!({"epochs": 0});
+    m.data.insert("train".into(), "sha256:test".into());
+    m
+}
+
+fn write_tiny(dir: &Path, cfg: &Config, seeds: &[u64]) -> Vec<Vec<Vec<f32>>> {
+    let work = tempfile::tempdir().unwrap();
+    let tok = tokenizer(work.path(), 16);
+    let mut weights = Vec::new();
+    let mut expected = Vec::new();
+    for &seed in seeds {
+        let t = trained(cfg, seed);
+        let enc = tok.encode_all(SENTENCES).unwrap();
+        expected.push(predict_encoded(t.network(), &tok, &enc, 2, &Device::Cpu).unwrap());
+        weights.push((seed, "base".to_string(), t.tensors().unwrap()));
+    }
+    write_artifact(
+        dir,
+        &manifest(cfg, 16),
+        &tok,
+        &weights,
+        &serde_json::json!({"note": "test"}),
+    )
+    .unwrap();
+    expected
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn save_load_predict_round_trips() {
+    let cfg = tiny_config(WORDS.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    let expected = write_tiny(&dir, &cfg, &[42, 123]);
+    let art = Artifact::open(&dir, &Device::Cpu).unwrap();
+    assert_eq!(art.labels(), labels().as_slice());
+    assert_eq!(art.manifest().thresholds.tuned, 0.37);
+    assert_eq!(
+        art.manifest()
+            .seeds
+            .iter()
+            .map(|s| (s.seed, s.weights.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (42, "seeds/seed-42/model.safetensors"),
+            (123, "seeds/seed-123/model.safetensors")
+        ]
+    );
+    let per_seed = art.predict_per_seed(SENTENCES).unwrap();
+    // The trainable net (unfused projections) and the loaded one (fused) agree to rounding.
+    for (p, e) in per_seed.iter().zip(&expected) {
+        assert!(max_diff(p, e) < 1e-5, "{}", max_diff(p, e));
+        assert_eq!(p[0].len(), 4);
+    }
+    // The two seeds differ, so averaging is observable.
+    assert!(max_diff(&per_seed[0], &per_seed[1]) > 1e-3);
+    // Reloading gives bit-identical predictions.
+    let again = Artifact::open(&dir, &Device::Cpu)
+        .unwrap()
+        .predict_per_seed(SENTENCES)
+        .unwrap();
+    assert_eq!(again, per_seed);
+    // Ensemble = mean of the seeds.
+    let ens = art.predict_proba(SENTENCES).unwrap();
+    for (s, row) in ens.iter().enumerate() {
+        for (l, p) in row.iter().enumerate() {
+            let mean = (per_seed[0][s][l] + per_seed[1][s][l]) / 2.0;
+            assert!((p - mean).abs() < 1e-7);
+        }
+    }
+    // Order is preserved whatever the length sorting did.
+    let single = art.models()[0].predict_proba(&[SENTENCES[2]]).unwrap();
+    assert!(max_diff(&single, &per_seed[0][2..3]) < 1e-6);
+    // Thresholding picks the labels at or above the threshold.
+    let picked = artifact::threshold_labels(&ens, 0.5);
+    for (row, idx) in ens.iter().zip(&picked) {
+        let want: Vec<usize> = (0..row.len()).filter(|&l| row[l] >= 0.5).collect();
+        assert_eq!(idx, &want);
+    }
+    assert!(artifact::is_artifact(&dir));
+    assert!(!artifact::is_artifact(tmp.path()));
+}
+
+#[test]
+fn rewriting_replaces_the_artifact_and_leaves_no_temp_folder() {
+    let cfg = fixture_config(WORDS.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    write_tiny(&dir, &cfg, &[1, 2]);
+    write_tiny(&dir, &cfg, &[3]);
+    let art = Artifact::open(&dir, &Device::Cpu).unwrap();
+    assert_eq!(art.manifest().seeds.len(), 1);
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["model"]);
+}
+
+fn expect_artifact_error(dir: &Path, file: &str) -> String {
+    let err = Artifact::open(dir, &Device::Cpu).expect_err("corrupt artifact must not load");
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::Artifact { .. } | Error::Json { .. } | Error::Tokenizer { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(msg.contains(file), "error {msg:?} should name {file}");
+    msg
+}
+
+#[test]
+fn corrupt_or_mismatched_artifacts_are_clear_errors() {
+    let cfg = fixture_config(WORDS.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = |name: &str| -> PathBuf {
+        let d = tmp.path().join(name);
+        write_tiny(&d, &cfg, &[7]);
+        d
+    };
+    let weights = "seeds/seed-7/model.safetensors";
+
+    let d = fresh("truncated");
+    let w = d.join(weights);
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    expect_artifact_error(&d, "model.safetensors");
+
+    let d = fresh("missing-weights");
+    std::fs::remove_file(d.join(weights)).unwrap();
+    expect_artifact_error(&d, "model.safetensors");
+
+    let d = fresh("bad-json");
+    std::fs::write(d.join("manifest.json"), "{not json").unwrap();
+    expect_artifact_error(&d, "manifest.json");
+
+    let d = fresh("no-manifest");
+    std::fs::remove_file(d.join("manifest.json")).unwrap();
+    expect_artifact_error(&d, "manifest.json");
+
+    let edit = |d: &Path, f: &dyn Fn(&mut serde_json::Value)| {
+        let p = d.join("manifest.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+    };
+
+    let d = fresh("future-version");
+    edit(&d, &|v| v["format_version"] = 99.into());
+    let msg = expect_artifact_error(&d, "manifest.json");
+    assert!(msg.contains("format_version"));
+
+    let d = fresh("more-labels");
+    edit(&d, &|v| {
+        v["labels"].as_array_mut().unwrap().push("T1105".into())
+    });
+    expect_artifact_error(&d, "model.safetensors");
+
+    let d = fresh("bad-label");
+    edit(&d, &|v| v["labels"][0] = "X1".into());
+    expect_artifact_error(&d, "manifest.json");
+
+    let d = fresh("wider");
+    edit(&d, &|v| {
+        v["encoder"]["hidden_size"] = 16.into();
+        v["encoder"]["intermediate_size"] = 32.into();
+    });
+    expect_artifact_error(&d, "model.safetensors");
+
+    let d = fresh("escape");
+    edit(&d, &|v| {
+        v["seeds"][0]["weights"] = "../x.safetensors".into()
+    });
+    expect_artifact_error(&d, "manifest.json");
+
+    let d = fresh("no-tokenizer");
+    std::fs::remove_file(d.join("tokenizer.json")).unwrap();
+    expect_artifact_error(&d, "tokenizer.json");
+}
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier-v1")
+}
+
+/// The committed artifact of format version 1 keeps loading and predicting the probabilities
+/// recorded when it was written (expected.json, computed by this crate at that time).
+#[test]
+fn committed_format_1_fixture_keeps_loading() {
+    let dir = fixture_dir();
+    let art = Artifact::open(&dir, &Device::Cpu).expect("fixture loads");
+    assert_eq!(art.manifest().format_version, 1);
+    let expected: Vec<Vec<f32>> = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).expect("expected.json"),
+    )
+    .unwrap();
+    let got = art.predict_proba(SENTENCES).unwrap();
+    assert!(max_diff(&got, &expected) < 1e-5, "{got:?} vs {expected:?}");
+}
+
+/// Regenerates the fixture: `TTPMAP_WRITE_FIXTURE=1 cargo test -p ttpmap-ml --test classifier
+/// write_fixture -- --ignored`. Only when the format changes (bump the version and keep the old
+/// fixture as well).
+#[test]
+#[ignore]
+fn write_fixture() {
+    if std::env::var_os("TTPMAP_WRITE_FIXTURE").is_none() {
+        return;
+    }
+    let cfg = fixture_config(WORDS.len());
+    let dir = fixture_dir();
+    write_tiny(&dir, &cfg, &[42, 123]);
+    let art = Artifact::open(&dir, &Device::Cpu).unwrap();
+    let probs = art.predict_proba(SENTENCES).unwrap();
+    std::fs::write(
+        dir.join("expected.json"),
+        serde_json::to_string(&probs).unwrap(),
+    )
+    .unwrap();
+}

@@ -165,6 +165,19 @@ impl Scorer {
     }
 }
 
+/// Where models run: the first CUDA GPU when built with the `cuda` feature and one is present,
+/// else the CPU.
+pub fn compute_device() -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        match Device::cuda_if_available(0) {
+            Ok(d) => return d,
+            Err(e) => tracing::warn!("no usable CUDA device, running on the CPU: {e}"),
+        }
+    }
+    Device::Cpu
+}
+
 /// The BM25 index over the catalog's active techniques. A sub-technique's name is indexed with
 /// its parent's ("Command and Scripting Interpreter: PowerShell"), as ATT&CK displays it.
 pub fn bm25_index(catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Bm25Index> {
@@ -208,7 +221,7 @@ pub fn dense_scorer(
     let path = model_path(assets, args)?;
     let md = ModelDir::open(&path)
         .with_context(|| format!("opening the model folder {}", path.display()))?;
-    let embedder = Embedder::from_model_dir(&md, EmbedderConfig::default(), &Device::Cpu)
+    let embedder = Embedder::from_model_dir(&md, EmbedderConfig::default(), &compute_device())
         .with_context(|| format!("loading the model in {}", path.display()))?;
     let key = IndexKey {
         model: model_fingerprint(&md)?,

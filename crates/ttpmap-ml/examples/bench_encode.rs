@@ -4,7 +4,7 @@
 //! vector. Not a timed test.
 //!
 //! `cargo run --release -p ttpmap-ml --example bench_encode -- [--sentences 2000] [--batch 32]
-//! [--threads 2] [--shared DIR]`
+//! [--threads 2] [--order both|given|sorted] [--shared DIR]`
 
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ struct Args {
     sentences: usize,
     batch: usize,
     threads: usize,
+    /// Which orders to run: `both`, `given` or `sorted`.
+    order: String,
     shared: PathBuf,
 }
 
@@ -27,6 +29,7 @@ fn parse_args() -> BoxResult<Args> {
         sentences: 2000,
         batch: 32,
         threads: 2,
+        order: "both".to_string(),
         shared: std::env::var_os("TTPMAP_SHARED")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")),
@@ -39,6 +42,9 @@ fn parse_args() -> BoxResult<Args> {
             "--batch" => args.batch = value.parse()?,
             "--threads" => args.threads = value.parse()?,
             "--shared" => args.shared = PathBuf::from(value),
+            "--order" if ["both", "given", "sorted"].contains(&value.as_str()) => {
+                args.order = value
+            }
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -96,7 +102,12 @@ fn main() -> BoxResult<()> {
         cfg!(feature = "x86-v4")
     );
 
-    for sort_by_length in [false, true] {
+    let orders: &[bool] = match args.order.as_str() {
+        "given" => &[false],
+        "sorted" => &[true],
+        _ => &[false, true],
+    };
+    for &sort_by_length in orders {
         let cfg = EmbedderConfig {
             batch_size: args.batch,
             sort_by_length,

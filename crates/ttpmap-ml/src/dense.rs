@@ -8,9 +8,14 @@
 //! - a cache file is used only when its format, model fingerprint, catalog fingerprint, example
 //!   cap and shape all match; otherwise (or when it is unreadable or truncated) it is rebuilt.
 //!   Files are written atomically (temporary file in the same folder, then rename);
-//! - scoring: the `k` nearest rows (cosine) vote; a technique's cosine is the **maximum** cosine
-//!   among its neighbours, and its confidence is that cosine clipped to [0, 1] (negative
-//!   similarity means no evidence). Evidence lists the nearest neighbour texts, truncated.
+//! - scoring: the `k` nearest rows (cosine) vote ([`VoteRule`]): with [`VoteRule::Max`] a
+//!   technique's confidence is the **maximum** cosine among its neighbours, clipped to [0, 1]
+//!   (negative similarity means no evidence); with [`VoteRule::Weighted`] it is the
+//!   similarity-weighted share of the `k` neighbours that carry the technique. Evidence lists
+//!   the nearest neighbour texts, truncated.
+//! - an index may be extended with labelled sentences (e.g. a training split: one row per
+//!   (sentence, label) pair) so that analysts' own labelled data votes next to ATT&CK's
+//!   procedure examples; rows appended this way are not cached.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -139,7 +144,43 @@ fn first_sentence(text: &str) -> &str {
     }
 }
 
+/// Rows for labelled sentences: one `(label, text)` entry per label of each sentence with at
+/// least one label (unlabelled sentences carry no vote), in input order.
+pub fn labelled_entries<'a>(
+    sentences: impl IntoIterator<Item = (&'a str, &'a [TechniqueId])>,
+) -> Vec<(TechniqueId, String)> {
+    let mut out = Vec::new();
+    for (text, labels) in sentences {
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        for l in labels {
+            if seen.insert(l) {
+                out.push((l.clone(), text.to_string()));
+            }
+        }
+    }
+    out
+}
+
 impl DenseIndex {
+    /// Appends the rows of `other` (same embedding width), e.g. labelled training sentences
+    /// built with [`DenseIndex::build`] from [`labelled_entries`].
+    pub fn extend(&mut self, other: DenseIndex) -> Result<()> {
+        if other.dim != self.dim && !other.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot append a dense index of width {} to one of width {}",
+                other.dim, self.dim
+            )));
+        }
+        self.labels.extend(other.labels);
+        self.texts.extend(other.texts);
+        self.data.extend(other.data);
+        Ok(())
+    }
+
     /// Embeds `entries` with `embedder`, calling `progress(done, total)` after each chunk.
     pub fn build(
         embedder: &Embedder,
@@ -303,6 +344,20 @@ impl DenseIndex {
     }
 }
 
+/// How the `k` nearest rows turn into technique confidences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VoteRule {
+    /// A technique scores the maximum cosine among its rows: one very close example is strong
+    /// evidence, and scores stay comparable across techniques with many or few examples.
+    #[default]
+    Max,
+    /// A technique scores `sum(cos of its rows) / sum(cos of all k rows)` (cosines clipped at
+    /// 0): the similarity-weighted share of the neighbourhood, a calibrated-looking vote that
+    /// suits dense labelled neighbours (training sentences) with a tuned threshold.
+    Weighted,
+}
+
 /// k-nearest-neighbour technique scorer over a [`DenseIndex`].
 ///
 /// Per sentence: embed, cosine to every row, take the `k` nearest rows; each technique among
@@ -322,12 +377,14 @@ pub struct DenseScorer {
     pub label_space: Option<BTreeSet<TechniqueId>>,
     /// List the nearest example texts as evidence. Default true.
     pub with_evidence: bool,
+    /// How neighbours vote. Default [`VoteRule::Max`].
+    pub vote: VoteRule,
 }
 
 impl DenseScorer {
-    /// Default extraction threshold (a cosine of 0.5 with all-MiniLM-L6-v2 is a close
-    /// paraphrase; not tuned).
-    pub const DEFAULT_THRESHOLD: f32 = 0.5;
+    /// Default extraction threshold for the max vote: the cosine tuned on the training splits
+    /// with all-MiniLM-L6-v2 (TRAM2 0.57, AnnoCTR 0.56; `results/dense-*-train.json`).
+    pub const DEFAULT_THRESHOLD: f32 = 0.56;
 
     /// A scorer; `source` (the model folder) names errors.
     pub fn new(embedder: Embedder, index: DenseIndex, source: impl Into<PathBuf>) -> Self {
@@ -339,12 +396,23 @@ impl DenseScorer {
             top_k: 10,
             label_space: None,
             with_evidence: true,
+            vote: VoteRule::Max,
         }
     }
 
     /// The index in use.
     pub fn index(&self) -> &DenseIndex {
         &self.index
+    }
+
+    /// The embedder (to build rows for [`DenseScorer::add_rows`]).
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    /// Appends rows (e.g. labelled training sentences) to the index in use.
+    pub fn add_rows(&mut self, rows: DenseIndex) -> Result<()> {
+        self.index.extend(rows)
     }
 
     /// Row labels after the label-space mapping (`None`: row excluded).
@@ -372,21 +440,43 @@ impl DenseScorer {
         rows.truncate(k);
         rows.sort_by(cmp);
         // Rows are best first: a technique's first row carries its max cosine.
-        let mut by_tech: Vec<(TechniqueId, f32, Vec<String>)> = Vec::new();
+        // (technique, max cosine, sum of clipped cosines, evidence)
+        let mut by_tech: Vec<(TechniqueId, f32, f32, Vec<String>)> = Vec::new();
+        let mut total = 0.0f32;
         for &r in &rows {
             let Some(t) = &labels[r] else { continue };
+            let w = sims[r].max(0.0);
+            total += w;
             let text = truncate(&self.index.texts[r], EVIDENCE_CHARS);
-            match by_tech.iter_mut().find(|(id, _, _)| id == t) {
-                Some((_, _, reasons)) => reasons.push(text),
-                None => by_tech.push((t.clone(), sims[r], vec![text])),
+            match by_tech.iter_mut().find(|(id, _, _, _)| id == t) {
+                Some((_, _, sum, reasons)) => {
+                    *sum += w;
+                    if !reasons.contains(&text) {
+                        reasons.push(text);
+                    }
+                }
+                None => by_tech.push((t.clone(), sims[r], w, vec![text])),
             }
         }
-        by_tech
+        let mut scored: Vec<(TechniqueId, f32, f32, Vec<String>)> = by_tech
+            .into_iter()
+            .map(|(t, cos, sum, reasons)| {
+                let score = match self.vote {
+                    VoteRule::Max => cos.clamp(0.0, 1.0),
+                    VoteRule::Weighted if total > 0.0 => (sum / total).clamp(0.0, 1.0),
+                    VoteRule::Weighted => 0.0,
+                };
+                (t, score, cos, reasons)
+            })
+            .collect();
+        // Stable: ties keep nearest-first order.
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored
             .into_iter()
             .take(self.top_k)
-            .map(|(technique, cos, reasons)| Prediction {
+            .map(|(technique, score, cos, reasons)| Prediction {
                 technique,
-                score: cos.clamp(0.0, 1.0),
+                score,
                 raw_score: cos,
                 evidence: Evidence {
                     method: "dense".into(),
@@ -529,6 +619,71 @@ mod tests {
             DenseIndex::load_or_build(dir.path(), &key, &emb2, &entries, &mut |_, _| {}).unwrap();
         assert!(!built);
         assert_eq!(cached, rebuilt);
+    }
+
+    /// A 4-row index in the model's width with hand-made unit vectors: rows 0-1 (T1486) point
+    /// at e0, row 2 (T1003) at (e0 + e1)/sqrt 2, row 3 (T1566) at e1.
+    fn toy_index(dim: usize) -> DenseIndex {
+        let mut data = vec![0.0f32; 4 * dim];
+        data[0] = 1.0;
+        data[dim] = 1.0;
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        data[2 * dim] = h;
+        data[2 * dim + 1] = h;
+        data[3 * dim + 1] = 1.0;
+        DenseIndex {
+            dim,
+            labels: vec![tid("T1486"), tid("T1486"), tid("T1003"), tid("T1566")],
+            texts: (0..4).map(|i| format!("row {i}")).collect(),
+            data,
+        }
+    }
+
+    #[test]
+    fn weighted_vote_is_the_similarity_share_and_extend_appends_rows() {
+        let (md, emb) = minilm();
+        let dim = emb.dim();
+        let mut scorer = DenseScorer::new(emb, toy_index(dim), md.path());
+        scorer.k = 3;
+        let mut q = vec![0.0f32; dim];
+        q[0] = 1.0;
+        let labels = scorer.row_labels();
+        // Max vote: cosines 1, 1, 0.7071 (row 3 is outside k = 3).
+        let max = scorer.predictions(&q, &labels);
+        assert_eq!(max.len(), 2);
+        assert_eq!(max[0].technique, tid("T1486"));
+        assert!((max[0].score - 1.0).abs() < 1e-6);
+        assert!((max[1].score - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+        // Weighted: T1486 = 2 / (2 + 0.7071) = 0.7388, T1003 = 0.7071 / 2.7071 = 0.2612.
+        scorer.vote = VoteRule::Weighted;
+        let w = scorer.predictions(&q, &labels);
+        assert_eq!(w[0].technique, tid("T1486"));
+        assert!((w[0].score - 0.738_8).abs() < 1e-4, "{}", w[0].score);
+        assert!((w[1].score - 0.261_2).abs() < 1e-4, "{}", w[1].score);
+        assert!((w.iter().map(|p| p.score).sum::<f32>() - 1.0).abs() < 1e-5);
+        // The evidence of a technique lists each neighbour text once.
+        assert_eq!(w[0].evidence.reasons, vec!["row 0", "row 1"]);
+
+        // Appending labelled sentences: one row per distinct label, empty texts skipped.
+        let a = [tid("T1003"), tid("T1003"), tid("T1566")];
+        let entries = labelled_entries([
+            ("Dumped LSASS. ", &a[..]),
+            ("   ", &a[..1]),
+            ("nothing here", &[][..]),
+        ]);
+        assert_eq!(
+            entries,
+            vec![
+                (tid("T1003"), "Dumped LSASS.".to_string()),
+                (tid("T1566"), "Dumped LSASS.".to_string())
+            ]
+        );
+        let mut index = toy_index(dim);
+        index.extend(toy_index(dim)).unwrap();
+        assert_eq!(index.len(), 8);
+        assert_eq!(index.data.len(), 8 * dim);
+        let err = index.extend(toy_index(dim + 1)).unwrap_err();
+        assert!(err.to_string().contains("width"), "{err}");
     }
 
     #[test]

@@ -427,6 +427,31 @@ mod parity {
         }
         assert!(emb.encode(&[]).expect("empty").is_empty());
     }
+
+    #[test]
+    fn a_100k_token_sentence_is_truncated_to_the_model_length() {
+        let emb = Embedder::open(minilm_dir(), EmbedderConfig::default(), &Device::Cpu)
+            .expect("embedder");
+        let tok = emb.tokenizer();
+        // "credential" is one WordPiece token in MiniLM's vocabulary: 100,000 words, 100,000
+        // tokens before truncation.
+        let huge = vec!["credential"; 100_000].join(" ");
+        let enc = tok.encode(&huge).expect("encode");
+        assert!(enc.truncated);
+        assert_eq!(enc.ids.len(), tok.max_length());
+        let shorter = vec!["credential"; 1_000].join(" ");
+        let out = emb.encode(&[&huge, &shorter, "credential"]).expect("embed");
+        // Both long inputs keep the same first max_length tokens, so the same vector.
+        let diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        assert!(diff(&out[0], &out[1]) < 1e-5);
+        assert!(diff(&out[0], &out[2]) > 1e-3);
+        assert!(out[0].iter().all(|x| x.is_finite()));
+    }
 }
 
 mod gradients {

@@ -42,7 +42,7 @@ pub struct DownloadReport {
 }
 
 /// Downloads `url` to `dest` (see the module invariant); no content validation.
-#[allow(dead_code)] // the generic entry point; model downloads will use it
+#[cfg_attr(not(feature = "hub"), allow(dead_code))] // model downloads (`hub` feature)
 pub fn download_to(
     url: &str,
     dest: &Path,

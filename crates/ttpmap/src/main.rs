@@ -10,6 +10,7 @@ mod assets;
 mod cli;
 mod cmd;
 mod download;
+mod hub;
 mod methods;
 mod output;
 mod progress;

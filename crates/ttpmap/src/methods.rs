@@ -6,7 +6,9 @@ use anyhow::Context;
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::pipeline::{Bm25Scorer, HybridScorer, SentenceScorer};
 use ttpmap_core::retrieve::{technique_documents, Analyzer, Bm25Index, Bm25Params, DocOptions};
-use ttpmap_ml::dense::{index_entries, model_fingerprint, DenseIndex, DenseScorer, IndexKey};
+use ttpmap_ml::dense::{
+    index_entries, model_fingerprint, DenseIndex, DenseScorer, IndexKey, VoteRule,
+};
 use ttpmap_ml::{Device, Embedder, EmbedderConfig, ModelDir};
 
 use crate::assets::Assets;
@@ -33,8 +35,9 @@ pub struct MethodArgs {
     /// BM25: leave ATT&CK procedure examples out of the technique documents.
     #[arg(long)]
     pub no_procedures: bool,
-    /// Dense/hybrid: sentence-transformers model folder (default:
-    /// `<cache>/models/all-MiniLM-L6-v2`).
+    /// Dense/hybrid: sentence-transformers model folder or Hugging Face repo id (default:
+    /// `<cache>/models/all-MiniLM-L6-v2`, downloaded from sentence-transformers/all-MiniLM-L6-v2
+    /// when missing).
     #[arg(long, env = "TTPMAP_MODEL", value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Dense/hybrid: index at most this many ATT&CK procedure examples per technique (plus one
@@ -42,6 +45,29 @@ pub struct MethodArgs {
     /// the index is cached per model and ATT&CK version.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub dense_max_examples: usize,
+    /// Dense/hybrid: how the nearest neighbours vote (max cosine, or similarity-weighted
+    /// share of the neighbourhood).
+    #[arg(long, value_enum, default_value_t = DenseVote::Max)]
+    pub dense_vote: DenseVote,
+}
+
+/// `--dense-vote` values (see `ttpmap_ml::dense::VoteRule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenseVote {
+    /// A technique scores its nearest example's cosine.
+    Max,
+    /// A technique scores its similarity-weighted share of the k nearest rows.
+    Weighted,
+}
+
+impl From<DenseVote> for VoteRule {
+    fn from(v: DenseVote) -> Self {
+        match v {
+            DenseVote::Max => VoteRule::Max,
+            DenseVote::Weighted => VoteRule::Weighted,
+        }
+    }
 }
 
 impl Default for MethodArgs {
@@ -51,6 +77,7 @@ impl Default for MethodArgs {
             no_procedures: false,
             model: None,
             dense_max_examples: 20,
+            dense_vote: DenseVote::Max,
         }
     }
 }
@@ -99,8 +126,11 @@ impl Scorer {
         };
         let dense = |s: &mut DenseScorer| {
             // Max-cosine voting: more neighbours only add lower-ranked candidates, so enough
-            // neighbours to fill `top_k` techniques leaves the ranking unchanged.
-            s.k = s.k.max(3 * top_k);
+            // neighbours to fill `top_k` techniques leaves the ranking unchanged. A weighted
+            // vote keeps its neighbourhood size (it is the vote's denominator).
+            if s.vote == VoteRule::Max {
+                s.k = s.k.max(3 * top_k);
+            }
             s.top_k = top_k;
             s.with_evidence = with_evidence;
             s.label_space = label_space.cloned();
@@ -116,6 +146,15 @@ impl Scorer {
         }
     }
 
+    /// The dense scorer inside (dense and hybrid methods).
+    pub fn dense_mut(&mut self) -> Option<&mut DenseScorer> {
+        match self {
+            Scorer::Bm25(_) => None,
+            Scorer::Dense(s) => Some(s.as_mut()),
+            Scorer::Hybrid(h) => Some(&mut h.second),
+        }
+    }
+
     /// The threshold used when the user gives none (tuned on training data: see README).
     pub fn default_threshold(&self) -> f32 {
         match self {
@@ -124,6 +163,19 @@ impl Scorer {
             Scorer::Hybrid(_) => HybridScorer::<Bm25Scorer, DenseScorer>::DEFAULT_THRESHOLD,
         }
     }
+}
+
+/// Where models run: the first CUDA GPU when built with the `cuda` feature and one is present,
+/// else the CPU.
+pub fn compute_device() -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        match Device::cuda_if_available(0) {
+            Ok(d) => return d,
+            Err(e) => tracing::warn!("no usable CUDA device, running on the CPU: {e}"),
+        }
+    }
+    Device::Cpu
 }
 
 /// The BM25 index over the catalog's active techniques. A sub-technique's name is indexed with
@@ -153,21 +205,10 @@ pub fn bm25_index(catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Bm25In
         .context("building the BM25 index")
 }
 
-/// The model folder for dense methods: `--model` / `TTPMAP_MODEL`, else
-/// `<cache>/models/all-MiniLM-L6-v2` when it exists.
+/// The model folder for dense methods: `--model` / `TTPMAP_MODEL` (a folder or a Hugging Face
+/// repo id), else `<cache>/models/all-MiniLM-L6-v2`, downloaded when missing (see `hub`).
 pub fn model_path(assets: &Assets, args: &MethodArgs) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &args.model {
-        return Ok(p.clone());
-    }
-    let default = assets.cache_dir().join("models").join("all-MiniLM-L6-v2");
-    if default.join("config.json").is_file() {
-        return Ok(default);
-    }
-    anyhow::bail!(
-        "--method dense/hybrid needs a sentence-transformers model folder: pass \
-         --model ../shared/models/all-MiniLM-L6-v2 (or set TTPMAP_MODEL); {} does not exist",
-        default.display()
-    )
+    crate::hub::resolve_model(assets, args.model.as_deref())
 }
 
 /// The dense scorer: opens the model on the CPU and loads its index from the cache, building
@@ -180,7 +221,7 @@ pub fn dense_scorer(
     let path = model_path(assets, args)?;
     let md = ModelDir::open(&path)
         .with_context(|| format!("opening the model folder {}", path.display()))?;
-    let embedder = Embedder::from_model_dir(&md, EmbedderConfig::default(), &Device::Cpu)
+    let embedder = Embedder::from_model_dir(&md, EmbedderConfig::default(), &compute_device())
         .with_context(|| format!("loading the model in {}", path.display()))?;
     let key = IndexKey {
         model: model_fingerprint(&md)?,
@@ -209,5 +250,7 @@ pub fn dense_scorer(
             key.cache_path(&assets.cache_dir()).display()
         );
     }
-    Ok(DenseScorer::new(embedder, index, path))
+    let mut scorer = DenseScorer::new(embedder, index, path);
+    scorer.vote = args.dense_vote.into();
+    Ok(scorer)
 }

@@ -45,6 +45,16 @@ pub enum LabelSpace {
     Train,
 }
 
+/// Extra labelled neighbours for dense methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Neighbours {
+    /// Only ATT&CK's procedure examples and technique descriptions.
+    None,
+    /// Also the labelled sentences of the training split.
+    Train,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     #[command(flatten)]
@@ -67,6 +77,11 @@ pub struct EvalArgs {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Dense/hybrid on TRAM2/AnnoCTR: add labelled training sentences as neighbours that vote
+    /// next to ATT&CK's examples. The training split is then divided 80:20 (seeded by
+    /// `--seed`): the 80% become neighbours and the threshold is tuned on the 20%.
+    #[arg(long, value_enum, default_value_t = Neighbours::None)]
+    pub neighbours: Neighbours,
     /// Results JSON (default: results/<method>-<dataset>.json).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -179,6 +194,32 @@ fn eval_sentences(
         (args.label_space == LabelSpace::Train).then_some(&vocab),
     );
     let started = std::time::Instant::now();
+    // The split the threshold is tuned on: the training split, or its held-out 20% when the
+    // other 80% are neighbours (a sentence must not find itself).
+    let tuning = match args.neighbours {
+        Neighbours::None => train,
+        Neighbours::Train => {
+            let Some(dense) = scorer.dense_mut() else {
+                anyhow::bail!("--neighbours train needs --method dense or hybrid");
+            };
+            let (fit, validation) = dataset::validation_split(&train, 0.2, args.seed)?;
+            let entries = ttpmap_ml::dense::labelled_entries(
+                fit.sentences()
+                    .map(|s| (s.text.as_str(), s.labels.as_slice())),
+            );
+            let pb = crate::progress::bar(
+                entries.len() as u64,
+                &format!("embedding {} labelled training sentences", entries.len()),
+                assets.quiet(),
+            );
+            let rows = ttpmap_ml::DenseIndex::build(dense.embedder(), &entries, &mut |d, _| {
+                pb.set_position(d as u64)
+            })?;
+            pb.finish_and_clear();
+            dense.add_rows(rows)?;
+            validation
+        }
+    };
     let in_vocab = Objective::DocumentF1 {
         variant: DocF1Variant::InVocabulary,
         vocab: Some(vocab.clone()),
@@ -186,7 +227,7 @@ fn eval_sentences(
     let (threshold, tuned_on_train) = match args.threshold {
         Some(t) => (t, None),
         None => {
-            let train_scores = score_dataset(&train, scorer.as_scorer(), assets.quiet())?;
+            let train_scores = score_dataset(&tuning, scorer.as_scorer(), assets.quiet())?;
             let tuned = eval::tune_threshold(&train_scores, &in_vocab, &eval::default_grid())?;
             (tuned.threshold, Some(tuned.objective_value))
         }
@@ -221,10 +262,10 @@ fn eval_sentences(
             .map(|_| scorer.as_scorer().name())
             .unwrap_or(""),
         threshold,
-        if tuned_on_train.is_some() {
-            " (tuned on train)"
-        } else {
-            ""
+        match (tuned_on_train.is_some(), args.neighbours) {
+            (true, Neighbours::Train) => " (tuned on 20% of train held out from the neighbours)",
+            (true, Neighbours::None) => " (tuned on train)",
+            (false, _) => "",
         }
     );
     let pct = |x: f64| format!("{:.2}", 100.0 * x);
@@ -288,6 +329,8 @@ fn eval_sentences(
         "top_k": args.top_k,
         "threshold": threshold,
         "threshold_tuned_on_train": tuned_on_train.is_some(),
+        "neighbours": args.neighbours,
+        "dense_vote": args.method.dense_vote,
         "train_objective_per_document_f1_in_vocabulary": tuned_on_train,
         "attack_version": catalog.version(),
         "per_document_f1_in_vocabulary": iv,

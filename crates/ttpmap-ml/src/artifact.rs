@@ -283,12 +283,14 @@ impl Artifact {
         }
         match raw.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(FORMAT_VERSION) => {}
-            other => return Err(artifact_err(
-                &mpath,
-                format!(
+            other => {
+                return Err(artifact_err(
+                    &mpath,
+                    format!(
                     "format_version {other:?} is not supported (this build reads {FORMAT_VERSION})"
                 ),
-            )),
+                ))
+            }
         }
         let manifest: Manifest = serde_json::from_value(raw).map_err(|source| Error::Json {
             path: mpath.clone(),

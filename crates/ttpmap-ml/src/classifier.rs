@@ -4,16 +4,22 @@
 //! Owns [`Classifier`] (the network, either on frozen weights or on a `VarMap`),
 //! [`ClassifierModel`] (inference: memory-mapped weights, fused eval-mode kernels, tokenizer,
 //! length-sorted batches) and [`TrainableClassifier`] (variables in a `VarMap` with names
-//! `encoder.*` and `head.*`).
+//! `encoder.*` and `head.*`), and [`ClassifierScorer`], the pipeline's
+//! [`SentenceScorer`] over a trained artifact.
 //!
 //! Invariants: weights files hold the encoder under `encoder.` (Hugging Face `BertModel` names,
 //! no pooler) and the head under `head.`; [`ClassifierModel::predict_proba`] returns one vector
 //! of `num_labels` probabilities per sentence, in input order.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use ttpmap_core::pipeline::SentenceScorer;
+use ttpmap_core::{Evidence, Prediction, TechniqueId};
+
+use crate::artifact::Artifact;
 
 use crate::encoder::bert::{BertEncoder, Config as BertConfig, Mode, TrainableOptions};
 use crate::head::{HeadConfig, HeadInit, LabelAttentionHead};
@@ -279,5 +285,93 @@ impl TrainableClassifier {
             .into_iter()
             .map(|(n, v)| (n, v.as_tensor().detach()))
             .collect())
+    }
+}
+
+/// [`SentenceScorer`] over a trained classifier artifact (the seeds' ensemble).
+///
+/// Per sentence: the ensemble probability of every label, best first, at most `top_k`.
+/// Confidence and `raw_score` are the probability. With a `label_space`, a label outside it
+/// counts as its parent when the parent is in it (as the other scorers), else it is dropped.
+pub struct ClassifierScorer {
+    artifact: Artifact,
+    /// At most this many techniques per sentence. Default 10.
+    pub top_k: usize,
+    /// When set, only these techniques are proposed.
+    pub label_space: Option<BTreeSet<TechniqueId>>,
+    /// Name the seeds' agreement as evidence. Default true.
+    pub with_evidence: bool,
+}
+
+impl ClassifierScorer {
+    /// A scorer over `artifact`.
+    pub fn new(artifact: Artifact) -> Self {
+        Self {
+            artifact,
+            top_k: 10,
+            label_space: None,
+            with_evidence: true,
+        }
+    }
+
+    /// The artifact.
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    /// The threshold tuned on validation when the artifact was trained.
+    pub fn tuned_threshold(&self) -> f32 {
+        self.artifact.manifest().thresholds.tuned
+    }
+
+    fn predictions(&self, probs: &[f32]) -> Vec<Prediction> {
+        let labels = self.artifact.labels();
+        let mut best: Vec<(TechniqueId, f32)> = Vec::new();
+        for (label, &p) in labels.iter().zip(probs) {
+            let id = match &self.label_space {
+                None => Some(label.clone()),
+                Some(ls) if ls.contains(label) => Some(label.clone()),
+                Some(ls) => Some(label.parent()).filter(|p| ls.contains(p)),
+            };
+            let Some(id) = id else { continue };
+            match best.iter_mut().find(|(t, _)| *t == id) {
+                Some((_, q)) => *q = q.max(p),
+                None => best.push((id, p)),
+            }
+        }
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let seeds = self.artifact.models().len();
+        best.into_iter()
+            .take(self.top_k)
+            .map(|(technique, p)| Prediction {
+                technique,
+                score: p.clamp(0.0, 1.0),
+                raw_score: p,
+                evidence: Evidence {
+                    method: "classifier".into(),
+                    reasons: if self.with_evidence {
+                        vec![format!("probability {p:.3} (mean of {seeds} seeds)")]
+                    } else {
+                        Vec::new()
+                    },
+                },
+            })
+            .collect()
+    }
+}
+
+impl SentenceScorer for ClassifierScorer {
+    fn name(&self) -> &str {
+        "classifier"
+    }
+
+    fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
+        let probs = self.artifact.predict_proba(sentences).map_err(|e| {
+            ttpmap_core::Error::InvalidInput {
+                path: self.artifact.dir().to_path_buf(),
+                message: format!("classifying sentences: {e}"),
+            }
+        })?;
+        Ok(probs.iter().map(|p| self.predictions(p)).collect())
     }
 }

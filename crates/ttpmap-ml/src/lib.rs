@@ -17,7 +17,7 @@ pub mod tokenize;
 
 pub use artifact::{Artifact, Manifest};
 pub use candle_core::Device;
-pub use classifier::{Classifier, ClassifierModel, TrainableClassifier};
+pub use classifier::{Classifier, ClassifierModel, ClassifierScorer, TrainableClassifier};
 pub use dense::{DenseIndex, DenseScorer, IndexKey};
 pub use embed::{Embedder, EmbedderConfig};
 pub use encoder::bert::{BertEncoder, Config as BertConfig, Mode};

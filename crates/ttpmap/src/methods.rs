@@ -9,7 +9,7 @@ use ttpmap_core::retrieve::{technique_documents, Analyzer, Bm25Index, Bm25Params
 use ttpmap_ml::dense::{
     index_entries, model_fingerprint, DenseIndex, DenseScorer, IndexKey, VoteRule,
 };
-use ttpmap_ml::{Device, Embedder, EmbedderConfig, ModelDir};
+use ttpmap_ml::{artifact, Artifact, ClassifierScorer, Device, Embedder, EmbedderConfig, ModelDir};
 
 use crate::assets::Assets;
 
@@ -22,8 +22,12 @@ pub enum Method {
     /// Nearest neighbours among embedded procedure examples and technique descriptions
     /// (needs a sentence-transformers model folder, `--model`).
     Dense,
-    /// BM25 and dense fused with reciprocal rank fusion.
+    /// BM25 and dense fused with reciprocal rank fusion; with a classifier artifact as
+    /// `--model`, the classifier and BM25 fused (BM25 finds techniques outside its labels).
     Hybrid,
+    /// A trained label-attention classifier (`--model DIR`, an artifact written by
+    /// `ttpmap train classifier`; chosen automatically when `--model` is one).
+    Classifier,
 }
 
 /// `--method` and its settings, shared by extract, rank and eval.
@@ -87,10 +91,15 @@ pub enum Scorer {
     Bm25(Bm25Scorer),
     Dense(Box<DenseScorer>),
     Hybrid(Box<HybridScorer<Bm25Scorer, DenseScorer>>),
+    Classifier(Box<ClassifierScorer>),
+    ClassifierHybrid(Box<HybridScorer<ClassifierScorer, Bm25Scorer>>),
 }
 
 impl Scorer {
     pub fn build(assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
+        if let Some(s) = classifier_scorer(catalog, args)? {
+            return Ok(s);
+        }
         match args.method {
             Method::Bm25 => Ok(Scorer::Bm25(Bm25Scorer::new(bm25_index(catalog, args)?))),
             Method::Dense => Ok(Scorer::Dense(Box::new(dense_scorer(
@@ -100,6 +109,7 @@ impl Scorer {
                 Bm25Scorer::new(bm25_index(catalog, args)?),
                 dense_scorer(assets, catalog, args)?,
             )))),
+            Method::Classifier => anyhow::bail!("--method classifier needs --model DIR"),
         }
     }
 
@@ -108,6 +118,8 @@ impl Scorer {
             Scorer::Bm25(s) => s,
             Scorer::Dense(s) => s.as_ref(),
             Scorer::Hybrid(s) => s.as_ref(),
+            Scorer::Classifier(s) => s.as_ref(),
+            Scorer::ClassifierHybrid(s) => s.as_ref(),
         }
     }
 
@@ -143,13 +155,19 @@ impl Scorer {
                 bm25(&mut h.first);
                 dense(&mut h.second);
             }
+            Scorer::Classifier(s) => configure_classifier(s, top_k, with_evidence, label_space),
+            Scorer::ClassifierHybrid(h) => {
+                h.top_k = top_k;
+                configure_classifier(&mut h.first, top_k, with_evidence, label_space);
+                bm25(&mut h.second);
+            }
         }
     }
 
     /// The dense scorer inside (dense and hybrid methods).
     pub fn dense_mut(&mut self) -> Option<&mut DenseScorer> {
         match self {
-            Scorer::Bm25(_) => None,
+            Scorer::Bm25(_) | Scorer::Classifier(_) | Scorer::ClassifierHybrid(_) => None,
             Scorer::Dense(s) => Some(s.as_mut()),
             Scorer::Hybrid(h) => Some(&mut h.second),
         }
@@ -161,8 +179,73 @@ impl Scorer {
             Scorer::Bm25(_) => Bm25Scorer::DEFAULT_THRESHOLD,
             Scorer::Dense(_) => DenseScorer::DEFAULT_THRESHOLD,
             Scorer::Hybrid(_) => HybridScorer::<Bm25Scorer, DenseScorer>::DEFAULT_THRESHOLD,
+            Scorer::Classifier(s) => s.tuned_threshold(),
+            Scorer::ClassifierHybrid(_) => {
+                HybridScorer::<ClassifierScorer, Bm25Scorer>::DEFAULT_THRESHOLD
+            }
         }
     }
+
+    /// The thresholds stored in a classifier artifact (the classifier method alone: a fused
+    /// hybrid score is not a probability).
+    pub fn classifier_thresholds(&self) -> Option<artifact::Thresholds> {
+        match self {
+            Scorer::Classifier(s) => Some(s.artifact().manifest().thresholds),
+            _ => None,
+        }
+    }
+}
+
+fn configure_classifier(
+    s: &mut ClassifierScorer,
+    top_k: usize,
+    with_evidence: bool,
+    label_space: Option<&std::collections::BTreeSet<ttpmap_core::TechniqueId>>,
+) {
+    s.top_k = top_k;
+    s.with_evidence = with_evidence;
+    s.label_space = label_space.cloned();
+}
+
+/// The classifier scorer when `--model` is a classifier artifact (manifest.json) and the method
+/// is bm25 (the default), classifier or hybrid; `None` otherwise. `--method classifier`
+/// without an artifact and `--method dense` with one are errors.
+pub fn classifier_scorer(catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Option<Scorer>> {
+    let is_artifact = args.model.as_deref().is_some_and(artifact::is_artifact);
+    match (args.method, is_artifact) {
+        (Method::Classifier, false) => anyhow::bail!(
+            "--method classifier needs --model DIR, a model folder written by              `ttpmap train classifier` (with manifest.json){}",
+            args.model
+                .as_ref()
+                .map(|p| format!("; {} is not one", p.display()))
+                .unwrap_or_default()
+        ),
+        (Method::Dense, true) => anyhow::bail!(
+            "{} is a classifier artifact, not a sentence-transformers model: use              --method classifier or --method hybrid",
+            args.model.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        ),
+        (_, false) => return Ok(None),
+        _ => {}
+    }
+    let dir = args.model.clone().unwrap_or_default();
+    let art = Artifact::open(&dir, &compute_device())
+        .with_context(|| format!("loading the classifier in {}", dir.display()))?;
+    let version = catalog.version();
+    match &art.manifest().attack_version {
+        Some(v) if v != version => tracing::warn!(
+            "classifier {} was trained on ATT&CK {v}; the catalog is {version}",
+            dir.display()
+        ),
+        _ => {}
+    }
+    let clf = ClassifierScorer::new(art);
+    Ok(Some(match args.method {
+        Method::Hybrid => Scorer::ClassifierHybrid(Box::new(HybridScorer::new(
+            clf,
+            Bm25Scorer::new(bm25_index(catalog, args)?),
+        ))),
+        _ => Scorer::Classifier(Box::new(clf)),
+    }))
 }
 
 /// Where models run: the first CUDA GPU when built with the `cuda` feature and one is present,

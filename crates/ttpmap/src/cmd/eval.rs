@@ -224,9 +224,13 @@ fn eval_sentences(
         variant: DocF1Variant::InVocabulary,
         vocab: Some(vocab.clone()),
     };
-    let (threshold, tuned_on_train) = match args.threshold {
-        Some(t) => (t, None),
-        None => {
+    // A classifier artifact carries its thresholds (0.5 and one tuned on its validation split):
+    // the training split is what it learnt from, so it is not used for tuning here.
+    let clf_thresholds = scorer.classifier_thresholds();
+    let (threshold, tuned_on_train) = match (args.threshold, clf_thresholds) {
+        (Some(t), _) => (t, None),
+        (None, Some(th)) => (th.tuned, None),
+        (None, None) => {
             let train_scores = score_dataset(&tuning, scorer.as_scorer(), assets.quiet())?;
             let tuned = eval::tune_threshold(&train_scores, &in_vocab, &eval::default_grid())?;
             (tuned.threshold, Some(tuned.objective_value))
@@ -250,6 +254,12 @@ fn eval_sentences(
     let (iv_ci, all_ci) = (ci(&iv)?, ci(&all)?);
     let vocab_labels: Vec<TechniqueId> = vocab.iter().cloned().collect();
     let prf = eval::multilabel_prf(&golds, &predicted, Some(&vocab_labels))?;
+    let at_default = match clf_thresholds {
+        Some(th) if args.threshold.is_none() => {
+            Some(doc_f1_at(&test_scores, th.default, &vocab, args)?)
+        }
+        _ => None,
+    };
     let elapsed = started.elapsed().as_secs_f64();
 
     println!(
@@ -265,11 +275,12 @@ fn eval_sentences(
         match (tuned_on_train.is_some(), args.neighbours) {
             (true, Neighbours::Train) => " (tuned on 20% of train held out from the neighbours)",
             (true, Neighbours::None) => " (tuned on train)",
+            (false, _) if at_default.is_some() => " (tuned on the classifier's validation split)",
             (false, _) => "",
         }
     );
     let pct = |x: f64| format!("{:.2}", 100.0 * x);
-    let rows = vec![
+    let mut rows = vec![
         vec![
             "per-document F1, in-vocabulary (CASSANDRA)".into(),
             pct(iv.mean_f1),
@@ -295,6 +306,39 @@ fn eval_sentences(
             prf.samples.to_string(),
         ],
     ];
+    if let Some(d) = &at_default {
+        let t = d.threshold;
+        for (name, r, ci) in [
+            (
+                "in-vocabulary",
+                &d.per_document_f1_in_vocabulary,
+                &d.per_document_f1_in_vocabulary_ci95,
+            ),
+            (
+                "all gold labels",
+                &d.per_document_f1_all_gold,
+                &d.per_document_f1_all_gold_ci95,
+            ),
+        ] {
+            rows.push(vec![
+                format!("per-document F1, {name}, at {t:.2}"),
+                pct(r.mean_f1),
+                format!("[{}, {}]", pct(ci.lo), pct(ci.hi)),
+                r.documents_scored.to_string(),
+            ]);
+        }
+        for (name, f1) in [
+            ("micro", d.sentence.micro.f1),
+            ("macro", d.sentence.macro_.f1),
+        ] {
+            rows.push(vec![
+                format!("sentence {name} F1 (train labels), at {t:.2}"),
+                pct(f1),
+                String::new(),
+                d.sentence.samples.to_string(),
+            ]);
+        }
+    }
     print!(
         "{}",
         render_table(&["metric", "value", "95% CI", "n"], &rows)
@@ -338,8 +382,55 @@ fn eval_sentences(
         "per_document_f1_all_gold": all,
         "per_document_f1_all_gold_ci95": all_ci,
         "sentence": prf,
+        "classifier_thresholds": clf_thresholds,
+        "at_default_threshold": at_default,
         "seconds": elapsed,
     }))
+}
+
+/// Scores at one threshold (the classifier's second operating point).
+#[derive(serde::Serialize)]
+struct AtThreshold {
+    threshold: f32,
+    per_document_f1_in_vocabulary: eval::DocF1Report,
+    per_document_f1_in_vocabulary_ci95: eval::MeanCi,
+    per_document_f1_all_gold: eval::DocF1Report,
+    per_document_f1_all_gold_ci95: eval::MeanCi,
+    sentence: eval::PrfReport,
+}
+
+/// Per-document F1 (both variants, with bootstrap CIs) and sentence P/R/F1 of `scores` at
+/// `threshold`.
+fn doc_f1_at(
+    scores: &[ScoredSentence],
+    threshold: f32,
+    vocab: &BTreeSet<TechniqueId>,
+    args: &EvalArgs,
+) -> anyhow::Result<AtThreshold> {
+    let predicted = eval::apply_threshold(scores, threshold);
+    let golds: Vec<BTreeSet<TechniqueId>> = scores.iter().map(|s| s.gold.clone()).collect();
+    let docs = eval::union_by_document(
+        scores
+            .iter()
+            .zip(&predicted)
+            .map(|(s, p)| (s.doc.as_str(), &s.gold, p)),
+    );
+    let iv = per_document_f1(&docs, DocF1Variant::InVocabulary, Some(vocab))?;
+    let all = per_document_f1(&docs, DocF1Variant::AllGold, None)?;
+    let ci = |r: &eval::DocF1Report| {
+        let f1s: Vec<f64> = r.per_document.iter().map(|d| d.f1).collect();
+        bootstrap_mean_ci(&f1s, args.bootstrap, args.seed)
+    };
+    let labels: Vec<TechniqueId> = vocab.iter().cloned().collect();
+    let prf = eval::multilabel_prf(&golds, &predicted, Some(&labels))?;
+    Ok(AtThreshold {
+        threshold,
+        per_document_f1_in_vocabulary_ci95: ci(&iv)?,
+        per_document_f1_all_gold_ci95: ci(&all)?,
+        per_document_f1_in_vocabulary: iv,
+        per_document_f1_all_gold: all,
+        sentence: prf,
+    })
 }
 
 fn eval_emulation(

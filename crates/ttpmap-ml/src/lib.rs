@@ -1,7 +1,8 @@
 //! ttpmap-ml: models on candle for ttpmap.
 //!
 //! Owns the BERT encoder ([`encoder::bert`]), tokenisation ([`tokenize`]), Hugging Face model
-//! folders ([`model_dir`]), the sentence embedder ([`embed`]) and dense kNN retrieval ([`dense`]). Inference types hold frozen,
+//! folders ([`model_dir`]), the sentence embedder ([`embed`]) and dense kNN retrieval ([`dense`]), and the training primitives ([`train`]: losses,
+//! fused AdamW with layer-wise LR decay, schedules, EMA/SWA, atomic checkpoints). Inference types hold frozen,
 //! memory-mapped weights; training builds the same encoder on a `VarMap`.
 
 pub mod dense;
@@ -10,6 +11,7 @@ pub mod encoder;
 pub mod error;
 pub mod model_dir;
 pub mod tokenize;
+pub mod train;
 
 pub use candle_core::Device;
 pub use dense::{DenseIndex, DenseScorer, IndexKey};

@@ -86,6 +86,53 @@ pub enum Error {
         embeddings: usize,
     },
 
+    /// Writing a file failed (checkpoints are written to a temporary file, then renamed).
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file being written (the final path, not the temporary one).
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file is not a valid safetensors file (truncated, garbage, inconsistent header).
+    #[error("invalid safetensors file {}: {source}", path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+
+    /// A tensor in a checkpoint cannot be saved or loaded (e.g. an unsupported dtype).
+    #[error("checkpoint {}: tensor {name}: {problem}", path.display())]
+    CheckpointTensor {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// Optimizer state given to `load_state` lacks an entry or has one of the wrong shape.
+    #[error("optimizer state entry {name}: {problem}")]
+    OptimizerState {
+        /// The state entry, e.g. `head.queries.m` or `__step`.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// The global gradient norm is NaN or infinite (the step must be skipped).
+    #[error("gradient norm is not finite ({norm})")]
+    NonFiniteGradNorm {
+        /// The norm computed.
+        norm: f64,
+    },
+
     /// A classifier artifact (model directory) is incomplete, corrupt or does not match its
     /// manifest; `path` is the offending file or folder.
     #[error("invalid classifier artifact {}: {message}", path.display())]

@@ -1,8 +1,10 @@
 //! ttpmap-ml: models on candle for ttpmap.
 //!
 //! Owns the BERT encoder ([`encoder::bert`]), tokenisation ([`tokenize`]), Hugging Face model
-//! folders ([`model_dir`]), the sentence embedder ([`embed`]) and dense kNN retrieval ([`dense`]), the
-//! label-attention classifier ([`head`], [`classifier`]) and its model directory ([`artifact`]). Inference types hold frozen,
+//! folders ([`model_dir`]), the sentence embedder ([`embed`]), dense kNN retrieval ([`dense`]),
+//! the label-attention classifier ([`head`], [`classifier`]) and its model directory
+//! ([`artifact`]), and the training primitives ([`train`]: losses, fused AdamW with layer-wise
+//! LR decay, schedules, EMA/SWA, atomic checkpoints). Inference types hold frozen,
 //! memory-mapped weights; training builds the same encoder on a `VarMap`.
 
 pub mod artifact;
@@ -14,6 +16,7 @@ pub mod error;
 pub mod head;
 pub mod model_dir;
 pub mod tokenize;
+pub mod train;
 
 pub use artifact::{Artifact, Manifest};
 pub use candle_core::Device;

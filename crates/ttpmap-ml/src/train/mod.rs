@@ -1,0 +1,24 @@
+//! Training primitives shared by the label-attention classifier and the cross-encoder:
+//! losses ([`loss`]), the fused AdamW optimizer with layer-wise LR decay and gradient clipping
+//! ([`optim`]), the warmup + linear-decay schedule ([`schedule`]), weight averaging (EMA / SWA,
+//! [`average`]) and atomic safetensors checkpoints ([`checkpoint`]).
+//!
+//! Optimizer and averaging state live in plain `Vec<f32>` buffers, never in candle graphs
+//! (see `shared/docs/CANDLE_NOTES.md`, point 3): nothing here records a backprop graph except the
+//! losses, which are meant to be differentiated.
+
+pub mod average;
+pub mod checkpoint;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+
+pub(crate) mod raw;
+
+pub use average::{restore, snapshot, Ema, Swa};
+pub use checkpoint::{load_safetensors, save_safetensors_atomic};
+pub use loss::{asymmetric_loss, bce_with_logits, AslConfig, LossConfig};
+pub use optim::{
+    clip_grad_norm, llrd_groups, AdamWConfig, FusedAdamW, LlrdConfig, Param, ParamGroup,
+};
+pub use schedule::WarmupLinear;

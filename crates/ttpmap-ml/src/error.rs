@@ -153,6 +153,17 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// An error from ttpmap-core (evaluation, datasets).
+    #[error(transparent)]
+    Core(#[from] ttpmap_core::Error),
+
+    /// Training was interrupted; a resumable checkpoint was written.
+    #[error("training interrupted; checkpoint written to {}", checkpoint.display())]
+    Interrupted {
+        /// The checkpoint file.
+        checkpoint: PathBuf,
+    },
+
     /// An argument is outside what the model supports (e.g. a sequence longer than the
     /// position embeddings, or mismatched batch shapes).
     #[error("invalid argument: {0}")]

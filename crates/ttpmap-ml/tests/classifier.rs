@@ -351,3 +351,122 @@ fn write_fixture() {
     )
     .unwrap();
 }
+
+mod fit {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use ttpmap_ml::train::classifier::{
+        fit, ClassifierTrainConfig, Example, FitSetup, TrainData, TrainEvent,
+    };
+    use ttpmap_ml::train::{LlrdConfig, LossConfig};
+
+    /// Keyword sentences: each label has its own words, so a tiny model can learn them.
+    fn data() -> TrainData {
+        let words = [
+            ("T1059.001", "powershell download"),
+            ("T1053.005", "scheduled task"),
+            ("T1003", "credential dump"),
+            ("T1566", "phishing email"),
+        ];
+        let mut train = Vec::new();
+        let mut validation = Vec::new();
+        for i in 0..12 {
+            for (j, (t, w)) in words.iter().enumerate() {
+                let ex = Example {
+                    doc: format!("d{}", i % 3),
+                    text: format!("the attacker used {w} ."),
+                    labels: vec![t.parse().unwrap()],
+                };
+                if (i + j) % 4 == 0 {
+                    validation.push(ex);
+                } else {
+                    train.push(ex);
+                }
+            }
+            train.push(Example {
+                doc: format!("d{}", i % 3),
+                text: "the the run key .".into(),
+                labels: vec![],
+            });
+        }
+        TrainData {
+            labels: labels(),
+            label_texts: Vec::new(),
+            train,
+            validation,
+        }
+    }
+
+    fn config() -> ClassifierTrainConfig {
+        ClassifierTrainConfig {
+            loss: LossConfig::Bce { pos_weight: None },
+            llrd: LlrdConfig {
+                encoder_lr: 3e-3,
+                head_lr: 3e-2,
+                ..Default::default()
+            },
+            epochs: 20,
+            batch_size: 8,
+            max_length: 16,
+            seeds: vec![5],
+            init_queries_from_text: false,
+            head_dropout: 0.0,
+            unlabelled_ratio: None,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tiny_model_loss_falls_and_interrupt_resumes() {
+        let work = tempfile::tempdir().unwrap();
+        let tok = tokenizer(work.path(), 16);
+        let cfg = config();
+        let stop = AtomicBool::new(false);
+        let setup = FitSetup {
+            model: None,
+            encoder_config: tiny_config(WORDS.len()),
+            tokenizer: &tok,
+            checkpoint_dir: work.path().join("ckpt"),
+            resume: false,
+            interrupt: &stop,
+        };
+        let mut epoch_losses = Vec::new();
+        let out = fit(&setup, &data(), &cfg, &mut |e| {
+            if let TrainEvent::Epoch { mean_loss, .. } = e {
+                epoch_losses.push(*mean_loss)
+            }
+        })
+        .unwrap();
+        assert_eq!(epoch_losses.len(), 20);
+        assert!(
+            epoch_losses[19] < 0.5 * epoch_losses[0],
+            "loss did not fall: {epoch_losses:?}"
+        );
+        let (res, weights) = &out.seeds[0];
+        assert!(["base", "ema", "swa"].contains(&res.selected.as_str()));
+        assert!(weights.iter().any(|(n, _)| n == "head.queries"));
+        assert!((0.05..=0.95).contains(&out.tuned_threshold));
+
+        // Interrupt at the first step: a checkpoint and an Interrupted error; resume finishes.
+        let dir2 = work.path().join("ckpt2");
+        let stop = AtomicBool::new(true);
+        let mut setup2 = FitSetup {
+            checkpoint_dir: dir2.clone(),
+            interrupt: &stop,
+            ..setup
+        };
+        let err = fit(&setup2, &data(), &cfg, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Interrupted { .. }), "{err}");
+        assert!(dir2.join("seed-5.ckpt.safetensors").is_file());
+        let go = AtomicBool::new(false);
+        setup2.interrupt = &go;
+        setup2.resume = true;
+        let resumed = fit(&setup2, &data(), &cfg, &mut |_| {}).unwrap();
+        // Interrupted before any step, so the resumed run is the uninterrupted one.
+        assert_eq!(resumed.seeds[0].0.selected, res.selected);
+        assert!(!dir2.join("seed-5.ckpt.safetensors").exists());
+        // A finished seed is reused on resume.
+        let again = fit(&setup2, &data(), &cfg, &mut |_| {}).unwrap();
+        assert_eq!(again.validation_probs, resumed.validation_probs);
+    }
+}

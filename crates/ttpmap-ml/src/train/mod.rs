@@ -9,6 +9,7 @@
 
 pub mod average;
 pub mod checkpoint;
+pub mod classifier;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

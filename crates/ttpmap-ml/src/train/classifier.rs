@@ -1,0 +1,629 @@
+//! Fit loop of the label-attention classifier (the CASSANDRA recipe): per seed, AdamW with
+//! layer-wise LR decay, warmup + linear decay, gradient clipping, EMA and SWA; the best of
+//! {base, EMA, SWA} by validation macro-F1 is kept; the global threshold is tuned on the
+//! ensemble's validation probabilities.
+//!
+//! Owns [`ClassifierTrainConfig`] (serde, every recipe value as default), [`TrainData`],
+//! [`fit`], the progress events ([`TrainEvent`]) and resumable checkpoints: when the shared
+//! interrupt flag is set, [`fit`] writes `<checkpoint_dir>/seed-<n>.ckpt.safetensors` (weights,
+//! optimizer state, EMA, epoch/step, seed) and returns [`Error::Interrupted`]; a later call with
+//! `resume` continues from it (the epoch's batch order is re-derived from the seed, so the
+//! remaining batches are the same). Finished seeds are kept as `seed-<n>.done.safetensors`.
+//! SWA restarts when a run is resumed inside its window. The library never prints.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
+use ttpmap_core::TechniqueId;
+
+use crate::classifier::{predict_encoded, TrainableClassifier};
+use crate::encoder::bert::{Config as BertConfig, Mode};
+use crate::head::{queries_from_vectors, HeadConfig, HeadInit};
+use crate::model_dir::ModelDir;
+use crate::tokenize::{Encoded, TextTokenizer};
+use crate::train::{
+    checkpoint, clip_grad_norm, llrd_groups, restore, snapshot, AdamWConfig, Ema, FusedAdamW,
+    LlrdConfig, LossConfig, Swa, WarmupLinear,
+};
+use crate::{Error, Result};
+
+/// Training settings; every default is the recipe's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierTrainConfig {
+    /// Loss. Default ASL (gamma_neg 4, gamma_pos 0, clip 0.05).
+    pub loss: LossConfig,
+    /// Learning rates and layer-wise decay. Default encoder 5e-5, head 1e-3, decay 0.85.
+    pub llrd: LlrdConfig,
+    /// AdamW moments. Default betas (0.9, 0.999), eps 1e-8.
+    pub adamw: AdamWConfig,
+    /// Fraction of the steps spent warming up. Default 0.1.
+    pub warmup_fraction: f64,
+    /// Gradient clipping by global norm. Default 1.0.
+    pub clip_norm: f64,
+    /// EMA decay. Default 0.999.
+    pub ema_beta: f64,
+    /// SWA averages the weights at the end of the last this fraction of epochs. Default 0.25.
+    pub swa_fraction: f64,
+    /// Epochs. Default 10.
+    pub epochs: usize,
+    /// Sentences per step. Default 16.
+    pub batch_size: usize,
+    /// Tokens per sentence. Default 64.
+    pub max_length: usize,
+    /// Seeds of the ensemble. Default [42, 123, 456].
+    pub seeds: Vec<u64>,
+    /// Share of the training sentences held out for validation (sentence-level). Default 0.2.
+    pub validation_fraction: f64,
+    /// Seed of the validation split. Default 42.
+    pub split_seed: u64,
+    /// Unlabelled sentences used per epoch, as a multiple of the labelled ones (resampled each
+    /// epoch); `None` keeps all. Default Some(1.0).
+    pub unlabelled_ratio: Option<f64>,
+    /// Initialise label queries from the encoder's embedding of each label's text. Default true.
+    pub init_queries_from_text: bool,
+    /// L2 norm of each initial query; `None`: sqrt(hidden_size). Default None.
+    pub query_norm: Option<f64>,
+    /// Dropout on the head's label representations. Default 0.1.
+    pub head_dropout: f64,
+    /// Add ATT&CK procedure examples (up to this many per label) to the training data.
+    /// Default 0.
+    pub augment_procedures: usize,
+    /// Add each label's technique description as a training sentence. Default false.
+    pub augment_descriptions: bool,
+    /// Sentences per forward pass at validation. Default 64.
+    pub eval_batch_size: usize,
+}
+
+impl Default for ClassifierTrainConfig {
+    fn default() -> Self {
+        Self {
+            loss: LossConfig::default(),
+            llrd: LlrdConfig::default(),
+            adamw: AdamWConfig::default(),
+            warmup_fraction: 0.1,
+            clip_norm: 1.0,
+            ema_beta: 0.999,
+            swa_fraction: 0.25,
+            epochs: 10,
+            batch_size: 16,
+            max_length: 64,
+            seeds: vec![42, 123, 456],
+            validation_fraction: 0.2,
+            split_seed: 42,
+            unlabelled_ratio: Some(1.0),
+            init_queries_from_text: true,
+            query_norm: None,
+            head_dropout: 0.1,
+            augment_procedures: 0,
+            augment_descriptions: false,
+            eval_batch_size: 64,
+        }
+    }
+}
+
+impl ClassifierTrainConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if self.epochs == 0 || self.batch_size == 0 || self.seeds.is_empty() {
+            return bad("epochs, batch_size and seeds must be non-zero / non-empty".into());
+        }
+        if !(0.0..=1.0).contains(&self.swa_fraction) || !(0.0..1.0).contains(&self.warmup_fraction)
+        {
+            return bad(format!(
+                "swa_fraction {} must be in [0, 1] and warmup_fraction {} in [0, 1)",
+                self.swa_fraction, self.warmup_fraction
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ema_beta) {
+            return bad(format!("ema_beta {} must be in [0, 1)", self.ema_beta));
+        }
+        Ok(())
+    }
+}
+
+/// One training or validation sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Document id (validation per-document F1 groups by it).
+    pub doc: String,
+    /// The sentence.
+    pub text: String,
+    /// Its techniques (empty: unlabelled).
+    pub labels: Vec<TechniqueId>,
+}
+
+/// Prepared data: the label set, one text per label (for query initialisation), the training
+/// sentences (augmentation included) and the validation sentences.
+#[derive(Debug, Clone)]
+pub struct TrainData {
+    /// Labels in output order.
+    pub labels: Vec<TechniqueId>,
+    /// One text per label, e.g. `"T1059.001 PowerShell. <first sentence>"`.
+    pub label_texts: Vec<String>,
+    /// Training sentences.
+    pub train: Vec<Example>,
+    /// Validation sentences.
+    pub validation: Vec<Example>,
+}
+
+/// Progress of [`fit`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    /// A seed starts (`index` of `of`); `total_steps` optimizer steps are planned.
+    SeedStart {
+        seed: u64,
+        index: usize,
+        of: usize,
+        total_steps: usize,
+    },
+    /// One optimizer step done.
+    Step {
+        seed: u64,
+        epoch: usize,
+        step: usize,
+        total_steps: usize,
+        loss: f64,
+        eta_seconds: f64,
+    },
+    /// An epoch ended; `val_macro_f1` of the current weights at 0.5.
+    Epoch {
+        seed: u64,
+        epoch: usize,
+        mean_loss: f64,
+        val_macro_f1: f64,
+    },
+    /// A seed ended.
+    SeedDone(SeedResult),
+}
+
+/// Outcome of one seed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    /// `base`, `ema` or `swa`.
+    pub selected: String,
+    /// Validation macro-F1 at 0.5 of each variant evaluated.
+    pub val_macro_f1: BTreeMap<String, f64>,
+    /// Seconds of training.
+    pub seconds: f64,
+}
+
+/// Everything [`fit`] produced.
+#[derive(Debug, Clone)]
+pub struct FitOutcome {
+    /// Per seed: result and the selected weights (named, sorted).
+    pub seeds: Vec<(SeedResult, Vec<(String, Tensor)>)>,
+    /// Ensemble validation probabilities `[sentence][label]`.
+    pub validation_probs: Vec<Vec<f32>>,
+    /// Global threshold tuned on validation (per-document F1, in-vocabulary).
+    pub tuned_threshold: f32,
+    /// Validation per-document F1 at the tuned threshold and at 0.5.
+    pub validation_doc_f1: (f64, f64),
+}
+
+/// Where the encoder comes from and where checkpoints go.
+pub struct FitSetup<'a> {
+    /// Pretrained model folder (`None`: random encoder of `encoder_config`, for tests).
+    pub model: Option<&'a ModelDir>,
+    /// Encoder config (dropout as trained).
+    pub encoder_config: BertConfig,
+    /// Tokenizer (its max length is used as is).
+    pub tokenizer: &'a TextTokenizer,
+    /// Folder of resumable checkpoints.
+    pub checkpoint_dir: PathBuf,
+    /// Continue from checkpoints in `checkpoint_dir`.
+    pub resume: bool,
+    /// Set (e.g. by Ctrl-C) to stop at the next step with a checkpoint.
+    pub interrupt: &'a AtomicBool,
+}
+
+fn targets(
+    examples: &[&Example],
+    index: &HashMap<&TechniqueId, usize>,
+    l: usize,
+) -> Result<Tensor> {
+    let mut t = vec![0f32; examples.len() * l];
+    for (i, e) in examples.iter().enumerate() {
+        for lab in &e.labels {
+            if let Some(&j) = index.get(lab) {
+                t[i * l + j] = 1.0;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(t, (examples.len(), l), &Device::Cpu)?)
+}
+
+/// Batches of one epoch: labelled sentences plus a seeded sample of unlabelled ones, grouped
+/// by token length (sorted with random tie-breaks, cut into batches), batch order shuffled.
+fn epoch_batches(
+    data: &[Example],
+    enc: &[Encoded],
+    cfg: &ClassifierTrainConfig,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+    let (mut labelled, mut unlabelled): (Vec<usize>, Vec<usize>) =
+        (0..data.len()).partition(|&i| !data[i].labels.is_empty());
+    if let Some(r) = cfg.unlabelled_ratio {
+        unlabelled.shuffle(&mut rng);
+        unlabelled.truncate((labelled.len() as f64 * r).ceil() as usize);
+    }
+    labelled.extend(unlabelled);
+    labelled.shuffle(&mut rng);
+    labelled.sort_by_key(|&i| enc[i].ids.len());
+    let mut batches: Vec<Vec<usize>> = labelled
+        .chunks(cfg.batch_size)
+        .map(<[usize]>::to_vec)
+        .collect();
+    batches.shuffle(&mut rng);
+    batches
+}
+
+fn macro_f1(probs: &[Vec<f32>], data: &[Example], labels: &[TechniqueId], t: f32) -> Result<f64> {
+    let gold: Vec<BTreeSet<TechniqueId>> = data
+        .iter()
+        .map(|e| e.labels.iter().cloned().collect())
+        .collect();
+    let pred: Vec<BTreeSet<TechniqueId>> = probs
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(labels)
+                .filter(|(p, _)| **p >= t)
+                .map(|(_, l)| l.clone())
+                .collect()
+        })
+        .collect();
+    Ok(eval::multilabel_prf(&gold, &pred, Some(labels))?.macro_.f1)
+}
+
+fn scored(probs: &[Vec<f32>], data: &[Example], labels: &[TechniqueId]) -> Vec<ScoredSentence> {
+    probs
+        .iter()
+        .zip(data)
+        .map(|(row, e)| ScoredSentence {
+            doc: e.doc.clone(),
+            gold: e.labels.iter().cloned().collect(),
+            scores: labels.iter().cloned().zip(row.iter().copied()).collect(),
+        })
+        .collect()
+}
+
+fn ckpt_path(dir: &Path, seed: u64, kind: &str) -> PathBuf {
+    dir.join(format!("seed-{seed}.{kind}.safetensors"))
+}
+
+/// Trains every seed of `cfg` on `data` and tunes the threshold on the validation sentences.
+pub fn fit(
+    setup: &FitSetup,
+    data: &TrainData,
+    cfg: &ClassifierTrainConfig,
+    progress: &mut dyn FnMut(&TrainEvent),
+) -> Result<FitOutcome> {
+    cfg.validate()?;
+    if data.labels.is_empty() || data.train.is_empty() || data.validation.is_empty() {
+        return Err(Error::InvalidArgument(
+            "training needs labels, training sentences and validation sentences".into(),
+        ));
+    }
+    let l = data.labels.len();
+    let h = setup.encoder_config.hidden_size;
+    let index: HashMap<&TechniqueId, usize> = data
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t, i))
+        .collect();
+    let texts: Vec<&str> = data.train.iter().map(|e| e.text.as_str()).collect();
+    let enc = setup.tokenizer.encode_all(&texts)?;
+    let vtexts: Vec<&str> = data.validation.iter().map(|e| e.text.as_str()).collect();
+    let venc = setup.tokenizer.encode_all(&vtexts)?;
+    let queries = if cfg.init_queries_from_text {
+        if data.label_texts.len() != l {
+            return Err(Error::InvalidArgument(format!(
+                "{} label texts for {l} labels",
+                data.label_texts.len()
+            )));
+        }
+        let vectors = match setup.model {
+            Some(md) => {
+                let emb = crate::Embedder::from_model_dir(
+                    md,
+                    crate::EmbedderConfig {
+                        max_length: 128,
+                        ..Default::default()
+                    },
+                    &Device::Cpu,
+                )?;
+                let t: Vec<&str> = data.label_texts.iter().map(String::as_str).collect();
+                emb.encode(&t)?
+            }
+            None => Vec::new(),
+        };
+        if vectors.is_empty() {
+            None
+        } else {
+            Some(queries_from_vectors(
+                &vectors,
+                cfg.query_norm.unwrap_or((h as f64).sqrt()),
+            )?)
+        }
+    } else {
+        None
+    };
+    let head_cfg = HeadConfig {
+        num_labels: l,
+        hidden_size: h,
+        dropout: cfg.head_dropout,
+    };
+    std::fs::create_dir_all(&setup.checkpoint_dir).map_err(|source| Error::Io {
+        path: setup.checkpoint_dir.clone(),
+        source,
+    })?;
+    let mut seeds_out = Vec::new();
+    let mut per_seed_probs = Vec::new();
+    for (si, &seed) in cfg.seeds.iter().enumerate() {
+        let done_path = ckpt_path(&setup.checkpoint_dir, seed, "done");
+        if setup.resume && done_path.is_file() {
+            let (tensors, meta) = checkpoint::load_safetensors(&done_path, &Device::Cpu)?;
+            let result: SeedResult = SeedResult {
+                seed,
+                selected: meta.get("selected").cloned().unwrap_or_default(),
+                val_macro_f1: meta
+                    .get("val_macro_f1")
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or_default(),
+                seconds: meta
+                    .get("seconds")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0.0),
+            };
+            let probs: Vec<Vec<f32>> = tensors
+                .get("__val_probs")
+                .ok_or_else(|| Error::Artifact {
+                    path: done_path.clone(),
+                    message: "no __val_probs".into(),
+                })?
+                .to_vec2()?;
+            let mut w: Vec<(String, Tensor)> = tensors
+                .into_iter()
+                .filter(|(n, _)| n != "__val_probs")
+                .collect();
+            w.sort_by(|a, b| a.0.cmp(&b.0));
+            per_seed_probs.push(probs);
+            progress(&TrainEvent::SeedDone(result.clone()));
+            seeds_out.push((result, w));
+            continue;
+        }
+        let started = Instant::now();
+        let tc = TrainableClassifier::new(
+            &setup.encoder_config,
+            &head_cfg,
+            setup.model,
+            seed,
+            &HeadInit {
+                seed,
+                queries: queries.clone(),
+            },
+        )?;
+        let named = tc.named_vars()?;
+        let (groups, params) =
+            llrd_groups(&named, setup.encoder_config.num_hidden_layers, &cfg.llrd)?;
+        let vars: Vec<Var> = params.iter().map(|p| p.var.clone()).collect();
+        let mut opt = FusedAdamW::new(params, groups, cfg.adamw)?;
+        let mut ema = Ema::new(&vars, cfg.ema_beta)?;
+        let mut swa = Swa::new(&vars)?;
+        let steps_per_epoch = epoch_batches(&data.train, &enc, cfg, seed, 0).len();
+        let total = steps_per_epoch * cfg.epochs;
+        let sched = WarmupLinear::new(total, cfg.warmup_fraction);
+        let swa_epochs = ((cfg.epochs as f64) * cfg.swa_fraction).ceil() as usize;
+        let swa_start = cfg.epochs - swa_epochs.min(cfg.epochs);
+        let (mut start_epoch, mut skip) = (0usize, 0usize);
+        let ckpt = ckpt_path(&setup.checkpoint_dir, seed, "ckpt");
+        if setup.resume && ckpt.is_file() {
+            let (t, meta) = checkpoint::load_safetensors(&ckpt, &Device::Cpu)?;
+            let get = |k: &str| -> Result<usize> {
+                meta.get(k)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| Error::Artifact {
+                        path: ckpt.clone(),
+                        message: format!("metadata has no {k}"),
+                    })
+            };
+            start_epoch = get("epoch")?;
+            skip = get("step_in_epoch")?;
+            for (name, var) in &named {
+                if let Some(v) = t.get(&format!("w.{name}")) {
+                    var.set(v)?;
+                }
+            }
+            let opt_state: HashMap<String, Tensor> = t
+                .iter()
+                .filter_map(|(n, v)| n.strip_prefix("opt.").map(|s| (s.to_string(), v.clone())))
+                .collect();
+            opt.load_state(&opt_state)?;
+            let ema_vals: Vec<Tensor> = (0..vars.len())
+                .map(|i| {
+                    t.get(&format!("ema.{i}"))
+                        .cloned()
+                        .ok_or_else(|| Error::Artifact {
+                            path: ckpt.clone(),
+                            message: format!("no ema.{i}"),
+                        })
+                })
+                .collect::<Result<_>>()?;
+            let cur = snapshot(&vars)?;
+            restore(&vars, &ema_vals)?;
+            ema = Ema::new(&vars, cfg.ema_beta)?;
+            restore(&vars, &cur)?;
+        }
+        progress(&TrainEvent::SeedStart {
+            seed,
+            index: si,
+            of: cfg.seeds.len(),
+            total_steps: total,
+        });
+        let mut step = start_epoch * steps_per_epoch + skip;
+        let first_step = step;
+        let net = tc.network();
+        for epoch in start_epoch..cfg.epochs {
+            let batches = epoch_batches(&data.train, &enc, cfg, seed, epoch);
+            let (mut loss_sum, mut n) = (0.0, 0usize);
+            for (bi, batch_idx) in batches.iter().enumerate() {
+                if epoch == start_epoch && bi < skip {
+                    continue;
+                }
+                if setup.interrupt.load(Ordering::SeqCst) {
+                    let mut tensors: Vec<(String, Tensor)> = named
+                        .iter()
+                        .map(|(n, v)| (format!("w.{n}"), v.as_tensor().detach()))
+                        .collect();
+                    tensors.extend(
+                        opt.state_tensors()?
+                            .into_iter()
+                            .map(|(n, t)| (format!("opt.{n}"), t)),
+                    );
+                    tensors.extend(
+                        ema.tensors()?
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, t)| (format!("ema.{i}"), t)),
+                    );
+                    let meta = BTreeMap::from([
+                        ("seed".to_string(), seed.to_string()),
+                        ("epoch".to_string(), epoch.to_string()),
+                        ("step_in_epoch".to_string(), bi.to_string()),
+                        ("step".to_string(), step.to_string()),
+                    ]);
+                    checkpoint::save_safetensors_atomic(&ckpt, &tensors, &meta)?;
+                    return Err(Error::Interrupted { checkpoint: ckpt });
+                }
+                let members: Vec<Encoded> = batch_idx.iter().map(|&i| enc[i].clone()).collect();
+                let ex: Vec<&Example> = batch_idx.iter().map(|&i| &data.train[i]).collect();
+                let batch = setup.tokenizer.pad(&members, &Device::Cpu)?;
+                let logits = net.forward(&batch, Mode::Train)?;
+                let loss = cfg.loss.compute(&logits, &targets(&ex, &index, l)?)?;
+                let loss_v = f64::from(loss.to_scalar::<f32>()?);
+                let mut grads = loss.backward()?;
+                match clip_grad_norm(&mut grads, &vars, cfg.clip_norm) {
+                    Ok(_) => {
+                        opt.step(&grads, sched.factor(step))?;
+                        ema.update(&vars)?;
+                    }
+                    Err(Error::NonFiniteGradNorm { .. }) => {
+                        tracing::warn!("seed {seed} step {step}: non-finite gradient, skipped");
+                    }
+                    Err(e) => return Err(e),
+                }
+                step += 1;
+                loss_sum += loss_v;
+                n += 1;
+                let done = (step - first_step) as f64;
+                let per_step = started.elapsed().as_secs_f64() / done.max(1.0);
+                progress(&TrainEvent::Step {
+                    seed,
+                    epoch,
+                    step,
+                    total_steps: total,
+                    loss: loss_v,
+                    eta_seconds: per_step * (total - step) as f64,
+                });
+            }
+            if epoch >= swa_start {
+                swa.update(&vars)?;
+            }
+            let probs = predict_encoded(
+                net,
+                setup.tokenizer,
+                &venc,
+                cfg.eval_batch_size,
+                &Device::Cpu,
+            )?;
+            progress(&TrainEvent::Epoch {
+                seed,
+                epoch,
+                mean_loss: loss_sum / n.max(1) as f64,
+                val_macro_f1: macro_f1(&probs, &data.validation, &data.labels, 0.5)?,
+            });
+        }
+        // Pick the best of base / EMA / SWA on validation macro-F1.
+        let base = snapshot(&vars)?;
+        let mut variants: Vec<(&str, Vec<Tensor>)> = vec![("base", base), ("ema", ema.tensors()?)];
+        if swa.count() > 0 {
+            variants.push(("swa", swa.tensors()?));
+        }
+        let mut scores = BTreeMap::new();
+        let mut best: Option<(String, f64, Vec<Tensor>, Vec<Vec<f32>>)> = None;
+        for (name, values) in variants {
+            restore(&vars, &values)?;
+            let probs = predict_encoded(
+                net,
+                setup.tokenizer,
+                &venc,
+                cfg.eval_batch_size,
+                &Device::Cpu,
+            )?;
+            let f = macro_f1(&probs, &data.validation, &data.labels, 0.5)?;
+            scores.insert(name.to_string(), f);
+            if best.as_ref().is_none_or(|b| f > b.1) {
+                best = Some((name.to_string(), f, values, probs));
+            }
+        }
+        let (selected, _, values, probs) =
+            best.ok_or_else(|| Error::InvalidArgument("no weights variant evaluated".into()))?;
+        restore(&vars, &values)?;
+        let weights = tc.tensors()?;
+        let result = SeedResult {
+            seed,
+            selected,
+            val_macro_f1: scores,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let mut done_tensors = weights.clone();
+        let vp = Tensor::from_vec(
+            probs.iter().flatten().copied().collect::<Vec<f32>>(),
+            (probs.len(), l),
+            &Device::Cpu,
+        )?;
+        done_tensors.push(("__val_probs".into(), vp));
+        let meta = BTreeMap::from([
+            ("selected".to_string(), result.selected.clone()),
+            (
+                "val_macro_f1".to_string(),
+                serde_json::to_string(&result.val_macro_f1).unwrap_or_default(),
+            ),
+            ("seconds".to_string(), result.seconds.to_string()),
+        ]);
+        checkpoint::save_safetensors_atomic(&done_path, &done_tensors, &meta)?;
+        if ckpt.is_file() {
+            let _ = std::fs::remove_file(&ckpt);
+        }
+        progress(&TrainEvent::SeedDone(result.clone()));
+        per_seed_probs.push(probs);
+        seeds_out.push((result, weights));
+    }
+    let validation_probs = crate::artifact::ensemble_mean(&per_seed_probs);
+    let samples = scored(&validation_probs, &data.validation, &data.labels);
+    let objective = Objective::DocumentF1 {
+        variant: DocF1Variant::InVocabulary,
+        vocab: Some(data.labels.iter().cloned().collect()),
+    };
+    let tuned = eval::tune_threshold(&samples, &objective, &eval::default_grid())?;
+    let at_half = eval::tune_threshold(&samples, &objective, &[0.5])?;
+    Ok(FitOutcome {
+        seeds: seeds_out,
+        validation_probs,
+        tuned_threshold: tuned.threshold,
+        validation_doc_f1: (tuned.objective_value, at_half.objective_value),
+    })
+}

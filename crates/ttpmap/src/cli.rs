@@ -54,4 +54,6 @@ pub enum Command {
     Data(cmd::data::DataArgs),
     /// Score a method on a dataset with the published metrics.
     Eval(cmd::eval::EvalArgs),
+    /// Train a model (the label-attention classifier).
+    Train(cmd::train::TrainArgs),
 }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod eval;
 pub mod extract;
 pub mod rank;
+pub mod train;
 
 use crate::assets::Assets;
 use crate::cli::{Cli, Command};
@@ -18,5 +19,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attack(args) => attack::run(&assets, args),
         Command::Data(args) => data::run(&assets, args),
         Command::Eval(args) => eval::run(&assets, args),
+        Command::Train(args) => train::run(&assets, args),
     }
 }

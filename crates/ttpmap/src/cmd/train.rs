@@ -1,0 +1,338 @@
+//! `ttpmap train classifier`: trains the label-attention classifier (CASSANDRA recipe) on a
+//! sentence dataset and writes a versioned model folder (see `ttpmap_ml::artifact`).
+//!
+//! Ctrl-C stops at the next step with a resumable checkpoint (`--resume` continues); the
+//! artifact is written only when every seed is done (temporary folder, then rename).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use ttpmap_core::attack::Catalog;
+use ttpmap_core::dataset::{self, Dataset};
+use ttpmap_core::TechniqueId;
+use ttpmap_ml::artifact::{write_artifact, Manifest};
+use ttpmap_ml::train::classifier::{
+    fit, ClassifierTrainConfig, Example, FitSetup, TrainData, TrainEvent,
+};
+use ttpmap_ml::train::{AslConfig, LossConfig};
+use ttpmap_ml::ModelDir;
+
+use crate::assets::Assets;
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(subcommand)]
+    pub what: TrainWhat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TrainWhat {
+    /// The label-attention classifier (CASSANDRA recipe) on a sentence dataset.
+    Classifier(ClassifierArgs),
+}
+
+/// `--loss` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossName {
+    /// Asymmetric loss (gamma_neg 4, gamma_pos 0, clip 0.05).
+    Asl,
+    /// Binary cross-entropy (pos_weight from the config, none by default).
+    Bce,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClassifierArgs {
+    /// `tram2`, `annoctr` (train split of the data folder) or a TRAM2-format JSON file.
+    #[arg(long, value_name = "tram2|annoctr|FILE")]
+    pub dataset: String,
+    /// Loss (overrides the config file).
+    #[arg(long, value_enum)]
+    pub loss: Option<LossName>,
+    /// Comma-separated seeds (overrides the config file).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub seeds: Option<Vec<u64>>,
+    /// Training config (JSON with the fields of `ClassifierTrainConfig`; defaults = recipe).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Epochs (overrides the config file).
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Base encoder folder (default: the dense methods' model, all-MiniLM-L6-v2).
+    #[arg(long, env = "TTPMAP_MODEL", value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Output model folder (default: models/classifier-<dataset>-<loss>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue from the checkpoints of an interrupted run with the same output folder.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn run(assets: &Assets, args: TrainArgs) -> anyhow::Result<()> {
+    match args.what {
+        TrainWhat::Classifier(a) => classifier(assets, a),
+    }
+}
+
+fn load_dataset(
+    assets: &Assets,
+    name: &str,
+    catalog: &Catalog,
+) -> anyhow::Result<(Dataset, PathBuf)> {
+    let dir = assets.data_dir();
+    let (mut ds, path) = match name {
+        "tram2" => {
+            let p = dir.join("tram2/train.json");
+            (dataset::load_tram2(&p)?, p)
+        }
+        "annoctr" => {
+            let p = dir.join("annoctr/train.json");
+            (dataset::load_annoctr(&p)?, p)
+        }
+        file => {
+            let p = PathBuf::from(file);
+            (dataset::load_tram2(&p)?, p)
+        }
+    };
+    let report = ds.remap(|id| catalog.resolve(id).current().cloned());
+    if !report.unknown.is_empty() {
+        tracing::warn!(
+            "labels not in ATT&CK {} dropped: {:?}",
+            catalog.version(),
+            report.unknown
+        );
+    }
+    Ok((ds, path))
+}
+
+/// `"T1059.001 PowerShell. <first sentence of the description>"`.
+fn label_text(catalog: &Catalog, id: &TechniqueId) -> String {
+    match catalog.technique(id) {
+        Some(t) => {
+            let first = t.description.split(". ").next().unwrap_or("").trim();
+            format!("{id} {}. {first}", t.name)
+        }
+        None => id.to_string(),
+    }
+}
+
+fn examples(ds: &Dataset) -> Vec<Example> {
+    ds.sentences()
+        .map(|s| Example {
+            doc: s.doc.clone(),
+            text: s.text.clone(),
+            labels: s.labels.clone(),
+        })
+        .collect()
+}
+
+fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
+    let mut cfg: ClassifierTrainConfig = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the config {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("invalid training config {}", p.display()))?
+        }
+        None => ClassifierTrainConfig::default(),
+    };
+    match args.loss {
+        Some(LossName::Asl) => cfg.loss = LossConfig::Asl(AslConfig::default()),
+        Some(LossName::Bce) if !matches!(cfg.loss, LossConfig::Bce { .. }) => {
+            cfg.loss = LossConfig::Bce { pos_weight: None }
+        }
+        _ => {}
+    }
+    if let Some(s) = &args.seeds {
+        cfg.seeds = s.clone();
+    }
+    if let Some(e) = args.epochs {
+        cfg.epochs = e;
+    }
+    let loss_name = match cfg.loss {
+        LossConfig::Asl(_) => "asl",
+        LossConfig::Bce { .. } => "bce",
+    };
+    let catalog = assets.catalog()?;
+    let (ds, data_path) = load_dataset(assets, &args.dataset, &catalog)?;
+    let (fit_ds, val_ds) = dataset::validation_split(&ds, cfg.validation_fraction, cfg.split_seed)?;
+    let labels: Vec<TechniqueId> = ds
+        .sentences()
+        .flat_map(|s| s.labels.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut train = examples(&fit_ds);
+    let labelset: BTreeSet<&TechniqueId> = labels.iter().collect();
+    if cfg.augment_procedures > 0 {
+        let mut per: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
+        for p in catalog.procedures() {
+            if labelset.contains(&p.technique) {
+                let n = per.entry(&p.technique).or_default();
+                if *n < cfg.augment_procedures {
+                    *n += 1;
+                    train.push(Example {
+                        doc: "attack:procedures".into(),
+                        text: p.description.clone(),
+                        labels: vec![p.technique.clone()],
+                    });
+                }
+            }
+        }
+    }
+    if cfg.augment_descriptions {
+        for id in &labels {
+            if let Some(t) = catalog.technique(id) {
+                train.push(Example {
+                    doc: "attack:descriptions".into(),
+                    text: t.description.clone(),
+                    labels: vec![id.clone()],
+                });
+            }
+        }
+    }
+    let data = TrainData {
+        label_texts: labels.iter().map(|l| label_text(&catalog, l)).collect(),
+        labels: labels.clone(),
+        train,
+        validation: examples(&val_ds),
+    };
+    let model_path = crate::methods::model_path(
+        assets,
+        &crate::methods::MethodArgs {
+            model: args.model.clone(),
+            ..Default::default()
+        },
+    )?;
+    let md = ModelDir::open(&model_path)
+        .with_context(|| format!("opening the model folder {}", model_path.display()))?;
+    let tokenizer = md.tokenizer(cfg.max_length)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = std::path::Path::new(&args.dataset)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data".into());
+        PathBuf::from(format!("models/classifier-{name}-{loss_name}"))
+    });
+    let ckpt_dir = out.with_file_name(format!(
+        ".{}.checkpoints",
+        out.file_name()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    // SAFETY: installs an async-signal-safe handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+    eprintln!(
+        "training on {} sentences ({} validation), {} labels, seeds {:?}, {} epochs",
+        data.train.len(),
+        data.validation.len(),
+        labels.len(),
+        cfg.seeds,
+        cfg.epochs
+    );
+    let setup = FitSetup {
+        model: Some(&md),
+        encoder_config: md.config().clone(),
+        tokenizer: &tokenizer,
+        checkpoint_dir: ckpt_dir.clone(),
+        resume: args.resume,
+        interrupt: &INTERRUPTED,
+    };
+    let mut pb = crate::progress::bar(0, "", assets.quiet());
+    let quiet = assets.quiet();
+    let result = fit(&setup, &data, &cfg, &mut |e| match e {
+        TrainEvent::SeedStart {
+            seed,
+            index,
+            of,
+            total_steps,
+        } => {
+            pb = crate::progress::bar(
+                *total_steps as u64,
+                &format!("seed {seed} ({}/{of})", index + 1),
+                quiet,
+            );
+        }
+        TrainEvent::Step { step, loss, .. } => {
+            pb.set_position(*step as u64);
+            pb.set_message(format!("loss {loss:.4}"));
+        }
+        TrainEvent::Epoch {
+            seed,
+            epoch,
+            mean_loss,
+            val_macro_f1,
+        } => pb.println(format!(
+            "seed {seed} epoch {}: loss {mean_loss:.4}, validation macro-F1 {:.2}",
+            epoch + 1,
+            100.0 * val_macro_f1
+        )),
+        TrainEvent::SeedDone(r) => {
+            pb.finish_and_clear();
+            eprintln!(
+                "seed {}: kept {} weights (validation macro-F1 {:?}), {:.0} s",
+                r.seed, r.selected, r.val_macro_f1, r.seconds
+            );
+        }
+    });
+    let outcome = match result {
+        Ok(o) => o,
+        Err(ttpmap_ml::Error::Interrupted { checkpoint }) => {
+            pb.abandon();
+            anyhow::bail!(
+                "interrupted; checkpoint at {} (rerun with --resume to continue)",
+                checkpoint.display()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut manifest = Manifest::new(labels, md.config().clone(), cfg.max_length);
+    manifest.attack_version = Some(catalog.version().to_string());
+    manifest.base_model = model_path.display().to_string();
+    manifest.head_dropout = cfg.head_dropout;
+    manifest.thresholds.tuned = outcome.tuned_threshold;
+    manifest.training = serde_json::to_value(&cfg)?;
+    let bytes =
+        std::fs::read(&data_path).with_context(|| format!("reading {}", data_path.display()))?;
+    manifest.data.insert(
+        format!("train:{}", data_path.display()),
+        format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+    );
+    manifest
+        .data
+        .insert("attack".into(), catalog.fingerprint().to_string());
+    let results = serde_json::json!({
+        "seeds": outcome.seeds.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+        "validation": {
+            "sentences": data.validation.len(),
+            "tuned_threshold": outcome.tuned_threshold,
+            "per_document_f1_in_vocabulary_tuned": outcome.validation_doc_f1.0,
+            "per_document_f1_in_vocabulary_at_0_5": outcome.validation_doc_f1.1,
+        },
+    });
+    let weights: Vec<_> = outcome
+        .seeds
+        .into_iter()
+        .map(|(r, w)| (r.seed, r.selected, w))
+        .collect();
+    write_artifact(&out, &manifest, &tokenizer, &weights, &results)
+        .with_context(|| format!("writing the model folder {}", out.display()))?;
+    let _ = std::fs::remove_dir_all(&ckpt_dir);
+    println!(
+        "classifier written to {} (threshold tuned on validation: {:.2})",
+        out.display(),
+        outcome.tuned_threshold
+    );
+    Ok(())
+}

@@ -158,6 +158,9 @@ pub fn is_artifact(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Named tensors of one seed's weights.
+pub type NamedTensors = Vec<(String, Tensor)>;
+
 /// Writes an artifact at `dir`: `manifest` (its `seeds[].weights` are set from `weights`),
 /// the tokenizer, one weights file per `(seed, selected variant, tensors)` and `results`.
 /// Everything goes to a temporary sibling folder first, which then replaces `dir`.
@@ -165,7 +168,7 @@ pub fn write_artifact(
     dir: &Path,
     manifest: &Manifest,
     tokenizer: &TextTokenizer,
-    weights: &[(u64, String, Vec<(String, Tensor)>)],
+    weights: &[(u64, String, NamedTensors)],
     results: &serde_json::Value,
 ) -> Result<()> {
     if weights.is_empty() {

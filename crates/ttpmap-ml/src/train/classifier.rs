@@ -563,7 +563,9 @@ pub fn fit(
             variants.push(("swa", swa.tensors()?));
         }
         let mut scores = BTreeMap::new();
-        let mut best: Option<(String, f64, Vec<Tensor>, Vec<Vec<f32>>)> = None;
+        // (variant, validation macro-F1, weights, validation probabilities)
+        type Candidate = (String, f64, Vec<Tensor>, Vec<Vec<f32>>);
+        let mut best: Option<Candidate> = None;
         for (name, values) in variants {
             restore(&vars, &values)?;
             let probs = predict_encoded(

@@ -526,8 +526,7 @@ mod tests {
         v: &mut [f64],
         g: &[f64],
         t: i32,
-        lr: f64,
-        wd: f64,
+        (lr, wd): (f64, f64),
         c: &AdamWConfig,
     ) {
         for i in 0..p.len() {
@@ -576,8 +575,7 @@ mod tests {
                 &mut v,
                 &g64,
                 t as i32 + 1,
-                lr * factor,
-                wd,
+                (lr * factor, wd),
                 &cfg,
             );
         }

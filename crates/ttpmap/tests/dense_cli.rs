@@ -39,8 +39,13 @@ fn dense_without_a_model_says_how_to_pass_one() {
             .unwrap();
         assert!(!out.status.success(), "{method} without a model succeeded");
         let err = String::from_utf8_lossy(&out.stderr);
+        // TTPMAP_OFFLINE forbids the download: the error names the default model, why it is
+        // not fetched, and how to pass a local folder instead.
         assert!(
-            err.contains("--model ../shared/models/all-MiniLM-L6-v2"),
+            err.contains("sentence-transformers/all-MiniLM-L6-v2")
+                && err.contains("--offline")
+                && err.contains("pass --model DIR")
+                && err.contains("../shared/models/all-MiniLM-L6-v2"),
             "{method}: {err}"
         );
     }

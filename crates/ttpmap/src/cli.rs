@@ -56,4 +56,6 @@ pub enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Train a model (the label-attention classifier).
     Train(cmd::train::TrainArgs),
+    /// Run the analyst service: HTTP API and review web UI.
+    Serve(cmd::serve::ServeArgs),
 }

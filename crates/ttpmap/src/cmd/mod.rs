@@ -5,6 +5,7 @@ pub mod data;
 pub mod eval;
 pub mod extract;
 pub mod rank;
+pub mod serve;
 pub mod train;
 
 use crate::assets::Assets;
@@ -20,5 +21,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(args) => data::run(&assets, args),
         Command::Eval(args) => eval::run(&assets, args),
         Command::Train(args) => train::run(&assets, args),
+        Command::Serve(args) => serve::run(&assets, args),
     }
 }

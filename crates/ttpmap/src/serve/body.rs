@@ -1,0 +1,246 @@
+//! Request bodies: reading them under the size limit, and turning a report upload into a
+//! [`Document`].
+//!
+//! Invariants:
+//! - a body is refused with 413 from its `Content-Length` before any byte is read, and a
+//!   chunked body is cut (413) as soon as it passes the limit: at most `max_body` bytes are
+//!   ever held;
+//! - an empty body is 422; an unknown content type is 415; malformed JSON or multipart is 422
+//!   or 400 with the parser's message; every error is an [`ApiError`].
+//!
+//! Accepted report bodies (for `POST /v1/extract` and `POST /v1/reports`):
+//! - `application/json`: `{"text": string, "title"?: string, "format"?: "text"|"markdown"|"html"}`;
+//! - `multipart/form-data`: a file part named `file` (any part with a file name is taken),
+//!   optional text part `title`; the format comes from the file name, then the part's content
+//!   type, then the content (txt, md, html, pdf);
+//! - a raw body typed `text/plain`, `text/markdown`, `text/html` or `application/pdf`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart};
+use axum::http::request::Parts;
+use axum::http::{header, Request};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use ttpmap_core::ingest::{self, Format, IngestOptions};
+use ttpmap_core::Document;
+
+use super::error::{ApiError, ApiResult};
+
+/// Reads the whole body, at most `max` bytes.
+pub async fn read_limited(parts: &Parts, body: Body, max: u64) -> ApiResult<Bytes> {
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > max {
+            return Err(ApiError::too_large(max));
+        }
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::too_large(max)),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// The content type's essence, lower-cased (`application/json`), or "" when absent.
+pub fn content_type(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The JSON form of a report.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextInput {
+    pub text: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// `text` (default), `markdown` or `html`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Parses JSON, mapping serde's error to 422 with its line and column.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::validation("empty body: expected a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::validation(format!("invalid JSON: {e}")))
+}
+
+/// A report read from the body, still to be ingested.
+pub enum Upload {
+    Text {
+        source: String,
+        title: Option<String>,
+        text: String,
+        format: Format,
+    },
+    Bytes {
+        source: String,
+        title: Option<String>,
+        bytes: Bytes,
+        format: Option<Format>,
+    },
+}
+
+const EMPTY: &str = "empty body: send JSON {\"text\": ...}, a multipart/form-data upload (field \
+                     `file`), or a text/plain, text/markdown, text/html or application/pdf body";
+
+/// Reads a report from the request (see the module docs for the accepted forms).
+pub async fn read_upload(parts: Parts, body: Body, max: u64) -> ApiResult<Upload> {
+    let ct = content_type(&parts);
+    if ct == "multipart/form-data" {
+        return read_multipart(parts, body, max).await;
+    }
+    let bytes = read_limited(&parts, body, max).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::validation(EMPTY));
+    }
+    match ct.as_str() {
+        "application/json" => {
+            let input: TextInput = parse_json(&bytes)?;
+            let format = match input
+                .format
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("text") | Some("txt") => Format::Text,
+                Some("markdown") | Some("md") => Format::Markdown,
+                Some("html") => Format::Html,
+                Some(other) => {
+                    return Err(ApiError::validation(format!(
+                        "unknown format {other:?}: expected text, markdown or html (upload PDFs \
+                         as files)"
+                    )))
+                }
+            };
+            if input.text.trim().is_empty() {
+                return Err(ApiError::validation("\"text\" is empty"));
+            }
+            Ok(Upload::Text {
+                source: input.title.clone().unwrap_or_else(|| "<text>".into()),
+                title: input.title,
+                text: input.text,
+                format,
+            })
+        }
+        "" => Err(ApiError::unsupported_media_type(format!(
+            "no Content-Type; {}",
+            &EMPTY[12..]
+        ))),
+        other => match Format::from_mime(other) {
+            Some(format) => Ok(Upload::Bytes {
+                source: "<upload>".into(),
+                title: None,
+                bytes,
+                format: Some(format),
+            }),
+            None => Err(ApiError::unsupported_media_type(format!(
+                "unsupported Content-Type {other:?}: expected application/json, \
+                 multipart/form-data, text/plain, text/markdown, text/html or application/pdf"
+            ))),
+        },
+    }
+}
+
+async fn read_multipart(parts: Parts, body: Body, max: u64) -> ApiResult<Upload> {
+    // The size limit is checked here; the multipart parser also applies DefaultBodyLimit.
+    let bytes = read_limited(&parts, body, max).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::validation(EMPTY));
+    }
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    })?;
+    let mut file: Option<(String, Option<String>, Bytes)> = None;
+    let mut title = None;
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "malformed multipart body: {}",
+                    e.body_text()
+                )))
+            }
+        };
+        let name = field.name().unwrap_or("").to_string();
+        let filename = field.file_name().map(str::to_string);
+        let mime = field.content_type().map(str::to_string);
+        let data = field.bytes().await.map_err(|e| {
+            ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+        })?;
+        if name == "title" && filename.is_none() {
+            let t = String::from_utf8_lossy(&data).trim().to_string();
+            title = (!t.is_empty()).then_some(t);
+        } else if file.is_none() && (name == "file" || filename.is_some()) {
+            file = Some((filename.unwrap_or_else(|| "<upload>".into()), mime, data));
+        }
+    }
+    let Some((source, mime, bytes)) = file else {
+        return Err(ApiError::validation(
+            "multipart body without a file: send the report in a part named `file`",
+        ));
+    };
+    let format = Format::from_path(std::path::Path::new(&source))
+        .or_else(|| mime.as_deref().and_then(Format::from_mime));
+    Ok(Upload::Bytes {
+        source,
+        title,
+        bytes,
+        format,
+    })
+}
+
+/// Decodes, normalises and segments an upload (on a blocking thread: PDF parsing is CPU work).
+pub async fn ingest_upload(upload: Upload, max: u64) -> ApiResult<Document> {
+    let opts = IngestOptions {
+        max_bytes: max,
+        ..IngestOptions::default()
+    };
+    let result = tokio::task::spawn_blocking(move || match upload {
+        Upload::Text {
+            source,
+            title,
+            text,
+            format,
+        } => ingest::from_text(&source, &text, format).map(|mut d| {
+            if title.is_some() {
+                d.title = title;
+            }
+            d
+        }),
+        Upload::Bytes {
+            source,
+            title,
+            bytes,
+            format,
+        } => ingest::from_bytes(&source, &bytes, format, &opts).map(|mut d| {
+            if title.is_some() {
+                d.title = title;
+            }
+            d
+        }),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("ingestion task failed: {e}")))?;
+    result.map_err(|e| ApiError::from_core(&e))
+}

@@ -1,0 +1,109 @@
+//! JSON errors of the HTTP API: every failure is `{"error": message, "error_type": kind}` with
+//! the status that says what went wrong (the shape text-embeddings-inference uses).
+//!
+//! | status | `error_type` | when |
+//! | --- | --- | --- |
+//! | 400 | `bad_request` | a malformed query string or multipart body |
+//! | 401 | `unauthorized` | a write without a valid `Authorization: Bearer` token |
+//! | 403 | `read_only` | a write to a server started without a token (and without `--open-writes`) |
+//! | 404 | `not_found` | unknown route, report or technique |
+//! | 408 | `timeout` | the request took longer than `--timeout-s` |
+//! | 413 | `payload_too_large` | a body over `--max-body` bytes |
+//! | 415 | `unsupported_media_type` | a content type the endpoint does not take |
+//! | 422 | `validation` | the request parsed but its content is wrong (empty text, bad PDF, unknown sentence...) |
+//! | 429 | `overloaded` | the inference queue is full: retry later |
+//! | 500 | `internal` | a bug or a storage failure (logged) |
+//! | 501 | `not_implemented` | a feature that is not loaded (e.g. no reranker) |
+//! | 503 | `unavailable` | the inference worker is gone |
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// An API error: status, message and machine-readable kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub error_type: &'static str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            error_type,
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
+    }
+    pub fn validation(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+    }
+    pub fn unsupported_media_type(m: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            m,
+        )
+    }
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body larger than the limit of {limit} bytes (--max-body)"),
+        )
+    }
+    pub fn timeout(secs: f64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("request took longer than {secs} s (--timeout-s)"),
+        )
+    }
+    pub fn overloaded(capacity: usize) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!("inference queue full ({capacity} waiting); retry later"),
+        )
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    }
+
+    /// A library error about request content (bad input) -> 422, too large -> 413.
+    pub fn from_core(err: &ttpmap_core::Error) -> Self {
+        use ttpmap_core::Error as E;
+        match err {
+            E::TooLarge { limit, .. } => Self::too_large(*limit),
+            E::Io { .. } => Self::internal(format!("{err}")),
+            E::Unsupported { .. } => Self::unsupported_media_type(format!("{err}")),
+            _ => Self::validation(format!("{err}")),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.error_type, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!("{self}");
+        }
+        let body = serde_json::json!({"error": self.message, "error_type": self.error_type});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Handlers return this.
+pub type ApiResult<T> = Result<T, ApiError>;

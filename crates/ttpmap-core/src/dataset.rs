@@ -365,6 +365,92 @@ fn technique_labels<'a>(
     out
 }
 
+/// Writes documents in the TRAM2 column format that [`load_tram2`] reads (and so
+/// `ttpmap train classifier --dataset FILE`): `{"sentence": {"0": text, ...}, "labels": {"0":
+/// ["T1059.001"], ...}, "doc_title": {"0": doc id, ...}}`, rows in document then sentence order.
+/// A sentence without labels is a negative example.
+pub fn to_tram2_columns(documents: &[LabeledDocument]) -> Value {
+    let mut sentence = serde_json::Map::new();
+    let mut labels = serde_json::Map::new();
+    let mut doc_title = serde_json::Map::new();
+    let rows = documents.iter().flat_map(|d| d.sentences.iter());
+    for (i, s) in rows.enumerate() {
+        let k = i.to_string();
+        sentence.insert(k.clone(), Value::String(s.text.clone()));
+        labels.insert(
+            k.clone(),
+            Value::Array(
+                s.labels
+                    .iter()
+                    .map(|l| Value::String(l.to_string()))
+                    .collect(),
+            ),
+        );
+        doc_title.insert(k, Value::String(s.doc.clone()));
+    }
+    serde_json::json!({ "sentence": sentence, "labels": labels, "doc_title": doc_title })
+}
+
+/// One line of the sentence JSONL format: `{"doc_id": string, "sentence": string, "labels":
+/// [technique id]}` (what `ttpmap data export-reviews --format jsonl` writes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentenceRecord {
+    pub doc_id: String,
+    pub sentence: String,
+    pub labels: Vec<String>,
+}
+
+/// Loads the sentence JSONL format (one [`SentenceRecord`] per line; blank lines skipped).
+/// Rows of one `doc_id` form a document, in file order. The split name is the file stem.
+pub fn load_sentences_jsonl(path: impl AsRef<Path>) -> Result<Dataset> {
+    let path = path.as_ref();
+    let text = read_to_string(path)?;
+    let mut other = BTreeMap::new();
+    let mut documents: Vec<LabeledDocument> = Vec::new();
+    let mut doc_index: HashMap<String, usize> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: SentenceRecord = serde_json::from_str(line).map_err(|e| {
+            Error::invalid(
+                path,
+                format!(
+                    "line {}: expected {{\"doc_id\", \"sentence\", \"labels\"}}: {e}",
+                    n + 1
+                ),
+            )
+        })?;
+        let labels = technique_labels(r.labels.iter().map(String::as_str), &mut other);
+        let di = *doc_index.entry(r.doc_id.clone()).or_insert_with(|| {
+            documents.push(LabeledDocument {
+                id: r.doc_id.clone(),
+                sentences: Vec::new(),
+            });
+            documents.len() - 1
+        });
+        documents[di].sentences.push(LabeledSentence {
+            text: r.sentence,
+            labels,
+            doc: r.doc_id,
+        });
+    }
+    if documents.is_empty() {
+        return Err(Error::invalid(path, "no sentences (empty JSONL file)"));
+    }
+    Ok(Dataset {
+        name: "reviews".to_string(),
+        split: path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string(),
+        documents,
+        other_labels: other,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw AnnoCTR
 // ---------------------------------------------------------------------------------------------
@@ -1005,6 +1091,48 @@ pub fn split_queries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tram2_columns_and_jsonl_round_trip() {
+        let t = |s: &str| TechniqueId::parse(s).unwrap();
+        let docs = vec![LabeledDocument {
+            id: "report-1".into(),
+            sentences: vec![
+                LabeledSentence {
+                    text: "They ran PowerShell.".into(),
+                    labels: vec![t("T1059.001")],
+                    doc: "report-1".into(),
+                },
+                LabeledSentence {
+                    text: "Nothing here.".into(),
+                    labels: vec![],
+                    doc: "report-1".into(),
+                },
+            ],
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("reviews.json");
+        std::fs::write(&p, to_tram2_columns(&docs).to_string()).unwrap();
+        let ds = load_tram2(&p).unwrap();
+        assert_eq!(ds.documents, docs);
+
+        let p = dir.path().join("reviews.jsonl");
+        std::fs::write(
+            &p,
+            "{\"doc_id\": \"report-1\", \"sentence\": \"They ran PowerShell.\", \"labels\": [\"T1059.001\"]}\n\n\
+             {\"doc_id\": \"report-1\", \"sentence\": \"Nothing here.\", \"labels\": []}\n",
+        )
+        .unwrap();
+        let ds = load_sentences_jsonl(&p).unwrap();
+        assert_eq!(ds.documents, docs);
+        assert_eq!(ds.split, "reviews");
+        std::fs::write(&p, "{\"doc\": 1}\n").unwrap();
+        let err = load_sentences_jsonl(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("reviews.jsonl") && err.contains("line 1"),
+            "{err}"
+        );
+    }
     use std::io::Write;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

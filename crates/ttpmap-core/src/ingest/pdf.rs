@@ -10,7 +10,14 @@
 //! default hook may still write the panic message to stderr once; the error returned is what
 //! callers should report. `pdf-extract` also logs through the `log` facade, which is silent
 //! unless the application installs a logger.
+//!
+//! Decompression bombs: before the PDF parser sees the file, every `stream ... endstream`
+//! body is inflated (zlib, and again while the output is itself zlib data) with a running
+//! budget of [`MAX_INFLATED_BYTES`] for the whole file; a file past it is refused. The parser
+//! would otherwise inflate object streams and page contents fully into memory (a few MB of
+//! zeros deflate about 1000:1).
 
+use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
@@ -18,12 +25,21 @@ use pdf_extract::{Document, Object, PlainTextOutput};
 
 use crate::error::{Error, Result};
 
+/// Most bytes all streams of one PDF may inflate to (256 MiB).
+pub const MAX_INFLATED_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Extracts `(title, text)` from PDF bytes. `source` names the input in errors.
 pub fn pdf_to_text(source: &str, bytes: &[u8]) -> Result<(Option<String>, String)> {
     let invalid = |msg: String| Error::InvalidInput {
         path: PathBuf::from(source),
         message: msg,
     };
+    if let Err(total) = check_inflation(bytes, MAX_INFLATED_BYTES) {
+        return Err(invalid(format!(
+            "refused: its compressed streams inflate to more than {total} bytes (the limit is \
+             {MAX_INFLATED_BYTES}); a decompression bomb or an unusually large PDF"
+        )));
+    }
     let has_encrypt_key = contains(bytes, b"/Encrypt");
     let loaded = catch_unwind(AssertUnwindSafe(|| Document::load_mem(bytes)));
     let mut doc = match loaded {
@@ -74,6 +90,55 @@ pub fn pdf_to_text(source: &str, bytes: &[u8]) -> Result<(Option<String>, String
     Ok((title, text))
 }
 
+/// Inflates every stream body under a shared budget; `Err(bytes inflated)` once the budget
+/// is spent. Bodies that are not zlib data cost nothing (inflating stops at the first error).
+pub fn check_inflation(bytes: &[u8], budget: u64) -> std::result::Result<u64, u64> {
+    let mut total = 0u64;
+    let mut pos = 0;
+    while let Some(off) = find(&bytes[pos..], b"stream") {
+        let mut start = pos + off + b"stream".len();
+        pos = start;
+        // `endstream` contains `stream`: skip it; a body starts after CRLF or LF.
+        if bytes[..start].ends_with(b"endstream") {
+            continue;
+        }
+        if bytes[start..].starts_with(b"\r\n") {
+            start += 2;
+        } else if bytes[start..].starts_with(b"\n") {
+            start += 1;
+        } else {
+            continue;
+        }
+        let end = find(&bytes[start..], b"endstream").map_or(bytes.len(), |e| start + e);
+        let mut data: Vec<u8> = bytes[start..end].to_vec();
+        // Nested filters (/Filter [/FlateDecode /FlateDecode]) inflate again.
+        for _ in 0..4 {
+            if data.len() < 2
+                || data[0] & 0x0f != 8
+                || (u16::from(data[0]) << 8 | u16::from(data[1])) % 31 != 0
+            {
+                break;
+            }
+            let left = budget.saturating_sub(total);
+            let mut out = Vec::new();
+            let _ = flate2::read::ZlibDecoder::new(&data[..])
+                .take(left + 1)
+                .read_to_end(&mut out);
+            total += out.len() as u64;
+            if total > budget {
+                return Err(total);
+            }
+            data = out;
+        }
+        pos = end;
+    }
+    Ok(total)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -101,4 +166,51 @@ fn info_title(doc: &Document) -> Option<String> {
     };
     let title = title.split_whitespace().collect::<Vec<_>>().join(" ");
     (!title.is_empty()).then_some(title)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn pdf_with_stream(body: &[u8]) -> Vec<u8> {
+        let mut pdf = b"%PDF-1.4\n1 0 obj\n<< /Length 9 /Filter /FlateDecode >>\nstream\n".to_vec();
+        pdf.extend_from_slice(body);
+        pdf.extend_from_slice(b"\nendstream\nendobj\n%%EOF\n");
+        pdf
+    }
+
+    #[test]
+    fn decompression_bombs_are_refused() {
+        // 4 MiB of zeros deflate to about 4 KiB; with a 1 MiB budget the file is a bomb.
+        let bomb = pdf_with_stream(&deflate(&vec![0u8; 4 << 20]));
+        assert!(bomb.len() < 64 * 1024);
+        assert!(check_inflation(&bomb, 1 << 20).is_err());
+        assert_eq!(check_inflation(&bomb, 8 << 20), Ok(4 << 20));
+        // Nested: a deflated deflate stream is inflated twice.
+        let nested = pdf_with_stream(&deflate(&deflate(&vec![0u8; 4 << 20])));
+        assert!(check_inflation(&nested, 1 << 20).is_err());
+        // Plain (unfiltered) streams cost nothing.
+        assert_eq!(
+            check_inflation(&pdf_with_stream(b"BT (hi) Tj ET"), 10),
+            Ok(0)
+        );
+        // The budget is per file: 100 streams of 3 MiB each pass 256 MiB together.
+        let one = deflate(&vec![0u8; 3 << 20]);
+        let mut many = Vec::new();
+        for _ in 0..100 {
+            many.extend_from_slice(&pdf_with_stream(&one));
+        }
+        let err = pdf_to_text("bomb.pdf", &many).unwrap_err().to_string();
+        assert!(
+            err.contains("bomb.pdf") && err.contains("decompression bomb"),
+            "{err}"
+        );
+    }
 }

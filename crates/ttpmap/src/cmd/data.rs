@@ -17,6 +17,8 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Statistics of a dataset split.
     Stats(StatsArgs),
+    /// Reviewed reports of a `ttpmap serve` database -> training data (the feedback loop).
+    ExportReviews(crate::cmd::serve::ExportReviewsArgs),
 }
 
 /// Datasets `data stats` knows.
@@ -49,6 +51,7 @@ pub struct StatsArgs {
 pub fn run(assets: &Assets, args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Stats(a) => stats(assets, a),
+        DataCommand::ExportReviews(a) => crate::cmd::serve::export_reviews(a),
     }
 }
 

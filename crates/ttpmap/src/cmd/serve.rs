@@ -1,5 +1,6 @@
 //! `ttpmap serve`: the analyst service (HTTP API + review UI) on one address.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use ttpmap_core::Prediction;
 
 use crate::assets::Assets;
 use crate::methods::{bm25_index, Method, MethodArgs, Scorer};
+use crate::serve::auth::{Auth, Token};
+use crate::serve::db::Db;
 use crate::serve::worker::Engine;
 use crate::serve::{self, AppState, ServeConfig};
 
@@ -28,6 +31,22 @@ pub struct ServeArgs {
     /// Time limit per request in seconds; slower requests get 408.
     #[arg(long, default_value_t = 60, value_name = "N")]
     pub timeout_s: u64,
+    /// The report database (SQLite; created and migrated on first start).
+    #[arg(long, default_value = "ttpmap.db", value_name = "FILE")]
+    pub db: PathBuf,
+    /// API token(s) for writes, `NAME:SECRET` (the name is recorded with each review) or
+    /// `SECRET`; comma-separated in TTPMAP_TOKEN. Without one the server is read-only.
+    #[arg(
+        long,
+        env = "TTPMAP_TOKEN",
+        value_delimiter = ',',
+        value_name = "NAME:SECRET",
+        hide_env_values = true
+    )]
+    pub token: Vec<String>,
+    /// Allow anonymous writes when no token is configured (for a single analyst on loopback).
+    #[arg(long)]
+    pub open_writes: bool,
     /// Allow cross-origin requests from this origin (e.g. https://analyst.example.org, or *).
     /// Off by default.
     #[arg(long, value_name = "ORIGIN")]
@@ -47,6 +66,20 @@ impl SentenceScorer for MethodScorer {
 }
 
 pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
+    let tokens = args
+        .token
+        .iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Token::parse(t).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let auth = Auth {
+        open_writes: args.open_writes && tokens.is_empty(),
+        tokens,
+    };
+    if args.open_writes && !auth.tokens.is_empty() {
+        tracing::warn!("--open-writes ignored: API tokens are configured, writes need one");
+    }
+    let db = Arc::new(Db::open(&args.db).context("opening the report database")?);
     let catalog = Arc::new(assets.catalog()?);
     let search = Arc::new(bm25_index(&catalog, &args.method)?);
     let scorer = if args.method.method == Method::Bm25 && args.method.model.is_none() {
@@ -65,6 +98,7 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout_s.max(1)),
         queue: args.queue.max(1),
         cors: args.cors.clone(),
+        auth,
         ..ServeConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -77,10 +111,81 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.addr))?;
         let local = listener.local_addr()?;
-        let state = Arc::new(AppState::new(config, engine, search));
+        if config.auth.open_writes {
+            tracing::warn!(
+                "--open-writes: ANYONE who can reach http://{local} can store reports and \
+                 review decisions (recorded as \"anonymous\"); use --token for shared servers"
+            );
+            eprintln!("WARNING: open writes: anyone reaching http://{local} can write");
+        } else if config.auth.tokens.is_empty() {
+            eprintln!(
+                "ttpmap serve: read-only (no --token / TTPMAP_TOKEN): reports cannot be stored or reviewed"
+            );
+        }
+        eprintln!("ttpmap serve: reports in {}", db.path().display());
+        let state = Arc::new(AppState::new(config, engine, search, db));
         let app = serve::router(state);
         // The one line tools wait for: the bound address (port 0 picks a free one).
         eprintln!("ttpmap serve: listening on http://{local}");
         serve::serve(listener, app).await.context("serving HTTP")
     })
+}
+
+/// Training-data formats of `data export-reviews`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReviewFormat {
+    /// TRAM2 column JSON, what `ttpmap train classifier --dataset FILE` reads.
+    Tram2,
+    /// One `{"doc_id", "sentence", "labels"}` object per line.
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportReviewsArgs {
+    /// The `ttpmap serve` database.
+    #[arg(long, value_name = "FILE")]
+    pub db: PathBuf,
+    /// Output file (written only when complete); stdout without it.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format (default: jsonl when the output ends in .jsonl, else tram2).
+    #[arg(long, value_enum)]
+    pub format: Option<ReviewFormat>,
+}
+
+/// `ttpmap data export-reviews`: see `serve::training` for what becomes a label.
+pub fn export_reviews(args: ExportReviewsArgs) -> anyhow::Result<()> {
+    if !args.db.is_file() {
+        anyhow::bail!("{}: no such database file", args.db.display());
+    }
+    let db = Db::open(&args.db).context("opening the report database")?;
+    let docs = crate::serve::training::reviewed_documents(&db)
+        .with_context(|| format!("reading reviews from {}", args.db.display()))?;
+    let format = args
+        .format
+        .unwrap_or(match args.output.as_ref().and_then(|p| p.extension()) {
+            Some(e) if e == "jsonl" => ReviewFormat::Jsonl,
+            _ => ReviewFormat::Tram2,
+        });
+    let text = match format {
+        ReviewFormat::Jsonl => crate::serve::training::to_jsonl(&docs),
+        ReviewFormat::Tram2 => {
+            let mut s =
+                serde_json::to_string_pretty(&ttpmap_core::dataset::to_tram2_columns(&docs))?;
+            s.push('\n');
+            s
+        }
+    };
+    let sentences: usize = docs.iter().map(|d| d.sentences.len()).sum();
+    let labelled = docs
+        .iter()
+        .flat_map(|d| d.sentences.iter())
+        .filter(|s| !s.labels.is_empty())
+        .count();
+    crate::output::write_output(args.output.as_deref(), text.as_bytes())?;
+    eprintln!(
+        "{} reviewed reports, {sentences} sentences ({labelled} with labels)",
+        docs.len()
+    );
+    Ok(())
 }

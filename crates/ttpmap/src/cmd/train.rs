@@ -45,7 +45,8 @@ pub enum LossName {
 
 #[derive(Debug, clap::Args)]
 pub struct ClassifierArgs {
-    /// `tram2`, `annoctr` (train split of the data folder) or a TRAM2-format JSON file.
+    /// `tram2`, `annoctr` (train split of the data folder), a TRAM2-format JSON file, or a
+    /// sentence JSONL file (`.jsonl`, e.g. from `ttpmap data export-reviews --format jsonl`).
     #[arg(long, value_name = "tram2|annoctr|FILE")]
     pub dataset: String,
     /// Loss (overrides the config file).
@@ -97,6 +98,10 @@ fn load_dataset(
         "annoctr" => {
             let p = dir.join("annoctr/train.json");
             (dataset::load_annoctr(&p)?, p)
+        }
+        file if file.ends_with(".jsonl") => {
+            let p = PathBuf::from(file);
+            (dataset::load_sentences_jsonl(&p)?, p)
         }
         file => {
             let p = PathBuf::from(file);

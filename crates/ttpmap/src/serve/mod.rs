@@ -14,11 +14,16 @@
 //!   first, then the stream is cut at the limit ([`body`]);
 //! - every request runs under the `timeout` and is counted in [`metrics`] by route template.
 
+pub mod auth;
 pub mod body;
+pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod reports;
 pub mod rerank;
 pub mod routes;
+pub mod training;
+pub mod ui;
 pub mod worker;
 
 use std::sync::Arc;
@@ -28,11 +33,13 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::retrieve::Bm25Index;
 
+use auth::Auth;
+use db::Db;
 use error::ApiError;
 use metrics::Metrics;
 use worker::{Engine, Worker};
@@ -51,6 +58,8 @@ pub struct ServeConfig {
     pub cors: Option<String>,
     /// At most this many techniques per sentence unless a request asks otherwise. Default 3.
     pub max_per_sentence: usize,
+    /// Who may write. Default: nobody (read-only).
+    pub auth: Auth,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +70,7 @@ impl Default for ServeConfig {
             queue: 16,
             cors: None,
             max_per_sentence: 3,
+            auth: Auth::default(),
         }
     }
 }
@@ -74,11 +84,18 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub worker: Worker,
     pub metrics: Arc<Metrics>,
+    /// The report store.
+    pub db: Arc<Db>,
 }
 
 impl AppState {
     /// Starts the inference worker for `engine` and assembles the state.
-    pub fn new(config: ServeConfig, engine: Engine, search: Arc<Bm25Index>) -> AppState {
+    pub fn new(
+        config: ServeConfig,
+        engine: Engine,
+        search: Arc<Bm25Index>,
+        db: Arc<Db>,
+    ) -> AppState {
         let metrics = Arc::new(Metrics::default());
         let engine = Arc::new(engine);
         let worker = Worker::spawn(engine.clone(), config.queue, metrics.clone());
@@ -89,20 +106,65 @@ impl AppState {
             engine,
             worker,
             metrics,
+            db,
         }
     }
 }
 
 pub type SharedState = Arc<AppState>;
 
-/// The service's routes (one table, so `/openapi.json` and its test can list them).
+/// One route: path template, the methods it answers, and its handlers.
+pub struct RouteSpec {
+    pub path: &'static str,
+    pub methods: &'static [&'static str],
+    pub handler: MethodRouter<SharedState>,
+}
+
+/// Every route of the service, in one table: the router is built from it, and the OpenAPI test
+/// checks that `/openapi.json` describes each entry.
+pub fn routes() -> Vec<RouteSpec> {
+    let r = |path, methods, handler| RouteSpec {
+        path,
+        methods,
+        handler,
+    };
+    vec![
+        r("/", &["get"], get(ui::index)),
+        r("/ui/app.js", &["get"], get(ui::app_js)),
+        r("/ui/app.css", &["get"], get(ui::app_css)),
+        r("/health", &["get"], get(routes::health)),
+        r("/metrics", &["get"], get(routes::metrics)),
+        r("/openapi.json", &["get"], get(routes::openapi)),
+        r("/v1/techniques", &["get"], get(routes::search_techniques)),
+        r("/v1/techniques/{id}", &["get"], get(routes::get_technique)),
+        r("/v1/extract", &["post"], post(routes::extract)),
+        r("/v1/rerank", &["post"], post(rerank::rerank)),
+        r(
+            "/v1/reports",
+            &["get", "post"],
+            get(reports::list_reports).post(reports::create_report),
+        ),
+        r("/v1/reports/{id}", &["get"], get(reports::get_report)),
+        r(
+            "/v1/reports/{id}/reviews",
+            &["post"],
+            post(reports::add_review),
+        ),
+        r(
+            "/v1/reports/{id}/export",
+            &["get"],
+            get(reports::export_report),
+        ),
+    ]
+}
+
+/// The service's router over [`routes`], with the JSON fallbacks, limits, time-out, metrics
+/// and (when configured) CORS.
 pub fn router(state: SharedState) -> Router {
-    let api = Router::new()
-        .route("/health", get(routes::health))
-        .route("/v1/techniques", get(routes::search_techniques))
-        .route("/v1/techniques/{id}", get(routes::get_technique))
-        .route("/v1/extract", post(routes::extract))
-        .route("/v1/rerank", post(rerank::rerank));
+    let mut api = Router::new();
+    for spec in routes() {
+        api = api.route(spec.path, spec.handler);
+    }
     let cors = state.config.cors.clone();
     let mut app = api
         .fallback(routes::not_found)

@@ -33,7 +33,29 @@ pub async fn health(State(st): State<SharedState>) -> Json<serde_json::Value> {
         "techniques": st.catalog.active_techniques().count(),
         "queue_depth": st.worker.depth(),
         "queue_capacity": st.config.queue,
+        "writes": st.config.auth.writes_enabled(),
+        "reranker": st.engine.reranker.as_ref().map(|r| r.name().to_string()),
     }))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(st): State<SharedState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(st.worker.depth(), st.config.queue),
+    )
+        .into_response()
+}
+
+/// The hand-written OpenAPI 3.0 description of every route.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// A technique as the API shows it.

@@ -76,7 +76,13 @@ pub fn bm25_state(config: ServeConfig) -> SharedState {
         default_threshold: 0.05,
         reranker: None,
     };
-    Arc::new(AppState::new(config, engine, Arc::new(idx)))
+    Arc::new(AppState::new(config, engine, Arc::new(idx), temp_db()))
+}
+
+/// A fresh database in a temporary folder that lives as long as the test process.
+pub fn temp_db() -> Arc<super::db::Db> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    Arc::new(super::db::Db::open(&dir.join("test.db")).unwrap())
 }
 
 /// A scorer that reports each call on `started` and then blocks until `release` sends.
@@ -124,7 +130,7 @@ fn gate_state(config: ServeConfig) -> (SharedState, mpsc::Receiver<()>, mpsc::Se
         reranker: None,
     };
     (
-        Arc::new(AppState::new(config, engine, Arc::new(idx))),
+        Arc::new(AppState::new(config, engine, Arc::new(idx), temp_db())),
         started_rx,
         release_tx,
     )
@@ -430,6 +436,48 @@ async fn bad_input_gets_json_errors_and_the_server_keeps_serving() {
 }
 
 #[tokio::test]
+async fn pdf_bomb_is_refused() {
+    use std::io::Write;
+    let app = router(bm25_state(ServeConfig::default()));
+    // 100 streams of 3 MiB of zeros (about 3 KiB each deflated): 300 MiB once inflated,
+    // past ttpmap_core's 256 MiB budget per PDF.
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![0u8; 3 << 20]).unwrap();
+    let stream = e.finish().unwrap();
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    for i in 0..100 {
+        pdf.extend_from_slice(
+            format!(
+                "{} 0 obj\n<< /Length {} /Filter /FlateDecode >>\nstream\n",
+                i + 1,
+                stream.len()
+            )
+            .as_bytes(),
+        );
+        pdf.extend_from_slice(&stream);
+        pdf.extend_from_slice(b"\nendstream\nendobj\n");
+    }
+    pdf.extend_from_slice(b"%%EOF\n");
+    assert!(pdf.len() < 1 << 20);
+    let req = Request::post("/v1/extract")
+        .header(header::CONTENT_TYPE, "application/pdf")
+        .body(Body::from(pdf))
+        .unwrap();
+    let got = json(&app, req).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert!(
+        got.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("decompression bomb"),
+        "{}",
+        got.1
+    );
+    let (s, _) = json(&app, get("/health")).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn full_queue_is_429_and_slow_requests_408() {
     let (state, started, release) = gate_state(ServeConfig {
         queue: 1,
@@ -487,4 +535,408 @@ async fn request_timeout_is_408() {
     assert_error(&got, StatusCode::REQUEST_TIMEOUT, "timeout");
     drop(started);
     let _ = release.send(());
+}
+
+fn bm25_with_auth(auth: super::auth::Auth) -> SharedState {
+    bm25_state(ServeConfig {
+        auth,
+        ..ServeConfig::default()
+    })
+}
+
+fn tokens() -> super::auth::Auth {
+    super::auth::Auth {
+        tokens: vec![super::auth::Token::parse("alice:alice-secret-1").unwrap()],
+        open_writes: false,
+    }
+}
+
+fn authed(mut req: Request<Body>) -> Request<Body> {
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        "Bearer alice-secret-1".parse().unwrap(),
+    );
+    req
+}
+
+fn review(id: i64, sentence: i64, technique: &str, decision: &str) -> Request<Body> {
+    authed(post_json(
+        &format!("/v1/reports/{id}/reviews"),
+        &serde_json::json!({"sentence": sentence, "technique": technique, "decision": decision})
+            .to_string(),
+    ))
+}
+
+/// Stores REPORT and returns (report id, report JSON).
+async fn store(app: &Router) -> (i64, Value) {
+    let body = serde_json::json!({"text": REPORT, "title": "Stored"}).to_string();
+    let (s, v) = json(app, authed(post_json("/v1/reports", &body))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (v["id"].as_i64().unwrap(), v)
+}
+
+fn status_of(report: &Value, sentence: usize, technique: &str) -> Option<String> {
+    report["sentences"][sentence]["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["technique"] == technique)
+        .map(|t| t["status"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn reports_store_review_and_export() {
+    let state = bm25_with_auth(tokens());
+    let app = router(state.clone());
+    let (id, v) = store(&app).await;
+    assert_eq!(v["created_by"], "alice");
+    assert_eq!(v["sentences"].as_array().unwrap().len(), 4);
+    assert_eq!(status_of(&v, 1, "T1003.001").as_deref(), Some("predicted"));
+
+    // Accept the LSASS prediction, reject the scheduled task, add Registry Run Keys.
+    let (s, r) = json(&app, review(id, 1, "T1003.001", "accept")).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["who"], "alice");
+    assert!(r["at"].as_str().unwrap().ends_with('Z'));
+    let (s, _) = json(&app, review(id, 2, "T1053.005", "reject")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = json(&app, review(id, 2, "T1547.001", "add")).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let (s, v) = json(&app, get(&format!("/v1/reports/{id}"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(status_of(&v, 1, "T1003.001").as_deref(), Some("accepted"));
+    assert_eq!(status_of(&v, 2, "T1053.005").as_deref(), Some("rejected"));
+    assert_eq!(status_of(&v, 2, "T1547.001").as_deref(), Some("added"));
+    assert_eq!(v["reviews"].as_array().unwrap().len(), 3);
+    let summary: Vec<&str> = v["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["technique"].as_str().unwrap())
+        .collect();
+    assert!(
+        summary.contains(&"T1547.001") && !summary.contains(&"T1053.005"),
+        "{summary:?}"
+    );
+
+    // Exports of the reviewed result.
+    let (s, x) = json(&app, get(&format!("/v1/reports/{id}/export?format=json"))).await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = x["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["technique"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"T1003.001") && ids.contains(&"T1547.001") && !ids.contains(&"T1053.005")
+    );
+    let (s, layer) = json(
+        &app,
+        get(&format!("/v1/reports/{id}/export?format=navigator")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(layer["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["techniqueID"] == "T1547.001"));
+    let (s, bytes, ct) = send(&app, get(&format!("/v1/reports/{id}/export?format=stix"))).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(ct.as_deref(), Some("application/stix+json;version=2.1"));
+
+    // The list.
+    let (s, l) = json(&app, get("/v1/reports")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(l["reports"][0]["id"], id);
+    assert_eq!(l["reports"][0]["reviews"], 3);
+
+    // The feedback loop: accepted + added, minus rejected.
+    let docs = super::training::reviewed_documents(&state.db).unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].id, format!("report-{id}"));
+    let labels = |i: usize| -> Vec<String> {
+        docs[0].sentences[i]
+            .labels
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    };
+    assert_eq!(labels(1), vec!["T1003.001"]);
+    assert_eq!(labels(2), vec!["T1547.001"]);
+    assert!(labels(0).is_empty() && labels(3).is_empty());
+    let jsonl = super::training::to_jsonl(&docs);
+    assert_eq!(jsonl.lines().count(), 4);
+    let line: Value = serde_json::from_str(jsonl.lines().nth(2).unwrap()).unwrap();
+    assert_eq!(line["doc_id"], format!("report-{id}"));
+    assert_eq!(line["labels"], serde_json::json!(["T1547.001"]));
+    assert_eq!(state.db.integrity_check().unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn review_errors_and_write_policy() {
+    let app = router(bm25_with_auth(tokens()));
+    let (id, _) = store(&app).await;
+    let un = StatusCode::UNPROCESSABLE_ENTITY;
+    // Unknown report, sentence, technique; accept of something never predicted.
+    assert_error(
+        &json(&app, review(id + 100, 0, "T1003.001", "add")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &json(&app, review(id, 99, "T1003.001", "add")).await,
+        un,
+        "validation",
+    );
+    assert_error(
+        &json(&app, review(id, 0, "T9999.999", "add")).await,
+        un,
+        "validation",
+    );
+    assert_error(
+        &json(&app, review(id, 0, "S0002", "add")).await,
+        un,
+        "validation",
+    );
+    assert_error(
+        &json(&app, review(id, 3, "T1003.001", "accept")).await,
+        un,
+        "validation",
+    );
+    let bad = authed(post_json(
+        &format!("/v1/reports/{id}/reviews"),
+        "{\"sentence\": 0, \"technique\": \"T1003.001\", \"decision\": \"maybe\"}",
+    ));
+    assert_error(&json(&app, bad).await, un, "validation");
+    assert_error(
+        &json(&app, get("/v1/reports/999")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &json(&app, get("/v1/reports/abc")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &json(&app, get(&format!("/v1/reports/{id}/export?format=xml"))).await,
+        un,
+        "validation",
+    );
+    // Writes without / with a wrong token.
+    let body = serde_json::json!({"text": REPORT}).to_string();
+    assert_error(
+        &json(&app, post_json("/v1/reports", &body)).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let mut wrong = post_json("/v1/reports", &body);
+    wrong.headers_mut().insert(
+        header::AUTHORIZATION,
+        "Bearer nope-nope-nope".parse().unwrap(),
+    );
+    assert_error(
+        &json(&app, wrong).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+
+    // No token configured: read-only, 403 saying how to enable writes.
+    let ro = router(bm25_with_auth(super::auth::Auth::default()));
+    let got = json(&ro, post_json("/v1/reports", &body)).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "read_only");
+    assert!(got.1["error"].as_str().unwrap().contains("--token"));
+    let (s, _) = json(&ro, get("/v1/reports")).await;
+    assert_eq!(s, StatusCode::OK);
+    // --open-writes: anonymous.
+    let open = router(bm25_with_auth(super::auth::Auth {
+        tokens: vec![],
+        open_writes: true,
+    }));
+    let (s, v) = json(&open, post_json("/v1/reports", &body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["created_by"], "anonymous");
+}
+
+#[tokio::test]
+async fn cors_is_off_unless_configured() {
+    let app = router(bm25_state(ServeConfig::default()));
+    let resp = app.clone().oneshot(get("/health")).await.unwrap();
+    assert!(resp
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .is_none());
+    let app = router(bm25_state(ServeConfig {
+        cors: Some("https://analyst.example.org".into()),
+        ..ServeConfig::default()
+    }));
+    let resp = app
+        .clone()
+        .oneshot(Request::options("/v1/extract").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://analyst.example.org"
+    );
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route() {
+    let app = router(bm25_state(ServeConfig::default()));
+    let (s, doc) = json(&app, get("/openapi.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let table = super::routes();
+    for spec in &table {
+        for m in spec.methods {
+            assert!(
+                paths.get(spec.path).and_then(|p| p.get(*m)).is_some(),
+                "{} {} is routed but not in openapi.json",
+                m.to_uppercase(),
+                spec.path
+            );
+        }
+    }
+    // And nothing documented that is not routed.
+    for (path, item) in paths {
+        let spec = table.iter().find(|s| s.path == path);
+        let spec = spec.unwrap_or_else(|| panic!("{path} documented but not routed"));
+        for m in item.as_object().unwrap().keys() {
+            assert!(
+                spec.methods.contains(&m.as_str()),
+                "{m} {path} documented but not routed"
+            );
+        }
+    }
+    // Each table entry really answers its methods (a known route, not the 404/405 fallback).
+    let state = bm25_state(ServeConfig::default());
+    let app = router(state.clone());
+    for spec in &table {
+        let path = spec.path.replace("{id}", "1");
+        for m in spec.methods {
+            let req = Request::builder()
+                .method(m.to_uppercase().as_str())
+                .uri(&path)
+                .body(Body::empty())
+                .unwrap();
+            let _ = send(&app, req).await;
+            let routed: u64 = [200, 201, 400, 401, 403, 404, 415, 422, 501]
+                .iter()
+                .map(|&c| state.metrics.requests(&m.to_uppercase(), spec.path, c))
+                .sum();
+            assert!(routed > 0, "{m} {} did not reach its route", spec.path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_and_ui_assets() {
+    let app = router(bm25_state(ServeConfig::default()));
+    let _ = send(&app, get("/health")).await;
+    let _ = send(&app, get("/nowhere")).await;
+    let body = serde_json::json!({"text": REPORT}).to_string();
+    let (s, _, _) = send(&app, post_json("/v1/extract", &body)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, text, ct) = send(&app, get("/metrics")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(
+            "ttpmap_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("route=\"unmatched\",status=\"404\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("ttpmap_inference_seconds_count 1"), "{text}");
+    assert!(text.contains("ttpmap_inference_queue_depth 0"), "{text}");
+
+    let (s, html, ct) = send(&app, get("/")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.unwrap().starts_with("text/html"));
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.contains("/ui/app.js") && !html.contains("http://") && !html.contains("https://"));
+    let (s, _, ct) = send(&app, get("/ui/app.js")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.unwrap().starts_with("text/javascript"));
+}
+
+/// A reranker stub: score = number of query words in the text.
+struct WordOverlap;
+
+impl super::rerank::RerankService for WordOverlap {
+    fn name(&self) -> &str {
+        "word-overlap"
+    }
+    fn rerank(
+        &self,
+        query: &str,
+        texts: &[&str],
+    ) -> Result<Vec<f32>, Box<dyn std::error::Error + Send + Sync>> {
+        let q: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+        Ok(texts
+            .iter()
+            .map(|t| {
+                t.split_whitespace()
+                    .filter(|w| q.contains(&w.to_lowercase()))
+                    .count() as f32
+            })
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn rerank_tei_shape_and_501_without_model() {
+    let app = router(bm25_state(ServeConfig::default()));
+    let body = r#"{"query": "dump lsass memory", "texts": ["nothing", "dump lsass memory now"]}"#;
+    assert_error(
+        &json(&app, post_json("/v1/rerank", body)).await,
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+    );
+
+    let catalog = catalog();
+    let idx = index(&catalog);
+    let engine = Engine {
+        scorer: Box::new(Bm25Scorer::new(idx.clone())),
+        catalog,
+        default_threshold: 0.05,
+        reranker: Some(Arc::new(WordOverlap)),
+    };
+    let app = router(Arc::new(AppState::new(
+        ServeConfig::default(),
+        engine,
+        Arc::new(idx),
+        temp_db(),
+    )));
+    let (s, v) = json(&app, post_json("/v1/rerank", body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // "dump lsass memory now" has 3 query words, "nothing" 0.
+    assert_eq!(
+        v,
+        serde_json::json!([{"index": 1, "score": 3.0}, {"index": 0, "score": 0.0}])
+    );
+    let with_text = r#"{"query": "a", "texts": ["a", "b"], "return_text": true}"#;
+    let (_, v) = json(&app, post_json("/v1/rerank", with_text)).await;
+    assert_eq!(v[0]["text"], "a");
+    assert_error(
+        &json(
+            &app,
+            post_json("/v1/rerank", r#"{"query": "a", "texts": []}"#),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    );
+    let (_, h) = json(&app, get("/health")).await;
+    assert_eq!(h["reranker"], "word-overlap");
 }

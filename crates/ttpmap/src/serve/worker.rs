@@ -50,7 +50,7 @@ impl Engine {
     }
 }
 
-type Job = Box<dyn FnOnce(&Engine) + Send>;
+type Job = Box<dyn FnOnce(&Engine, &Metrics) + Send>;
 
 /// Handle to the worker thread; cheap to clone. The thread ends when every handle is dropped.
 #[derive(Clone)]
@@ -72,9 +72,7 @@ impl Worker {
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
                     d.fetch_sub(1, Ordering::SeqCst);
-                    let t = Instant::now();
-                    job(&engine);
-                    metrics.observe_inference(t.elapsed().as_secs_f64());
+                    job(&engine, &metrics);
                 }
             })
             .expect("spawning the inference thread");
@@ -97,11 +95,15 @@ impl Worker {
         f: impl FnOnce(&Engine) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |engine: &Engine| {
+        let job: Job = Box::new(move |engine: &Engine, metrics: &Metrics| {
             if reply.is_closed() {
                 return;
             }
-            let _ = reply.send(f(engine));
+            let t = Instant::now();
+            let out = f(engine);
+            // Recorded before the reply, so a client that got its answer sees it counted.
+            metrics.observe_inference(t.elapsed().as_secs_f64());
+            let _ = reply.send(out);
         });
         self.depth.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.tx.try_send(job) {

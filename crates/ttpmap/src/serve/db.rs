@@ -1,0 +1,624 @@
+//! The report store: SQLite (bundled), one file, created and migrated on first open.
+//!
+//! Owns the schema, its migrations (`PRAGMA user_version`) and every read and write of
+//! reports, sentences, predictions and review decisions.
+//!
+//! Invariants:
+//! - the database runs in WAL mode with `synchronous = FULL`: a write that returned `Ok` (and
+//!   so was acknowledged to a client) survives a crash of the process or the machine;
+//! - a report is stored with all its sentences and predictions in one transaction, and every
+//!   review decision is one transaction: a reader never sees half of either;
+//! - review decisions are append-only: each row keeps who (the token's name, or `anonymous`)
+//!   and when (UTC, RFC 3339 with milliseconds); the current state of a (sentence,
+//!   technique) pair is its latest decision;
+//! - a database with a newer schema than this build knows is refused, never rewritten.
+//!
+//! Schema (version 1):
+//! - `reports(id, title, source, text, method, threshold, attack_version, created_at, created_by)`
+//! - `sentences(report_id, idx, start, end, text)`: every sentence of the document; `start`
+//!   and `end` are byte offsets into `reports.text`;
+//! - `predictions(report_id, sentence, technique, score, raw_score, evidence)`: the kept
+//!   predictions (`evidence` is the JSON of [`Evidence`]);
+//! - `reviews(id, report_id, sentence, technique, decision, who, at)`: `decision` is `accept`,
+//!   `reject` or `add`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use ttpmap_core::{Document, Evidence, Extraction, Prediction, Span, TechniqueId};
+
+/// Migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE reports (
+    id INTEGER PRIMARY KEY,
+    title TEXT,
+    source TEXT NOT NULL,
+    text TEXT NOT NULL,
+    method TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    attack_version TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE sentences (
+    report_id INTEGER NOT NULL REFERENCES reports(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (report_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE predictions (
+    report_id INTEGER NOT NULL,
+    sentence INTEGER NOT NULL,
+    technique TEXT NOT NULL,
+    score REAL NOT NULL,
+    raw_score REAL NOT NULL,
+    evidence TEXT NOT NULL,
+    PRIMARY KEY (report_id, sentence, technique),
+    FOREIGN KEY (report_id, sentence) REFERENCES sentences(report_id, idx) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE TABLE reviews (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    report_id INTEGER NOT NULL,
+    sentence INTEGER NOT NULL,
+    technique TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('accept', 'reject', 'add')),
+    who TEXT NOT NULL,
+    at TEXT NOT NULL,
+    FOREIGN KEY (report_id, sentence) REFERENCES sentences(report_id, idx) ON DELETE CASCADE
+);
+CREATE INDEX reviews_by_report ON reviews(report_id, sentence, technique, id);
+"#];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{}: database schema version {found} is newer than this ttpmap knows ({known}); use a newer ttpmap",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("report {0} does not exist")]
+    UnknownReport(i64),
+    #[error("report {report} has no sentence {sentence} (it has {count})")]
+    UnknownSentence {
+        report: i64,
+        sentence: i64,
+        count: i64,
+    },
+    #[error("{technique} is not predicted or added on sentence {sentence} of report {report}: use decision \"add\"")]
+    NothingToReview {
+        report: i64,
+        sentence: i64,
+        technique: String,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored evidence is not valid JSON: {0}")]
+    Evidence(#[from] serde_json::Error),
+}
+
+/// An analyst's decision on one technique of one sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// The predicted technique is right.
+    Accept,
+    /// The predicted (or earlier added) technique is wrong.
+    Reject,
+    /// A technique the method missed.
+    Add,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Accept => "accept",
+            Decision::Reject => "reject",
+            Decision::Add => "add",
+        }
+    }
+    fn parse(s: &str) -> Option<Decision> {
+        match s {
+            "accept" => Some(Decision::Accept),
+            "reject" => Some(Decision::Reject),
+            "add" => Some(Decision::Add),
+            _ => None,
+        }
+    }
+}
+
+/// One stored review decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Review {
+    pub id: i64,
+    pub sentence: i64,
+    pub technique: String,
+    pub decision: Decision,
+    /// Token name, or `anonymous` on an `--open-writes` server.
+    pub who: String,
+    /// UTC, RFC 3339.
+    pub at: String,
+}
+
+/// One stored sentence with its predictions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredSentence {
+    pub index: i64,
+    pub span: Span,
+    pub text: String,
+    pub predictions: Vec<Prediction>,
+}
+
+/// A stored report with everything about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredReport {
+    pub id: i64,
+    pub title: Option<String>,
+    pub source: String,
+    pub method: String,
+    pub threshold: f32,
+    pub attack_version: String,
+    pub created_at: String,
+    pub created_by: String,
+    #[serde(skip)]
+    pub text: String,
+    pub sentences: Vec<StoredSentence>,
+    pub reviews: Vec<Review>,
+}
+
+/// A line of the report list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportSummary {
+    pub id: i64,
+    pub title: Option<String>,
+    pub source: String,
+    pub method: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub sentences: i64,
+    pub predictions: i64,
+    pub reviews: i64,
+}
+
+impl StoredReport {
+    /// The current decision per (sentence, technique): the latest one.
+    pub fn decisions(&self) -> BTreeMap<(i64, String), &Review> {
+        let mut out = BTreeMap::new();
+        for r in &self.reviews {
+            // Reviews are ordered by id, so later ones overwrite.
+            out.insert((r.sentence, r.technique.clone()), r);
+        }
+        out
+    }
+
+    /// The reviewed labels of each sentence: techniques whose latest decision is accept or
+    /// add (the analyst confirmed them). Unreviewed predictions are not labels.
+    pub fn confirmed_labels(&self) -> BTreeMap<i64, Vec<TechniqueId>> {
+        let mut out: BTreeMap<i64, Vec<TechniqueId>> = BTreeMap::new();
+        for ((s, t), r) in self.decisions() {
+            if r.decision != Decision::Reject {
+                if let Ok(id) = TechniqueId::parse(&t) {
+                    out.entry(s).or_default().push(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// The reviewed result as an extraction: predictions not rejected (accepted or not yet
+    /// reviewed) plus added techniques (score 1, evidence `analyst`), aggregated to the
+    /// document as the pipeline does.
+    pub fn reviewed_extraction(
+        &self,
+        lookup: ttpmap_core::pipeline::TechniqueLookup<'_>,
+    ) -> Extraction {
+        let decisions = self.decisions();
+        let mut sentences = Vec::new();
+        for s in &self.sentences {
+            let mut preds: Vec<Prediction> = s
+                .predictions
+                .iter()
+                .filter(|p| {
+                    decisions
+                        .get(&(s.index, p.technique.to_string()))
+                        .is_none_or(|r| r.decision != Decision::Reject)
+                })
+                .cloned()
+                .collect();
+            for ((si, t), r) in decisions.range((s.index, String::new())..) {
+                if *si != s.index {
+                    break;
+                }
+                if r.decision == Decision::Add && !preds.iter().any(|p| p.technique.as_str() == t) {
+                    if let Ok(id) = TechniqueId::parse(t) {
+                        preds.push(Prediction {
+                            technique: id,
+                            score: 1.0,
+                            raw_score: 1.0,
+                            evidence: Evidence {
+                                method: "analyst".into(),
+                                reasons: vec![format!("added by {} at {}", r.who, r.at)],
+                            },
+                        });
+                    }
+                }
+            }
+            if preds.is_empty() {
+                continue;
+            }
+            ttpmap_core::pipeline::sort_predictions(&mut preds);
+            sentences.push(ttpmap_core::SentencePredictions {
+                sentence: s.index as usize,
+                span: s.span,
+                text: s.text.clone(),
+                predictions: preds,
+            });
+        }
+        let techniques = ttpmap_core::pipeline::aggregate(&sentences, lookup);
+        Extraction {
+            source: self.source.clone(),
+            title: self.title.clone(),
+            method: format!("{} (reviewed)", self.method),
+            threshold: self.threshold,
+            attack_version: self.attack_version.clone(),
+            sentence_count: self.sentences.len(),
+            sentences,
+            techniques,
+        }
+    }
+}
+
+/// The store: one connection behind a mutex (SQLite serialises writers anyway). Call it from
+/// blocking threads, never from the async runtime.
+pub struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// Now in UTC, RFC 3339 with milliseconds (`2026-01-01T00:00:00.000Z`).
+pub fn now_utc() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Db {
+    /// Opens (creating when missing) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") && path != Path::new(":memory:") {
+            tracing::warn!("{}: journal mode is {mode}, not WAL", path.display());
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(open_err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Exclusive)
+                .map_err(open_err)?;
+            tx.execute_batch(sql).map_err(open_err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(open_err)?;
+            tx.commit().map_err(open_err)?;
+            tracing::info!("{}: schema migrated to version {}", path.display(), i + 1);
+        }
+        Ok(Db {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores a report, all its sentences and the extraction's predictions; returns its id.
+    pub fn insert_report(
+        &self,
+        doc: &Document,
+        x: &Extraction,
+        who: &str,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO reports (title, source, text, method, threshold, attack_version, created_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                doc.title,
+                doc.source,
+                doc.text,
+                x.method,
+                x.threshold as f64,
+                x.attack_version,
+                now_utc(),
+                who
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        {
+            let mut st = tx.prepare(
+                "INSERT INTO sentences (report_id, idx, start, end, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for s in &doc.sentences {
+                st.execute(params![
+                    id,
+                    s.index as i64,
+                    s.span.start as i64,
+                    s.span.end as i64,
+                    s.text
+                ])?;
+            }
+            let mut st = tx.prepare(
+                "INSERT OR REPLACE INTO predictions (report_id, sentence, technique, score, raw_score, evidence)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for s in &x.sentences {
+                for p in &s.predictions {
+                    st.execute(params![
+                        id,
+                        s.sentence as i64,
+                        p.technique.as_str(),
+                        p.score as f64,
+                        p.raw_score as f64,
+                        serde_json::to_string(&p.evidence)?
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Reports, newest first.
+    pub fn list_reports(&self, limit: i64, offset: i64) -> Result<Vec<ReportSummary>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT r.id, r.title, r.source, r.method, r.created_at, r.created_by,
+                    (SELECT COUNT(*) FROM sentences s WHERE s.report_id = r.id),
+                    (SELECT COUNT(*) FROM predictions p WHERE p.report_id = r.id),
+                    (SELECT COUNT(*) FROM reviews v WHERE v.report_id = r.id)
+             FROM reports r ORDER BY r.id DESC LIMIT ?1 OFFSET ?2",
+        )?;
+        let rows = st.query_map(params![limit, offset], |r| {
+            Ok(ReportSummary {
+                id: r.get(0)?,
+                title: r.get(1)?,
+                source: r.get(2)?,
+                method: r.get(3)?,
+                created_at: r.get(4)?,
+                created_by: r.get(5)?,
+                sentences: r.get(6)?,
+                predictions: r.get(7)?,
+                reviews: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ids of reports with at least one review decision, oldest first.
+    pub fn reviewed_report_ids(&self) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT DISTINCT report_id FROM reviews ORDER BY report_id")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One report with its sentences, predictions and reviews; `None` when unknown.
+    pub fn get_report(&self, id: i64) -> Result<Option<StoredReport>, StoreError> {
+        let conn = self.conn();
+        // One read transaction: a consistent snapshot even while reviews are written.
+        let tx = conn.unchecked_transaction()?;
+        let head = tx
+            .query_row(
+                "SELECT id, title, source, text, method, threshold, attack_version, created_at, created_by
+                 FROM reports WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(StoredReport {
+                        id: r.get(0)?,
+                        title: r.get(1)?,
+                        source: r.get(2)?,
+                        text: r.get(3)?,
+                        method: r.get(4)?,
+                        threshold: r.get::<_, f64>(5)? as f32,
+                        attack_version: r.get(6)?,
+                        created_at: r.get(7)?,
+                        created_by: r.get(8)?,
+                        sentences: Vec::new(),
+                        reviews: Vec::new(),
+                    })
+                },
+            )
+            .optional()?;
+        let Some(mut report) = head else {
+            return Ok(None);
+        };
+        {
+            let mut st = tx.prepare(
+                "SELECT idx, start, end, text FROM sentences WHERE report_id = ?1 ORDER BY idx",
+            )?;
+            let rows = st.query_map([id], |r| {
+                Ok(StoredSentence {
+                    index: r.get(0)?,
+                    span: Span::new(r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize),
+                    text: r.get(3)?,
+                    predictions: Vec::new(),
+                })
+            })?;
+            report.sentences = rows.collect::<Result<_, _>>()?;
+            let mut st = tx.prepare(
+                "SELECT sentence, technique, score, raw_score, evidence FROM predictions
+                 WHERE report_id = ?1 ORDER BY sentence, score DESC, technique",
+            )?;
+            let mut rows = st.query([id])?;
+            while let Some(r) = rows.next()? {
+                let s: i64 = r.get(0)?;
+                let t: String = r.get(1)?;
+                let evidence: String = r.get(4)?;
+                let Ok(technique) = TechniqueId::parse(&t) else {
+                    continue;
+                };
+                let p = Prediction {
+                    technique,
+                    score: r.get::<_, f64>(2)? as f32,
+                    raw_score: r.get::<_, f64>(3)? as f32,
+                    evidence: serde_json::from_str(&evidence)?,
+                };
+                if let Some(sent) = usize::try_from(s)
+                    .ok()
+                    .and_then(|i| report.sentences.get_mut(i))
+                {
+                    sent.predictions.push(p);
+                }
+            }
+            let mut st = tx.prepare(
+                "SELECT id, sentence, technique, decision, who, at FROM reviews
+                 WHERE report_id = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([id], |r| {
+                let d: String = r.get(3)?;
+                Ok(Review {
+                    id: r.get(0)?,
+                    sentence: r.get(1)?,
+                    technique: r.get(2)?,
+                    decision: Decision::parse(&d).unwrap_or(Decision::Reject),
+                    who: r.get(4)?,
+                    at: r.get(5)?,
+                })
+            })?;
+            report.reviews = rows.collect::<Result<_, _>>()?;
+        }
+        tx.commit()?;
+        Ok(Some(report))
+    }
+
+    /// Records one review decision in its own transaction, after checking that the report
+    /// and sentence exist and, for accept/reject, that the technique is predicted or was
+    /// added on that sentence. Returns the stored row.
+    pub fn add_review(
+        &self,
+        report: i64,
+        sentence: i64,
+        technique: &TechniqueId,
+        decision: Decision,
+        who: &str,
+    ) -> Result<Review, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT id FROM reports WHERE id = ?1", [report], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_none() {
+            return Err(StoreError::UnknownReport(report));
+        }
+        let has_sentence: Option<i64> = tx
+            .query_row(
+                "SELECT idx FROM sentences WHERE report_id = ?1 AND idx = ?2",
+                params![report, sentence],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if has_sentence.is_none() {
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM sentences WHERE report_id = ?1",
+                [report],
+                |r| r.get(0),
+            )?;
+            return Err(StoreError::UnknownSentence {
+                report,
+                sentence,
+                count,
+            });
+        }
+        if decision != Decision::Add {
+            let predicted: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM predictions WHERE report_id = ?1 AND sentence = ?2 AND technique = ?3",
+                params![report, sentence, technique.as_str()],
+                |r| r.get(0),
+            )?;
+            let added: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM reviews WHERE report_id = ?1 AND sentence = ?2 AND technique = ?3 AND decision = 'add'",
+                params![report, sentence, technique.as_str()],
+                |r| r.get(0),
+            )?;
+            if predicted == 0 && added == 0 {
+                return Err(StoreError::NothingToReview {
+                    report,
+                    sentence,
+                    technique: technique.to_string(),
+                });
+            }
+        }
+        let at = now_utc();
+        tx.execute(
+            "INSERT INTO reviews (report_id, sentence, technique, decision, who, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                report,
+                sentence,
+                technique.as_str(),
+                decision.as_str(),
+                who,
+                at
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Review {
+            id,
+            sentence,
+            technique: technique.to_string(),
+            decision,
+            who: who.to_string(),
+            at,
+        })
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the file is intact.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}

@@ -80,6 +80,15 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("--open-writes ignored: API tokens are configured, writes need one");
     }
     let db = Arc::new(Db::open(&args.db).context("opening the report database")?);
+    let check = db
+        .integrity_check(false)
+        .context("checking the report database")?;
+    if check != "ok" {
+        anyhow::bail!(
+            "{}: the database is damaged (quick_check: {check}); restore a backup",
+            args.db.display()
+        );
+    }
     let catalog = Arc::new(assets.catalog()?);
     let search = Arc::new(bm25_index(&catalog, &args.method)?);
     let scorer = if args.method.method == Method::Bm25 && args.method.model.is_none() {

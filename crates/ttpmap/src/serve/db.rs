@@ -615,10 +615,13 @@ impl Db {
         })
     }
 
-    /// `PRAGMA integrity_check`: "ok" when the file is intact.
-    pub fn integrity_check(&self) -> Result<String, StoreError> {
-        Ok(self
-            .conn()
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    /// `PRAGMA integrity_check` (`full`) or `quick_check`: "ok" when the file is intact.
+    pub fn integrity_check(&self, full: bool) -> Result<String, StoreError> {
+        let sql = if full {
+            "PRAGMA integrity_check"
+        } else {
+            "PRAGMA quick_check"
+        };
+        Ok(self.conn().query_row(sql, [], |r| r.get(0))?)
     }
 }

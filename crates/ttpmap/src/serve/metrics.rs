@@ -53,6 +53,7 @@ impl Metrics {
     }
 
     /// Requests counted so far for (method, route, status).
+    #[cfg(test)]
     pub fn requests(&self, method: &str, route: &str, status: u16) -> u64 {
         let m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         m.get(&(method.to_string(), route.to_string(), status))

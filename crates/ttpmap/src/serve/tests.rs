@@ -672,7 +672,7 @@ async fn reports_store_review_and_export() {
     let line: Value = serde_json::from_str(jsonl.lines().nth(2).unwrap()).unwrap();
     assert_eq!(line["doc_id"], format!("report-{id}"));
     assert_eq!(line["labels"], serde_json::json!(["T1547.001"]));
-    assert_eq!(state.db.integrity_check().unwrap(), "ok");
+    assert_eq!(state.db.integrity_check(true).unwrap(), "ok");
 }
 
 #[tokio::test]

@@ -228,6 +228,7 @@ async function review(sentence, technique, decision) {
     state.selected = keep;
     renderText();
     renderPanel();
+    loadReports();
   } catch (e) { status(e.message, true); }
 }
 

@@ -60,7 +60,7 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if a.concurrency.iter().any(|&c| c == 0) || a.requests == 0 {
+    if a.concurrency.contains(&0) || a.requests == 0 {
         return Err("--concurrency and --requests must be positive".into());
     }
     Ok(a)

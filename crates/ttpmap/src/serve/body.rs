@@ -98,8 +98,9 @@ pub enum Upload {
     },
 }
 
-const EMPTY: &str = "empty body: send JSON {\"text\": ...}, a multipart/form-data upload (field \
-                     `file`), or a text/plain, text/markdown, text/html or application/pdf body";
+/// What a report body may be, for error messages.
+const FORMS: &str = "send JSON {\"text\": ...}, a multipart/form-data upload (field `file`), or a \
+                     text/plain, text/markdown, text/html or application/pdf body";
 
 /// Reads a report from the request (see the module docs for the accepted forms).
 pub async fn read_upload(parts: Parts, body: Body, max: u64) -> ApiResult<Upload> {
@@ -109,7 +110,7 @@ pub async fn read_upload(parts: Parts, body: Body, max: u64) -> ApiResult<Upload
     }
     let bytes = read_limited(&parts, body, max).await?;
     if bytes.is_empty() {
-        return Err(ApiError::validation(EMPTY));
+        return Err(ApiError::validation(format!("empty body: {FORMS}")));
     }
     match ct.as_str() {
         "application/json" => {
@@ -141,8 +142,7 @@ pub async fn read_upload(parts: Parts, body: Body, max: u64) -> ApiResult<Upload
             })
         }
         "" => Err(ApiError::unsupported_media_type(format!(
-            "no Content-Type; {}",
-            &EMPTY[12..]
+            "no Content-Type: {FORMS}"
         ))),
         other => match Format::from_mime(other) {
             Some(format) => Ok(Upload::Bytes {
@@ -163,7 +163,7 @@ async fn read_multipart(parts: Parts, body: Body, max: u64) -> ApiResult<Upload>
     // The size limit is checked here; the multipart parser also applies DefaultBodyLimit.
     let bytes = read_limited(&parts, body, max).await?;
     if bytes.is_empty() {
-        return Err(ApiError::validation(EMPTY));
+        return Err(ApiError::validation(format!("empty body: {FORMS}")));
     }
     let req = Request::from_parts(parts, Body::from(bytes));
     let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {

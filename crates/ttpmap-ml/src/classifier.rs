@@ -69,6 +69,37 @@ impl Classifier {
         )?;
         self.head.forward(&hidden, &batch.attention_mask, mode)
     }
+
+    /// Hidden states after the embeddings and the first `layers` transformer layers of a padded
+    /// batch, in eval mode and detached from the weights: the cache of a run that freezes those
+    /// layers (see [`Classifier::forward_from`]).
+    pub fn lower_states(&self, batch: &Batch, layers: usize) -> Result<Tensor> {
+        let x = self
+            .encoder
+            .embed(&batch.input_ids, &batch.token_type_ids, Mode::Eval)?;
+        Ok(self
+            .encoder
+            .forward_layers(&x, Some(&batch.attention_mask), 0..layers, Mode::Eval)?
+            .detach())
+    }
+
+    /// Logits `[batch, labels]` from hidden states `[batch, seq, hidden]` entering layer
+    /// `layer` (e.g. [`Classifier::lower_states`] with `layers = layer`), padding masked by
+    /// `attention_mask`. With `layer = 0` and the embeddings output this equals
+    /// [`Classifier::forward`].
+    pub fn forward_from(
+        &self,
+        hidden: &Tensor,
+        attention_mask: &Tensor,
+        layer: usize,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let n = self.encoder.config().num_hidden_layers;
+        let top = self
+            .encoder
+            .forward_layers(hidden, Some(attention_mask), layer..n, mode)?;
+        self.head.forward(&top, attention_mask, mode)
+    }
 }
 
 fn check_widths(encoder: &BertConfig, head: &HeadConfig) -> Result<()> {

@@ -156,9 +156,14 @@ impl TextTokenizer {
         self.pad_id
     }
 
-    fn finish(&self, enc: tokenizers::Encoding, what: impl FnOnce() -> String) -> Encoded {
+    fn finish(
+        &self,
+        enc: tokenizers::Encoding,
+        warn: bool,
+        what: impl FnOnce() -> String,
+    ) -> Encoded {
         let truncated = !enc.get_overflowing().is_empty();
-        if truncated {
+        if truncated && warn {
             tracing::warn!(
                 max_length = self.max_length,
                 "input truncated to {} tokens: {}",
@@ -175,20 +180,48 @@ impl TextTokenizer {
 
     /// Encodes one text with special tokens.
     pub fn encode(&self, text: &str) -> Result<Encoded> {
+        self.encode_inner(text, true)
+    }
+
+    fn encode_inner(&self, text: &str, warn: bool) -> Result<Encoded> {
         let enc = self.inner.encode(text, true).map_err(tok_err(None))?;
-        Ok(self.finish(enc, || preview(text)))
+        Ok(self.finish(enc, warn, || preview(text)))
     }
 
     /// Encodes a pair (`[CLS] a [SEP] b [SEP]`, type ids 0 then 1), truncating the longer text
     /// first when needed.
     pub fn encode_pair(&self, a: &str, b: &str) -> Result<Encoded> {
-        let enc = self.inner.encode((a, b), true).map_err(tok_err(None))?;
-        Ok(self.finish(enc, || format!("pair {} / {}", preview(a), preview(b))))
+        self.encode_pair_inner(a, b, true)
     }
 
-    /// Encodes many texts.
+    fn encode_pair_inner(&self, a: &str, b: &str, warn: bool) -> Result<Encoded> {
+        let enc = self.inner.encode((a, b), true).map_err(tok_err(None))?;
+        Ok(self.finish(enc, warn, || {
+            format!("pair {} / {}", preview(a), preview(b))
+        }))
+    }
+
+    /// Encodes many texts; truncations are reported once, as a count (one warning per text
+    /// would flood the log when a whole dataset is encoded).
     pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
-        texts.iter().map(|t| self.encode(t)).collect()
+        let out = texts
+            .iter()
+            .map(|t| self.encode_inner(t, false))
+            .collect::<Result<Vec<_>>>()?;
+        self.warn_truncated(&out);
+        Ok(out)
+    }
+
+    fn warn_truncated(&self, encoded: &[Encoded]) {
+        let n = encoded.iter().filter(|e| e.truncated).count();
+        if n > 0 {
+            tracing::warn!(
+                max_length = self.max_length,
+                "{n} of {} inputs truncated to {} tokens",
+                encoded.len(),
+                self.max_length
+            );
+        }
     }
 
     /// Tokenises `texts` and pads them into one batch.
@@ -201,8 +234,9 @@ impl TextTokenizer {
     pub fn batch_pairs(&self, pairs: &[(&str, &str)], device: &Device) -> Result<Batch> {
         let enc = pairs
             .iter()
-            .map(|(a, b)| self.encode_pair(a, b))
+            .map(|(a, b)| self.encode_pair_inner(a, b, false))
             .collect::<Result<Vec<_>>>()?;
+        self.warn_truncated(&enc);
         self.pad(&enc, device)
     }
 

@@ -712,6 +712,38 @@ impl BertEncoder {
                 &zeros
             }
         };
+        let x = self.embeddings.forward(input_ids, token_type_ids, mode)?;
+        self.forward_layers(&x, attention_mask, 0..self.layers.len(), mode)
+    }
+
+    /// Runs the transformer layers `layers` (a sub-range of `0..num_hidden_layers`) on hidden
+    /// states `x` `[batch, seq, hidden]`: the input of layer `layers.start` (the embeddings
+    /// output when it is 0). With [`BertEncoder::forward_layers`] over `0..k` on frozen weights
+    /// and then `k..n`, a trainer can cache the first `k` layers' output once per sentence and
+    /// fine-tune only the top layers. `attention_mask` as in [`BertEncoder::forward`].
+    pub fn forward_layers(
+        &self,
+        x: &Tensor,
+        attention_mask: Option<&Tensor>,
+        layers: std::ops::Range<usize>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        if layers.start > layers.end || layers.end > self.layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "layer range {layers:?} outside 0..{}",
+                self.layers.len()
+            )));
+        }
+        if let Some(m) = attention_mask {
+            if m.dims() != [b, s] {
+                return Err(Error::InvalidArgument(format!(
+                    "attention_mask has shape {:?}, hidden states {:?}",
+                    m.dims(),
+                    x.dims()
+                )));
+            }
+        }
         let dtype = self.embeddings.position.dtype();
         let mask_bias = match attention_mask {
             Some(m) => {
@@ -719,11 +751,16 @@ impl BertEncoder {
             }
             None => None,
         };
-        let mut x = self.embeddings.forward(input_ids, token_type_ids, mode)?;
-        for layer in &self.layers {
+        let mut x = x.clone();
+        for layer in &self.layers[layers] {
             x = layer.forward(&x, mask_bias.as_ref(), mode)?;
         }
         Ok(x)
+    }
+
+    /// The embeddings output (input of layer 0), `[batch, seq, hidden]`.
+    pub fn embed(&self, input_ids: &Tensor, token_type_ids: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.embeddings.forward(input_ids, token_type_ids, mode)
     }
 
     /// The pooler output: `tanh(dense(hidden[:, 0]))`, `[batch, hidden]`. Errors when the

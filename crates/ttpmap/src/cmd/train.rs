@@ -55,12 +55,18 @@ pub struct ClassifierArgs {
     /// Comma-separated seeds (overrides the config file).
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
     pub seeds: Option<Vec<u64>>,
-    /// Training config (JSON with the fields of `ClassifierTrainConfig`; defaults = recipe).
+    /// Training config: TOML (or JSON when the name ends in .json) with any fields of
+    /// `ClassifierTrainConfig`; missing fields keep the recipe's defaults
+    /// (configs/classifier.toml lists them all). The resolved config is saved with the model.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Epochs (overrides the config file).
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
+    /// Freeze the embeddings and the N lowest encoder layers, caching their output (overrides
+    /// the config file; 0 = the recipe, all layers trained).
+    #[arg(long, value_name = "N")]
+    pub frozen_layers: Option<usize>,
     /// Base encoder folder (default: the dense methods' model, all-MiniLM-L6-v2).
     #[arg(long, env = "TTPMAP_MODEL", value_name = "DIR")]
     pub model: Option<PathBuf>,
@@ -145,8 +151,7 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading the config {}", p.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("invalid training config {}", p.display()))?
+            parse_config(&text, p)?
         }
         None => ClassifierTrainConfig::default(),
     };
@@ -162,6 +167,9 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = args.epochs {
         cfg.epochs = e;
+    }
+    if let Some(k) = args.frozen_layers {
+        cfg.frozen_layers = k;
     }
     let loss_name = match cfg.loss {
         LossConfig::Asl(_) => "asl",
@@ -269,6 +277,16 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
                 quiet,
             );
         }
+        TrainEvent::Cache { seed, done, total } => {
+            if *done == 0 || pb.length() != Some(*total as u64) {
+                pb = crate::progress::bar(
+                    *total as u64,
+                    &format!("seed {seed}: caching frozen layers"),
+                    quiet,
+                );
+            }
+            pb.set_position(*done as u64);
+        }
         TrainEvent::Step { step, loss, .. } => {
             pb.set_position(*step as u64);
             pb.set_message(format!("loss {loss:.4}"));
@@ -333,6 +351,9 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
         .collect();
     write_artifact(&out, &manifest, &tokenizer, &weights, &results)
         .with_context(|| format!("writing the model folder {}", out.display()))?;
+    let resolved = out.join("training.toml");
+    std::fs::write(&resolved, config_toml(&cfg)?)
+        .with_context(|| format!("writing {}", resolved.display()))?;
     let _ = std::fs::remove_dir_all(&ckpt_dir);
     println!(
         "classifier written to {} (threshold tuned on validation: {:.2})",
@@ -340,4 +361,69 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
         outcome.tuned_threshold
     );
     Ok(())
+}
+
+/// A training config from TOML, or JSON when `path` ends in `.json`.
+pub fn parse_config(text: &str, path: &std::path::Path) -> anyhow::Result<ClassifierTrainConfig> {
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if is_json {
+        serde_json::from_str(text)
+            .with_context(|| format!("invalid training config {} (JSON)", path.display()))
+    } else {
+        toml::from_str(text)
+            .with_context(|| format!("invalid training config {} (TOML)", path.display()))
+    }
+}
+
+/// The resolved config as TOML, with a header saying what it is.
+pub fn config_toml(cfg: &ClassifierTrainConfig) -> anyhow::Result<String> {
+    Ok(format!(
+        "# Resolved training config of this model (ttpmap train classifier --config accepts it).\n{}",
+        toml::to_string(cfg).context("serialising the training config as TOML")?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// configs/classifier.toml documents every recipe default: it must parse and equal them.
+    #[test]
+    fn shipped_config_is_the_recipe_default() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/classifier.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            parse_config(&text, &p).unwrap(),
+            ClassifierTrainConfig::default()
+        );
+    }
+
+    #[test]
+    fn toml_round_trips_and_overrides_merge_with_defaults() {
+        let mut cfg = ClassifierTrainConfig::default();
+        cfg.frozen_layers = 4;
+        cfg.seeds = vec![7];
+        let text = config_toml(&cfg).unwrap();
+        assert_eq!(parse_config(&text, Path::new("c.toml")).unwrap(), cfg);
+        let partial = parse_config("epochs = 3\n", Path::new("c.toml")).unwrap();
+        assert_eq!(partial.epochs, 3);
+        assert_eq!(
+            partial.batch_size,
+            ClassifierTrainConfig::default().batch_size
+        );
+        let json = parse_config("{\"epochs\": 2}", Path::new("c.json")).unwrap();
+        assert_eq!(json.epochs, 2);
+    }
+
+    #[test]
+    fn unknown_or_mistyped_fields_name_the_file() {
+        let err = parse_config("epoch = 3\n", Path::new("my.toml")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("my.toml") && msg.contains("epoch"), "{msg}");
+        let err = parse_config("epochs = \"ten\"\n", Path::new("my.toml")).unwrap_err();
+        assert!(format!("{err:#}").contains("my.toml"));
+    }
 }

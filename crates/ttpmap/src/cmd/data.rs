@@ -17,6 +17,8 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Statistics of a dataset split.
     Stats(StatsArgs),
+    /// Reranker pair set (JSONL): each query of a split with its candidate set.
+    Pairs(crate::cmd::pairs::PairsArgs),
 }
 
 /// Datasets `data stats` knows.
@@ -49,6 +51,7 @@ pub struct StatsArgs {
 pub fn run(assets: &Assets, args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Stats(a) => stats(assets, a),
+        DataCommand::Pairs(a) => crate::cmd::pairs::run(assets, a),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod attack;
 pub mod data;
 pub mod eval;
 pub mod extract;
+pub mod pairs;
 pub mod rank;
 pub mod train;
 

@@ -3,7 +3,7 @@
 //! Owns the BERT encoder ([`encoder::bert`]), tokenisation ([`tokenize`]), Hugging Face model
 //! folders ([`model_dir`]), the sentence embedder ([`embed`]), dense kNN retrieval ([`dense`]),
 //! the label-attention classifier ([`head`], [`classifier`]) and its model directory
-//! ([`artifact`]), the cross-encoder reranker ([`crossencoder`]), and the training primitives ([`train`]: losses, fused AdamW with layer-wise
+//! ([`artifact`]), the cross-encoder reranker ([`crossencoder`], [`rerank`]), and the training primitives ([`train`]: losses, fused AdamW with layer-wise
 //! LR decay, schedules, EMA/SWA, atomic checkpoints). Inference types hold frozen,
 //! memory-mapped weights; training builds the same encoder on a `VarMap`.
 
@@ -16,6 +16,7 @@ pub mod encoder;
 pub mod error;
 pub mod head;
 pub mod model_dir;
+pub mod rerank;
 pub mod tokenize;
 pub mod train;
 

@@ -180,9 +180,10 @@ pub fn run(assets: &Assets, args: RerankerArgs) -> anyhow::Result<()> {
             pairs_per_epoch,
         } => {
             pb = crate::progress::bar(*total_steps as u64, "reranker", quiet);
-            pb.println(format!(
-                "{pairs_per_epoch} pairs an epoch, {total_steps} steps"
-            ));
+            let line = format!("{pairs_per_epoch} pairs an epoch, {total_steps} steps");
+            if !quiet {
+                eprintln!("{line}");
+            }
         }
         RerankerTrainEvent::Step { step, loss, .. } => {
             pb.set_position(*step as u64);
@@ -200,6 +201,9 @@ pub fn run(assets: &Assets, args: RerankerArgs) -> anyhow::Result<()> {
             );
             if quiet {
                 tracing::info!("{line}");
+            } else if pb.is_hidden() {
+                // No terminal: the bar is hidden and would swallow the line.
+                eprintln!("{line}");
             } else {
                 pb.println(line);
             }

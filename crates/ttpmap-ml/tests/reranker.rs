@@ -423,3 +423,84 @@ fn interrupted_training_leaves_a_resumable_checkpoint() {
     assert!(!checkpoint.exists());
     assert!(out.weights.iter().any(|(n, _)| n == "classifier.weight"));
 }
+
+/// A first stage that proposes fixed candidates: sentences containing "powershell" get three
+/// techniques at confidence 0.9, others one at 0.2.
+struct StubFirstStage;
+
+impl ttpmap_core::pipeline::SentenceScorer for StubFirstStage {
+    fn name(&self) -> &str {
+        "stub"
+    }
+
+    fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<ttpmap_core::Prediction>>> {
+        let p = |t: &str, score: f32| ttpmap_core::Prediction {
+            technique: t.parse().unwrap(),
+            score,
+            raw_score: score,
+            evidence: ttpmap_core::Evidence {
+                method: "stub".into(),
+                reasons: Vec::new(),
+            },
+        };
+        Ok(sentences
+            .iter()
+            .map(|s| {
+                if s.contains("powershell") {
+                    vec![p("T1059", 0.9), p("T1053", 0.8), p("T1003", 0.7)]
+                } else {
+                    vec![p("T1566", 0.2)]
+                }
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn rerank_scorer_reranks_flagged_sentences_and_counts_pairs() {
+    use ttpmap_core::pipeline::SentenceScorer;
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = tokenizer(tmp.path());
+    let cfg = tiny_config();
+    let t = TrainableCrossEncoder::new(&cfg, None, 7).unwrap();
+    spread_head(&t);
+    let ce = CrossEncoder::from_network(t.network().clone(), tok, &Device::Cpu).unwrap();
+    let texts = [
+        ("T1059", "t1059 - powershell"),
+        ("T1053", "t1053 - scheduled task"),
+        ("T1003", "t1003 - credential dump"),
+    ]
+    .iter()
+    .map(|(id, s)| (id.parse().unwrap(), s.to_string()))
+    .collect();
+    let mut scorer =
+        ttpmap_ml::rerank::RerankScorer::new(Box::new(StubFirstStage), ce.clone(), texts);
+    scorer.candidates = 2;
+    scorer.flag_threshold = 0.5;
+    let sentences = ["the attacker used powershell .", "phishing email"];
+    let out = scorer.score(&sentences).unwrap();
+    assert_eq!(out.len(), 2);
+    assert!(out[1].is_empty(), "unflagged sentence gets no predictions");
+    assert_eq!(out[0].len(), 2, "top 2 first-stage candidates reranked");
+    assert!(out[0][0].score >= out[0][1].score);
+    let expected = ce
+        .score_pairs(&[
+            (sentences[0], "t1059 - powershell"),
+            (sentences[0], "t1053 - scheduled task"),
+        ])
+        .unwrap();
+    for p in &out[0] {
+        let i = if p.technique.as_str() == "T1059" {
+            0
+        } else {
+            1
+        };
+        assert_eq!(p.score, expected[i]);
+        assert_eq!(p.evidence.method, "rerank");
+    }
+    let cost = scorer.cost();
+    assert_eq!(
+        (cost.sentences, cost.reranked_sentences, cost.pairs),
+        (2, 1, 2)
+    );
+}

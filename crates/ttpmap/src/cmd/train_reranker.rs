@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use ttpmap_core::rerank_data::{CandidateSet, CandidateSetConfig, CandidateTextConfig};
+use ttpmap_core::rerank_data::{
+    CandidateSet, CandidateSetConfig, CandidateTextConfig, RerankQuery,
+};
 use ttpmap_core::TechniqueId;
 use ttpmap_ml::crossencoder::{save_model_dir, SaveSpec};
 use ttpmap_ml::train::reranker::{
@@ -52,9 +54,41 @@ pub struct RerankerArgs {
     /// How the negatives of each query's 20 candidates are drawn.
     #[arg(long, value_enum, default_value_t = NegativesArg::Bm25)]
     pub negatives: NegativesArg,
+    /// Also learn from up to N ATT&CK procedure examples per technique (query: the example;
+    /// gold: its technique; negatives: BM25's top non-gold techniques). 0 (default) is the
+    /// recipe: emulation-plan queries only.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub augment_procedures: usize,
     /// Continue from the checkpoint of an interrupted run with the same output folder.
     #[arg(long)]
     pub resume: bool,
+}
+
+/// Up to `per_technique` procedure examples of each active technique as training queries,
+/// in catalog order.
+fn procedure_queries(
+    catalog: &ttpmap_core::attack::Catalog,
+    texts: &BTreeMap<TechniqueId, String>,
+    per_technique: usize,
+) -> Vec<RerankQuery> {
+    let mut taken: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, p) in catalog.procedures().iter().enumerate() {
+        if !texts.contains_key(&p.technique) || p.description.trim().is_empty() {
+            continue;
+        }
+        let n = taken.entry(&p.technique).or_default();
+        if *n < per_technique {
+            *n += 1;
+            out.push(RerankQuery {
+                id: format!("attack:procedure/{i}"),
+                actor: "ATT&CK".into(),
+                query: p.description.clone(),
+                gold: std::collections::BTreeSet::from([p.technique.clone()]),
+            });
+        }
+    }
+    out
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -126,7 +160,9 @@ pub fn run(assets: &Assets, args: RerankerArgs) -> anyhow::Result<()> {
     };
     let text_cfg = CandidateTextConfig::default();
     let texts = rerank::candidate_texts(&catalog, &text_cfg);
-    let train_sets = rerank::candidate_sets(&train_q, &index, &pool, &set_cfg);
+    let mut train_sets = rerank::candidate_sets(&train_q, &index, &pool, &set_cfg);
+    let procedures = procedure_queries(&catalog, &texts, args.augment_procedures);
+    train_sets.extend(rerank::candidate_sets(&procedures, &index, &pool, &set_cfg));
     let val_sets = rerank::candidate_sets(&val_q, &index, &pool, &set_cfg);
     let data = RerankerTrainData {
         train: groups(&train_sets, &texts),
@@ -157,9 +193,10 @@ pub fn run(assets: &Assets, args: RerankerArgs) -> anyhow::Result<()> {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
     }
     eprintln!(
-        "training the reranker from {} on {} queries ({} validation), {} epochs, seed {}",
+        "training the reranker from {} on {} queries ({} ATT&CK procedure examples; {} validation), {} epochs, seed {}",
         model_path.display(),
         data.train.len(),
+        procedures.len(),
         data.validation.len(),
         cfg.epochs,
         cfg.seed
@@ -235,9 +272,11 @@ pub fn run(assets: &Assets, args: RerankerArgs) -> anyhow::Result<()> {
         },
         "candidates": set_cfg,
         "candidate_text": text_cfg,
+        "augment_procedures": {"per_technique": args.augment_procedures, "queries": procedures.len()},
         "training": cfg,
         "results": {
             "train_queries": data.train.len(),
+            "train_emulation_queries": train_q.len(),
             "validation_queries": data.validation.len(),
             "best_epoch": outcome.best_epoch,
             "best_validation_p_at_1": outcome.best_val_p_at_1,

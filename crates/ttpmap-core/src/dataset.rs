@@ -1035,8 +1035,9 @@ pub struct QuerySplit {
 
 /// Splits emulation steps `(train, dev, test)` by the given fractions, stratified by actor:
 /// per actor (sorted by name), `round(n * dev)` and `round(n * test)` steps go to dev and test,
-/// the rest to train. Steps with the same query text ([`EmulationStep::query`]) move together,
-/// so no query text crosses splits. Fractions must be >= 0 and sum to 1.
+/// the rest to train. Steps with the same query text ([`EmulationStep::query`]) move together
+/// as one group, across actors too (a group counts towards the first actor, by name, that has
+/// the text), so no query text is shared between splits. Fractions must be >= 0 and sum to 1.
 pub fn split_queries(
     steps: &[EmulationStep],
     fractions: (f64, f64, f64),
@@ -1051,14 +1052,18 @@ pub fn split_queries(
         )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut by_actor: BTreeMap<&str, BTreeMap<String, Vec<&EmulationStep>>> = BTreeMap::new();
+    let mut by_text: BTreeMap<String, Vec<&EmulationStep>> = BTreeMap::new();
     for s in steps {
-        by_actor
-            .entry(s.actor.as_str())
-            .or_default()
-            .entry(s.query())
-            .or_default()
-            .push(s);
+        by_text.entry(s.query()).or_default().push(s);
+    }
+    let mut by_actor: BTreeMap<&str, BTreeMap<String, Vec<&EmulationStep>>> = BTreeMap::new();
+    for (text, group) in by_text {
+        let actor = group
+            .iter()
+            .map(|s| s.actor.as_str())
+            .min()
+            .unwrap_or_default();
+        by_actor.entry(actor).or_default().insert(text, group);
     }
     let mut out = QuerySplit {
         train: Vec::new(),

@@ -1,7 +1,13 @@
 //! Data for the cross-encoder reranker (issue 5): the candidate text of a technique under a
-//! recorded format config, and training pairs (gold + hard negatives, sampled 1:2.5).
+//! recorded format config, queries grouped by text ([`queries_from_steps`]), the published
+//! protocol's fixed-size candidate sets (gold + negatives drawn at random or from BM25,
+//! [`candidate_set`]) and training pairs (gold + hard negatives, sampled 1:2.5).
+//!
+//! Invariants: a [`CandidateSet`] holds every gold technique of its query exactly once and
+//! `min(k, pool)` candidates in all, in a seeded shuffled order (so candidate position carries
+//! no signal); the same query, config and pool always give the same set.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -9,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::attack::Technique;
+use crate::dataset::EmulationStep;
 use crate::TechniqueId;
 
 /// How a technique is rendered as the second segment of a reranker pair.
@@ -89,6 +96,125 @@ pub fn build_pairs(
     out
 }
 
+/// How the negatives of a candidate set are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NegativeSampling {
+    /// Uniformly from the active techniques that are not gold (the easier protocol).
+    Random,
+    /// The highest-ranked non-gold techniques of BM25 over the catalog (hard negatives).
+    Bm25,
+}
+
+/// The published protocol's candidate sets: `k` candidates per query, gold included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CandidateSetConfig {
+    /// Candidates per query, gold included (default 20, as the published work).
+    pub k: usize,
+    /// How negatives are drawn (default BM25 hard negatives).
+    pub negatives: NegativeSampling,
+    /// Seed of the random negatives and of the candidate order (default 42).
+    pub seed: u64,
+}
+
+impl Default for CandidateSetConfig {
+    fn default() -> Self {
+        Self {
+            k: 20,
+            negatives: NegativeSampling::Bm25,
+            seed: 42,
+        }
+    }
+}
+
+/// A reranking query: one unique query text with every technique any step gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RerankQuery {
+    /// `actor/step_id` of the first step with this text.
+    pub id: String,
+    /// Actor of the first step (the per-actor breakdown's group).
+    pub actor: String,
+    pub query: String,
+    pub gold: BTreeSet<TechniqueId>,
+}
+
+/// Groups emulation steps by query text ([`EmulationStep::query`]): one [`RerankQuery`] per
+/// text, gold = the union of the steps' techniques, in first-occurrence order.
+pub fn queries_from_steps(steps: &[EmulationStep]) -> Vec<RerankQuery> {
+    let mut order: Vec<RerankQuery> = Vec::new();
+    let mut pos: BTreeMap<String, usize> = BTreeMap::new();
+    for s in steps {
+        let text = s.query();
+        match pos.get(&text) {
+            Some(&i) => {
+                order[i].gold.insert(s.technique.clone());
+            }
+            None => {
+                pos.insert(text.clone(), order.len());
+                order.push(RerankQuery {
+                    id: format!("{}/{}", s.actor, s.step_id),
+                    actor: s.actor.clone(),
+                    query: text,
+                    gold: BTreeSet::from([s.technique.clone()]),
+                });
+            }
+        }
+    }
+    order
+}
+
+/// A query with its candidates (gold included, shuffled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateSet {
+    #[serde(flatten)]
+    pub query: RerankQuery,
+    pub candidates: Vec<TechniqueId>,
+}
+
+/// FNV-1a of a string: a per-query seed that does not depend on the query's position.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The candidate set of `q`: its gold techniques plus `k - |gold|` negatives, taken in order
+/// from `bm25_ranked` (BM25 over the catalog, best first) or drawn at random from `pool` (the
+/// active techniques), then shuffled. Seeded by `cfg.seed` and the query text.
+pub fn candidate_set(
+    q: &RerankQuery,
+    bm25_ranked: &[TechniqueId],
+    pool: &[TechniqueId],
+    cfg: &CandidateSetConfig,
+) -> CandidateSet {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ fnv1a(&q.query));
+    let n_neg = cfg.k.saturating_sub(q.gold.len());
+    let mut candidates: Vec<TechniqueId> = q.gold.iter().cloned().collect();
+    let mut taken: BTreeSet<TechniqueId> = q.gold.clone();
+    let mut push = |t: &TechniqueId, candidates: &mut Vec<TechniqueId>| {
+        if candidates.len() < q.gold.len() + n_neg && taken.insert(t.clone()) {
+            candidates.push(t.clone());
+        }
+    };
+    if cfg.negatives == NegativeSampling::Bm25 {
+        for t in bm25_ranked {
+            push(t, &mut candidates);
+        }
+    }
+    // Random negatives, or BM25's shortfall when few techniques share a term with the query.
+    let mut rest: Vec<&TechniqueId> = pool.iter().collect();
+    rest.shuffle(&mut rng);
+    for t in rest {
+        push(t, &mut candidates);
+    }
+    candidates.shuffle(&mut rng);
+    CandidateSet {
+        query: q.clone(),
+        candidates,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,9 +242,9 @@ mod tests {
     fn query_split_shares_no_query_text() {
         let steps: Vec<EmulationStep> = (0..60)
             .map(|i| EmulationStep {
-                // Same-actor duplicates only: split_queries groups by (actor, query text), so the same
-                // text under two actors can still cross splits (known gap, see report).
-                actor: format!("A{}", (i / 2) % 3),
+                // Consecutive steps share a text but belong to different actors (i % 3), so the
+                // split must group texts across actors.
+                actor: format!("A{}", i % 3),
                 step_id: i.to_string(),
                 // Duplicate query texts (i / 2) must stay in one split.
                 name: format!("step {}", i / 2),
@@ -135,5 +261,73 @@ mod tests {
         let (a, b, c) = (set(&s.train), set(&s.dev), set(&s.test));
         assert!(a.is_disjoint(&b) && a.is_disjoint(&c) && b.is_disjoint(&c));
         assert!(!s.test.is_empty() && !s.dev.is_empty());
+    }
+
+    fn q(text: &str, gold: &[&str]) -> RerankQuery {
+        RerankQuery {
+            id: "A/1".into(),
+            actor: "A".into(),
+            query: text.into(),
+            gold: gold.iter().map(|s| tid(s)).collect(),
+        }
+    }
+
+    #[test]
+    fn candidate_sets_hold_gold_once_and_k_members() {
+        let pool: Vec<_> = (1000..1100).map(|i| tid(&format!("T{i}"))).collect();
+        let bm25: Vec<_> = ["T1005", "T1001", "T1002", "T1003"]
+            .iter()
+            .map(|s| tid(s))
+            .collect();
+        let query = q("dump creds", &["T1001"]);
+        let cfg = CandidateSetConfig {
+            k: 20,
+            negatives: NegativeSampling::Bm25,
+            seed: 1,
+        };
+        let set = candidate_set(&query, &bm25, &pool, &cfg);
+        assert_eq!(set.candidates.len(), 20);
+        let unique: BTreeSet<_> = set.candidates.iter().collect();
+        assert_eq!(unique.len(), 20);
+        assert!(set.candidates.contains(&tid("T1001")));
+        // BM25's non-gold hits come first among the negatives: all three are in.
+        for t in ["T1005", "T1002", "T1003"] {
+            assert!(set.candidates.contains(&tid(t)));
+        }
+        assert_eq!(set, candidate_set(&query, &bm25, &pool, &cfg));
+        let random = CandidateSetConfig {
+            negatives: NegativeSampling::Random,
+            ..cfg
+        };
+        let r = candidate_set(&query, &bm25, &pool, &random);
+        assert_eq!(r.candidates.len(), 20);
+        assert!(r.candidates.contains(&tid("T1001")));
+        // A pool smaller than k gives the whole pool.
+        let small = candidate_set(&query, &[], &pool[..5], &cfg);
+        assert_eq!(small.candidates.len(), 5);
+    }
+
+    #[test]
+    fn queries_group_by_text_with_union_of_gold() {
+        let step = |actor: &str, id: &str, name: &str, t: &str| EmulationStep {
+            actor: actor.into(),
+            step_id: id.into(),
+            name: name.into(),
+            description: "d".into(),
+            tactic: "execution".into(),
+            technique: tid(t),
+            technique_name: String::new(),
+            source_file: "f".into(),
+        };
+        let steps = vec![
+            step("A", "1", "x", "T1059"),
+            step("B", "2", "x", "T1105"),
+            step("A", "3", "y", "T1027"),
+        ];
+        let qs = queries_from_steps(&steps);
+        assert_eq!(qs.len(), 2);
+        assert_eq!(qs[0].id, "A/1");
+        assert_eq!(qs[0].gold.len(), 2);
+        assert_eq!(qs[1].query, "y. d");
     }
 }

@@ -15,6 +15,7 @@ mod methods;
 mod output;
 mod progress;
 mod render;
+mod rerank;
 mod serve;
 
 fn main() -> ExitCode {

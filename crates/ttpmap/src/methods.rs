@@ -9,6 +9,7 @@ use ttpmap_core::retrieve::{technique_documents, Analyzer, Bm25Index, Bm25Params
 use ttpmap_ml::dense::{
     index_entries, model_fingerprint, DenseIndex, DenseScorer, IndexKey, VoteRule,
 };
+use ttpmap_ml::rerank::RerankScorer;
 use ttpmap_ml::{artifact, Artifact, ClassifierScorer, Device, Embedder, EmbedderConfig, ModelDir};
 
 use crate::assets::Assets;
@@ -28,6 +29,10 @@ pub enum Method {
     /// A trained label-attention classifier (`--model DIR`, an artifact written by
     /// `ttpmap train classifier`; chosen automatically when `--model` is one).
     Classifier,
+    /// BM25 candidates reranked by a cross-encoder (`--reranker DIR`, written by
+    /// `ttpmap train reranker`); `--reranker` with bm25 or hybrid reranks that method's
+    /// candidates.
+    Rerank,
 }
 
 /// `--method` and its settings, shared by extract, rank and eval.
@@ -53,6 +58,13 @@ pub struct MethodArgs {
     /// share of the neighbourhood).
     #[arg(long, value_enum, default_value_t = DenseVote::Max)]
     pub dense_vote: DenseVote,
+    /// Cross-encoder reranker folder (Hugging Face BertForSequenceClassification layout):
+    /// reranks the first stage's top `--rerank-candidates` techniques.
+    #[arg(long, value_name = "DIR")]
+    pub reranker: Option<PathBuf>,
+    /// First-stage candidates the reranker scores per sentence.
+    #[arg(long, default_value_t = 20, value_name = "K")]
+    pub rerank_candidates: usize,
 }
 
 /// `--dense-vote` values (see `ttpmap_ml::dense::VoteRule`).
@@ -82,6 +94,8 @@ impl Default for MethodArgs {
             model: None,
             dense_max_examples: 20,
             dense_vote: DenseVote::Max,
+            reranker: None,
+            rerank_candidates: 20,
         }
     }
 }
@@ -93,10 +107,14 @@ pub enum Scorer {
     Hybrid(Box<HybridScorer<Bm25Scorer, DenseScorer>>),
     Classifier(Box<ClassifierScorer>),
     ClassifierHybrid(Box<HybridScorer<ClassifierScorer, Bm25Scorer>>),
+    Rerank(Box<RerankScorer>),
 }
 
 impl Scorer {
     pub fn build(assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
+        if args.method == Method::Rerank || args.reranker.is_some() {
+            return rerank_scorer(assets, catalog, args);
+        }
         if let Some(s) = classifier_scorer(catalog, args)? {
             return Ok(s);
         }
@@ -110,6 +128,7 @@ impl Scorer {
                 dense_scorer(assets, catalog, args)?,
             )))),
             Method::Classifier => anyhow::bail!("--method classifier needs --model DIR"),
+            Method::Rerank => unreachable!("handled above"),
         }
     }
 
@@ -120,6 +139,7 @@ impl Scorer {
             Scorer::Hybrid(s) => s.as_ref(),
             Scorer::Classifier(s) => s.as_ref(),
             Scorer::ClassifierHybrid(s) => s.as_ref(),
+            Scorer::Rerank(s) => s.as_ref(),
         }
     }
 
@@ -161,13 +181,17 @@ impl Scorer {
                 configure_classifier(&mut h.first, top_k, with_evidence, label_space);
                 bm25(&mut h.second);
             }
+            Scorer::Rerank(s) => s.candidates = s.candidates.max(top_k),
         }
     }
 
     /// The dense scorer inside (dense and hybrid methods).
     pub fn dense_mut(&mut self) -> Option<&mut DenseScorer> {
         match self {
-            Scorer::Bm25(_) | Scorer::Classifier(_) | Scorer::ClassifierHybrid(_) => None,
+            Scorer::Bm25(_)
+            | Scorer::Classifier(_)
+            | Scorer::ClassifierHybrid(_)
+            | Scorer::Rerank(_) => None,
             Scorer::Dense(s) => Some(s.as_mut()),
             Scorer::Hybrid(h) => Some(&mut h.second),
         }
@@ -183,6 +207,7 @@ impl Scorer {
             Scorer::ClassifierHybrid(_) => {
                 HybridScorer::<ClassifierScorer, Bm25Scorer>::DEFAULT_THRESHOLD
             }
+            Scorer::Rerank(_) => RERANK_DEFAULT_THRESHOLD,
         }
     }
 
@@ -194,6 +219,62 @@ impl Scorer {
             _ => None,
         }
     }
+}
+
+/// Default threshold on the reranker's probability.
+pub const RERANK_DEFAULT_THRESHOLD: f32 = 0.5;
+
+/// Opens `--reranker DIR` (error when missing), warning when its classifier head is untrained.
+pub fn open_reranker(args: &MethodArgs) -> anyhow::Result<ttpmap_ml::CrossEncoder> {
+    let Some(dir) = args.reranker.as_ref() else {
+        anyhow::bail!("--method rerank needs --reranker DIR (a folder written by `ttpmap train reranker`, or a Hugging Face cross-encoder)");
+    };
+    let ce = ttpmap_ml::CrossEncoder::open(
+        dir,
+        &ttpmap_ml::CrossEncoderOptions::default(),
+        &compute_device(),
+    )
+    .with_context(|| format!("loading the reranker in {}", dir.display()))?;
+    if !ce.head_trained() {
+        tracing::warn!(
+            "{} has no classifier head: it is a seeded random head, so the reranker's scores are meaningless until it is fine-tuned (`ttpmap train reranker`)",
+            dir.display()
+        );
+    }
+    Ok(ce)
+}
+
+/// The reranking scorer: the first stage is `--method` (BM25 for `rerank`; bm25 or hybrid),
+/// flagged sentences (first-stage confidence at least its default threshold) are reranked.
+fn rerank_scorer(assets: &Assets, catalog: &Catalog, args: &MethodArgs) -> anyhow::Result<Scorer> {
+    let ce = open_reranker(args)?;
+    let first_args = MethodArgs {
+        method: match args.method {
+            Method::Rerank => Method::Bm25,
+            m => m,
+        },
+        reranker: None,
+        ..args.clone()
+    };
+    if !matches!(first_args.method, Method::Bm25 | Method::Hybrid) {
+        anyhow::bail!(
+            "--reranker reranks bm25 or hybrid candidates, not {:?}",
+            first_args.method
+        );
+    }
+    let mut first = Scorer::build(assets, catalog, &first_args)?;
+    let flag = first.default_threshold();
+    first.configure(args.rerank_candidates, false, None);
+    let first: Box<dyn SentenceScorer> = match first {
+        Scorer::Bm25(s) => Box::new(s),
+        Scorer::Hybrid(s) => s,
+        _ => anyhow::bail!("--reranker reranks bm25 or hybrid candidates"),
+    };
+    let texts = crate::rerank::candidate_texts(catalog, &ce.candidate_text_config());
+    let mut s = RerankScorer::new(first, ce, texts);
+    s.candidates = args.rerank_candidates;
+    s.flag_threshold = flag;
+    Ok(Scorer::Rerank(Box::new(s)))
 }
 
 fn configure_classifier(

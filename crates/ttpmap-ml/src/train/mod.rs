@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod loss;
 pub mod optim;
+pub mod reranker;
 pub mod schedule;
 
 pub(crate) mod raw;

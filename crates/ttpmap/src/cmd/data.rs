@@ -19,6 +19,8 @@ pub enum DataCommand {
     Stats(StatsArgs),
     /// Reviewed reports of a `ttpmap serve` database -> training data (the feedback loop).
     ExportReviews(crate::cmd::serve::ExportReviewsArgs),
+    /// Reranker pair set (JSONL): each query of a split with its candidate set.
+    Pairs(crate::cmd::pairs::PairsArgs),
 }
 
 /// Datasets `data stats` knows.
@@ -52,6 +54,7 @@ pub fn run(assets: &Assets, args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Stats(a) => stats(assets, a),
         DataCommand::ExportReviews(a) => crate::cmd::serve::export_reviews(a),
+        DataCommand::Pairs(a) => crate::cmd::pairs::run(assets, a),
     }
 }
 

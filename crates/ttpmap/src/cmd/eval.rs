@@ -82,20 +82,35 @@ pub struct EvalArgs {
     /// `--seed`): the 80% become neighbours and the threshold is tuned on the 20%.
     #[arg(long, value_enum, default_value_t = Neighbours::None)]
     pub neighbours: Neighbours,
-    /// Results JSON (default: results/<method>-<dataset>.json).
+    /// Results JSON (default: results/<method>-<dataset>.json; rerank:
+    /// results/rerank-<dataset>-<protocol>-<split>.json).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub rerank: crate::cmd::eval_rerank::RerankEvalArgs,
 }
 
 pub fn run(assets: &Assets, args: EvalArgs) -> anyhow::Result<()> {
     let catalog = assets.catalog()?;
+    let rerank = args.method.method == crate::methods::Method::Rerank;
     let results = match args.dataset {
+        DatasetName::Emulation if rerank => crate::cmd::eval_rerank::run(assets, &catalog, &args)?,
+        _ if rerank => anyhow::bail!("--method rerank is scored on --dataset emulation"),
         DatasetName::Emulation => eval_emulation(assets, &catalog, &args)?,
         DatasetName::Tram2 | DatasetName::Annoctr => eval_sentences(assets, &catalog, &args)?,
     };
     let name = serde_json::to_value(args.dataset)?;
     let method = serde_json::to_value(args.method.method)?;
     let out = args.output.clone().unwrap_or_else(|| {
+        if rerank {
+            let v = |x: serde_json::Value| x.as_str().unwrap_or("x").to_string();
+            return PathBuf::from(format!(
+                "results/rerank-{}-{}-{}.json",
+                v(name.clone()),
+                v(serde_json::to_value(args.rerank.protocol).unwrap_or_default()),
+                v(serde_json::to_value(args.rerank.split).unwrap_or_default()),
+            ));
+        }
         PathBuf::from(format!(
             "results/{}-{}.json",
             method.as_str().unwrap_or("method"),
@@ -505,7 +520,7 @@ fn eval_emulation(
     }))
 }
 
-fn rank_table(r: &RankReport, k: usize) -> String {
+pub(crate) fn rank_table(r: &RankReport, k: usize) -> String {
     let pct = |x: f64| format!("{:.2}", 100.0 * x);
     let row = |name: &str, s: &eval::RankSummary| {
         vec![

@@ -69,6 +69,13 @@ pub fn run(assets: &Assets, args: ExtractArgs) -> anyhow::Result<()> {
             .with_context(|| format!("extracting techniques from {}", doc.source))
         })
         .collect::<anyhow::Result<_>>()?;
+    if let (crate::methods::Scorer::Rerank(r), false) = (&scorer, assets.quiet()) {
+        let c = r.cost();
+        eprintln!(
+            "reranker: {} of {} sentences flagged by the first stage, {} (sentence, technique) pairs scored",
+            c.reranked_sentences, c.sentences, c.pairs
+        );
+    }
     let rendered = render_extractions(&extractions, &catalog, args.format, &args.render)?;
     crate::output::write_output(args.output.as_deref(), rendered.as_bytes())
 }

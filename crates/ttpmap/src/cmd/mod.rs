@@ -3,10 +3,13 @@
 pub mod attack;
 pub mod data;
 pub mod eval;
+pub mod eval_rerank;
 pub mod extract;
+pub mod pairs;
 pub mod rank;
 pub mod serve;
 pub mod train;
+pub mod train_reranker;
 
 use crate::assets::Assets;
 use crate::cli::{Cli, Command};

@@ -19,6 +19,9 @@ pub struct RankArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// With --reranker: list every technique whose probability reaches this.
+    #[arg(long, value_name = "P", default_value_t = crate::methods::RERANK_DEFAULT_THRESHOLD)]
+    pub threshold: f32,
     #[command(flatten)]
     pub method: MethodArgs,
 }
@@ -26,6 +29,9 @@ pub struct RankArgs {
 pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
     if args.text.trim().is_empty() {
         anyhow::bail!("nothing to rank: the text is empty");
+    }
+    if args.method.reranker.is_some() || args.method.method == crate::methods::Method::Rerank {
+        return rerank(assets, &args);
     }
     if args.method.method != crate::methods::Method::Bm25 {
         anyhow::bail!("rank supports --method bm25 only (use extract for dense and hybrid)");
@@ -91,5 +97,93 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
             render_table(&["term", "tf", "df", "idf", "contribution"], &rows)
         );
     }
+    Ok(())
+}
+
+/// BM25 top `--rerank-candidates`, reranked by the cross-encoder: every technique whose
+/// probability reaches `--threshold` (multi-label), best first.
+fn rerank(assets: &Assets, args: &RankArgs) -> anyhow::Result<()> {
+    let catalog = assets.catalog()?;
+    let ce = crate::methods::open_reranker(&args.method)?;
+    let index = bm25_index(&catalog, &args.method)?;
+    let hits = index.search(&args.text, args.method.rerank_candidates);
+    if hits.is_empty() {
+        println!("No technique matches: no query term occurs in the ATT&CK catalog.");
+        return Ok(());
+    }
+    let texts = crate::rerank::candidate_texts(&catalog, &ce.candidate_text_config());
+    let cand: Vec<String> = hits
+        .iter()
+        .map(|h| {
+            texts
+                .get(&h.technique)
+                .cloned()
+                .unwrap_or_else(|| h.technique.to_string())
+        })
+        .collect();
+    let refs: Vec<&str> = cand.iter().map(String::as_str).collect();
+    let ranked = ce.rerank(&args.text, &refs)?;
+    let kept: Vec<_> = ranked
+        .iter()
+        .filter(|r| r.score >= args.threshold)
+        .collect();
+    if args.json {
+        let rows: Vec<serde_json::Value> = ranked
+            .iter()
+            .enumerate()
+            .map(|(rank, r)| {
+                let h = &hits[r.index];
+                let name = catalog
+                    .technique(&h.technique)
+                    .map(|t| t.name.as_str())
+                    .unwrap_or("");
+                serde_json::json!({
+                    "rank": rank + 1,
+                    "technique": h.technique,
+                    "name": name,
+                    "probability": r.score,
+                    "above_threshold": r.score >= args.threshold,
+                    "bm25_rank": r.index + 1,
+                    "bm25": h.score,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let row = |rank: usize, r: &ttpmap_ml::Ranked| {
+        let h = &hits[r.index];
+        let t = catalog.technique(&h.technique);
+        vec![
+            (rank + 1).to_string(),
+            h.technique.to_string(),
+            t.map(|t| t.name.clone()).unwrap_or_default(),
+            format!("{:.3}", r.score),
+            (r.index + 1).to_string(),
+        ]
+    };
+    let headers = ["rank", "technique", "name", "probability", "bm25 rank"];
+    if kept.is_empty() {
+        println!(
+            "No technique reaches probability {:.2}; the best of {} BM25 candidates:",
+            args.threshold,
+            hits.len()
+        );
+        let rows: Vec<Vec<String>> = ranked
+            .iter()
+            .take(args.top.min(3))
+            .enumerate()
+            .map(|(i, r)| row(i, r))
+            .collect();
+        print!("{}", render_table(&headers, &rows));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = kept
+        .iter()
+        .take(args.top)
+        .enumerate()
+        .map(|(i, r)| row(i, r))
+        .collect();
+    print!("{}", render_table(&headers, &rows));
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct TrainArgs {
 pub enum TrainWhat {
     /// The label-attention classifier (CASSANDRA recipe) on a sentence dataset.
     Classifier(ClassifierArgs),
+    /// The cross-encoder reranker on emulation-plan queries.
+    Reranker(crate::cmd::train_reranker::RerankerArgs),
 }
 
 /// `--loss` values.
@@ -87,6 +89,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 pub fn run(assets: &Assets, args: TrainArgs) -> anyhow::Result<()> {
     match args.what {
         TrainWhat::Classifier(a) => classifier(assets, a),
+        TrainWhat::Reranker(a) => crate::cmd::train_reranker::run(assets, a),
     }
 }
 

@@ -65,6 +65,26 @@ impl SentenceScorer for MethodScorer {
     }
 }
 
+/// `POST /v1/rerank` over a loaded cross-encoder (`--reranker DIR`): sigmoid scores.
+struct CrossEncoderService {
+    name: String,
+    model: ttpmap_ml::CrossEncoder,
+}
+
+impl crate::serve::rerank::RerankService for CrossEncoderService {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn rerank(
+        &self,
+        query: &str,
+        texts: &[&str],
+    ) -> Result<Vec<f32>, Box<dyn std::error::Error + Send + Sync>> {
+        let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query, *t)).collect();
+        Ok(self.model.score_pairs(&pairs)?)
+    }
+}
+
 pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
     let tokens = args
         .token
@@ -100,7 +120,18 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
         default_threshold: scorer.default_threshold(),
         scorer: Box::new(MethodScorer(scorer)),
         catalog: catalog.clone(),
-        reranker: None,
+        reranker: match &args.method.reranker {
+            Some(_) => Some(Arc::new(CrossEncoderService {
+                name: args
+                    .method
+                    .reranker
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                model: crate::methods::open_reranker(&args.method)?,
+            }) as Arc<dyn crate::serve::rerank::RerankService>),
+            None => None,
+        },
     };
     let config = ServeConfig {
         max_body: args.max_body,

@@ -8,7 +8,7 @@ use candle_core::Device;
 use ttpmap_core::TechniqueId;
 use ttpmap_ml::artifact::{self, write_artifact, Artifact, Manifest};
 use ttpmap_ml::classifier::{predict_encoded, TrainableClassifier};
-use ttpmap_ml::encoder::bert::Config;
+use ttpmap_ml::encoder::bert::{Config, Mode};
 use ttpmap_ml::head::{HeadConfig, HeadInit};
 use ttpmap_ml::tokenize::TextTokenizer;
 use ttpmap_ml::Error;
@@ -468,5 +468,133 @@ mod fit {
         // A finished seed is reused on resume.
         let again = fit(&setup2, &data(), &cfg, &mut |_| {}).unwrap();
         assert_eq!(again.validation_probs, resumed.validation_probs);
+    }
+
+    /// `frozen_layers`: the embeddings and the lowest layers keep their initial values exactly
+    /// (their states are cached, no gradient reaches them), the layers above and the head
+    /// train, and the loss still falls.
+    #[test]
+    fn frozen_layers_keep_their_weights_and_the_rest_learns() {
+        let work = tempfile::tempdir().unwrap();
+        let tok = tokenizer(work.path(), 16);
+        let mut cfg = config();
+        cfg.frozen_layers = 1;
+        cfg.epochs = 12;
+        let stop = AtomicBool::new(false);
+        let enc_cfg = tiny_config(WORDS.len());
+        let setup = FitSetup {
+            model: None,
+            encoder_config: enc_cfg.clone(),
+            tokenizer: &tok,
+            checkpoint_dir: work.path().join("ckpt"),
+            resume: false,
+            interrupt: &stop,
+        };
+        let mut losses = Vec::new();
+        let mut cached = 0;
+        let out = fit(&setup, &data(), &cfg, &mut |e| match e {
+            TrainEvent::Epoch { mean_loss, .. } => losses.push(*mean_loss),
+            TrainEvent::Cache { done, .. } => cached = cached.max(*done),
+            _ => {}
+        })
+        .unwrap();
+        let d = data();
+        assert_eq!(cached, d.train.len() + d.validation.len());
+        assert!(
+            losses[losses.len() - 1] < 0.6 * losses[0],
+            "loss did not fall: {losses:?}"
+        );
+        // The same seed gives the same initial encoder.
+        let head = HeadConfig {
+            dropout: 0.0,
+            ..HeadConfig::new(labels().len(), enc_cfg.hidden_size)
+        };
+        let init = TrainableClassifier::new(
+            &enc_cfg,
+            &head,
+            None,
+            5,
+            &HeadInit {
+                seed: 5,
+                queries: None,
+            },
+        )
+        .unwrap()
+        .tensors()
+        .unwrap();
+        let trained: std::collections::HashMap<_, _> = out.seeds[0].1.iter().cloned().collect();
+        let (mut same, mut moved) = (0, 0);
+        for (name, t0) in &init {
+            let diff = (trained[name].clone() - t0)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let frozen = name.starts_with("encoder.embeddings.")
+                || name.starts_with("encoder.encoder.layer.0.");
+            if frozen {
+                assert_eq!(diff, 0.0, "{name} moved");
+                same += 1;
+            } else if name.starts_with("encoder.encoder.layer.1.") && name.ends_with("weight") {
+                assert!(diff > 0.0, "{name} did not train");
+                moved += 1;
+            }
+        }
+        assert!(same > 0 && moved > 0);
+    }
+
+    #[test]
+    fn frozen_layers_beyond_the_encoder_are_rejected() {
+        let work = tempfile::tempdir().unwrap();
+        let tok = tokenizer(work.path(), 16);
+        let mut cfg = config();
+        cfg.frozen_layers = 3;
+        let stop = AtomicBool::new(false);
+        let setup = FitSetup {
+            model: None,
+            encoder_config: tiny_config(WORDS.len()),
+            tokenizer: &tok,
+            checkpoint_dir: work.path().join("ckpt"),
+            resume: false,
+            interrupt: &stop,
+        };
+        let err = fit(&setup, &data(), &cfg, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("frozen_layers 3"), "{err}");
+    }
+
+    /// The cached path computes what the full network computes: forward_from(lower_states(k), k)
+    /// equals forward for every k in eval mode.
+    #[test]
+    fn cached_lower_states_reproduce_the_full_forward() {
+        let work = tempfile::tempdir().unwrap();
+        let tok = tokenizer(work.path(), 16);
+        let cfg = tiny_config(WORDS.len());
+        let t = trained(&cfg, 9);
+        let net = t.network();
+        let batch = tok
+            .batch(
+                &["the attacker used powershell download .", "scheduled task"],
+                &Device::Cpu,
+            )
+            .unwrap();
+        let full = net.forward(&batch, Mode::Eval).unwrap();
+        for k in 0..=cfg.num_hidden_layers {
+            let states = net.lower_states(&batch, k).unwrap();
+            let part = net
+                .forward_from(&states, &batch.attention_mask, k, Mode::Eval)
+                .unwrap();
+            let diff = (part - &full)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "k={k}: {diff}");
+        }
     }
 }

@@ -129,7 +129,8 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
                     .map(|d| d.display().to_string())
                     .unwrap_or_default(),
                 model: crate::methods::open_reranker(&args.method)?,
-            }) as Arc<dyn crate::serve::rerank::RerankService>),
+            })
+                as Arc<dyn crate::serve::rerank::RerankService>),
             None => None,
         },
     };

@@ -295,7 +295,7 @@ pub fn classifier_scorer(catalog: &Catalog, args: &MethodArgs) -> anyhow::Result
     let is_artifact = args.model.as_deref().is_some_and(artifact::is_artifact);
     match (args.method, is_artifact) {
         (Method::Classifier, false) => anyhow::bail!(
-            "--method classifier needs --model DIR, a model folder written by              `ttpmap train classifier` (with manifest.json){}",
+            "--method classifier needs --model DIR, a model folder written by `ttpmap train classifier` (with manifest.json){}",
             args.model
                 .as_ref()
                 .map(|p| format!("; {} is not one", p.display()))

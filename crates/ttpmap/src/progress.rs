@@ -41,3 +41,17 @@ pub fn bytes_bar(total: Option<u64>, message: &str, quiet: bool) -> ProgressBar 
     pb.set_message(message.to_string());
     pb
 }
+
+/// Prints a status line above `pb`; when the bar is hidden because stderr is not a terminal
+/// (a log file, CI), the line goes to stderr plainly so long runs stay visible in logs.
+/// Nothing with `quiet`.
+pub fn line(pb: &ProgressBar, quiet: bool, msg: &str) {
+    if quiet {
+        return;
+    }
+    if pb.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        pb.println(msg);
+    }
+}

@@ -290,20 +290,42 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
             }
             pb.set_position(*done as u64);
         }
-        TrainEvent::Step { step, loss, .. } => {
+        TrainEvent::Step {
+            seed,
+            step,
+            total_steps,
+            loss,
+            eta_seconds,
+            ..
+        } => {
             pb.set_position(*step as u64);
             pb.set_message(format!("loss {loss:.4}"));
+            // Without a terminal the bar is hidden: a line every 5% keeps logs informative.
+            if pb.is_hidden() && step % (total_steps / 20).max(1) == 0 {
+                crate::progress::line(
+                    &pb,
+                    quiet,
+                    &format!(
+                        "seed {seed}: step {step}/{total_steps}, loss {loss:.4}, ETA {:.0} s",
+                        eta_seconds
+                    ),
+                );
+            }
         }
         TrainEvent::Epoch {
             seed,
             epoch,
             mean_loss,
             val_macro_f1,
-        } => pb.println(format!(
-            "seed {seed} epoch {}: loss {mean_loss:.4}, validation macro-F1 {:.2}",
-            epoch + 1,
-            100.0 * val_macro_f1
-        )),
+        } => crate::progress::line(
+            &pb,
+            quiet,
+            &format!(
+                "seed {seed} epoch {}: loss {mean_loss:.4}, validation macro-F1 {:.2}",
+                epoch + 1,
+                100.0 * val_macro_f1
+            ),
+        ),
         TrainEvent::SeedDone(r) => {
             pb.finish_and_clear();
             eprintln!(

@@ -171,6 +171,42 @@ pub fn write_artifact(
     weights: &[(u64, String, NamedTensors)],
     results: &serde_json::Value,
 ) -> Result<()> {
+    write_artifact_with(dir, manifest, tokenizer, weights, results, &[])
+}
+
+/// Whether `dir` may be replaced by a new artifact: it does not exist, is an empty folder, or
+/// is an artifact (has `manifest.json`). Anything else (a folder of other files, a file) is
+/// refused, so a mistaken `--out` never deletes unrelated data.
+pub fn check_replaceable(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if dir.is_dir() {
+        let empty = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .next()
+            .is_none();
+        if empty || is_artifact(dir) {
+            return Ok(());
+        }
+    }
+    Err(artifact_err(
+        dir,
+        "exists and is not a ttpmap classifier folder (no manifest.json); choose another output folder",
+    ))
+}
+
+/// [`write_artifact`] plus extra files (name inside the folder, contents) written into the
+/// folder before it is published, e.g. the resolved training config.
+pub fn write_artifact_with(
+    dir: &Path,
+    manifest: &Manifest,
+    tokenizer: &TextTokenizer,
+    weights: &[(u64, String, NamedTensors)],
+    results: &serde_json::Value,
+    extra_files: &[(&str, &[u8])],
+) -> Result<()> {
+    check_replaceable(dir)?;
     if weights.is_empty() {
         return Err(artifact_err(dir, "no seeds to write"));
     }
@@ -221,6 +257,10 @@ pub fn write_artifact(
             })?;
         write_json(&tmp.join(MANIFEST), &manifest)?;
         write_json(&tmp.join("results.json"), results)?;
+        for (file, bytes) in extra_files {
+            let p = tmp.join(file);
+            std::fs::write(&p, bytes).map_err(io_err(&p))?;
+        }
         Ok(())
     })();
     if let Err(e) = result {

@@ -584,6 +584,20 @@ pub fn save_model_dir(dir: &Path, tensors: &[(String, Tensor)], spec: &SaveSpec)
         return Err(e);
     }
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    // Replace only an empty folder or a previous cross-encoder, never unrelated data.
+    let replaceable = !dir.exists()
+        || (dir.is_dir()
+            && (dir.join(METADATA_FILE).is_file()
+                || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())));
+    if !replaceable {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::Artifact {
+            path: dir.to_path_buf(),
+            message: format!(
+                "exists and is not a ttpmap reranker folder (no {METADATA_FILE}); choose another output folder"
+            ),
+        });
+    }
     if dir.exists() {
         std::fs::rename(dir, &old).map_err(io_err(dir))?;
     }

@@ -228,6 +228,40 @@ fn rewriting_replaces_the_artifact_and_leaves_no_temp_folder() {
     assert_eq!(names, ["model"]);
 }
 
+/// A mistaken output folder holding other data is refused and left untouched.
+#[test]
+fn an_unrelated_folder_is_never_replaced() {
+    let cfg = fixture_config(WORDS.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("models");
+    std::fs::create_dir_all(dir.join("other-model")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "keep me").unwrap();
+    let t = trained(&cfg, 1);
+    let work = tempfile::tempdir().unwrap();
+    let err = write_artifact(
+        &dir,
+        &manifest(&cfg, 16),
+        &tokenizer(work.path(), 16),
+        &[(1, "base".to_string(), t.tensors().unwrap())],
+        &serde_json::json!({}),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("not a ttpmap classifier folder"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    assert!(dir.join("other-model").is_dir());
+    // An empty folder is fine.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    write_tiny(&empty, &cfg, &[1]);
+    assert!(artifact::is_artifact(&empty));
+}
+
 fn expect_artifact_error(dir: &Path, file: &str) -> String {
     let err = Artifact::open(dir, &Device::Cpu).expect_err("corrupt artifact must not load");
     let msg = err.to_string();
@@ -596,5 +630,37 @@ mod fit {
                 .unwrap();
             assert!(diff < 1e-5, "k={k}: {diff}");
         }
+    }
+
+    /// A checkpoint written for one config is not resumed under another.
+    #[test]
+    fn resume_refuses_a_checkpoint_of_another_config() {
+        let work = tempfile::tempdir().unwrap();
+        let tok = tokenizer(work.path(), 16);
+        let cfg = config();
+        let stop = AtomicBool::new(true);
+        let mut setup = FitSetup {
+            model: None,
+            encoder_config: tiny_config(WORDS.len()),
+            tokenizer: &tok,
+            checkpoint_dir: work.path().join("ckpt"),
+            resume: false,
+            interrupt: &stop,
+        };
+        let err = fit(&setup, &data(), &cfg, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Interrupted { .. }), "{err}");
+        let go = AtomicBool::new(false);
+        setup.interrupt = &go;
+        setup.resume = true;
+        let other = ClassifierTrainConfig {
+            epochs: 3,
+            ..config()
+        };
+        let err = fit(&setup, &data(), &other, &mut |_| {}).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("different training config or data"),
+            "{err}"
+        );
     }
 }

@@ -87,8 +87,19 @@ fn acknowledged_reviews_survive_sigkill() {
         })
         .collect();
     // Kill once enough writes are acknowledged, while both writers are still sending.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while count.load(Ordering::SeqCst) < 40 {
-        std::thread::yield_now();
+        // A writer that stopped early (a panic on an unexpected status) must fail the test,
+        // not hang it.
+        assert!(
+            !writers.iter().any(|w| w.is_finished()),
+            "a writer stopped before 40 acknowledged writes"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than 40 writes acknowledged in 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     server.kill();
     stop.store(true, Ordering::SeqCst);

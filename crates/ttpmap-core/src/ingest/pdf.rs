@@ -92,6 +92,43 @@ pub fn pdf_to_text(source: &str, bytes: &[u8]) -> Result<(Option<String>, String
 
 /// Inflates every stream body under a shared budget; `Err(bytes inflated)` once the budget
 /// is spent. Bodies that are not zlib data cost nothing (inflating stops at the first error).
+fn zlib_header(d: &[u8]) -> bool {
+    d.len() >= 2 && d[0] & 0x0f == 8 && (u16::from(d[0]) << 8 | u16::from(d[1])) % 31 == 0
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+/// The direct integer value of the last `/Length` in `dict` (the bytes before a `stream`
+/// keyword); `None` when absent or indirect (`/Length 12 0 R`).
+fn direct_length(dict: &[u8]) -> Option<usize> {
+    let at = dict.windows(7).rposition(|w| w == b"/Length")?;
+    let rest = &dict[at + 7..];
+    let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let after = &rest[digits..];
+    let after = &after[after
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(after.len())..];
+    // `12 0 R` is a reference: the value is elsewhere.
+    if after.first().is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 pub fn check_inflation(bytes: &[u8], budget: u64) -> std::result::Result<u64, u64> {
     let mut total = 0u64;
     let mut pos = 0;
@@ -109,26 +146,50 @@ pub fn check_inflation(bytes: &[u8], budget: u64) -> std::result::Result<u64, u6
         } else {
             continue;
         }
-        let end = find(&bytes[start..], b"endstream").map_or(bytes.len(), |e| start + e);
+        // The body's extent is the dictionary's direct /Length (what the parser uses, so a
+        // body that contains the bytes `endstream` cannot hide the rest of a bomb); the first
+        // `endstream` only when the length is indirect or out of range.
+        let kw = pos - b"stream".len();
+        let window = &bytes[kw.saturating_sub(4096)..kw];
+        // This object's dictionary: from its `obj` keyword on.
+        let dict = window
+            .windows(3)
+            .rposition(|w| w == b"obj")
+            .map_or(window, |o| &window[o..]);
+        let end = direct_length(dict)
+            .and_then(|n| start.checked_add(n))
+            .filter(|&e| e <= bytes.len())
+            .unwrap_or_else(|| {
+                find(&bytes[start..], b"endstream").map_or(bytes.len(), |e| start + e)
+            });
         let mut data: Vec<u8> = bytes[start..end].to_vec();
         // Nested filters (/Filter [/FlateDecode /FlateDecode]) inflate again.
         for _ in 0..4 {
-            if data.len() < 2
-                || data[0] & 0x0f != 8
-                || (u16::from(data[0]) << 8 | u16::from(data[1])) % 31 != 0
-            {
+            if !zlib_header(&data) {
                 break;
             }
             let left = budget.saturating_sub(total);
-            let mut out = Vec::new();
-            let _ = flate2::read::ZlibDecoder::new(&data[..])
-                .take(left + 1)
-                .read_to_end(&mut out);
-            total += out.len() as u64;
+            let mut decoder = flate2::read::ZlibDecoder::new(&data[..]).take(left + 1);
+            // Keep the output only when it is zlib data itself (a nested filter); otherwise
+            // count it without holding it in memory.
+            let mut head = [0u8; 2];
+            let got = read_up_to(&mut decoder, &mut head);
+            let (n, next) = if zlib_header(&head[..got]) {
+                let mut out = head[..got].to_vec();
+                let _ = decoder.read_to_end(&mut out);
+                (out.len() as u64, Some(out))
+            } else {
+                let rest = std::io::copy(&mut decoder, &mut std::io::sink()).unwrap_or(0);
+                (got as u64 + rest, None)
+            };
+            total += n;
             if total > budget {
                 return Err(total);
             }
-            data = out;
+            match next {
+                Some(out) => data = out,
+                None => break,
+            }
         }
         pos = end;
     }
@@ -180,7 +241,11 @@ mod tests {
     }
 
     fn pdf_with_stream(body: &[u8]) -> Vec<u8> {
-        let mut pdf = b"%PDF-1.4\n1 0 obj\n<< /Length 9 /Filter /FlateDecode >>\nstream\n".to_vec();
+        let mut pdf = format!(
+            "%PDF-1.4\n1 0 obj\n<< /Length {} /Filter /FlateDecode >>\nstream\n",
+            body.len()
+        )
+        .into_bytes();
         pdf.extend_from_slice(body);
         pdf.extend_from_slice(b"\nendstream\nendobj\n%%EOF\n");
         pdf
@@ -211,6 +276,38 @@ mod tests {
         assert!(
             err.contains("bomb.pdf") && err.contains("decompression bomb"),
             "{err}"
+        );
+    }
+
+    /// A zlib stream that starts with a stored block holding the bytes `endstream`, then
+    /// 4 MiB of deflated zeros: the body's extent comes from /Length, so the bytes that look
+    /// like the end of the stream do not hide the bomb.
+    #[test]
+    fn a_fake_endstream_inside_the_data_does_not_hide_a_bomb() {
+        let payload = b"endstream";
+        let zeros = vec![0u8; 4 << 20];
+        let mut z = vec![0x78, 0x01, 0x00];
+        let len = payload.len() as u16;
+        z.extend_from_slice(&len.to_le_bytes());
+        z.extend_from_slice(&(!len).to_le_bytes());
+        z.extend_from_slice(payload);
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        raw.write_all(&zeros).unwrap();
+        z.extend_from_slice(&raw.finish().unwrap());
+        // Adler-32 of everything inflated (RFC 1950).
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in payload.iter().chain(zeros.iter()) {
+            a = (a + u32::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+        let pdf = pdf_with_stream(&z);
+        assert!(check_inflation(&pdf, 1 << 20).is_err());
+        assert_eq!(check_inflation(&pdf, 8 << 20), Ok((4 << 20) + 9));
+        assert_eq!(direct_length(b"<< /Length 12 0 R >>"), None);
+        assert_eq!(
+            direct_length(b"<< /Filter /FlateDecode /Length 42 >>"),
+            Some(42)
         );
     }
 }

@@ -400,6 +400,45 @@ fn is_frozen(name: &str, frozen: usize) -> bool {
         .is_some_and(|l| l < frozen)
 }
 
+/// sha256 of what a checkpoint depends on: the config (seeds aside: each checkpoint is one
+/// seed's), the labels and every training and validation sentence with its labels. Resuming
+/// from a checkpoint with another fingerprint would mix runs, so it is refused.
+fn fingerprint(cfg: &ClassifierTrainConfig, data: &TrainData) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut c = cfg.clone();
+    c.seeds.clear();
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&c).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    for l in &data.labels {
+        h.update(l.to_string().as_bytes());
+        h.update([0]);
+    }
+    for (tag, set) in [(1u8, &data.train), (2u8, &data.validation)] {
+        for e in set {
+            h.update([tag]);
+            h.update(e.text.as_bytes());
+            for l in &e.labels {
+                h.update([0]);
+                h.update(l.to_string().as_bytes());
+            }
+            h.update([0xff]);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn check_fingerprint(path: &Path, meta: &BTreeMap<String, String>, expected: &str) -> Result<()> {
+    match meta.get("fingerprint") {
+        Some(f) if f == expected => Ok(()),
+        _ => Err(Error::Artifact {
+            path: path.to_path_buf(),
+            message: "checkpoint of a different training config or data; delete it or train \
+                      without --resume"
+                .into(),
+        }),
+    }
+}
+
 fn ckpt_path(dir: &Path, seed: u64, kind: &str) -> PathBuf {
     dir.join(format!("seed-{seed}.{kind}.safetensors"))
 }
@@ -481,12 +520,14 @@ pub fn fit(
         path: setup.checkpoint_dir.clone(),
         source,
     })?;
+    let fp = fingerprint(cfg, data)?;
     let mut seeds_out = Vec::new();
     let mut per_seed_probs = Vec::new();
     for (si, &seed) in cfg.seeds.iter().enumerate() {
         let done_path = ckpt_path(&setup.checkpoint_dir, seed, "done");
         if setup.resume && done_path.is_file() {
             let (tensors, meta) = checkpoint::load_safetensors(&done_path, &Device::Cpu)?;
+            check_fingerprint(&done_path, &meta, &fp)?;
             let result: SeedResult = SeedResult {
                 seed,
                 selected: meta.get("selected").cloned().unwrap_or_default(),
@@ -506,6 +547,15 @@ pub fn fit(
                     message: "no __val_probs".into(),
                 })?
                 .to_vec2()?;
+            if probs.len() != data.validation.len() || probs.iter().any(|r| r.len() != l) {
+                return Err(Error::Artifact {
+                    path: done_path.clone(),
+                    message: format!(
+                        "validation probabilities are not {} x {l}",
+                        data.validation.len()
+                    ),
+                });
+            }
             let mut w: Vec<(String, Tensor)> = tensors
                 .into_iter()
                 .filter(|(n, _)| n != "__val_probs")
@@ -551,6 +601,7 @@ pub fn fit(
         let ckpt = ckpt_path(&setup.checkpoint_dir, seed, "ckpt");
         if setup.resume && ckpt.is_file() {
             let (t, meta) = checkpoint::load_safetensors(&ckpt, &Device::Cpu)?;
+            check_fingerprint(&ckpt, &meta, &fp)?;
             let get = |k: &str| -> Result<usize> {
                 meta.get(k)
                     .and_then(|v| v.parse().ok())
@@ -562,9 +613,11 @@ pub fn fit(
             start_epoch = get("epoch")?;
             skip = get("step_in_epoch")?;
             for (name, var) in &named {
-                if let Some(v) = t.get(&format!("w.{name}")) {
-                    var.set(v)?;
-                }
+                let v = t.get(&format!("w.{name}")).ok_or_else(|| Error::Artifact {
+                    path: ckpt.clone(),
+                    message: format!("no weights for {name}"),
+                })?;
+                var.set(v)?;
             }
             let opt_state: HashMap<String, Tensor> = t
                 .iter()
@@ -658,6 +711,7 @@ pub fn fit(
                     );
                     let meta = BTreeMap::from([
                         ("seed".to_string(), seed.to_string()),
+                        ("fingerprint".to_string(), fp.clone()),
                         ("epoch".to_string(), epoch.to_string()),
                         ("step_in_epoch".to_string(), bi.to_string()),
                         ("step".to_string(), step.to_string()),
@@ -701,7 +755,7 @@ pub fn fit(
                     step,
                     total_steps: total,
                     loss: loss_v,
-                    eta_seconds: per_step * (total - step) as f64,
+                    eta_seconds: per_step * total.saturating_sub(step) as f64,
                 });
             }
             if epoch >= swa_start {
@@ -755,6 +809,7 @@ pub fn fit(
         done_tensors.push(("__val_probs".into(), vp));
         let meta = BTreeMap::from([
             ("selected".to_string(), result.selected.clone()),
+            ("fingerprint".to_string(), fp.clone()),
             (
                 "val_macro_f1".to_string(),
                 serde_json::to_string(&result.val_macro_f1).unwrap_or_default(),

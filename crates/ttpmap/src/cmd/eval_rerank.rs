@@ -89,6 +89,18 @@ pub fn run(
 ) -> anyhow::Result<serde_json::Value> {
     let ra = &args.rerank;
     let ce = open_reranker(&args.method)?;
+    // Scoring on queries the model trained on would look like a normal result: say so.
+    let trained_seed = ce
+        .metadata()
+        .and_then(|m| m.pointer("/split/seed"))
+        .and_then(serde_json::Value::as_u64);
+    if let Some(seed) = trained_seed.filter(|s| *s != ra.split_seed) {
+        tracing::warn!(
+            "the reranker was trained on the split with seed {seed}, evaluated with \
+             --split-seed {}: test queries may be training queries",
+            ra.split_seed
+        );
+    }
     let steps = rerank::emulation_steps(assets, catalog)?;
     let queries: Vec<RerankQuery> = rerank::split_queries(&steps, ra.split, ra.split_seed)?;
     let index = bm25_index(catalog, &MethodArgs::default())?;

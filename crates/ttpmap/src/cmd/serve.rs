@@ -111,10 +111,20 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
     }
     let catalog = Arc::new(assets.catalog()?);
     let search = Arc::new(bm25_index(&catalog, &args.method)?);
-    let scorer = if args.method.method == Method::Bm25 && args.method.model.is_none() {
+    // `--reranker` serves POST /v1/rerank; extraction reranks only with `--method rerank`
+    // (it costs a cross-encoder pass per flagged sentence on every request).
+    let extract_args = crate::methods::MethodArgs {
+        reranker: if args.method.method == Method::Rerank {
+            args.method.reranker.clone()
+        } else {
+            None
+        },
+        ..args.method.clone()
+    };
+    let scorer = if extract_args.method == Method::Bm25 && extract_args.model.is_none() {
         Scorer::Bm25(Bm25Scorer::new(search.as_ref().clone()))
     } else {
-        Scorer::build(assets, &catalog, &args.method)?
+        Scorer::build(assets, &catalog, &extract_args)?
     };
     let engine = Engine {
         default_threshold: scorer.default_threshold(),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::dataset::{self, Dataset};
 use ttpmap_core::TechniqueId;
-use ttpmap_ml::artifact::{write_artifact, Manifest};
+use ttpmap_ml::artifact::{check_replaceable, write_artifact_with, Manifest};
 use ttpmap_ml::train::classifier::{
     fit, ClassifierTrainConfig, Example, FitSetup, TrainData, TrainEvent,
 };
@@ -84,6 +84,12 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    // The first Ctrl-C asks for a checkpoint at the next step; a second one (e.g. during the
+    // frozen-layer caching or validation, where no step comes soon) kills the process.
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
 }
 
 pub fn run(assets: &Assets, args: TrainArgs) -> anyhow::Result<()> {
@@ -239,6 +245,8 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "data".into());
         PathBuf::from(format!("models/classifier-{name}-{loss_name}"))
     });
+    // Refuse a folder that is not a previous model before hours of training, not after.
+    check_replaceable(&out)?;
     let ckpt_dir = out.with_file_name(format!(
         ".{}.checkpoints",
         out.file_name()
@@ -374,11 +382,16 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
         .into_iter()
         .map(|(r, w)| (r.seed, r.selected, w))
         .collect();
-    write_artifact(&out, &manifest, &tokenizer, &weights, &results)
-        .with_context(|| format!("writing the model folder {}", out.display()))?;
-    let resolved = out.join("training.toml");
-    std::fs::write(&resolved, config_toml(&cfg)?)
-        .with_context(|| format!("writing {}", resolved.display()))?;
+    let resolved = config_toml(&cfg)?;
+    write_artifact_with(
+        &out,
+        &manifest,
+        &tokenizer,
+        &weights,
+        &results,
+        &[("training.toml", resolved.as_bytes())],
+    )
+    .with_context(|| format!("writing the model folder {}", out.display()))?;
     let _ = std::fs::remove_dir_all(&ckpt_dir);
     println!(
         "classifier written to {} (threshold tuned on validation: {:.2})",
@@ -428,9 +441,11 @@ mod tests {
 
     #[test]
     fn toml_round_trips_and_overrides_merge_with_defaults() {
-        let mut cfg = ClassifierTrainConfig::default();
-        cfg.frozen_layers = 4;
-        cfg.seeds = vec![7];
+        let cfg = ClassifierTrainConfig {
+            frozen_layers: 4,
+            seeds: vec![7],
+            ..Default::default()
+        };
         let text = config_toml(&cfg).unwrap();
         assert_eq!(parse_config(&text, Path::new("c.toml")).unwrap(), cfg);
         let partial = parse_config("epochs = 3\n", Path::new("c.toml")).unwrap();

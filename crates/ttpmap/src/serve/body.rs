@@ -15,6 +15,8 @@
 //!   type, then the content (txt, md, html, pdf);
 //! - a raw body typed `text/plain`, `text/markdown`, `text/html` or `application/pdf`.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart};
 use axum::http::request::Parts;
@@ -210,13 +212,37 @@ async fn read_multipart(parts: Parts, body: Body, max: u64) -> ApiResult<Upload>
     })
 }
 
+/// Ingestions that may run at once. Each can hold a body and an inflated PDF in memory, and
+/// blocking threads are not cancelled by the request time-out, so more are answered 429.
+pub const MAX_CONCURRENT_INGEST: usize = 4;
+
+fn ingest_permits() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INGEST)))
+        .clone()
+}
+
 /// Decodes, normalises and segments an upload (on a blocking thread: PDF parsing is CPU work).
 pub async fn ingest_upload(upload: Upload, max: u64) -> ApiResult<Document> {
     let opts = IngestOptions {
         max_bytes: max,
         ..IngestOptions::default()
     };
-    let result = tokio::task::spawn_blocking(move || match upload {
+    let permit = ingest_permits()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::overloaded(MAX_CONCURRENT_INGEST))?;
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        ingest_now(upload, &opts)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("ingestion task failed: {e}")))?;
+    result.map_err(|e| ApiError::from_core(&e))
+}
+
+fn ingest_now(upload: Upload, opts: &IngestOptions) -> ttpmap_core::Result<Document> {
+    match upload {
         Upload::Text {
             source,
             title,
@@ -233,14 +259,11 @@ pub async fn ingest_upload(upload: Upload, max: u64) -> ApiResult<Document> {
             title,
             bytes,
             format,
-        } => ingest::from_bytes(&source, &bytes, format, &opts).map(|mut d| {
+        } => ingest::from_bytes(&source, &bytes, format, opts).map(|mut d| {
             if title.is_some() {
                 d.title = title;
             }
             d
         }),
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("ingestion task failed: {e}")))?;
-    result.map_err(|e| ApiError::from_core(&e))
+    }
 }

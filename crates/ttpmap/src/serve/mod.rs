@@ -183,7 +183,11 @@ pub fn router(state: SharedState) -> Router {
 
 /// Per-request time limit (408) and request metrics by route template.
 async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
+    // Known methods only: arbitrary extension methods must not grow the metrics without bound.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m.to_string(),
+        _ => "other".to_string(),
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()

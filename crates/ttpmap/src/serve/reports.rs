@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -240,8 +241,9 @@ pub async fn list_reports(State(st): State<SharedState>, uri: Uri) -> ApiResult<
 /// `GET /v1/reports/{id}`.
 pub async fn get_report(
     State(st): State<SharedState>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = report_id(&raw)?;
     let r = load(&st, id).await?;
     Ok(Json(view(&st, r)).into_response())
@@ -262,10 +264,11 @@ pub struct ReviewInput {
 /// transaction; 201 with the stored decision (who, when).
 pub async fn add_review(
     State(st): State<SharedState>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     req: Request,
 ) -> ApiResult<Response> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let who = st.config.auth.writer(&headers)?;
     let id = report_id(&raw)?;
     let (parts, body) = req.into_parts();
@@ -299,9 +302,10 @@ pub struct ExportQuery {
 /// added techniques in).
 pub async fn export_report(
     State(st): State<SharedState>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> ApiResult<Response> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let q: ExportQuery = query(&uri)?;
     let format = match &q.format {
         None => ExportFormat::Json,

@@ -3,6 +3,7 @@
 //! Each handler parses the request, calls one library function and renders JSON (or the
 //! export format asked for with `?format=`).
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -112,8 +113,9 @@ pub fn technique_id(st: &SharedState, raw: &str, unknown: StatusCode) -> ApiResu
 /// `GET /v1/techniques/{id}`.
 pub async fn get_technique(
     State(st): State<SharedState>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = technique_id(&st, &raw, StatusCode::NOT_FOUND)?;
     let t = st
         .catalog

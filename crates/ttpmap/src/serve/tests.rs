@@ -940,3 +940,58 @@ async fn rerank_tei_shape_and_501_without_model() {
     let (_, h) = json(&app, get("/health")).await;
     assert_eq!(h["reranker"], "word-overlap");
 }
+
+/// A scorer whose first call panics (a model bug); later calls work.
+struct PanicOnceScorer(std::sync::atomic::AtomicBool);
+
+impl SentenceScorer for PanicOnceScorer {
+    fn name(&self) -> &str {
+        "panic-once"
+    }
+    fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
+        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("simulated model bug");
+        }
+        Ok(sentences.iter().map(|_| Vec::new()).collect())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_model_fails_one_request_and_the_worker_keeps_serving() {
+    let catalog = catalog();
+    let idx = index(&catalog);
+    let engine = Engine {
+        scorer: Box::new(PanicOnceScorer(std::sync::atomic::AtomicBool::new(false))),
+        catalog,
+        default_threshold: 0.5,
+        reranker: None,
+    };
+    let state = Arc::new(AppState::new(
+        ServeConfig::default(),
+        engine,
+        Arc::new(idx),
+        temp_db(),
+    ));
+    let app = router(state);
+    let body = serde_json::json!({"text": REPORT}).to_string();
+    let (s, v) = json(&app, post_json("/v1/extract", &body)).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert_eq!(v["error_type"], "internal");
+    let (s, v) = json(&app, post_json("/v1/extract", &body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// A path segment that is not valid percent-encoded UTF-8 is a JSON 400 like every error.
+#[tokio::test]
+async fn undecodable_path_ids_are_json_errors() {
+    let app = router(bm25_state(ServeConfig::default()));
+    for uri in [
+        "/v1/reports/%FF",
+        "/v1/techniques/%FF",
+        "/v1/reports/%FF/export",
+    ] {
+        let (s, v) = json(&app, get(uri)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert_eq!(v["error_type"], "bad_request", "{uri}");
+    }
+}

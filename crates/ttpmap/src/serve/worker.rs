@@ -72,7 +72,12 @@ impl Worker {
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
                     d.fetch_sub(1, Ordering::SeqCst);
-                    job(&engine, &metrics);
+                    // A panic in a model (a bug) fails that request with 500, not the worker:
+                    // the job's reply channel is dropped while unwinding.
+                    let run = std::panic::AssertUnwindSafe(|| job(&engine, &metrics));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!("an inference job panicked; the worker keeps serving");
+                    }
                 }
             })
             .expect("spawning the inference thread");
@@ -113,7 +118,13 @@ impl Worker {
                 TrySendError::Disconnected(_) => worker_gone(),
             });
         }
-        rx.await.map_err(|_| worker_gone())
+        rx.await.map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the inference job failed (see the server log)",
+            )
+        })
     }
 
     /// Extracts techniques from `doc` on the worker; a pipeline error is 422 (see

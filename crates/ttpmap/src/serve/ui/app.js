@@ -149,7 +149,7 @@ function renderTactics() {
         if (!groups.has(tac)) groups.set(tac, new Map());
         const g = groups.get(tac);
         const cur = g.get(t.technique);
-        if (!cur || cur.score < t.score) g.set(t.technique, { t, n: (cur ? cur.n : 0) + 1 });
+        if (!cur || cur.t.score < t.score) g.set(t.technique, { t, n: (cur ? cur.n : 0) + 1 });
         else cur.n += 1;
       }
     }
@@ -222,12 +222,16 @@ async function review(sentence, technique, decision) {
   try {
     await api("POST", "/v1/reports/" + state.report.id + "/reviews",
       JSON.stringify({ sentence, technique, decision }), { "Content-Type": "application/json" });
-    status(decision + " " + technique + " on sentence " + sentence + ": saved.");
     const keep = state.selected;
-    show(await api("GET", "/v1/reports/" + state.report.id));
-    state.selected = keep;
+    const fresh = await api("GET", "/v1/reports/" + state.report.id);
+    // The user may have picked another sentence while the request ran: keep that choice.
+    const selected = state.selected;
+    show(fresh);
+    state.selected = selected !== undefined ? selected : keep;
     renderText();
     renderPanel();
+    // "saved" only once the page shows the stored state (the browser test waits for it).
+    status(decision + " " + technique + " on sentence " + sentence + ": saved.");
     loadReports();
   } catch (e) { status(e.message, true); }
 }

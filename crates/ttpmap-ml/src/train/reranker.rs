@@ -36,8 +36,12 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RerankerTrainConfig {
-    /// Peak learning rate of every parameter. Default 2e-5.
+    /// Peak learning rate of the encoder. Default 2e-5.
     pub lr: f64,
+    /// Peak learning rate of the classification head (`classifier.*`); `None` (default, the
+    /// recipe) uses `lr`. A head that starts from random weights on top of a plain encoder
+    /// (no pretrained cross-encoder) learns far faster with its own, larger rate.
+    pub head_lr: Option<f64>,
     /// Decoupled weight decay of weights (biases and LayerNorm get 0). Default 0.01.
     pub weight_decay: f64,
     /// AdamW moments. Default betas (0.9, 0.999), eps 1e-8.
@@ -65,6 +69,7 @@ impl Default for RerankerTrainConfig {
     fn default() -> Self {
         Self {
             lr: 2e-5,
+            head_lr: None,
             weight_decay: 0.01,
             adamw: AdamWConfig::default(),
             batch_size: 16,
@@ -90,6 +95,14 @@ impl RerankerTrainConfig {
                 "warmup_fraction {} must be in [0, 1)",
                 self.warmup_fraction
             ));
+        }
+        let lrs = [Some(self.lr), self.head_lr];
+        if let Some(bad_lr) = lrs
+            .into_iter()
+            .flatten()
+            .find(|l| !(l.is_finite() && *l > 0.0))
+        {
+            return bad(format!("learning rate {bad_lr} must be > 0"));
         }
         if !(self.neg_ratio.is_finite() && self.neg_ratio >= 0.0) {
             return bad(format!("neg_ratio {} must be >= 0", self.neg_ratio));
@@ -289,7 +302,7 @@ pub fn fit(
     let named = tc.named_vars()?;
     let llrd = LlrdConfig {
         encoder_lr: cfg.lr,
-        head_lr: cfg.lr,
+        head_lr: cfg.head_lr.unwrap_or(cfg.lr),
         decay: 1.0,
         weight_decay: cfg.weight_decay,
         freeze_word_embeddings: false,

@@ -45,6 +45,20 @@ pub struct RerankerArgs {
     /// Epochs (overrides the config file).
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
+    /// Peak learning rate of the encoder (overrides the config file; recipe 2e-5).
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// Peak learning rate of the classification head (overrides the config file; the recipe
+    /// uses --lr for every parameter).
+    #[arg(long, value_name = "LR")]
+    pub head_lr: Option<f64>,
+    /// Append the technique's tactics to each candidate text (recorded in the model folder,
+    /// so ranking with it renders candidates the same way).
+    #[arg(long)]
+    pub candidate_tactic: bool,
+    /// Leading description sentences appended to each candidate text.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub candidate_sentences: usize,
     /// Seed of the head, negative sampling and batch order (overrides the config file).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -148,6 +162,12 @@ pub fn run(assets: &Assets, args: RerankerArgs) -> anyhow::Result<()> {
     if let Some(s) = args.seed {
         cfg.seed = s;
     }
+    if let Some(lr) = args.lr {
+        cfg.lr = lr;
+    }
+    if let Some(lr) = args.head_lr {
+        cfg.head_lr = Some(lr);
+    }
     let catalog = assets.catalog()?;
     let steps = rerank::emulation_steps(assets, &catalog)?;
     let train_q = rerank::split_queries(&steps, QuerySplitName::Train, args.split_seed)?;
@@ -158,7 +178,10 @@ pub fn run(assets: &Assets, args: RerankerArgs) -> anyhow::Result<()> {
         negatives: args.negatives.into(),
         ..CandidateSetConfig::default()
     };
-    let text_cfg = CandidateTextConfig::default();
+    let text_cfg = CandidateTextConfig {
+        tactic: args.candidate_tactic,
+        description_sentences: args.candidate_sentences,
+    };
     let texts = rerank::candidate_texts(&catalog, &text_cfg);
     let mut train_sets = rerank::candidate_sets(&train_q, &index, &pool, &set_cfg);
     let procedures = procedure_queries(&catalog, &texts, args.augment_procedures);

@@ -480,10 +480,30 @@ mod tests {
     }
 
     #[test]
+    fn non_positive_learning_rates_are_refused() {
+        for (lr, head_lr) in [(0.0, None), (2e-5, Some(-1e-3)), (2e-5, Some(f64::NAN))] {
+            let c = RerankerTrainConfig {
+                lr,
+                head_lr,
+                ..RerankerTrainConfig::default()
+            };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("learning rate"), "{err}");
+        }
+        let ok = RerankerTrainConfig {
+            head_lr: Some(1e-3),
+            ..RerankerTrainConfig::default()
+        };
+        assert!(ok.validate().is_ok());
+    }
+
+    #[test]
     fn config_defaults_are_the_recipe_and_unknown_fields_are_refused() {
         let c: RerankerTrainConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, RerankerTrainConfig::default());
         assert_eq!((c.lr, c.batch_size, c.epochs), (2e-5, 16, 3));
+        // The recipe has one learning rate: the head uses `lr` unless told otherwise.
+        assert_eq!(c.head_lr, None);
         assert!(serde_json::from_str::<RerankerTrainConfig>(r#"{"lr_typo": 1}"#).is_err());
     }
 }

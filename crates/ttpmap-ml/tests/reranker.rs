@@ -411,6 +411,16 @@ fn interrupted_training_leaves_a_resumable_checkpoint() {
     assert!(checkpoint.is_file());
     interrupt.store(false, std::sync::atomic::Ordering::SeqCst);
     setup.resume = true;
+    // Resuming with another config would mix two runs: refused, checkpoint kept.
+    let other = RerankerTrainConfig {
+        head_lr: Some(1e-2),
+        ..cfg.clone()
+    };
+    let err = fit(&setup, &data, &other, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different training config"), "{err}");
+    assert!(checkpoint.is_file());
     let mut resumed_steps = Vec::new();
     let out = fit(&setup, &data, &cfg, &mut |e| {
         if let RerankerTrainEvent::Step { step, .. } = e {

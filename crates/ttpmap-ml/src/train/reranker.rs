@@ -8,7 +8,8 @@
 //! [`fit`], the progress events and resumable checkpoints: when the interrupt flag is set,
 //! [`fit`] writes `<checkpoint_dir>/reranker.ckpt.safetensors` (weights, optimizer state,
 //! epoch/step) and returns [`Error::Interrupted`]; a later call with `resume` continues from it
-//! (the epoch's pairs and batch order are re-derived from the seed). The best weights so far
+//! (the epoch's pairs and batch order are re-derived from the seed; a checkpoint of another
+//! config or data is refused). The best weights so far
 //! are kept in `<checkpoint_dir>/reranker.best.safetensors`. The library never prints.
 
 use std::collections::{BTreeMap, HashMap};
@@ -246,6 +247,43 @@ pub fn p_at_1(validation: &[ValidationQuery], logits: &[f32]) -> f64 {
     hits as f64 / validation.len().max(1) as f64
 }
 
+/// sha256 of what a checkpoint depends on: the config and every training and validation query
+/// with its candidates. Resuming from a checkpoint with another fingerprint would mix runs, so
+/// it is refused.
+fn fingerprint(cfg: &RerankerTrainConfig, data: &RerankerTrainData) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(cfg).map_err(|e| Error::InvalidArgument(e.to_string()))?);
+    let mut text = |tag: u8, t: &str| {
+        h.update([tag]);
+        h.update(t.as_bytes());
+    };
+    for g in &data.train {
+        text(1, &g.query);
+        g.positives.iter().for_each(|t| text(2, t));
+        g.negatives.iter().for_each(|t| text(3, t));
+    }
+    for q in &data.validation {
+        text(4, &q.query);
+        for (c, r) in q.candidates.iter().zip(&q.relevant) {
+            text(if *r { 5 } else { 6 }, c);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn check_fingerprint(path: &Path, meta: &BTreeMap<String, String>, expected: &str) -> Result<()> {
+    match meta.get("fingerprint") {
+        Some(f) if f == expected => Ok(()),
+        _ => Err(Error::Artifact {
+            path: path.to_path_buf(),
+            message: "checkpoint of a different training config or data; delete it or train \
+                      without --resume"
+                .into(),
+        }),
+    }
+}
+
 fn ckpt_path(dir: &Path, kind: &str) -> PathBuf {
     dir.join(format!("reranker.{kind}.safetensors"))
 }
@@ -317,12 +355,14 @@ pub fn fit(
     let sched = WarmupLinear::new(total, cfg.warmup_fraction);
     let ckpt = ckpt_path(&setup.checkpoint_dir, "ckpt");
     let best_path = ckpt_path(&setup.checkpoint_dir, "best");
+    let fp = fingerprint(cfg, data)?;
     let (mut start_epoch, mut skip) = (0usize, 0usize);
     // (epoch, validation P@1, weights)
     type Best = (usize, f64, Vec<(String, Tensor)>);
     let mut best: Option<Best> = None;
     if setup.resume && ckpt.is_file() {
         let (t, meta) = checkpoint::load_safetensors(&ckpt, &Device::Cpu)?;
+        check_fingerprint(&ckpt, &meta, &fp)?;
         let get = |k: &str| -> Result<usize> {
             meta.get(k)
                 .and_then(|v| v.parse().ok())
@@ -347,6 +387,7 @@ pub fn fit(
         opt.load_state(&opt_state)?;
         if best_path.is_file() {
             let (t, meta) = checkpoint::load_safetensors(&best_path, &Device::Cpu)?;
+            check_fingerprint(&best_path, &meta, &fp)?;
             let epoch = meta.get("epoch").and_then(|v| v.parse().ok());
             let p1 = meta.get("val_p_at_1").and_then(|v| v.parse().ok());
             if let (Some(e), Some(p)) = (epoch, p1) {
@@ -387,6 +428,7 @@ pub fn fit(
                     ("step_in_epoch".to_string(), bi.to_string()),
                     ("step".to_string(), step.to_string()),
                     ("seed".to_string(), cfg.seed.to_string()),
+                    ("fingerprint".to_string(), fp.clone()),
                 ]);
                 checkpoint::save_safetensors_atomic(&ckpt, &tensors, &meta)?;
                 return Err(Error::Interrupted { checkpoint: ckpt });
@@ -433,6 +475,7 @@ pub fn fit(
             let meta = BTreeMap::from([
                 ("epoch".to_string(), epoch.to_string()),
                 ("val_p_at_1".to_string(), p1.to_string()),
+                ("fingerprint".to_string(), fp.clone()),
             ]);
             checkpoint::save_safetensors_atomic(&best_path, &w, &meta)?;
             best = Some((epoch, p1, w));

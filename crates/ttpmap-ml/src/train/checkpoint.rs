@@ -196,6 +196,25 @@ pub fn load_safetensors(
     Ok((tensors, metadata))
 }
 
+/// Refuses to resume from a checkpoint whose `fingerprint` metadata (a hash of the training
+/// config and data, written by the fit loop) is missing or differs from `expected`: resuming
+/// it would mix two runs.
+pub fn check_fingerprint(
+    path: &Path,
+    meta: &BTreeMap<String, String>,
+    expected: &str,
+) -> Result<()> {
+    match meta.get("fingerprint") {
+        Some(f) if f == expected => Ok(()),
+        _ => Err(Error::Artifact {
+            path: path.to_path_buf(),
+            message: "checkpoint of a different training config or data; delete it or train \
+                      without --resume"
+                .into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

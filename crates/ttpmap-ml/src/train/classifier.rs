@@ -427,18 +427,6 @@ fn fingerprint(cfg: &ClassifierTrainConfig, data: &TrainData) -> Result<String> 
     Ok(hex::encode(h.finalize()))
 }
 
-fn check_fingerprint(path: &Path, meta: &BTreeMap<String, String>, expected: &str) -> Result<()> {
-    match meta.get("fingerprint") {
-        Some(f) if f == expected => Ok(()),
-        _ => Err(Error::Artifact {
-            path: path.to_path_buf(),
-            message: "checkpoint of a different training config or data; delete it or train \
-                      without --resume"
-                .into(),
-        }),
-    }
-}
-
 fn ckpt_path(dir: &Path, seed: u64, kind: &str) -> PathBuf {
     dir.join(format!("seed-{seed}.{kind}.safetensors"))
 }
@@ -527,7 +515,7 @@ pub fn fit(
         let done_path = ckpt_path(&setup.checkpoint_dir, seed, "done");
         if setup.resume && done_path.is_file() {
             let (tensors, meta) = checkpoint::load_safetensors(&done_path, &Device::Cpu)?;
-            check_fingerprint(&done_path, &meta, &fp)?;
+            checkpoint::check_fingerprint(&done_path, &meta, &fp)?;
             let result: SeedResult = SeedResult {
                 seed,
                 selected: meta.get("selected").cloned().unwrap_or_default(),
@@ -601,7 +589,7 @@ pub fn fit(
         let ckpt = ckpt_path(&setup.checkpoint_dir, seed, "ckpt");
         if setup.resume && ckpt.is_file() {
             let (t, meta) = checkpoint::load_safetensors(&ckpt, &Device::Cpu)?;
-            check_fingerprint(&ckpt, &meta, &fp)?;
+            checkpoint::check_fingerprint(&ckpt, &meta, &fp)?;
             let get = |k: &str| -> Result<usize> {
                 meta.get(k)
                     .and_then(|v| v.parse().ok())

@@ -272,18 +272,6 @@ fn fingerprint(cfg: &RerankerTrainConfig, data: &RerankerTrainData) -> Result<St
     Ok(hex::encode(h.finalize()))
 }
 
-fn check_fingerprint(path: &Path, meta: &BTreeMap<String, String>, expected: &str) -> Result<()> {
-    match meta.get("fingerprint") {
-        Some(f) if f == expected => Ok(()),
-        _ => Err(Error::Artifact {
-            path: path.to_path_buf(),
-            message: "checkpoint of a different training config or data; delete it or train \
-                      without --resume"
-                .into(),
-        }),
-    }
-}
-
 fn ckpt_path(dir: &Path, kind: &str) -> PathBuf {
     dir.join(format!("reranker.{kind}.safetensors"))
 }
@@ -362,7 +350,7 @@ pub fn fit(
     let mut best: Option<Best> = None;
     if setup.resume && ckpt.is_file() {
         let (t, meta) = checkpoint::load_safetensors(&ckpt, &Device::Cpu)?;
-        check_fingerprint(&ckpt, &meta, &fp)?;
+        checkpoint::check_fingerprint(&ckpt, &meta, &fp)?;
         let get = |k: &str| -> Result<usize> {
             meta.get(k)
                 .and_then(|v| v.parse().ok())
@@ -387,7 +375,7 @@ pub fn fit(
         opt.load_state(&opt_state)?;
         if best_path.is_file() {
             let (t, meta) = checkpoint::load_safetensors(&best_path, &Device::Cpu)?;
-            check_fingerprint(&best_path, &meta, &fp)?;
+            checkpoint::check_fingerprint(&best_path, &meta, &fp)?;
             let epoch = meta.get("epoch").and_then(|v| v.parse().ok());
             let p1 = meta.get("val_p_at_1").and_then(|v| v.parse().ok());
             if let (Some(e), Some(p)) = (epoch, p1) {

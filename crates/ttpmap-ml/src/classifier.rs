@@ -355,7 +355,10 @@ impl ClassifierScorer {
         self.artifact.manifest().thresholds.tuned
     }
 
-    fn predictions(&self, probs: &[f32]) -> Vec<Prediction> {
+    /// Every label's probability from one row of `probs` (the artifact's label order), mapped
+    /// into `label_space` as [`SentenceScorer::score`] does (a label outside it counts as its
+    /// parent, keeping the higher probability, or is dropped), best first, without `top_k`.
+    pub fn label_scores(&self, probs: &[f32]) -> Vec<(TechniqueId, f32)> {
         let labels = self.artifact.labels();
         let mut best: Vec<(TechniqueId, f32)> = Vec::new();
         for (label, &p) in labels.iter().zip(probs) {
@@ -371,8 +374,13 @@ impl ClassifierScorer {
             }
         }
         best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        best
+    }
+
+    fn predictions(&self, probs: &[f32]) -> Vec<Prediction> {
         let seeds = self.artifact.models().len();
-        best.into_iter()
+        self.label_scores(probs)
+            .into_iter()
             .take(self.top_k)
             .map(|(technique, p)| Prediction {
                 technique,

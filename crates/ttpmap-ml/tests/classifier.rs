@@ -480,6 +480,14 @@ mod fit {
         assert!(["base", "ema", "swa"].contains(&res.selected.as_str()));
         assert!(weights.iter().any(|(n, _)| n == "head.queries"));
         assert!((0.05..=0.95).contains(&out.tuned_threshold));
+        // One seed: its own validation figures are the ensemble's, and it learnt the keywords.
+        assert_eq!(res.validation, out.validation);
+        assert_eq!(out.validation.tuned_threshold, out.tuned_threshold);
+        assert!(
+            out.validation.per_document_f1_in_vocabulary_tuned > 0.5,
+            "{:?}",
+            out.validation
+        );
 
         // Interrupt at the first step: a checkpoint and an Interrupted error; resume finishes.
         let dir2 = work.path().join("ckpt2");
@@ -502,6 +510,29 @@ mod fit {
         // A finished seed is reused on resume.
         let again = fit(&setup2, &data(), &cfg, &mut |_| {}).unwrap();
         assert_eq!(again.validation_probs, resumed.validation_probs);
+        assert_eq!(again.seeds[0].0.validation, resumed.seeds[0].0.validation);
+    }
+
+    /// Validation figures by hand: three sentences of two documents, two labels.
+    #[test]
+    fn validation_metrics_score_both_thresholds() {
+        use ttpmap_ml::train::classifier::validation_metrics;
+        let labels: Vec<TechniqueId> = vec!["T1059".parse().unwrap(), "T1566".parse().unwrap()];
+        let ex = |doc: &str, l: &[&str]| Example {
+            doc: doc.into(),
+            text: String::new(),
+            labels: l.iter().map(|t| t.parse().unwrap()).collect(),
+        };
+        let data = vec![ex("a", &["T1059"]), ex("a", &[]), ex("b", &["T1566"])];
+        // Every gold label at 0.3, everything else at 0.1: nothing reaches 0.5.
+        let probs = vec![vec![0.3, 0.1], vec![0.1, 0.1], vec![0.1, 0.3]];
+        let m = validation_metrics(&probs, &data, &labels).unwrap();
+        assert_eq!(m.per_document_f1_in_vocabulary_at_0_5, 0.0);
+        assert_eq!(m.micro_f1_at_0_5, 0.0);
+        assert!(m.tuned_threshold > 0.1 && m.tuned_threshold <= 0.3, "{m:?}");
+        assert_eq!(m.per_document_f1_in_vocabulary_tuned, 1.0);
+        assert_eq!(m.micro_f1_tuned, 1.0);
+        assert_eq!(m.macro_f1_tuned, 1.0);
     }
 
     /// `frozen_layers`: the embeddings and the lowest layers keep their initial values exactly

@@ -211,6 +211,14 @@ impl Scorer {
         }
     }
 
+    /// The classifier method's scorer (not a hybrid's), for per-seed evaluation.
+    pub fn classifier(&self) -> Option<&ClassifierScorer> {
+        match self {
+            Scorer::Classifier(s) => Some(s.as_ref()),
+            _ => None,
+        }
+    }
+
     /// The thresholds stored in a classifier artifact (the classifier method alone: a fused
     /// hybrid score is not a probability).
     pub fn classifier_thresholds(&self) -> Option<artifact::Thresholds> {

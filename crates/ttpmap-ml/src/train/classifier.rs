@@ -207,6 +207,54 @@ pub struct SeedResult {
     pub val_macro_f1: BTreeMap<String, f64>,
     /// Seconds of training.
     pub seconds: f64,
+    /// The selected weights alone on the validation split (their own tuned threshold).
+    pub validation: ValidationMetrics,
+}
+
+/// Scores of validation probabilities: per-document F1 (in-vocabulary over the model's labels)
+/// and sentence micro/macro F1, at 0.5 and at the threshold tuned on these probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ValidationMetrics {
+    /// Threshold maximising per-document F1 over [`eval::default_grid`].
+    pub tuned_threshold: f32,
+    pub per_document_f1_in_vocabulary_tuned: f64,
+    pub per_document_f1_in_vocabulary_at_0_5: f64,
+    pub micro_f1_tuned: f64,
+    pub macro_f1_tuned: f64,
+    pub micro_f1_at_0_5: f64,
+    pub macro_f1_at_0_5: f64,
+}
+
+/// [`ValidationMetrics`] of `probs` (`[sentence][label]`) on `data`.
+pub fn validation_metrics(
+    probs: &[Vec<f32>],
+    data: &[Example],
+    labels: &[TechniqueId],
+) -> Result<ValidationMetrics> {
+    let samples = scored(probs, data, labels);
+    let objective = Objective::DocumentF1 {
+        variant: DocF1Variant::InVocabulary,
+        vocab: Some(labels.iter().cloned().collect()),
+    };
+    let tuned = eval::tune_threshold(&samples, &objective, &eval::default_grid())?;
+    let at_half = eval::tune_threshold(&samples, &objective, &[0.5])?;
+    let prf = |t: f32| -> Result<(f64, f64)> {
+        let gold: Vec<BTreeSet<TechniqueId>> = samples.iter().map(|s| s.gold.clone()).collect();
+        let pred = eval::apply_threshold(&samples, t);
+        let r = eval::multilabel_prf(&gold, &pred, Some(labels))?;
+        Ok((r.micro.f1, r.macro_.f1))
+    };
+    let (micro_t, macro_t) = prf(tuned.threshold)?;
+    let (micro_h, macro_h) = prf(0.5)?;
+    Ok(ValidationMetrics {
+        tuned_threshold: tuned.threshold,
+        per_document_f1_in_vocabulary_tuned: tuned.objective_value,
+        per_document_f1_in_vocabulary_at_0_5: at_half.objective_value,
+        micro_f1_tuned: micro_t,
+        macro_f1_tuned: macro_t,
+        micro_f1_at_0_5: micro_h,
+        macro_f1_at_0_5: macro_h,
+    })
 }
 
 /// Everything [`fit`] produced.
@@ -218,8 +266,8 @@ pub struct FitOutcome {
     pub validation_probs: Vec<Vec<f32>>,
     /// Global threshold tuned on validation (per-document F1, in-vocabulary).
     pub tuned_threshold: f32,
-    /// Validation per-document F1 at the tuned threshold and at 0.5.
-    pub validation_doc_f1: (f64, f64),
+    /// The ensemble on the validation split (`tuned_threshold` is its threshold).
+    pub validation: ValidationMetrics,
 }
 
 /// Where the encoder comes from and where checkpoints go.
@@ -516,18 +564,6 @@ pub fn fit(
         if setup.resume && done_path.is_file() {
             let (tensors, meta) = checkpoint::load_safetensors(&done_path, &Device::Cpu)?;
             checkpoint::check_fingerprint(&done_path, &meta, &fp)?;
-            let result: SeedResult = SeedResult {
-                seed,
-                selected: meta.get("selected").cloned().unwrap_or_default(),
-                val_macro_f1: meta
-                    .get("val_macro_f1")
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .unwrap_or_default(),
-                seconds: meta
-                    .get("seconds")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0.0),
-            };
             let probs: Vec<Vec<f32>> = tensors
                 .get("__val_probs")
                 .ok_or_else(|| Error::Artifact {
@@ -549,6 +585,19 @@ pub fn fit(
                 .filter(|(n, _)| n != "__val_probs")
                 .collect();
             w.sort_by(|a, b| a.0.cmp(&b.0));
+            let result: SeedResult = SeedResult {
+                seed,
+                selected: meta.get("selected").cloned().unwrap_or_default(),
+                val_macro_f1: meta
+                    .get("val_macro_f1")
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or_default(),
+                seconds: meta
+                    .get("seconds")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0.0),
+                validation: validation_metrics(&probs, &data.validation, &data.labels)?,
+            };
             per_seed_probs.push(probs);
             progress(&TrainEvent::SeedDone(result.clone()));
             seeds_out.push((result, w));
@@ -787,6 +836,7 @@ pub fn fit(
             selected,
             val_macro_f1: scores,
             seconds: started.elapsed().as_secs_f64(),
+            validation: validation_metrics(&probs, &data.validation, &data.labels)?,
         };
         let mut done_tensors = weights.clone();
         let vp = Tensor::from_vec(
@@ -813,17 +863,11 @@ pub fn fit(
         seeds_out.push((result, weights));
     }
     let validation_probs = crate::artifact::ensemble_mean(&per_seed_probs);
-    let samples = scored(&validation_probs, &data.validation, &data.labels);
-    let objective = Objective::DocumentF1 {
-        variant: DocF1Variant::InVocabulary,
-        vocab: Some(data.labels.iter().cloned().collect()),
-    };
-    let tuned = eval::tune_threshold(&samples, &objective, &eval::default_grid())?;
-    let at_half = eval::tune_threshold(&samples, &objective, &[0.5])?;
+    let validation = validation_metrics(&validation_probs, &data.validation, &data.labels)?;
     Ok(FitOutcome {
         seeds: seeds_out,
         validation_probs,
-        tuned_threshold: tuned.threshold,
-        validation_doc_f1: (tuned.objective_value, at_half.objective_value),
+        tuned_threshold: validation.tuned_threshold,
+        validation,
     })
 }

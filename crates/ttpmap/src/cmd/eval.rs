@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use serde_json::json;
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::dataset::{self, Dataset};
@@ -19,6 +20,7 @@ use ttpmap_core::eval::{
 };
 use ttpmap_core::pipeline::{sort_predictions, SentenceScorer};
 use ttpmap_core::TechniqueId;
+use ttpmap_ml::ClassifierScorer;
 
 use crate::assets::Assets;
 use crate::methods::{MethodArgs, Scorer};
@@ -251,7 +253,15 @@ fn eval_sentences(
             (tuned.threshold, Some(tuned.objective_value))
         }
     };
-    let test_scores = score_dataset(&test, scorer.as_scorer(), assets.quiet())?;
+    // The classifier alone: one pass per seed gives the ensemble (their mean, as the scorer
+    // computes it, over every label) and each seed's own scores.
+    let (test_scores, per_seed_scores) = match scorer.classifier() {
+        Some(clf) => score_classifier(&test, clf, assets.quiet())?,
+        None => (
+            score_dataset(&test, scorer.as_scorer(), assets.quiet())?,
+            Vec::new(),
+        ),
+    };
     let predicted = eval::apply_threshold(&test_scores, threshold);
     let golds: Vec<BTreeSet<TechniqueId>> = test_scores.iter().map(|s| s.gold.clone()).collect();
     let docs = eval::union_by_document(
@@ -274,6 +284,12 @@ fn eval_sentences(
             Some(doc_f1_at(&test_scores, th.default, &vocab, args)?)
         }
         _ => None,
+    };
+    let per_seed = match scorer.classifier() {
+        Some(clf) if !per_seed_scores.is_empty() && args.threshold.is_none() => {
+            per_seed_results(clf, &per_seed_scores, &vocab, args)?
+        }
+        _ => Vec::new(),
     };
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -358,6 +374,50 @@ fn eval_sentences(
         "{}",
         render_table(&["metric", "value", "95% CI", "n"], &rows)
     );
+    if !per_seed.is_empty() {
+        let source = if per_seed
+            .iter()
+            .all(|r| r.threshold_source == "seed_validation")
+        {
+            "its own threshold tuned on validation"
+        } else {
+            "the ensemble's threshold: this artifact predates per-seed thresholds"
+        };
+        println!("\nEach seed alone (per-document F1 in-vocabulary; {source}):");
+        let rows: Vec<Vec<String>> = per_seed
+            .iter()
+            .map(|r| {
+                vec![
+                    r.seed.to_string(),
+                    r.selected.clone(),
+                    format!("{:.2}", r.tuned.threshold),
+                    pct(r.tuned.per_document_f1_in_vocabulary.mean_f1),
+                    pct(r.at_default.per_document_f1_in_vocabulary.mean_f1),
+                    pct(r.tuned.sentence.micro.f1),
+                    pct(r.tuned.sentence.macro_.f1),
+                    r.train_seconds
+                        .map(|t| format!("{t:.0}"))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            render_table(
+                &[
+                    "seed",
+                    "kept",
+                    "threshold",
+                    "doc F1 tuned",
+                    "doc F1 at 0.5",
+                    "micro F1",
+                    "macro F1",
+                    "train s"
+                ],
+                &rows
+            )
+        );
+    }
     let mut per_label = prf.per_label.clone();
     per_label.sort_by(|a, b| b.support.cmp(&a.support).then(a.label.cmp(&b.label)));
     let rows: Vec<Vec<String>> = per_label
@@ -399,8 +459,111 @@ fn eval_sentences(
         "sentence": prf,
         "classifier_thresholds": clf_thresholds,
         "at_default_threshold": at_default,
+        "per_seed": per_seed,
         "seconds": elapsed,
     }))
+}
+
+/// The classifier's ensemble scores of every sentence of `ds` and, when it has more than one
+/// seed, each seed's own (`[seed][sentence]`, empty for one seed). Every label is scored (no
+/// top-k cut), mapped into the scorer's label space.
+fn score_classifier(
+    ds: &Dataset,
+    clf: &ClassifierScorer,
+    quiet: bool,
+) -> anyhow::Result<(Vec<ScoredSentence>, Vec<Vec<ScoredSentence>>)> {
+    let sentences: Vec<_> = ds
+        .documents
+        .iter()
+        .flat_map(|d| d.sentences.iter())
+        .collect();
+    let artifact = clf.artifact();
+    let seeds = artifact.models().len();
+    let pb = crate::progress::bar(
+        sentences.len() as u64,
+        &format!("scoring {} {} ({seeds} seeds)", ds.name, ds.split),
+        quiet,
+    );
+    let mut ensemble = Vec::with_capacity(sentences.len());
+    let mut per_seed = vec![Vec::with_capacity(sentences.len()); if seeds > 1 { seeds } else { 0 }];
+    for chunk in sentences.chunks(256) {
+        let texts: Vec<&str> = chunk.iter().map(|s| s.text.as_str()).collect();
+        let probs = artifact.predict_per_seed(&texts).with_context(|| {
+            format!(
+                "classifying {} {} with {}",
+                ds.name,
+                ds.split,
+                artifact.dir().display()
+            )
+        })?;
+        let mean = ttpmap_ml::artifact::ensemble_mean(&probs);
+        for (i, s) in chunk.iter().enumerate() {
+            let row = |p: &[f32]| ScoredSentence {
+                doc: s.doc.clone(),
+                gold: s.labels.iter().cloned().collect(),
+                scores: clf.label_scores(p),
+            };
+            ensemble.push(row(&mean[i]));
+            for (out, seed_probs) in per_seed.iter_mut().zip(&probs) {
+                out.push(row(&seed_probs[i]));
+            }
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok((ensemble, per_seed))
+}
+
+/// One seed of a classifier ensemble scored alone on the test split.
+#[derive(serde::Serialize)]
+struct SeedTest {
+    seed: u64,
+    /// Which weights the seed kept (`base`, `ema`, `swa`).
+    selected: String,
+    /// Training seconds of the seed (from the artifact's results.json).
+    train_seconds: Option<f64>,
+    /// `seed_validation`: the seed's own threshold tuned on validation (results.json);
+    /// `ensemble`: the artifact's (an artifact written before per-seed thresholds were kept).
+    threshold_source: &'static str,
+    tuned: AtThreshold,
+    at_default: AtThreshold,
+}
+
+/// Each seed's test scores at its own tuned threshold and at the default one.
+fn per_seed_results(
+    clf: &ClassifierScorer,
+    per_seed_scores: &[Vec<ScoredSentence>],
+    vocab: &BTreeSet<TechniqueId>,
+    args: &EvalArgs,
+) -> anyhow::Result<Vec<SeedTest>> {
+    let artifact = clf.artifact();
+    let results = artifact.results()?.unwrap_or_default();
+    let thresholds = artifact.manifest().thresholds;
+    let mut out = Vec::new();
+    for (entry, scores) in artifact.manifest().seeds.iter().zip(per_seed_scores) {
+        let recorded = results["seeds"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["seed"].as_u64() == Some(entry.seed)));
+        let own = recorded.and_then(|r| r["validation"]["tuned_threshold"].as_f64());
+        out.push(SeedTest {
+            seed: entry.seed,
+            selected: entry.selected.clone(),
+            train_seconds: recorded.and_then(|r| r["seconds"].as_f64()),
+            threshold_source: if own.is_some() {
+                "seed_validation"
+            } else {
+                "ensemble"
+            },
+            tuned: doc_f1_at(
+                scores,
+                own.map_or(thresholds.tuned, |t| t as f32),
+                vocab,
+                args,
+            )?,
+            at_default: doc_f1_at(scores, thresholds.default, vocab, args)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Scores at one threshold (the classifier's second operating point).

@@ -337,8 +337,15 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
         TrainEvent::SeedDone(r) => {
             pb.finish_and_clear();
             eprintln!(
-                "seed {}: kept {} weights (validation macro-F1 {:?}), {:.0} s",
-                r.seed, r.selected, r.val_macro_f1, r.seconds
+                "seed {}: kept {} weights (validation macro-F1 {:?}); validation per-document \
+                 F1 {:.2} at its tuned threshold {:.2}, {:.2} at 0.5; {:.0} s",
+                r.seed,
+                r.selected,
+                r.val_macro_f1,
+                100.0 * r.validation.per_document_f1_in_vocabulary_tuned,
+                r.validation.tuned_threshold,
+                100.0 * r.validation.per_document_f1_in_vocabulary_at_0_5,
+                r.seconds
             );
         }
     });
@@ -370,11 +377,17 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
         .insert("attack".into(), catalog.fingerprint().to_string());
     let results = serde_json::json!({
         "seeds": outcome.seeds.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+        // The ensemble (mean of the seeds' probabilities); each seed's own figures are under
+        // seeds[i].validation.
         "validation": {
             "sentences": data.validation.len(),
             "tuned_threshold": outcome.tuned_threshold,
-            "per_document_f1_in_vocabulary_tuned": outcome.validation_doc_f1.0,
-            "per_document_f1_in_vocabulary_at_0_5": outcome.validation_doc_f1.1,
+            "per_document_f1_in_vocabulary_tuned": outcome.validation.per_document_f1_in_vocabulary_tuned,
+            "per_document_f1_in_vocabulary_at_0_5": outcome.validation.per_document_f1_in_vocabulary_at_0_5,
+            "micro_f1_tuned": outcome.validation.micro_f1_tuned,
+            "macro_f1_tuned": outcome.validation.macro_f1_tuned,
+            "micro_f1_at_0_5": outcome.validation.micro_f1_at_0_5,
+            "macro_f1_at_0_5": outcome.validation.macro_f1_at_0_5,
         },
     });
     let weights: Vec<_> = outcome

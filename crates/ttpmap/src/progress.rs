@@ -55,3 +55,21 @@ pub fn line(pb: &ProgressBar, quiet: bool, msg: &str) {
         pb.println(msg);
     }
 }
+
+/// Moves a training bar to `step` with the loss as its message. The bar is hidden without a
+/// terminal (a log file, CI), so then `status()` is printed every 5% of `total` steps and the
+/// log still shows progress and an ETA.
+pub fn training_step(
+    pb: &ProgressBar,
+    quiet: bool,
+    step: usize,
+    total: usize,
+    loss: f64,
+    status: impl FnOnce() -> String,
+) {
+    pb.set_position(step as u64);
+    pb.set_message(format!("loss {loss:.4}"));
+    if pb.is_hidden() && step % (total / 20).max(1) == 0 {
+        line(pb, quiet, &status());
+    }
+}

@@ -63,6 +63,25 @@ fn ranked_by(cands: &[TechniqueId], scores: &[f32]) -> Vec<TechniqueId> {
     idx.into_iter().map(|i| cands[i].clone()).collect()
 }
 
+/// Reciprocal rank fusion (Cormack et al. 2009, k = 60) of several scorings of the same
+/// candidates: each candidate scores the sum of `1 / (60 + rank)` over the scorings (rank 1 =
+/// best; ties broken by id as in [`ranked_by`]).
+fn rrf(cands: &[TechniqueId], scorings: &[&[f32]]) -> Vec<f32> {
+    let mut fused = vec![0f32; cands.len()];
+    for scores in scorings {
+        let mut idx: Vec<usize> = (0..cands.len()).collect();
+        idx.sort_by(|&a, &b| {
+            scores[b]
+                .total_cmp(&scores[a])
+                .then_with(|| cands[a].cmp(&cands[b]))
+        });
+        for (rank, i) in idx.into_iter().enumerate() {
+            fused[i] += 1.0 / (60.0 + rank as f32 + 1.0);
+        }
+    }
+    fused
+}
+
 fn reports(queries: &[RankedQuery], k: usize) -> (RankReport, RankReport) {
     let ks = vec![1, 3, 5, 10, k];
     let exact = rank_metrics(
@@ -184,17 +203,19 @@ pub fn run(
                 group: q.actor.clone(),
             })
         };
-        push(
-            &mut rows,
-            "rerank",
-            ranked_by(cs, &logits[offset..offset + n]),
-        );
+        let ce_scores = &logits[offset..offset + n];
+        push(&mut rows, "rerank", ranked_by(cs, ce_scores));
         push(&mut rows, "bm25", ranked_by(cs, &bm25_scores[i]));
         let cos: Vec<f32> = cand_texts[i]
             .iter()
             .map(|t| ttpmap_ml::embed::cosine(&qvec[i], umap[t]))
             .collect();
         push(&mut rows, "untuned_cosine", ranked_by(cs, &cos));
+        push(
+            &mut rows,
+            "rerank_bm25_rrf",
+            ranked_by(cs, &rrf(cs, &[ce_scores, &bm25_scores[i]])),
+        );
         offset += n;
     }
     let reranker_label = if ce.head_trained() {
@@ -205,6 +226,7 @@ pub fn run(
     let label = |name: &str| match name {
         "rerank" => reranker_label.clone(),
         "bm25" => "bm25 (same candidates)".to_string(),
+        "rerank_bm25_rrf" => "rerank + bm25, reciprocal rank fusion (k 60)".to_string(),
         _ => format!(
             "untuned encoder: cosine of mean-pooled {} embeddings",
             base.file_name()
@@ -217,7 +239,7 @@ pub fn run(
     let mut table_exact = Vec::new();
     let mut table_parent = Vec::new();
     let mut per_actor = None;
-    for name in ["rerank", "bm25", "untuned_cosine"] {
+    for name in ["rerank", "bm25", "untuned_cosine", "rerank_bm25_rrf"] {
         let (exact, parent) = reports(&rows[name], k);
         for (t, r) in [(&mut table_exact, &exact), (&mut table_parent, &parent)] {
             t.push(vec![

@@ -306,19 +306,9 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
             eta_seconds,
             ..
         } => {
-            pb.set_position(*step as u64);
-            pb.set_message(format!("loss {loss:.4}"));
-            // Without a terminal the bar is hidden: a line every 5% keeps logs informative.
-            if pb.is_hidden() && step % (total_steps / 20).max(1) == 0 {
-                crate::progress::line(
-                    &pb,
-                    quiet,
-                    &format!(
-                        "seed {seed}: step {step}/{total_steps}, loss {loss:.4}, ETA {:.0} s",
-                        eta_seconds
-                    ),
-                );
-            }
+            crate::progress::training_step(&pb, quiet, *step, *total_steps, *loss, || {
+                format!("seed {seed}: step {step}/{total_steps}, loss {loss:.4}, ETA {eta_seconds:.0} s")
+            })
         }
         TrainEvent::Epoch {
             seed,

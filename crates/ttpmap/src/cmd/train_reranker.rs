@@ -251,21 +251,9 @@ pub fn run(assets: &Assets, args: RerankerArgs) -> anyhow::Result<()> {
             loss,
             eta_seconds,
             ..
-        } => {
-            pb.set_position(*step as u64);
-            pb.set_message(format!("loss {loss:.4}"));
-            // Without a terminal the bar is hidden: a line every 5% keeps logs informative.
-            if pb.is_hidden() && step % (total_steps / 20).max(1) == 0 {
-                crate::progress::line(
-                    &pb,
-                    quiet,
-                    &format!(
-                        "step {step}/{total_steps}, loss {loss:.4}, ETA {:.0} s",
-                        eta_seconds
-                    ),
-                );
-            }
-        }
+        } => crate::progress::training_step(&pb, quiet, *step, *total_steps, *loss, || {
+            format!("step {step}/{total_steps}, loss {loss:.4}, ETA {eta_seconds:.0} s")
+        }),
         RerankerTrainEvent::Epoch {
             epoch,
             mean_loss,

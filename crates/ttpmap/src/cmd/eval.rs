@@ -391,10 +391,10 @@ fn eval_sentences(
                     r.seed.to_string(),
                     r.selected.clone(),
                     format!("{:.2}", r.tuned.threshold),
-                    pct(r.tuned.per_document_f1_in_vocabulary.mean_f1),
-                    pct(r.at_default.per_document_f1_in_vocabulary.mean_f1),
-                    pct(r.tuned.sentence.micro.f1),
-                    pct(r.tuned.sentence.macro_.f1),
+                    pct(r.tuned.per_document_f1_in_vocabulary),
+                    pct(r.at_default.per_document_f1_in_vocabulary),
+                    pct(r.tuned.sentence_micro.f1),
+                    pct(r.tuned.sentence_macro.f1),
                     r.train_seconds
                         .map(|t| format!("{t:.0}"))
                         .unwrap_or_default(),
@@ -525,8 +525,35 @@ struct SeedTest {
     /// `seed_validation`: the seed's own threshold tuned on validation (results.json);
     /// `ensemble`: the artifact's (an artifact written before per-seed thresholds were kept).
     threshold_source: &'static str,
-    tuned: AtThreshold,
-    at_default: AtThreshold,
+    tuned: SeedScores,
+    at_default: SeedScores,
+}
+
+/// A seed's scores at one threshold (the headline figures of [`AtThreshold`], without the
+/// per-document and per-label tables).
+#[derive(serde::Serialize)]
+struct SeedScores {
+    threshold: f32,
+    per_document_f1_in_vocabulary: f64,
+    per_document_f1_in_vocabulary_ci95: eval::MeanCi,
+    per_document_f1_all_gold: f64,
+    documents_scored: usize,
+    sentence_micro: eval::Prf,
+    sentence_macro: eval::Prf,
+}
+
+impl From<AtThreshold> for SeedScores {
+    fn from(a: AtThreshold) -> Self {
+        SeedScores {
+            threshold: a.threshold,
+            per_document_f1_in_vocabulary: a.per_document_f1_in_vocabulary.mean_f1,
+            per_document_f1_in_vocabulary_ci95: a.per_document_f1_in_vocabulary_ci95,
+            per_document_f1_all_gold: a.per_document_f1_all_gold.mean_f1,
+            documents_scored: a.per_document_f1_in_vocabulary.documents_scored,
+            sentence_micro: a.sentence.micro,
+            sentence_macro: a.sentence.macro_,
+        }
+    }
 }
 
 /// Each seed's test scores at its own tuned threshold and at the default one.
@@ -559,8 +586,9 @@ fn per_seed_results(
                 own.map_or(thresholds.tuned, |t| t as f32),
                 vocab,
                 args,
-            )?,
-            at_default: doc_f1_at(scores, thresholds.default, vocab, args)?,
+            )?
+            .into(),
+            at_default: doc_f1_at(scores, thresholds.default, vocab, args)?.into(),
         });
     }
     Ok(out)

@@ -26,7 +26,7 @@ use ttpmap_core::TechniqueId;
 use crate::classifier::ClassifierModel;
 use crate::encoder::bert::Config as BertConfig;
 use crate::head::HeadConfig;
-use crate::tokenize::TextTokenizer;
+use crate::tokenize::{Encoded, TextTokenizer};
 use crate::{Error, Result};
 
 /// Value of `format` in manifest.json.
@@ -437,11 +437,25 @@ impl Artifact {
         }
     }
 
+    /// Tokenises `sentences` once for every seed (all seeds share the artifact's
+    /// tokenizer.json); truncations are reported once, as a count.
+    pub fn encode(&self, sentences: &[&str]) -> Result<Vec<Encoded>> {
+        match self.models.first() {
+            Some(m) => m.tokenizer().encode_all(sentences),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Per-seed probabilities: `[seed][sentence][label]`.
     pub fn predict_per_seed(&self, sentences: &[&str]) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.predict_per_seed_encoded(&self.encode(sentences)?)
+    }
+
+    /// Per-seed probabilities of inputs tokenised with [`Self::encode`].
+    pub fn predict_per_seed_encoded(&self, encodings: &[Encoded]) -> Result<Vec<Vec<Vec<f32>>>> {
         self.models
             .iter()
-            .map(|m| m.predict_proba(sentences))
+            .map(|m| m.predict_tokenized(encodings))
             .collect()
     }
 

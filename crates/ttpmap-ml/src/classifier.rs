@@ -200,10 +200,15 @@ impl ClassifierModel {
     /// Per-label probabilities for each sentence, in input order.
     pub fn predict_proba(&self, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
         let encodings = self.tokenizer.encode_all(sentences)?;
+        self.predict_tokenized(&encodings)
+    }
+
+    /// Per-label probabilities of inputs already tokenised with [`Self::tokenizer`].
+    pub fn predict_tokenized(&self, encodings: &[Encoded]) -> Result<Vec<Vec<f32>>> {
         predict_encoded(
             &self.net,
             &self.tokenizer,
-            &encodings,
+            encodings,
             self.batch_size,
             &self.device,
         )

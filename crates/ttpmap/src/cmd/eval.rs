@@ -486,9 +486,18 @@ fn score_classifier(
     );
     let mut ensemble = Vec::with_capacity(sentences.len());
     let mut per_seed = vec![Vec::with_capacity(sentences.len()); if seeds > 1 { seeds } else { 0 }];
-    for chunk in sentences.chunks(256) {
-        let texts: Vec<&str> = chunk.iter().map(|s| s.text.as_str()).collect();
-        let probs = artifact.predict_per_seed(&texts).with_context(|| {
+    // Tokenised once (one truncation warning for the split), scored in chunks for the bar.
+    let texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
+    let encodings = artifact.encode(&texts).with_context(|| {
+        format!(
+            "tokenising {} {} for {}",
+            ds.name,
+            ds.split,
+            artifact.dir().display()
+        )
+    })?;
+    for (chunk, enc) in sentences.chunks(256).zip(encodings.chunks(256)) {
+        let probs = artifact.predict_per_seed_encoded(enc).with_context(|| {
             format!(
                 "classifying {} {} with {}",
                 ds.name,

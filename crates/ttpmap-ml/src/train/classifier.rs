@@ -238,8 +238,8 @@ pub fn validation_metrics(
     };
     let tuned = eval::tune_threshold(&samples, &objective, &eval::default_grid())?;
     let at_half = eval::tune_threshold(&samples, &objective, &[0.5])?;
+    let gold: Vec<BTreeSet<TechniqueId>> = samples.iter().map(|s| s.gold.clone()).collect();
     let prf = |t: f32| -> Result<(f64, f64)> {
-        let gold: Vec<BTreeSet<TechniqueId>> = samples.iter().map(|s| s.gold.clone()).collect();
         let pred = eval::apply_threshold(&samples, t);
         let r = eval::multilabel_prf(&gold, &pred, Some(labels))?;
         Ok((r.micro.f1, r.macro_.f1))

@@ -53,29 +53,32 @@ pub struct RerankEvalArgs {
     pub split_seed: u64,
 }
 
-fn ranked_by(cands: &[TechniqueId], scores: &[f32]) -> Vec<TechniqueId> {
+/// Candidate indices best first: score descending, ties by technique id.
+fn order(cands: &[TechniqueId], scores: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..cands.len()).collect();
     idx.sort_by(|&a, &b| {
         scores[b]
             .total_cmp(&scores[a])
             .then_with(|| cands[a].cmp(&cands[b]))
     });
-    idx.into_iter().map(|i| cands[i].clone()).collect()
+    idx
+}
+
+fn ranked_by(cands: &[TechniqueId], scores: &[f32]) -> Vec<TechniqueId> {
+    order(cands, scores)
+        .into_iter()
+        .map(|i| cands[i].clone())
+        .collect()
 }
 
 /// Reciprocal rank fusion (Cormack et al. 2009, k = 60) of several scorings of the same
 /// candidates: each candidate scores the sum of `1 / (60 + rank)` over the scorings (rank 1 =
-/// best; ties broken by id as in [`ranked_by`]).
+/// best, as [`order`] ranks). Pure RRF: unlike `ttpmap_core::pipeline::rrf_fuse`, which
+/// orders by a confidence that also weighs the scorers' own scores.
 fn rrf(cands: &[TechniqueId], scorings: &[&[f32]]) -> Vec<f32> {
     let mut fused = vec![0f32; cands.len()];
     for scores in scorings {
-        let mut idx: Vec<usize> = (0..cands.len()).collect();
-        idx.sort_by(|&a, &b| {
-            scores[b]
-                .total_cmp(&scores[a])
-                .then_with(|| cands[a].cmp(&cands[b]))
-        });
-        for (rank, i) in idx.into_iter().enumerate() {
+        for (rank, i) in order(cands, scores).into_iter().enumerate() {
             fused[i] += 1.0 / (60.0 + rank as f32 + 1.0);
         }
     }

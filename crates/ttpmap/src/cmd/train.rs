@@ -365,20 +365,13 @@ fn classifier(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
     manifest
         .data
         .insert("attack".into(), catalog.fingerprint().to_string());
+    // The ensemble (mean of the seeds' probabilities) under "validation"; each seed's own
+    // figures are under seeds[i].validation.
+    let mut validation = serde_json::to_value(outcome.validation)?;
+    validation["sentences"] = data.validation.len().into();
     let results = serde_json::json!({
         "seeds": outcome.seeds.iter().map(|(r, _)| r).collect::<Vec<_>>(),
-        // The ensemble (mean of the seeds' probabilities); each seed's own figures are under
-        // seeds[i].validation.
-        "validation": {
-            "sentences": data.validation.len(),
-            "tuned_threshold": outcome.tuned_threshold,
-            "per_document_f1_in_vocabulary_tuned": outcome.validation.per_document_f1_in_vocabulary_tuned,
-            "per_document_f1_in_vocabulary_at_0_5": outcome.validation.per_document_f1_in_vocabulary_at_0_5,
-            "micro_f1_tuned": outcome.validation.micro_f1_tuned,
-            "macro_f1_tuned": outcome.validation.macro_f1_tuned,
-            "micro_f1_at_0_5": outcome.validation.micro_f1_at_0_5,
-            "macro_f1_at_0_5": outcome.validation.macro_f1_at_0_5,
-        },
+        "validation": validation,
     });
     let weights: Vec<_> = outcome
         .seeds

@@ -464,6 +464,7 @@ mod tests {
             title: None,
             text,
             sentences: out,
+            warnings: Vec::new(),
         }
     }
 

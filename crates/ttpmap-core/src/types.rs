@@ -136,6 +136,10 @@ pub struct Document {
     /// Normalised text; sentence spans index into it.
     pub text: String,
     pub sentences: Vec<Sentence>,
+    /// What ingestion recovered from or skipped (a page that could not be read, nesting
+    /// flattened past a depth cap, ...), for the caller to show; empty for clean input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Why a technique was predicted for a sentence.

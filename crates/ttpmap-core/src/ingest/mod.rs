@@ -278,6 +278,7 @@ fn build(source: &str, title: Option<String>, raw: &str, flow: Option<Reflow>) -
         title,
         text,
         sentences,
+        warnings: Vec::new(),
     })
 }
 

@@ -59,6 +59,16 @@ pub enum Error {
     /// An argument given by the caller is out of its domain (e.g. a threshold outside [0, 1]).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A model backend failed while doing `task` (a tensor or tokenizer error in ttpmap-ml, a
+    /// device failure): not the caller's input. `model` names the model folder; the backend's
+    /// error is kept as the source. Servers answer it with a 5xx status and log it.
+    #[error("{}: model failure while {task}", model.display())]
+    Model {
+        model: PathBuf,
+        task: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl Error {
@@ -68,6 +78,25 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// Helper: a model backend failure of the model in `model` while doing `task`.
+    pub fn model(
+        model: impl Into<PathBuf>,
+        task: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Model {
+            model: model.into(),
+            task: task.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether the error is a model backend failure ([`Error::Model`]) rather than a problem
+    /// with the caller's input.
+    pub fn is_model_failure(&self) -> bool {
+        matches!(self, Error::Model { .. })
     }
 
     /// Helper: invalid content in `path`.

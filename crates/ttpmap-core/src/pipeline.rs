@@ -18,7 +18,12 @@ use crate::types::{
     Document, DocumentTechnique, Evidence, Extraction, Prediction, SentencePredictions, TechniqueId,
 };
 
-/// Anything that scores ATT&CK techniques for sentences.
+/// Anything that scores ATT&CK techniques for sentences: a scoring method.
+///
+/// A method is one type implementing this trait (BM25 and the hybrid fusion here; dense,
+/// classifier and reranker scorers in ttpmap-ml), built by the application's method registry.
+/// Only [`name`](SentenceScorer::name) and [`score`](SentenceScorer::score) are required; the
+/// rest have defaults a simple method keeps.
 pub trait SentenceScorer: Send + Sync {
     /// Short method name recorded in outputs (`bm25`, `dense`, `classifier`, ...).
     fn name(&self) -> &str;
@@ -26,6 +31,71 @@ pub trait SentenceScorer: Send + Sync {
     /// Candidate predictions for each sentence, in any order; `out.len() == sentences.len()`.
     /// Scores are confidences in [0, 1].
     fn score(&self, sentences: &[&str]) -> Result<Vec<Vec<Prediction>>>;
+
+    /// The extraction threshold used when the caller gives none. Default 0.5.
+    fn default_threshold(&self) -> f32 {
+        0.5
+    }
+
+    /// Applies the caller's settings (candidates per sentence, evidence, label space); a
+    /// composite scorer passes them on to its parts. Default: ignores them.
+    fn configure(&mut self, options: &ScoreOptions) {
+        let _ = options;
+    }
+
+    /// The scorer as [`Any`](std::any::Any), for capabilities particular to one method (e.g.
+    /// per-seed scoring of a classifier ensemble); see [`find_scorer`]. Default `None`.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
+    /// Mutable [`as_any`](SentenceScorer::as_any); see [`find_scorer_mut`]. Default `None`.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
+
+    /// The scorers a composite scorer is made of (hybrid: both; reranker: its first stage).
+    /// Default: none.
+    fn parts(&self) -> Vec<&dyn SentenceScorer> {
+        Vec::new()
+    }
+
+    /// Mutable [`parts`](SentenceScorer::parts).
+    fn parts_mut(&mut self) -> Vec<&mut dyn SentenceScorer> {
+        Vec::new()
+    }
+}
+
+/// The settings every scorer takes from its caller (see [`SentenceScorer::configure`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScoreOptions {
+    /// Candidates proposed per sentence (before thresholding).
+    pub top_k: usize,
+    /// Attach human-readable reasons to predictions (evaluation turns it off).
+    pub with_evidence: bool,
+    /// When set, only these techniques may be proposed (a dataset's label space); scorers fall
+    /// back from a sub-technique to its parent when only the parent is in it.
+    pub label_space: Option<BTreeSet<TechniqueId>>,
+}
+
+/// The scorer of type `T` in `scorer` or among its [`parts`](SentenceScorer::parts)
+/// (depth-first, itself first).
+pub fn find_scorer<T: 'static>(scorer: &dyn SentenceScorer) -> Option<&T> {
+    if let Some(t) = scorer.as_any().and_then(|a| a.downcast_ref::<T>()) {
+        return Some(t);
+    }
+    scorer.parts().into_iter().find_map(find_scorer::<T>)
+}
+
+/// Mutable [`find_scorer`].
+pub fn find_scorer_mut<T: 'static>(scorer: &mut dyn SentenceScorer) -> Option<&mut T> {
+    if scorer.as_any().is_some_and(|a| a.is::<T>()) {
+        return scorer.as_any_mut()?.downcast_mut::<T>();
+    }
+    scorer
+        .parts_mut()
+        .into_iter()
+        .find_map(find_scorer_mut::<T>)
 }
 
 /// Looks up catalog metadata for a technique (the catalog, in the application).
@@ -293,6 +363,24 @@ impl SentenceScorer for Bm25Scorer {
     fn score(&self, sentences: &[&str]) -> Result<Vec<Vec<Prediction>>> {
         Ok(sentences.iter().map(|s| self.predictions(s)).collect())
     }
+
+    fn default_threshold(&self) -> f32 {
+        Self::DEFAULT_THRESHOLD
+    }
+
+    fn configure(&mut self, options: &ScoreOptions) {
+        self.top_k = options.top_k;
+        self.with_evidence = options.with_evidence;
+        self.label_space = options.label_space.clone();
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// Reciprocal rank fusion of two scorers ([Cormack, Clarke and Büttcher 2009,
@@ -399,6 +487,24 @@ impl<A: SentenceScorer, B: SentenceScorer> SentenceScorer for HybridScorer<A, B>
             .zip(b)
             .map(|(pa, pb)| rrf_fuse(&[(&na, pa), (&nb, pb)], self.k, self.top_k))
             .collect())
+    }
+
+    fn default_threshold(&self) -> f32 {
+        Self::DEFAULT_THRESHOLD
+    }
+
+    fn configure(&mut self, options: &ScoreOptions) {
+        self.top_k = options.top_k;
+        self.first.configure(options);
+        self.second.configure(options);
+    }
+
+    fn parts(&self) -> Vec<&dyn SentenceScorer> {
+        vec![&self.first, &self.second]
+    }
+
+    fn parts_mut(&mut self) -> Vec<&mut dyn SentenceScorer> {
+        vec![&mut self.first, &mut self.second]
     }
 }
 

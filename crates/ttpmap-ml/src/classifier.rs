@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use ttpmap_core::pipeline::SentenceScorer;
+use ttpmap_core::pipeline::{ScoreOptions, SentenceScorer};
 use ttpmap_core::{Evidence, Prediction, TechniqueId};
 
 use crate::artifact::Artifact;
@@ -411,11 +411,27 @@ impl SentenceScorer for ClassifierScorer {
 
     fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
         let probs = self.artifact.predict_proba(sentences).map_err(|e| {
-            ttpmap_core::Error::InvalidInput {
-                path: self.artifact.dir().to_path_buf(),
-                message: format!("classifying sentences: {e}"),
-            }
+            ttpmap_core::Error::model(self.artifact.dir(), "classifying sentences", e)
         })?;
         Ok(probs.iter().map(|p| self.predictions(p)).collect())
+    }
+
+    /// The threshold tuned on the artifact's validation split.
+    fn default_threshold(&self) -> f32 {
+        self.tuned_threshold()
+    }
+
+    fn configure(&mut self, options: &ScoreOptions) {
+        self.top_k = options.top_k;
+        self.with_evidence = options.with_evidence;
+        self.label_space = options.label_space.clone();
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }

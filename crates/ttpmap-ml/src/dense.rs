@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ttpmap_core::attack::Catalog;
-use ttpmap_core::pipeline::SentenceScorer;
+use ttpmap_core::pipeline::{ScoreOptions, SentenceScorer};
 use ttpmap_core::types::{Evidence, Prediction, TechniqueId};
 
 use crate::embed::Embedder;
@@ -504,18 +504,39 @@ impl SentenceScorer for DenseScorer {
     }
 
     fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
-        let vectors =
-            self.embedder
-                .encode(sentences)
-                .map_err(|e| ttpmap_core::Error::InvalidInput {
-                    path: self.source.clone(),
-                    message: format!("embedding sentences: {e}"),
-                })?;
+        let vectors = self
+            .embedder
+            .encode(sentences)
+            .map_err(|e| ttpmap_core::Error::model(&self.source, "embedding sentences", e))?;
         let labels = self.row_labels();
         Ok(vectors
             .iter()
             .map(|v| self.predictions(v, &labels))
             .collect())
+    }
+
+    fn default_threshold(&self) -> f32 {
+        Self::DEFAULT_THRESHOLD
+    }
+
+    fn configure(&mut self, options: &ScoreOptions) {
+        // Max-cosine voting: more neighbours only add lower-ranked candidates, so enough
+        // neighbours to fill `top_k` techniques leaves the ranking unchanged. A weighted
+        // vote keeps its neighbourhood size (it is the vote's denominator).
+        if self.vote == VoteRule::Max {
+            self.k = self.k.max(3 * options.top_k);
+        }
+        self.top_k = options.top_k;
+        self.with_evidence = options.with_evidence;
+        self.label_space = options.label_space.clone();
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -9,10 +9,9 @@
 //! what a report cost.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ttpmap_core::pipeline::{sort_predictions, SentenceScorer};
+use ttpmap_core::pipeline::{sort_predictions, ScoreOptions, SentenceScorer};
 use ttpmap_core::{Evidence, Prediction, TechniqueId};
 
 use crate::crossencoder::CrossEncoder;
@@ -43,6 +42,9 @@ pub struct RerankCost {
 }
 
 impl RerankScorer {
+    /// Default threshold on the reranker's probability.
+    pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
     /// `texts`: the candidate text of each technique (in the format the reranker was trained
     /// with); a technique without one is scored on its id.
     pub fn new(
@@ -114,10 +116,7 @@ impl SentenceScorer for RerankScorer {
         } else {
             self.reranker
                 .score_pairs(&pairs)
-                .map_err(|e| ttpmap_core::Error::InvalidInput {
-                    path: PathBuf::from(self.reranker.dir()),
-                    message: format!("reranking: {e}"),
-                })?
+                .map_err(|e| ttpmap_core::Error::model(self.reranker.dir(), "reranking", e))?
         };
         self.sentences.fetch_add(sentences.len(), Ordering::Relaxed);
         self.flagged.fetch_add(jobs.len(), Ordering::Relaxed);
@@ -148,5 +147,32 @@ impl SentenceScorer for RerankScorer {
             out[i] = reranked;
         }
         Ok(out)
+    }
+
+    /// On the reranker's probability.
+    fn default_threshold(&self) -> f32 {
+        Self::DEFAULT_THRESHOLD
+    }
+
+    /// The first stage keeps its own candidate settings (set when the scorer is built); more
+    /// candidates per sentence are reranked when the caller asks for more.
+    fn configure(&mut self, options: &ScoreOptions) {
+        self.candidates = self.candidates.max(options.top_k);
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn parts(&self) -> Vec<&dyn SentenceScorer> {
+        vec![self.first.as_ref()]
+    }
+
+    fn parts_mut(&mut self) -> Vec<&mut dyn SentenceScorer> {
+        vec![self.first.as_mut()]
     }
 }

@@ -5,18 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
-mod assets;
-mod cli;
-mod cmd;
-mod download;
-mod hub;
-mod methods;
-mod output;
-mod progress;
-mod render;
-mod rerank;
-mod serve;
+use ttpmap::{cli, cmd};
 
 fn main() -> ExitCode {
     tune_runtime();

@@ -76,7 +76,7 @@ pub fn run(assets: &Assets, args: AttackArgs) -> anyhow::Result<()> {
                 top,
                 explain: false,
                 json,
-                threshold: crate::methods::RERANK_DEFAULT_THRESHOLD,
+                threshold: ttpmap_ml::rerank::RerankScorer::DEFAULT_THRESHOLD,
                 method: crate::methods::MethodArgs::default(),
             };
             return crate::cmd::rank::run(assets, rank);

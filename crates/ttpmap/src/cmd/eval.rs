@@ -23,7 +23,9 @@ use ttpmap_core::TechniqueId;
 use ttpmap_ml::ClassifierScorer;
 
 use crate::assets::Assets;
-use crate::methods::{MethodArgs, Scorer};
+use crate::methods::MethodArgs;
+use ttpmap_core::pipeline::{find_scorer_mut, ScoreOptions};
+use ttpmap_ml::dense::DenseScorer;
 
 /// Datasets `eval` knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -94,7 +96,7 @@ pub struct EvalArgs {
 
 pub fn run(assets: &Assets, args: EvalArgs) -> anyhow::Result<()> {
     let catalog = assets.catalog()?;
-    let rerank = args.method.method == crate::methods::Method::Rerank;
+    let rerank = args.method.is(crate::methods::rerank::SPEC.name);
     let results = match args.dataset {
         DatasetName::Emulation if rerank => crate::cmd::eval_rerank::run(assets, &catalog, &args)?,
         _ if rerank => anyhow::bail!("--method rerank is scored on --dataset emulation"),
@@ -204,19 +206,19 @@ fn eval_sentences(
         .iter()
         .flat_map(|d| d.sentences.iter().flat_map(|s| s.labels.iter().cloned()))
         .collect();
-    let mut scorer = Scorer::build(assets, catalog, &args.method)?;
-    scorer.configure(
-        args.top_k,
-        false,
-        (args.label_space == LabelSpace::Train).then_some(&vocab),
-    );
+    let mut scorer = crate::methods::build(assets, catalog, &args.method)?;
+    scorer.configure(&ScoreOptions {
+        top_k: args.top_k,
+        with_evidence: false,
+        label_space: (args.label_space == LabelSpace::Train).then(|| vocab.clone()),
+    });
     let started = std::time::Instant::now();
     // The split the threshold is tuned on: the training split, or its held-out 20% when the
     // other 80% are neighbours (a sentence must not find itself).
     let tuning = match args.neighbours {
         Neighbours::None => train,
         Neighbours::Train => {
-            let Some(dense) = scorer.dense_mut() else {
+            let Some(dense) = find_scorer_mut::<DenseScorer>(scorer.as_mut()) else {
                 anyhow::bail!("--neighbours train needs --method dense or hybrid");
             };
             let (fit, validation) = dataset::validation_split(&train, 0.2, args.seed)?;
@@ -243,22 +245,25 @@ fn eval_sentences(
     };
     // A classifier artifact carries its thresholds (0.5 and one tuned on its validation split):
     // the training split is what it learnt from, so it is not used for tuning here.
-    let clf_thresholds = scorer.classifier_thresholds();
+    let classifier = scorer
+        .as_any()
+        .and_then(|a| a.downcast_ref::<ClassifierScorer>());
+    let clf_thresholds = classifier.map(|c| c.artifact().manifest().thresholds);
     let (threshold, tuned_on_train) = match (args.threshold, clf_thresholds) {
         (Some(t), _) => (t, None),
         (None, Some(th)) => (th.tuned, None),
         (None, None) => {
-            let train_scores = score_dataset(&tuning, scorer.as_scorer(), assets.quiet())?;
+            let train_scores = score_dataset(&tuning, scorer.as_ref(), assets.quiet())?;
             let tuned = eval::tune_threshold(&train_scores, &in_vocab, &eval::default_grid())?;
             (tuned.threshold, Some(tuned.objective_value))
         }
     };
     // The classifier alone: one pass per seed gives the ensemble (their mean, as the scorer
     // computes it, over every label) and each seed's own scores.
-    let (test_scores, per_seed_scores) = match scorer.classifier() {
+    let (test_scores, per_seed_scores) = match classifier {
         Some(clf) => score_classifier(&test, clf, assets.quiet())?,
         None => (
-            score_dataset(&test, scorer.as_scorer(), assets.quiet())?,
+            score_dataset(&test, scorer.as_ref(), assets.quiet())?,
             Vec::new(),
         ),
     };
@@ -285,7 +290,7 @@ fn eval_sentences(
         }
         _ => None,
     };
-    let per_seed = match scorer.classifier() {
+    let per_seed = match classifier {
         Some(clf) if !per_seed_scores.is_empty() && args.threshold.is_none() => {
             per_seed_results(clf, &per_seed_scores, &vocab, args)?
         }
@@ -298,10 +303,7 @@ fn eval_sentences(
         test.name,
         test.documents.len(),
         test_scores.len(),
-        test_scores
-            .first()
-            .map(|_| scorer.as_scorer().name())
-            .unwrap_or(""),
+        test_scores.first().map(|_| scorer.name()).unwrap_or(""),
         threshold,
         match (tuned_on_train.is_some(), args.neighbours) {
             (true, Neighbours::Train) => " (tuned on 20% of train held out from the neighbours)",
@@ -663,8 +665,12 @@ fn eval_emulation(
             report.unknown
         );
     }
-    let mut scorer = Scorer::build(assets, catalog, &args.method)?;
-    scorer.configure(args.top_k, false, None);
+    let mut scorer = crate::methods::build(assets, catalog, &args.method)?;
+    scorer.configure(&ScoreOptions {
+        top_k: args.top_k,
+        with_evidence: false,
+        label_space: None,
+    });
     let texts: Vec<String> = steps.iter().map(|s| s.query()).collect();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let pb = crate::progress::bar(
@@ -674,7 +680,7 @@ fn eval_emulation(
     );
     let mut queries = Vec::with_capacity(steps.len());
     for (chunk_steps, chunk) in steps.chunks(64).zip(texts.chunks(64)) {
-        for (step, mut preds) in chunk_steps.iter().zip(scorer.as_scorer().score(chunk)?) {
+        for (step, mut preds) in chunk_steps.iter().zip(scorer.score(chunk)?) {
             sort_predictions(&mut preds);
             queries.push(RankedQuery {
                 gold: BTreeSet::from([step.technique.clone()]),
@@ -703,7 +709,7 @@ fn eval_emulation(
     println!(
         "Emulation plans: {} steps, method {}, top {} candidates\n",
         queries.len(),
-        scorer.as_scorer().name(),
+        scorer.name(),
         args.top_k
     );
     println!("Exact technique id:");

@@ -8,7 +8,7 @@ use ttpmap_core::pipeline::{self, ExtractOptions};
 use ttpmap_core::{Document, Extraction};
 
 use crate::assets::Assets;
-use crate::methods::{MethodArgs, Scorer};
+use crate::methods::MethodArgs;
 use crate::render::{render_extractions, OutputFormat, RenderOptions};
 
 #[derive(Debug, clap::Args)]
@@ -49,7 +49,7 @@ pub fn run(assets: &Assets, args: ExtractArgs) -> anyhow::Result<()> {
         .map(|input| load_input(input, &ingest_opts))
         .collect::<anyhow::Result<_>>()?;
     let catalog = assets.catalog()?;
-    let scorer = Scorer::build(assets, &catalog, &args.method)?;
+    let scorer = crate::methods::build(assets, &catalog, &args.method)?;
     let options = ExtractOptions {
         threshold: args.threshold.unwrap_or(scorer.default_threshold()),
         max_per_sentence: args.max_per_sentence,
@@ -59,17 +59,14 @@ pub fn run(assets: &Assets, args: ExtractArgs) -> anyhow::Result<()> {
     let extractions: Vec<Extraction> = docs
         .iter()
         .map(|doc| {
-            pipeline::extract(
-                doc,
-                scorer.as_scorer(),
-                &lookup,
-                catalog.version(),
-                &options,
-            )
-            .with_context(|| format!("extracting techniques from {}", doc.source))
+            pipeline::extract(doc, scorer.as_ref(), &lookup, catalog.version(), &options)
+                .with_context(|| format!("extracting techniques from {}", doc.source))
         })
         .collect::<anyhow::Result<_>>()?;
-    if let (crate::methods::Scorer::Rerank(r), false) = (&scorer, assets.quiet()) {
+    if let (Some(r), false) = (
+        ttpmap_core::pipeline::find_scorer::<ttpmap_ml::rerank::RerankScorer>(scorer.as_ref()),
+        assets.quiet(),
+    ) {
         let c = r.cost();
         eprintln!(
             "reranker: {} of {} sentences flagged by the first stage, {} (sentence, technique) pairs scored",

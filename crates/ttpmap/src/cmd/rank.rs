@@ -20,7 +20,7 @@ pub struct RankArgs {
     #[arg(long)]
     pub json: bool,
     /// With --reranker: list every technique whose probability reaches this.
-    #[arg(long, value_name = "P", default_value_t = crate::methods::RERANK_DEFAULT_THRESHOLD)]
+    #[arg(long, value_name = "P", default_value_t = ttpmap_ml::rerank::RerankScorer::DEFAULT_THRESHOLD)]
     pub threshold: f32,
     #[command(flatten)]
     pub method: MethodArgs,
@@ -30,10 +30,10 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
     if args.text.trim().is_empty() {
         anyhow::bail!("nothing to rank: the text is empty");
     }
-    if args.method.reranker.is_some() || args.method.method == crate::methods::Method::Rerank {
+    if args.method.reranker.is_some() || args.method.is(crate::methods::rerank::SPEC.name) {
         return rerank(assets, &args);
     }
-    if args.method.method != crate::methods::Method::Bm25 {
+    if !args.method.is(crate::methods::bm25::SPEC.name) {
         anyhow::bail!("rank supports --method bm25 only (use extract for dense and hybrid)");
     }
     let catalog = assets.catalog()?;

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ttpmap_core::pipeline::{Bm25Scorer, SentenceScorer};
-use ttpmap_core::Prediction;
 
 use crate::assets::Assets;
-use crate::methods::{bm25_index, Method, MethodArgs, Scorer};
+use crate::methods::{bm25_index, MethodArgs};
 use crate::serve::auth::{Auth, Token};
 use crate::serve::db::Db;
 use crate::serve::worker::Engine;
@@ -51,18 +50,6 @@ pub struct ServeArgs {
     /// Off by default.
     #[arg(long, value_name = "ORIGIN")]
     pub cors: Option<String>,
-}
-
-/// The method's scorer as the worker's `SentenceScorer`.
-struct MethodScorer(Scorer);
-
-impl SentenceScorer for MethodScorer {
-    fn name(&self) -> &str {
-        self.0.as_scorer().name()
-    }
-    fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
-        self.0.as_scorer().score(sentences)
-    }
 }
 
 /// `POST /v1/rerank` over a loaded cross-encoder (`--reranker DIR`): sigmoid scores.
@@ -114,21 +101,22 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
     // `--reranker` serves POST /v1/rerank; extraction reranks only with `--method rerank`
     // (it costs a cross-encoder pass per flagged sentence on every request).
     let extract_args = crate::methods::MethodArgs {
-        reranker: if args.method.method == Method::Rerank {
+        reranker: if args.method.is(crate::methods::rerank::SPEC.name) {
             args.method.reranker.clone()
         } else {
             None
         },
         ..args.method.clone()
     };
-    let scorer = if extract_args.method == Method::Bm25 && extract_args.model.is_none() {
-        Scorer::Bm25(Bm25Scorer::new(search.as_ref().clone()))
-    } else {
-        Scorer::build(assets, &catalog, &extract_args)?
-    };
+    let scorer: Box<dyn SentenceScorer> =
+        if extract_args.is(crate::methods::bm25::SPEC.name) && extract_args.model.is_none() {
+            Box::new(Bm25Scorer::new(search.as_ref().clone()))
+        } else {
+            crate::methods::build(assets, &catalog, &extract_args)?
+        };
     let engine = Engine {
         default_threshold: scorer.default_threshold(),
-        scorer: Box::new(MethodScorer(scorer)),
+        scorer,
         catalog: catalog.clone(),
         reranker: match &args.method.reranker {
             Some(_) => Some(Arc::new(CrossEncoderService {

@@ -13,6 +13,7 @@
 //! | 422 | `validation` | the request parsed but its content is wrong (empty text, bad PDF, unknown sentence...) |
 //! | 429 | `overloaded` | the inference queue is full: retry later |
 //! | 500 | `internal` | a bug or a storage failure (logged) |
+//! | 500 | `model` | the model backend failed while scoring (logged with its source chain) |
 //! | 501 | `not_implemented` | a feature that is not loaded (e.g. no reranker) |
 //! | 503 | `unavailable` | the inference worker is gone |
 
@@ -77,16 +78,33 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }
 
-    /// A library error about request content (bad input) -> 422, too large -> 413.
+    /// A library error about request content (bad input) -> 422, too large -> 413; a model
+    /// backend failure -> 500 `model` (logged with its source chain: it is not the client's
+    /// fault).
     pub fn from_core(err: &ttpmap_core::Error) -> Self {
         use ttpmap_core::Error as E;
         match err {
+            E::Model { .. } => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "model", error_chain(err))
+            }
             E::TooLarge { limit, .. } => Self::too_large(*limit),
             E::Io { .. } => Self::internal(format!("{err}")),
             E::Unsupported { .. } => Self::unsupported_media_type(format!("{err}")),
             _ => Self::validation(format!("{err}")),
         }
     }
+}
+
+/// `err` and its sources, joined with ": " (the chain `main` prints for the CLI).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 impl std::fmt::Display for ApiError {
@@ -107,3 +125,30 @@ impl IntoResponse for ApiError {
 
 /// Handlers return this.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_failures_are_server_errors_and_bad_input_is_422() {
+        let e = ttpmap_core::Error::model(
+            "/models/clf",
+            "classifying sentences",
+            std::io::Error::other("shape mismatch in layer 3"),
+        );
+        let api = ApiError::from_core(&e);
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(api.error_type, "model");
+        assert!(
+            api.message.contains("/models/clf") && api.message.contains("shape mismatch"),
+            "{}",
+            api.message
+        );
+        let bad = ttpmap_core::Error::invalid("<upload>", "no sentences found");
+        assert_eq!(
+            ApiError::from_core(&bad).status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! The ttpmap application as a library: the command-line interface ([`cli`], [`cmd`]), the
+//! HTTP service and review UI ([`serve`]), the scoring-method registry ([`methods`]) and asset
+//! resolution ([`assets`], [`hub`], [`download`]). The `ttpmap` binary (`main.rs`) only parses
+//! the command line, runs one command and maps the result to an exit code; tests and other
+//! programs call the same functions in-process (e.g. [`serve::router`]).
+
+pub mod assets;
+pub mod cli;
+pub mod cmd;
+pub mod download;
+pub mod hub;
+pub mod methods;
+pub mod output;
+pub mod progress;
+pub mod render;
+pub mod rerank;
+pub mod serve;

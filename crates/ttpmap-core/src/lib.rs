@@ -11,6 +11,7 @@ pub mod eval;
 pub mod export;
 pub mod ingest;
 pub mod pipeline;
+pub mod protocol;
 pub mod rerank_data;
 pub mod retrieve;
 pub mod types;

@@ -422,48 +422,78 @@ impl<A: SentenceScorer, B: SentenceScorer> HybridScorer<A, B> {
     }
 }
 
+/// Reciprocal rank fusion of rankings (best first; [Cormack et al.
+/// 2009](https://doi.org/10.1145/1571941.1572114)): each item scores the sum of
+/// `1 / (k + rank)` over the rankings it is in (rank 1 = best). The one RRF of ttpmap: the
+/// hybrid method ([`rrf_fuse`]) and the reranker evaluation use it.
+pub fn reciprocal_rank_fusion<T: Ord + Clone>(rankings: &[Vec<T>], k: f32) -> BTreeMap<T, f32> {
+    let mut fused = BTreeMap::new();
+    for ranking in rankings {
+        for (rank, item) in ranking.iter().enumerate() {
+            *fused.entry(item.clone()).or_insert(0.0) += 1.0 / (k + rank as f32 + 1.0);
+        }
+    }
+    fused
+}
+
 /// Fuses candidate lists with reciprocal rank fusion (see [`HybridScorer`]); `names` labels
 /// each list's rank in the evidence. Returns the fused predictions, best first.
 pub fn rrf_fuse(lists: &[(&str, Vec<Prediction>)], k: f32, top_k: usize) -> Vec<Prediction> {
     let max = lists.len() as f32 / (k + 1.0);
-    // technique -> (fused score, best component confidence, ranks, reasons)
-    let mut fused: BTreeMap<TechniqueId, (f32, f32, Vec<String>, Vec<String>)> = BTreeMap::new();
+    // Each list ranked (a technique once, at its best), with its confidence and reasons.
+    let mut rankings = Vec::with_capacity(lists.len());
+    // technique -> (best component confidence, ranks, reasons)
+    let mut meta: BTreeMap<TechniqueId, (f32, Vec<String>, Vec<String>)> = BTreeMap::new();
     for (name, preds) in lists {
         let mut preds = preds.clone();
         sort_predictions(&mut preds);
+        let mut ranking: Vec<TechniqueId> = Vec::new();
         let mut seen = BTreeSet::new();
-        let mut rank = 0usize;
         for p in preds {
             if !seen.insert(p.technique.clone()) {
                 continue;
             }
-            rank += 1;
-            let e = fused.entry(p.technique).or_default();
-            e.0 += 1.0 / (k + rank as f32);
-            e.1 = e.1.max(p.score.clamp(0.0, 1.0));
-            e.2.push(format!("{name} rank {rank}"));
-            e.3.extend(p.evidence.reasons);
+            ranking.push(p.technique.clone());
+            let e = meta.entry(p.technique).or_default();
+            e.0 = e.0.max(p.score.clamp(0.0, 1.0));
+            e.1.push(format!("{name} rank {}", ranking.len()));
+            e.2.extend(p.evidence.reasons);
         }
+        rankings.push(ranking);
     }
-    let mut out: Vec<Prediction> = fused
+    let fused = reciprocal_rank_fusion(&rankings, k);
+    let mut out: Vec<Prediction> = meta
         .into_iter()
-        .map(|(technique, (raw, best, ranks, reasons))| Prediction {
-            technique,
-            score: if max > 0.0 {
-                (raw / max).min(1.0) * best
-            } else {
-                0.0
-            },
-            raw_score: raw,
-            evidence: Evidence {
-                method: "hybrid".into(),
-                reasons: ranks.into_iter().chain(reasons).collect(),
-            },
+        .map(|(technique, (best, ranks, reasons))| {
+            let raw = fused.get(&technique).copied().unwrap_or(0.0);
+            Prediction {
+                technique,
+                score: if max > 0.0 {
+                    (raw / max).min(1.0) * best
+                } else {
+                    0.0
+                },
+                raw_score: raw,
+                evidence: Evidence {
+                    method: "hybrid".into(),
+                    reasons: ranks.into_iter().chain(reasons).collect(),
+                },
+            }
         })
         .collect();
     sort_predictions(&mut out);
     out.truncate(top_k);
     out
+}
+
+/// Anything that scores (query, candidate text) pairs: a cross-encoder, or an embedding
+/// cosine as a baseline. Higher is better; scores of one call are comparable.
+pub trait PairScorer: Send + Sync {
+    /// Short name recorded in outputs.
+    fn name(&self) -> &str;
+
+    /// One score per pair, in order.
+    fn score_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>>;
 }
 
 impl<A: SentenceScorer, B: SentenceScorer> SentenceScorer for HybridScorer<A, B> {

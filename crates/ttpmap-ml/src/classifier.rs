@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use ttpmap_core::eval::ScoredSentence;
 use ttpmap_core::pipeline::{ScoreOptions, SentenceScorer};
 use ttpmap_core::{Evidence, Prediction, TechniqueId};
 
@@ -380,6 +381,75 @@ impl ClassifierScorer {
         }
         best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         best
+    }
+
+    /// The ensemble's two thresholds as core's operating points.
+    pub fn operating_points(&self) -> ttpmap_core::protocol::OperatingPoints {
+        let t = self.artifact.manifest().thresholds;
+        ttpmap_core::protocol::OperatingPoints {
+            default: t.default,
+            tuned: t.tuned,
+        }
+    }
+
+    /// What the artifact records about each seed (kept weights, training time, own tuned
+    /// threshold from results.json when present).
+    pub fn seed_infos(&self) -> Result<Vec<ttpmap_core::protocol::SeedInfo>> {
+        let results = self.artifact.results()?.unwrap_or_default();
+        Ok(self
+            .artifact
+            .manifest()
+            .seeds
+            .iter()
+            .map(|entry| {
+                let recorded = results["seeds"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|r| r["seed"].as_u64() == Some(entry.seed)));
+                ttpmap_core::protocol::SeedInfo {
+                    seed: entry.seed,
+                    selected: entry.selected.clone(),
+                    train_seconds: recorded.and_then(|r| r["seconds"].as_f64()),
+                    own_threshold: recorded
+                        .and_then(|r| r["validation"]["tuned_threshold"].as_f64())
+                        .map(|t| t as f32),
+                }
+            })
+            .collect())
+    }
+
+    /// The ensemble's scores of every sentence of `ds` and, with more than one seed, each
+    /// seed's own (`[seed][sentence]`, empty for one seed). Every label is scored (no top-k
+    /// cut), mapped into the label space; tokenised once for all seeds. `progress` gets the
+    /// sentences done.
+    pub fn score_dataset_per_seed(
+        &self,
+        ds: &ttpmap_core::dataset::Dataset,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Vec<ScoredSentence>, Vec<Vec<ScoredSentence>>)> {
+        let sentences: Vec<_> = ds.documents.iter().flat_map(|d| &d.sentences).collect();
+        let seeds = self.artifact.models().len();
+        let mut ensemble = Vec::with_capacity(sentences.len());
+        let mut per_seed =
+            vec![Vec::with_capacity(sentences.len()); if seeds > 1 { seeds } else { 0 }];
+        let texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
+        let encodings = self.artifact.encode(&texts)?;
+        for (chunk, enc) in sentences.chunks(256).zip(encodings.chunks(256)) {
+            let probs = self.artifact.predict_per_seed_encoded(enc)?;
+            let mean = crate::artifact::ensemble_mean(&probs);
+            for (i, s) in chunk.iter().enumerate() {
+                let row = |p: &[f32]| ScoredSentence {
+                    doc: s.doc.clone(),
+                    gold: s.labels.iter().cloned().collect(),
+                    scores: self.label_scores(p),
+                };
+                ensemble.push(row(&mean[i]));
+                for (out, seed_probs) in per_seed.iter_mut().zip(&probs) {
+                    out.push(row(&seed_probs[i]));
+                }
+            }
+            progress(ensemble.len());
+        }
+        Ok((ensemble, per_seed))
     }
 
     fn predictions(&self, probs: &[f32]) -> Vec<Prediction> {

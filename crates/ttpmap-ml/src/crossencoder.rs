@@ -607,3 +607,16 @@ pub fn save_model_dir(dir: &Path, tensors: &[(String, Tensor)], spec: &SaveSpec)
     }
     Ok(())
 }
+
+/// The cross-encoder as core's [`PairScorer`]: raw logits (monotone in the probability, and
+/// without the ties a saturated sigmoid would make when ranking).
+impl ttpmap_core::pipeline::PairScorer for CrossEncoder {
+    fn name(&self) -> &str {
+        "rerank"
+    }
+
+    fn score_pairs(&self, pairs: &[(&str, &str)]) -> ttpmap_core::Result<Vec<f32>> {
+        self.logits(pairs)
+            .map_err(|e| ttpmap_core::Error::model(self.dir(), "scoring pairs", e))
+    }
+}

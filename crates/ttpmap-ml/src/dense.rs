@@ -415,6 +415,20 @@ impl DenseScorer {
         self.index.extend(rows)
     }
 
+    /// Embeds labelled sentences (one row per label, see [`labelled_entries`]) and appends them
+    /// as neighbours that vote next to ATT&CK's examples; `progress(done, total)` after each
+    /// chunk. Returns the rows added.
+    pub fn add_labelled_sentences<'a>(
+        &mut self,
+        sentences: impl IntoIterator<Item = (&'a str, &'a [TechniqueId])>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<usize> {
+        let entries = labelled_entries(sentences);
+        let rows = DenseIndex::build(&self.embedder, &entries, progress)?;
+        self.add_rows(rows)?;
+        Ok(entries.len())
+    }
+
     /// Row labels after the label-space mapping (`None`: row excluded).
     fn row_labels(&self) -> Vec<Option<TechniqueId>> {
         self.index

@@ -116,6 +116,38 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// An encoder that was not trained for pair scoring, as a baseline [`PairScorer`]: the cosine
+/// of the mean-pooled embeddings of query and candidate (each distinct text embedded once).
+///
+/// [`PairScorer`]: ttpmap_core::pipeline::PairScorer
+pub struct CosinePairs<'a> {
+    pub embedder: &'a Embedder,
+    /// The model folder, for errors.
+    pub model: std::path::PathBuf,
+}
+
+impl ttpmap_core::pipeline::PairScorer for CosinePairs<'_> {
+    fn name(&self) -> &str {
+        "untuned_cosine"
+    }
+
+    fn score_pairs(&self, pairs: &[(&str, &str)]) -> ttpmap_core::Result<Vec<f32>> {
+        let unique: std::collections::BTreeSet<&str> =
+            pairs.iter().flat_map(|(q, c)| [*q, *c]).collect();
+        let unique: Vec<&str> = unique.into_iter().collect();
+        let vectors = self
+            .embedder
+            .encode(&unique)
+            .map_err(|e| ttpmap_core::Error::model(&self.model, "embedding pair texts", e))?;
+        let index: std::collections::BTreeMap<&str, &Vec<f32>> =
+            unique.iter().copied().zip(&vectors).collect();
+        Ok(pairs
+            .iter()
+            .map(|(q, c)| cosine(index[q], index[c]))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -530,8 +530,13 @@ mod pdf {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             check_spans(&doc);
             let text = squash(&doc.text);
+            // Characters in order; where pdf-extract puts word breaks is measured against
+            // pdftotext by `scripts/make_pdf_corpus.sh compare` (it splits some words of
+            // Chromium's output, e.g. "Lanter nSync").
+            let bare: String = text.split_whitespace().collect();
             for phrase in &expected {
-                assert!(text.contains(phrase.as_str()), "{name}: {phrase:?} not in {text:?}");
+                let p: String = phrase.split_whitespace().collect();
+                assert!(bare.contains(&p), "{name}: {phrase:?} not in {text:?}");
             }
             let clean = !name.starts_with("xref_") && !name.starts_with("panic_");
             if clean {
@@ -579,11 +584,11 @@ mod pdf {
             doc.warnings
         );
         // A document whose every page fails is an error that says so.
-        let only_bad = {
-            let s = String::from_utf8_lossy(&bytes).into_owned();
-            s.replace("/Kids [4 0 R 6 0 R] /Count 2", "/Kids [6 0 R] /Count 1")
-        };
-        let e = ingest::from_bytes(name, only_bad.as_bytes(), None, &IngestOptions::default())
+        let (from, to) = (&b"/Kids [4 0 R 6 0 R] /Count 2"[..], &b"/Kids [6 0 R 6 0 R] /Count 1"[..]);
+        let at = bytes.windows(from.len()).position(|w| w == from).expect("page tree");
+        let mut only_bad = bytes.clone();
+        only_bad[at..at + from.len()].copy_from_slice(to);
+        let e = ingest::from_bytes(name, &only_bad, None, &IngestOptions::default())
             .expect_err("no page readable")
             .to_string();
         assert!(e.contains(name) && e.contains("page 1") && e.contains("panicked"), "{e}");
@@ -644,11 +649,12 @@ mod pdf {
             let mut b = base.clone();
             for _ in 0..rng.random_range(1..8) {
                 let at = rng.random_range(0..b.len().max(1));
+                let last = b.len().saturating_sub(1);
                 match rng.random_range(0..5) {
-                    0 => b[at.min(b.len() - 1)] = rng.random(),
+                    0 if !b.is_empty() => b[at.min(last)] = rng.random(),
                     1 => b.insert(at, rng.random()),
                     2 if b.len() > 10 => {
-                        b.remove(at.min(b.len() - 1));
+                        b.remove(at.min(last));
                     }
                     3 => b.truncate(at.max(16)),
                     _ => {

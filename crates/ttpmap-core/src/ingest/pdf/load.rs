@@ -17,6 +17,8 @@
 //! - every page is a direct child of one flat `/Pages` node, carries its own `/Resources`
 //!   and a four-number `/MediaBox` (letter size when it had none) and no `/Parent`, so
 //!   pdf-extract's recursive attribute lookup has nothing to recurse into;
+//! - the text operators `'` and `"` of page contents and forms are rewritten as `T*` +
+//!   `Tj` (pdf-extract 0.12 ignores them; Ghostscript writes them for most lines);
 //! - no form XObject invokes itself, directly or through others, and none nests deeper than
 //!   [`MAX_FORM_DEPTH`]: such invocations are blanked out of the content stream, with a
 //!   warning (pdf-extract follows `Do` recursively without a cycle check);
@@ -29,7 +31,8 @@ use lopdf::{Dictionary, Document, Object, ObjectId, Stream};
 
 use super::filters::{decode_stream, Budget, Exceeded};
 use super::syntax::{
-    do_calls, is_regular, is_ws, keyword_at, parse_object, skip_ws, uint_at, Work,
+    do_calls, is_regular, is_ws, keyword_at, parse_object, rewrite_quotes, skip_ws, uint_at,
+    Work,
 };
 
 /// Deepest chain of form XObjects invoking one another that is followed.
@@ -597,6 +600,32 @@ fn guard_forms(doc: &mut Document, pages: &[ObjectId], work: &mut Work, stats: &
     Ok(())
 }
 
+/// Rewrites the `'` and `"` text operators of page contents and form XObjects (see
+/// [`rewrite_quotes`]).
+fn rewrite_text_operators(doc: &mut Document, pages: &[ObjectId], work: &mut Work) {
+    let mut ids: Vec<ObjectId> = pages
+        .iter()
+        .flat_map(|&p| doc.get_page_contents(p))
+        .collect();
+    ids.extend(doc.objects.iter().filter_map(|(id, o)| {
+        let s = o.as_stream().ok()?;
+        s.dict
+            .get(b"Subtype")
+            .and_then(Object::as_name)
+            .is_ok_and(|n| n == b"Form")
+            .then_some(*id)
+    }));
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        if let Some(Object::Stream(s)) = doc.objects.get_mut(&id) {
+            if let Some(new) = rewrite_quotes(&s.content, work) {
+                s.set_content(new);
+            }
+        }
+    }
+}
+
 /// Loads `bytes` (see the module documentation for what holds of the result).
 pub fn load(bytes: &[u8], max_decoded: u64) -> Result<Loaded, LoadError> {
     let mut work = Work::default();
@@ -667,6 +696,7 @@ pub fn load(bytes: &[u8], max_decoded: u64) -> Result<Loaded, LoadError> {
     doc.trailer.remove(b"Encrypt");
     doc.max_id = doc.objects.keys().map(|k| k.0).max().unwrap_or(0);
     let (pages, pages_node) = flatten_pages(&mut doc, &mut warnings)?;
+    rewrite_text_operators(&mut doc, &pages, &mut work);
     guard_forms(&mut doc, &pages, &mut work, &mut stats, &mut warnings)?;
     doc.max_id = doc.objects.keys().map(|k| k.0).max().unwrap_or(0);
     stats.objects = doc.objects.len() as u64;

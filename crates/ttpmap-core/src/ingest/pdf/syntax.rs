@@ -328,59 +328,152 @@ pub struct DoCall {
     pub range: std::ops::Range<usize>,
 }
 
-/// Every `/Name Do` in a content stream, in order. Strings, comments and inline image data
-/// (`BI ... ID ... EI`) are skipped, so bytes inside them are not taken for operators.
-pub fn do_calls(b: &[u8], work: &mut Work) -> Vec<DoCall> {
-    let mut out = Vec::new();
-    let mut last_name: Option<(Vec<u8>, usize)> = None;
+/// Calls `op(operator, operator range, operand ranges)` for every operator of a content
+/// stream, in order. Strings, arrays, dictionaries, comments and inline image data
+/// (`BI ... ID ... EI`) are skipped as units, so bytes inside them are not taken for
+/// operators. Iterative; at most [`MAX_DEPTH`] operands are remembered per operator.
+fn for_each_op(
+    b: &[u8],
+    work: &mut Work,
+    mut op: impl FnMut(&[u8], std::ops::Range<usize>, &[std::ops::Range<usize>]),
+) {
+    let mut operands: Vec<std::ops::Range<usize>> = Vec::new();
+    // Open arrays / dictionaries: the operand starts at the outermost one.
+    let mut open: Option<usize> = None;
+    let mut depth = 0usize;
     let mut i = 0;
     while i < b.len() {
         i = skip_ws(b, i);
         let Some(&c) = b.get(i) else { break };
         let start = i;
+        let mut is_operand = true;
         match c {
-            b'/' => {
-                let (n, end) = name(b, i + 1);
-                i = end;
-                last_name = Some((n, start));
+            b'/' => i = name(b, i + 1).1,
+            b'(' => i = literal_string(b, i + 1).map_or(b.len(), |(_, e)| e),
+            b'<' if b.get(i + 1) == Some(&b'<') => {
+                i += 2;
+                depth += 1;
+                open.get_or_insert(start);
                 continue;
             }
-            b'(' => i = literal_string(b, i + 1).map_or(b.len(), |(_, e)| e),
-            b'<' if b.get(i + 1) == Some(&b'<') => i += 2,
+            b'[' => {
+                i += 1;
+                depth += 1;
+                open.get_or_insert(start);
+                continue;
+            }
+            b'>' if b.get(i + 1) == Some(&b'>') => {
+                i += 2;
+                depth = depth.saturating_sub(1);
+            }
+            b']' => {
+                i += 1;
+                depth = depth.saturating_sub(1);
+            }
             b'<' => i = hex_string(b, i + 1).map_or(i + 1, |(_, e)| e),
             _ if is_regular(c) => {
                 let n = b[i..].iter().take_while(|&&x| is_regular(x)).count();
-                let tok = &b[i..i + n];
                 i += n;
-                if tok == b"Do" {
-                    if let Some((name, at)) = last_name.take() {
-                        out.push(DoCall {
-                            name,
-                            range: at..i,
-                        });
-                    }
-                } else if tok == b"ID" {
-                    // Inline image data runs to white space, `EI`, white space or the end.
-                    let mut j = i + 1;
-                    while j < b.len() {
-                        if b[j] == b'E'
-                            && b.get(j + 1) == Some(&b'I')
-                            && is_ws(b[j - 1])
-                            && b.get(j + 2).is_none_or(|&x| is_ws(x))
-                        {
-                            break;
+                let tok = &b[start..i];
+                let numeric = tok
+                    .iter()
+                    .all(|&x| matches!(x, b'+' | b'-' | b'.' | b'0'..=b'9'));
+                let keyword = matches!(tok, b"true" | b"false" | b"null");
+                if depth == 0 && !numeric && !keyword {
+                    is_operand = false;
+                    op(tok, start..i, &operands);
+                    operands.clear();
+                    if tok == b"ID" {
+                        // Inline image data runs to white space, `EI`, white space or the end.
+                        let mut j = i + 1;
+                        while j < b.len() {
+                            if b[j] == b'E'
+                                && b.get(j + 1) == Some(&b'I')
+                                && is_ws(b[j - 1])
+                                && b.get(j + 2).is_none_or(|&x| is_ws(x))
+                            {
+                                break;
+                            }
+                            j += 1;
                         }
-                        j += 1;
+                        i = (j + 2).min(b.len());
                     }
-                    i = (j + 2).min(b.len());
                 }
             }
-            _ => i += 1,
+            _ => {
+                i += 1;
+                is_operand = false;
+            }
         }
-        last_name = None;
+        if is_operand && depth == 0 {
+            let from = open.take().unwrap_or(start);
+            if operands.len() < MAX_DEPTH {
+                operands.push(from..i);
+            }
+        }
     }
     work.bytes += b.len() as u64;
+}
+
+/// Every `/Name Do` in a content stream, in order.
+pub fn do_calls(b: &[u8], work: &mut Work) -> Vec<DoCall> {
+    let mut out = Vec::new();
+    for_each_op(b, work, |tok, range, operands| {
+        if tok == b"Do" {
+            if let Some(last) = operands.last() {
+                if b.get(last.start) == Some(&b'/') {
+                    out.push(DoCall {
+                        name: name(b, last.start + 1).0,
+                        range: last.start..range.end,
+                    });
+                }
+            }
+        }
+    });
     out
+}
+
+/// Rewrites the text operators `'` and `"` (§9.4.3: next line, then show) into the
+/// equivalent `T*`, `Tw`, `Tc` and `Tj`, which pdf-extract 0.12 implements (it ignores the
+/// quote forms, and Ghostscript writes them for most lines). `None` when there are none.
+pub fn rewrite_quotes(b: &[u8], work: &mut Work) -> Option<Vec<u8>> {
+    let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+    for_each_op(b, work, |tok, range, operands| {
+        let n = operands.len();
+        match tok {
+            b"'" if n >= 1 => {
+                let s = &operands[n - 1];
+                let mut r = b" T* ".to_vec();
+                r.extend_from_slice(&b[s.clone()]);
+                r.extend_from_slice(b" Tj ");
+                edits.push((s.start..range.end, r));
+            }
+            b"\"" if n >= 3 => {
+                let (aw, ac, s) = (&operands[n - 3], &operands[n - 2], &operands[n - 1]);
+                let mut r = b" ".to_vec();
+                r.extend_from_slice(&b[aw.clone()]);
+                r.extend_from_slice(b" Tw ");
+                r.extend_from_slice(&b[ac.clone()]);
+                r.extend_from_slice(b" Tc T* ");
+                r.extend_from_slice(&b[s.clone()]);
+                r.extend_from_slice(b" Tj ");
+                edits.push((aw.start..range.end, r));
+            }
+            _ => {}
+        }
+    });
+    if edits.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len() + edits.len() * 8);
+    let mut at = 0;
+    for (r, text) in edits {
+        out.extend_from_slice(&b[at..r.start]);
+        out.extend_from_slice(&text);
+        at = r.end;
+    }
+    out.extend_from_slice(&b[at..]);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -422,5 +515,18 @@ mod tests {
         let names: Vec<_> = calls.iter().map(|d| d.name.clone()).collect();
         assert_eq!(names, vec![b"Fm1".to_vec(), b"Fm2".to_vec()]);
         assert_eq!(&c[calls[0].range.clone()], b"/Fm1 Do");
+        let calls = do_calls(b"[/A] Do /B [1 2] Do /C Do", &mut Work::default());
+        assert_eq!(calls.len(), 1);
+    }
+
+    #[test]
+    fn quote_operators_become_tj() {
+        let c = b"BT 16 TL (a)' 1 2 (b c)\" [(x)] TJ ET";
+        let out = rewrite_quotes(c, &mut Work::default()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "BT 16 TL  T* (a) Tj   1 Tw 2 Tc T* (b c) Tj  [(x)] TJ ET"
+        );
+        assert!(rewrite_quotes(b"BT (a) Tj ET", &mut Work::default()).is_none());
     }
 }

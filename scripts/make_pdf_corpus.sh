@@ -4,6 +4,9 @@
 #
 #   scripts/make_pdf_corpus.sh            # (re)make the fixtures (needs the producers below)
 #   scripts/make_pdf_corpus.sh compare    # word table (needs cargo and poppler-utils)
+#   scripts/make_pdf_corpus.sh bomb F.pdf # issue 11 row 2: \0\0 + raw deflate of 600 MiB
+#                                         # (and F.a85.pdf, the same under ASCII85+Flate);
+#                                         # not committed, for measuring by hand
 #
 # Producers (Debian packages): ghostscript, qpdf, poppler-utils, mupdf-tools, groff,
 # texlive-latex-base, chromium, libreoffice-writer-nogui. A producer that is missing is
@@ -50,7 +53,32 @@ for pdf in sorted(src.glob("*.pdf")):
 PY
 }
 
+bomb() {
+  python3 - "$1" <<'PY'
+import base64, sys, zlib
+out = sys.argv[1]
+c = zlib.compressobj(9, zlib.DEFLATED, -15)
+zero = bytes(1 << 20)
+body = b"\0\0" + b"".join(c.compress(zero) for _ in range(600)) + c.flush()
+def pdf(data, filt):
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+            b"<< /Length %d /Filter %s >>\nstream\n" % (len(data), filt) + data + b"\nendstream"]
+    b = bytearray(b"%PDF-1.4\n"); offs = []
+    for i, o in enumerate(objs, 1):
+        offs.append(len(b)); b += b"%d 0 obj\n" % i + o + b"\nendobj\n"
+    x = len(b)
+    b += b"xref\n0 5\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offs)
+    b += b"trailer\n<< /Size 5 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % x
+    return bytes(b)
+open(out, "wb").write(pdf(body, b"/FlateDecode"))
+a85 = base64.a85encode(body, adobe=True)[2:]
+open(out[:-4] + ".a85.pdf", "wb").write(pdf(a85, b"[/ASCII85Decode /FlateDecode]"))
+PY
+}
+
 if [ "${1:-}" = compare ]; then compare; exit 0; fi
+if [ "${1:-}" = bomb ]; then bomb "${2:?output file}"; exit 0; fi
 
 # --- Ghostscript: PostScript with a standard font (embedded as CFF / Type1C) ------------
 cat > "$TMP/text.ps" <<PS

@@ -630,6 +630,20 @@ mod pdf {
         }
     }
 
+    /// Reads the PDF named by `$TTPMAP_PDF_FILE` and prints the outcome, for measuring by
+    /// hand (e.g. peak memory on `scripts/make_pdf_corpus.sh bomb` output under
+    /// `/usr/bin/time -v`).
+    #[test]
+    #[ignore = "a measuring helper, needs TTPMAP_PDF_FILE"]
+    fn read_file_from_env() {
+        let path = PathBuf::from(std::env::var_os("TTPMAP_PDF_FILE").expect("TTPMAP_PDF_FILE"));
+        let bytes = std::fs::read(&path).expect("read");
+        match ingest::from_bytes(&path.to_string_lossy(), &bytes, None, &IngestOptions::default()) {
+            Ok(doc) => eprintln!("read: {} sentences, warnings {:?}", doc.sentences.len(), doc.warnings),
+            Err(e) => eprintln!("refused: {e}"),
+        }
+    }
+
     /// Mutation smoke test: corpus files with random bytes changed, inserted, deleted or
     /// the file cut; `pdf_to_text` must return (text or error), never panic or abort.
     /// `TTPMAP_PDF_FUZZ_ITERS` sets the number of inputs (default 300).

@@ -448,7 +448,7 @@ mod pdf {
         let o = IngestOptions::default();
         let full = report();
         for cut in [full.len() / 2, 40, 9] {
-                // Readers show what a truncated file still holds; so does ttpmap, with a warning.
+            // Readers show what a truncated file still holds; so does ttpmap, with a warning.
             match ingest::from_bytes("cut.pdf", &full[..cut], Some(Format::Pdf), &o) {
                 Ok(doc) => {
                     assert!(doc.text.contains("Operation Paper Kite"), "{}", doc.text);
@@ -471,7 +471,10 @@ mod pdf {
         let e = ingest::from_bytes("cut.pdf", &full[..40], Some(Format::Pdf), &o)
             .expect_err("nothing left")
             .to_string();
-        assert!(e.contains("cut.pdf") && e.contains("damaged or truncated"), "{e}");
+        assert!(
+            e.contains("cut.pdf") && e.contains("damaged or truncated"),
+            "{e}"
+        );
         let enc = build_pdf(&[&["Secret text here."]], "enc", true);
         let e = ingest::from_bytes("enc.pdf", &enc, None, &o)
             .expect_err("encrypted")
@@ -543,7 +546,10 @@ mod pdf {
                 assert!(doc.warnings.is_empty(), "{name}: {:?}", doc.warnings);
             }
             if name.starts_with("incremental") {
-                assert!(!text.contains("Draft text"), "{name}: the old revision shows");
+                assert!(
+                    !text.contains("Draft text"),
+                    "{name}: the old revision shows"
+                );
             }
         }
     }
@@ -553,16 +559,25 @@ mod pdf {
     /// startxref; readers rebuild the table, and so does ttpmap.
     #[test]
     fn broken_cross_reference_tables_are_rebuilt() {
-        for name in ["xref_trailing_padding.pdf", "xref_wrong_offset.pdf", "xref_garbled_table.pdf"] {
+        for name in [
+            "xref_trailing_padding.pdf",
+            "xref_wrong_offset.pdf",
+            "xref_garbled_table.pdf",
+        ] {
             let bytes = std::fs::read(fixtures_dir().join(name)).expect("fixture");
             let doc = ingest::from_bytes(name, &bytes, None, &IngestOptions::default())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(squash(&doc.text).contains("scheduled task named LanternSync"), "{name}");
+            assert!(
+                squash(&doc.text).contains("scheduled task named LanternSync"),
+                "{name}"
+            );
         }
         let bytes = std::fs::read(fixtures_dir().join("xref_wrong_offset.pdf")).expect("fixture");
         let doc = ingest::from_bytes("w.pdf", &bytes, None, &IngestOptions::default()).unwrap();
         assert!(
-            doc.warnings.iter().any(|w| w.contains("cross-reference") && w.contains("rebuilt")),
+            doc.warnings
+                .iter()
+                .any(|w| w.contains("cross-reference") && w.contains("rebuilt")),
             "{:?}",
             doc.warnings
         );
@@ -579,19 +594,30 @@ mod pdf {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(squash(&doc.text).contains("launched PowerShell with an encoded command"));
         assert!(
-            doc.warnings.iter().any(|w| w.starts_with("page 2:") && w.contains("skipped")),
+            doc.warnings
+                .iter()
+                .any(|w| w.starts_with("page 2:") && w.contains("skipped")),
             "{:?}",
             doc.warnings
         );
         // A document whose every page fails is an error that says so.
-        let (from, to) = (&b"/Kids [4 0 R 6 0 R] /Count 2"[..], &b"/Kids [6 0 R 6 0 R] /Count 1"[..]);
-        let at = bytes.windows(from.len()).position(|w| w == from).expect("page tree");
+        let (from, to) = (
+            &b"/Kids [4 0 R 6 0 R] /Count 2"[..],
+            &b"/Kids [6 0 R 6 0 R] /Count 1"[..],
+        );
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("page tree");
         let mut only_bad = bytes.clone();
         only_bad[at..at + from.len()].copy_from_slice(to);
         let e = ingest::from_bytes(name, &only_bad, None, &IngestOptions::default())
             .expect_err("no page readable")
             .to_string();
-        assert!(e.contains(name) && e.contains("page 1") && e.contains("panicked"), "{e}");
+        assert!(
+            e.contains(name) && e.contains("page 1") && e.contains("panicked"),
+            "{e}"
+        );
     }
 
     /// Work (bytes parsed and decoded, objects) grows linearly with the document: a file
@@ -603,8 +629,18 @@ mod pdf {
         let lines = [line; 30];
         let small: Vec<&[&str]> = vec![&lines[..]; 100];
         let large: Vec<&[&str]> = vec![&lines[..]; 400];
-        let a = extract("a.pdf", &build_pdf(&small, "t", false), &PdfLimits::default()).unwrap();
-        let b = extract("b.pdf", &build_pdf(&large, "t", false), &PdfLimits::default()).unwrap();
+        let a = extract(
+            "a.pdf",
+            &build_pdf(&small, "t", false),
+            &PdfLimits::default(),
+        )
+        .unwrap();
+        let b = extract(
+            "b.pdf",
+            &build_pdf(&large, "t", false),
+            &PdfLimits::default(),
+        )
+        .unwrap();
         assert_eq!((a.pages, b.pages), (100, 400));
         assert_eq!(b.pages_read, 400);
         for (what, x, y) in [
@@ -621,7 +657,8 @@ mod pdf {
     #[test]
     #[ignore = "run by scripts/make_pdf_corpus.sh compare"]
     fn dump_corpus_text() {
-        let dir = PathBuf::from(std::env::var_os("TTPMAP_PDF_TEXT_OUT").expect("TTPMAP_PDF_TEXT_OUT"));
+        let dir =
+            PathBuf::from(std::env::var_os("TTPMAP_PDF_TEXT_OUT").expect("TTPMAP_PDF_TEXT_OUT"));
         for (name, bytes, _) in corpus() {
             if let Ok((_, text)) = ttpmap_core::ingest::pdf::pdf_to_text(&name, &bytes) {
                 let stem = name.trim_end_matches(".pdf");
@@ -638,8 +675,17 @@ mod pdf {
     fn read_file_from_env() {
         let path = PathBuf::from(std::env::var_os("TTPMAP_PDF_FILE").expect("TTPMAP_PDF_FILE"));
         let bytes = std::fs::read(&path).expect("read");
-        match ingest::from_bytes(&path.to_string_lossy(), &bytes, None, &IngestOptions::default()) {
-            Ok(doc) => eprintln!("read: {} sentences, warnings {:?}", doc.sentences.len(), doc.warnings),
+        match ingest::from_bytes(
+            &path.to_string_lossy(),
+            &bytes,
+            None,
+            &IngestOptions::default(),
+        ) {
+            Ok(doc) => eprintln!(
+                "read: {} sentences, warnings {:?}",
+                doc.sentences.len(),
+                doc.warnings
+            ),
             Err(e) => eprintln!("refused: {e}"),
         }
     }
@@ -672,7 +718,21 @@ mod pdf {
                     }
                     3 => b.truncate(at.max(16)),
                     _ => {
-                        let tok: &[u8] = [&b"<<"[..], b">>", b"[", b"]", b"(", b")", b" 0 R", b"obj", b"endobj", b"stream", b"endstream", b"/Filter/FlateDecode", b"/Kids[3 0 R]"][rng.random_range(0..13)];
+                        let tok: &[u8] = [
+                            &b"<<"[..],
+                            b">>",
+                            b"[",
+                            b"]",
+                            b"(",
+                            b")",
+                            b" 0 R",
+                            b"obj",
+                            b"endobj",
+                            b"stream",
+                            b"endstream",
+                            b"/Filter/FlateDecode",
+                            b"/Kids[3 0 R]",
+                        ][rng.random_range(0..13)];
                         let at = at.min(b.len());
                         b.splice(at..at, tok.iter().copied());
                     }

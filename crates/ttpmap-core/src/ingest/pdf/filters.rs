@@ -388,7 +388,10 @@ mod tests {
         assert_eq!(ascii_hex(b"68 65 6C6c 6>", &mut b).unwrap(), b"hell`");
         assert_eq!(ascii85(b"<~87cURDZ~>", &mut b).unwrap(), b"Hello");
         assert_eq!(ascii85(b"z!!~>", &mut b).unwrap(), [0, 0, 0, 0, 0]);
-        assert_eq!(run_length(&[2, b'a', b'b', b'c', 253, b'x', 128], &mut b).unwrap(), b"abcxxxx");
+        assert_eq!(
+            run_length(&[2, b'a', b'b', b'c', 253, b'x', 128], &mut b).unwrap(),
+            b"abcxxxx"
+        );
         let enc = weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
             .encode(b"abababababab")
             .unwrap();
@@ -398,10 +401,7 @@ mod tests {
     #[test]
     fn every_decoder_stops_at_the_budget() {
         let zeros = vec![0u8; 8 << 20];
-        for (name, data) in [
-            ("zlib", zlib(&zeros)),
-            ("raw", raw(&zeros)),
-        ] {
+        for (name, data) in [("zlib", zlib(&zeros)), ("raw", raw(&zeros))] {
             let mut b = Budget::new(1 << 20);
             assert_eq!(flate(&data, &mut b), Err(Exceeded), "{name}");
             assert!(b.used() <= (1 << 20) + CHUNK as u64, "{name}: {}", b.used());
@@ -433,7 +433,9 @@ mod tests {
         decode_stream(&mut s, &mut Budget::new(1 << 20)).unwrap();
         assert_eq!(s.content, b"BT (chained) Tj ET");
         assert_eq!(
-            s.dict.get(b"Filter").unwrap().as_array().unwrap()[0].as_name().unwrap(),
+            s.dict.get(b"Filter").unwrap().as_array().unwrap()[0]
+                .as_name()
+                .unwrap(),
             b"DCTDecode"
         );
     }

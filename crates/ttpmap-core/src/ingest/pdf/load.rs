@@ -22,6 +22,8 @@
 //! - no form XObject invokes itself, directly or through others, and none nests deeper than
 //!   [`MAX_FORM_DEPTH`]: such invocations are blanked out of the content stream, with a
 //!   warning (pdf-extract follows `Do` recursively without a cycle check);
+//! - each page's drawing cost (content bytes, forms expanded) is known before extraction, so
+//!   the caller can bound the extractor's work (forms invoked many times multiply it);
 //! - nothing here recurses on input structure, and the work is linear in the input: parsing
 //!   is metered and capped at [`WORK_PER_BYTE`] times the file size.
 
@@ -31,8 +33,7 @@ use lopdf::{Dictionary, Document, Object, ObjectId, Stream};
 
 use super::filters::{decode_stream, Budget, Exceeded};
 use super::syntax::{
-    do_calls, is_regular, is_ws, keyword_at, parse_object, rewrite_quotes, skip_ws, uint_at,
-    Work,
+    do_calls, is_regular, is_ws, keyword_at, parse_object, rewrite_quotes, skip_ws, uint_at, Work,
 };
 
 /// Deepest chain of form XObjects invoking one another that is followed.
@@ -75,6 +76,9 @@ pub struct Loaded {
     pub doc: Document,
     /// Page object ids in reading order.
     pub pages: Vec<ObjectId>,
+    /// For each page, the content bytes the extractor will run through to draw it, every
+    /// form XObject invocation counted (a form drawn 1000 times counts 1000 times).
+    pub page_costs: Vec<u64>,
     /// The flat `/Pages` node that lists them (the extractor is pointed at one page at a
     /// time through its `/Kids`).
     pub pages_node: ObjectId,
@@ -103,7 +107,7 @@ fn header_before(b: &[u8], i: usize) -> Option<ObjectId> {
         while *j > 0 && start - *j < max && b[*j - 1].is_ascii_digit() {
             *j -= 1;
         }
-        (*j < start).then(|| *j)
+        (*j < start).then_some(*j)
     };
     if !ws(&mut j) {
         return None;
@@ -159,7 +163,9 @@ fn scan(b: &[u8], work: &mut Work) -> Result<Scan, LoadError> {
                                 .and_then(|o| o.as_i64().ok())
                                 .and_then(|l| usize::try_from(l).ok())
                                 .and_then(|l| start.checked_add(l))
-                                .filter(|&e| e <= b.len() && keyword_at(b, skip_ws(b, e), b"endstream"));
+                                .filter(|&e| {
+                                    e <= b.len() && keyword_at(b, skip_ws(b, e), b"endstream")
+                                });
                             let (data_end, after) = match direct {
                                 Some(e) => (e, skip_ws(b, e) + 9),
                                 None => {
@@ -213,10 +219,7 @@ fn scan(b: &[u8], work: &mut Work) -> Result<Scan, LoadError> {
 /// the document is rebuilt by scanning in any case).
 fn xref_damage(b: &[u8]) -> Option<String> {
     let tail_start = b.len().saturating_sub(2048);
-    let Some(at) = b[tail_start..]
-        .windows(9)
-        .rposition(|w| w == b"startxref")
-    else {
+    let Some(at) = b[tail_start..].windows(9).rposition(|w| w == b"startxref") else {
         return Some("no startxref at the end of the file (truncated?)".to_string());
     };
     let Some((off, _)) = uint_at(b, skip_ws(b, tail_start + at + 9)) else {
@@ -232,9 +235,8 @@ fn xref_damage(b: &[u8]) -> Option<String> {
             let r = skip_ws(b, e);
             r > e && uint_at(b, r).is_some()
         });
-        return (!ok).then(|| {
-            format!("invalid start value in the cross-reference table at offset {off}")
-        });
+        return (!ok)
+            .then(|| format!("invalid start value in the cross-reference table at offset {off}"));
     }
     let obj = uint_at(b, p).and_then(|(_, e)| {
         let r = skip_ws(b, e);
@@ -272,7 +274,12 @@ fn has_pages(doc: &Document, id: ObjectId) -> bool {
 }
 
 /// Builds the trailer from the scanned ones and checks `/Root`.
-fn trailer(doc: &Document, scan_trailers: &[Dictionary], positions: &BTreeMap<ObjectId, usize>, warnings: &mut Vec<String>) -> Result<Dictionary, LoadError> {
+fn trailer(
+    doc: &Document,
+    scan_trailers: &[Dictionary],
+    positions: &BTreeMap<ObjectId, usize>,
+    warnings: &mut Vec<String>,
+) -> Result<Dictionary, LoadError> {
     let mut t = scan_trailers
         .iter()
         .rev()
@@ -292,7 +299,7 @@ fn trailer(doc: &Document, scan_trailers: &[Dictionary], positions: &BTreeMap<Ob
         let catalog = doc
             .objects
             .iter()
-            .filter(|(_, o)| o.as_dict().is_ok_and(|d| d.has_type(b"Catalog")) )
+            .filter(|(_, o)| o.as_dict().is_ok_and(|d| d.has_type(b"Catalog")))
             .filter(|(id, _)| has_pages(doc, **id))
             .max_by_key(|(id, _)| positions.get(id).copied().unwrap_or(0))
             .map(|(id, _)| *id);
@@ -334,8 +341,7 @@ fn decode_all(doc: &mut Document, budget: &mut Budget) -> Result<(), Exceeded> {
         let skip = s.dict.has_type(b"XRef")
             || s.dict.has_type(b"Metadata")
             || s.dict.has_type(b"EmbeddedFile")
-            || s
-                .dict
+            || s.dict
                 .get(b"Subtype")
                 .and_then(Object::as_name)
                 .is_ok_and(|n| n == b"Image");
@@ -357,7 +363,11 @@ fn decode_all(doc: &mut Document, budget: &mut Budget) -> Result<(), Exceeded> {
 
 /// Replaces each object stream by the objects it holds (a definition elsewhere that comes
 /// later in the file wins).
-fn expand_object_streams(doc: &mut Document, positions: &mut BTreeMap<ObjectId, usize>, work: &mut Work) {
+fn expand_object_streams(
+    doc: &mut Document,
+    positions: &mut BTreeMap<ObjectId, usize>,
+    work: &mut Work,
+) {
     let ids: Vec<ObjectId> = doc
         .objects
         .iter()
@@ -381,16 +391,27 @@ fn expand_object_streams(doc: &mut Document, positions: &mut BTreeMap<ObjectId, 
             .and_then(|f| usize::try_from(f).ok())
             .filter(|&f| f <= c.len())
             .unwrap_or(0);
-        let n = s.dict.get(b"N").and_then(Object::as_i64).unwrap_or(0).max(0) as usize;
+        let n = s
+            .dict
+            .get(b"N")
+            .and_then(Object::as_i64)
+            .unwrap_or(0)
+            .max(0) as usize;
         let mut i = 0;
         for _ in 0..n.min(c.len()) {
-            let Some((num, e)) = uint_at(c, skip_ws(c, i)) else { break };
-            let Some((off, e2)) = uint_at(c, skip_ws(c, e)) else { break };
+            let Some((num, e)) = uint_at(c, skip_ws(c, i)) else {
+                break;
+            };
+            let Some((off, e2)) = uint_at(c, skip_ws(c, e)) else {
+                break;
+            };
             i = e2;
             if i > first {
                 break;
             }
-            let Ok(num) = u32::try_from(num) else { continue };
+            let Ok(num) = u32::try_from(num) else {
+                continue;
+            };
             let Some(at) = usize::try_from(off).ok().and_then(|o| first.checked_add(o)) else {
                 continue;
             };
@@ -424,7 +445,10 @@ fn media_box(doc: &Document, o: Option<&Object>) -> Option<Vec<Object>> {
 
 /// Walks the page tree iteratively (each node once), gives every page its inherited
 /// `/Resources` and `/MediaBox`, and hangs the pages under one new flat `/Pages` node.
-fn flatten_pages(doc: &mut Document, warnings: &mut Vec<String>) -> Result<(Vec<ObjectId>, ObjectId), LoadError> {
+fn flatten_pages(
+    doc: &mut Document,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<ObjectId>, ObjectId), LoadError> {
     let root = doc
         .trailer
         .get(b"Root")
@@ -444,7 +468,9 @@ fn flatten_pages(doc: &mut Document, warnings: &mut Vec<String>) -> Result<(Vec<
     let mut missing = 0usize;
     let mut cycles = 0usize;
     while let Some((node, res, mb)) = stack.pop() {
-        let Object::Reference(id) = node else { continue };
+        let Object::Reference(id) = node else {
+            continue;
+        };
         if !seen.insert(id) {
             cycles += 1;
             continue;
@@ -480,9 +506,8 @@ fn flatten_pages(doc: &mut Document, warnings: &mut Vec<String>) -> Result<(Vec<
     let node_id = (doc.objects.keys().map(|k| k.0).max().unwrap_or(0) + 1, 0);
     let mut ids = Vec::with_capacity(pages.len());
     for (id, res, mb) in pages {
-        let mb = media_box(doc, mb.as_ref()).unwrap_or_else(|| {
-            DEFAULT_MEDIA_BOX.iter().map(|&v| Object::Real(v)).collect()
-        });
+        let mb = media_box(doc, mb.as_ref())
+            .unwrap_or_else(|| DEFAULT_MEDIA_BOX.iter().map(|&v| Object::Real(v)).collect());
         if let Some(Object::Dictionary(d)) = doc.objects.get_mut(&id) {
             d.remove(b"Parent");
             d.set("MediaBox", Object::Array(mb));
@@ -522,15 +547,34 @@ fn xobject_ref(doc: &Document, holder: ObjectId, name: &[u8]) -> Option<ObjectId
 
 /// Blanks out form XObject invocations that would recurse (a cycle, or deeper than
 /// [`MAX_FORM_DEPTH`]), following `Do` as pdf-extract does: the form's own `/Resources`,
-/// else the ones in effect.
-fn guard_forms(doc: &mut Document, pages: &[ObjectId], work: &mut Work, stats: &mut LoadStats, warnings: &mut Vec<String>) -> Result<(), LoadError> {
+/// else the ones in effect. Returns each page's cost (see [`Loaded::page_costs`]), computed
+/// with one walk per form and resources (memoised), so repeated forms cost nothing here.
+fn guard_forms(
+    doc: &mut Document,
+    pages: &[ObjectId],
+    work: &mut Work,
+    stats: &mut LoadStats,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<u64>, LoadError> {
     struct Frame {
         calls: Vec<(Vec<u8>, std::ops::Range<usize>, ObjectId)>,
         next: usize,
         holder: ObjectId,
+        /// (form, resources holder) of this frame; `None` for the page.
+        key: Option<(ObjectId, ObjectId)>,
+        /// Content bytes the extractor will run through for this frame, forms included.
+        cost: u64,
     }
     let cap = WORK_PER_BYTE * (work.bytes + 1) + (1 << 20);
-    let mut done: HashSet<(ObjectId, ObjectId)> = HashSet::new();
+    // Cost of a form under given resources, once its walk is finished.
+    let mut done: BTreeMap<(ObjectId, ObjectId), u64> = BTreeMap::new();
+    let mut page_costs = Vec::with_capacity(pages.len());
+    let len_of = |doc: &Document, sid: ObjectId| {
+        doc.objects
+            .get(&sid)
+            .and_then(|o| o.as_stream().ok())
+            .map_or(0, |s| s.content.len() as u64)
+    };
     let mut blank: Vec<(ObjectId, std::ops::Range<usize>)> = Vec::new();
     let mut cut_pages: Vec<usize> = Vec::new();
     let content_calls = |doc: &Document, sid: ObjectId, work: &mut Work| {
@@ -547,15 +591,30 @@ fn guard_forms(doc: &mut Document, pages: &[ObjectId], work: &mut Work, stats: &
     };
     for (n, &page) in pages.iter().enumerate() {
         let mut calls = Vec::new();
+        let mut cost = 0u64;
         for sid in doc.get_page_contents(page) {
             calls.extend(content_calls(doc, sid, work));
+            cost = cost.saturating_add(len_of(doc, sid));
         }
-        let mut stack = vec![Frame { calls, next: 0, holder: page }];
+        let mut stack = vec![Frame {
+            calls,
+            next: 0,
+            holder: page,
+            key: None,
+            cost,
+        }];
         let mut path: Vec<ObjectId> = Vec::new();
         while let Some(top) = stack.last_mut() {
             if top.next == top.calls.len() {
-                stack.pop();
+                let Some(f) = stack.pop() else { break };
                 path.pop();
+                match (f.key, stack.last_mut()) {
+                    (Some(key), Some(parent)) => {
+                        done.insert(key, f.cost);
+                        parent.cost = parent.cost.saturating_add(f.cost);
+                    }
+                    _ => page_costs.push(f.cost),
+                }
                 continue;
             }
             let (name, range, sid) = top.calls[top.next].clone();
@@ -565,8 +624,12 @@ fn guard_forms(doc: &mut Document, pages: &[ObjectId], work: &mut Work, stats: &
             if work.bytes > cap {
                 return Err(LoadError::TooIrregular);
             }
-            let Some(xid) = xobject_ref(doc, holder, &name) else { continue };
-            let Some(Object::Stream(xs)) = doc.objects.get(&xid) else { continue };
+            let Some(xid) = xobject_ref(doc, holder, &name) else {
+                continue;
+            };
+            let Some(Object::Stream(xs)) = doc.objects.get(&xid) else {
+                continue;
+            };
             if path.contains(&xid) || path.len() >= MAX_FORM_DEPTH {
                 blank.push((sid, range));
                 if cut_pages.last() != Some(&(n + 1)) {
@@ -574,13 +637,25 @@ fn guard_forms(doc: &mut Document, pages: &[ObjectId], work: &mut Work, stats: &
                 }
                 continue;
             }
-            let inner = if xs.dict.get(b"Resources").is_ok() { xid } else { holder };
-            if !done.insert((xid, inner)) {
+            let inner = if xs.dict.get(b"Resources").is_ok() {
+                xid
+            } else {
+                holder
+            };
+            if let Some(&c) = done.get(&(xid, inner)) {
+                top.cost = top.cost.saturating_add(c);
                 continue;
             }
+            let cost = len_of(doc, xid);
             let calls = content_calls(doc, xid, work);
             path.push(xid);
-            stack.push(Frame { calls, next: 0, holder: inner });
+            stack.push(Frame {
+                calls,
+                next: 0,
+                holder: inner,
+                key: Some((xid, inner)),
+                cost,
+            });
         }
     }
     for (sid, range) in blank {
@@ -597,7 +672,7 @@ fn guard_forms(doc: &mut Document, pages: &[ObjectId], work: &mut Work, stats: &
             list.join(", ")
         ));
     }
-    Ok(())
+    Ok(page_costs)
 }
 
 /// Rewrites the `'` and `"` text operators of page contents and form XObjects (see
@@ -672,8 +747,8 @@ pub fn load(bytes: &[u8], max_decoded: u64) -> Result<Loaded, LoadError> {
         doc.trailer = t;
         doc.authenticate_password("")
             .map_err(|e| LoadError::Encrypted(Some(e)))?;
-        let state = lopdf::EncryptionState::decode(&doc, "")
-            .map_err(|e| LoadError::Encrypted(Some(e)))?;
+        let state =
+            lopdf::EncryptionState::decode(&doc, "").map_err(|e| LoadError::Encrypted(Some(e)))?;
         let eid = doc
             .trailer
             .get(b"Encrypt")
@@ -697,13 +772,14 @@ pub fn load(bytes: &[u8], max_decoded: u64) -> Result<Loaded, LoadError> {
     doc.max_id = doc.objects.keys().map(|k| k.0).max().unwrap_or(0);
     let (pages, pages_node) = flatten_pages(&mut doc, &mut warnings)?;
     rewrite_text_operators(&mut doc, &pages, &mut work);
-    guard_forms(&mut doc, &pages, &mut work, &mut stats, &mut warnings)?;
+    let page_costs = guard_forms(&mut doc, &pages, &mut work, &mut stats, &mut warnings)?;
     doc.max_id = doc.objects.keys().map(|k| k.0).max().unwrap_or(0);
     stats.objects = doc.objects.len() as u64;
     stats.bytes_parsed = work.bytes;
     Ok(Loaded {
         doc,
         pages,
+        page_costs,
         pages_node,
         warnings,
         stats,

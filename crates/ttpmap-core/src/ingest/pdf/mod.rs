@@ -48,18 +48,27 @@ pub use load::{LoadStats, MAX_FORM_DEPTH};
 /// Most bytes all streams of one PDF may decode to, every filter stage counted (256 MiB).
 pub const MAX_INFLATED_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Most content bytes the text extractor may run through for one PDF, form XObjects counted
+/// each time they are drawn (256 MiB).
+pub const MAX_CONTENT_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Limits for reading one PDF.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PdfLimits {
     /// Decoded bytes one document may produce; past it the file is refused as a
     /// decompression bomb. Default [`MAX_INFLATED_BYTES`].
     pub max_decoded_bytes: u64,
+    /// Content bytes the extractor may run through, forms counted each time they are drawn
+    /// (a small form drawn a million times is the content-stream form of a bomb); pages past
+    /// it are skipped with a warning. Default [`MAX_CONTENT_BYTES`].
+    pub max_content_bytes: u64,
 }
 
 impl Default for PdfLimits {
     fn default() -> Self {
         PdfLimits {
             max_decoded_bytes: MAX_INFLATED_BYTES,
+            max_content_bytes: MAX_CONTENT_BYTES,
         }
     }
 }
@@ -113,14 +122,14 @@ pub fn extract(source: &str, bytes: &[u8], limits: &PdfLimits) -> Result<PdfText
         }
         Err(load::LoadError::TooIrregular) => {
             return Err(invalid(
-                "damaged PDF: its structure is too irregular to rebuild in linear time"
-                    .to_string(),
+                "damaged PDF: its structure is too irregular to rebuild in linear time".to_string(),
             ))
         }
     };
     let load::Loaded {
         mut doc,
         pages,
+        page_costs,
         pages_node,
         mut warnings,
         stats,
@@ -129,8 +138,21 @@ pub fn extract(source: &str, bytes: &[u8], limits: &PdfLimits) -> Result<PdfText
     let mut text = String::new();
     let mut read = 0;
     let mut failed = Vec::new();
+    let mut spent = 0u64;
     for (i, &page) in pages.iter().enumerate() {
         let n = i + 1;
+        let cost = page_costs.get(i).copied().unwrap_or(0);
+        if spent.saturating_add(cost) > limits.max_content_bytes {
+            failed.extend(n..=pages.len());
+            warnings.push(format!(
+                "pages {n}-{}: skipped: drawing them would run the text extractor through more \
+                 than {} bytes of content (the limit; forms drawn many times?)",
+                pages.len(),
+                limits.max_content_bytes
+            ));
+            break;
+        }
+        spent += cost;
         // Point the flat page tree at this page only: pdf-extract then reads one page, and
         // its page lookup costs O(1) instead of O(pages).
         if let Some(Object::Dictionary(node)) = doc.objects.get_mut(&pages_node) {
@@ -152,7 +174,9 @@ pub fn extract(source: &str, bytes: &[u8], limits: &PdfLimits) -> Result<PdfText
             }
             Ok(Err(e)) => {
                 failed.push(n);
-                warnings.push(format!("page {n}: could not extract text ({e}); page skipped"));
+                warnings.push(format!(
+                    "page {n}: could not extract text ({e}); page skipped"
+                ));
             }
             Err(_) => {
                 failed.push(n);
@@ -310,6 +334,7 @@ mod tests {
             pdf,
             &PdfLimits {
                 max_decoded_bytes: budget,
+                ..PdfLimits::default()
             },
         )
     }
@@ -342,14 +367,29 @@ mod tests {
         let lzw = weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
             .encode(&zeros)
             .unwrap();
-        let hex: Vec<u8> = z.iter().flat_map(|b| format!("{b:02X}").into_bytes()).collect();
+        let hex: Vec<u8> = z
+            .iter()
+            .flat_map(|b| format!("{b:02X}").into_bytes())
+            .collect();
         let rl: Vec<u8> = [129u8, 0].repeat((4 << 20) / 128);
         let cases: Vec<(&str, String, Vec<u8>)> = vec![
             ("zlib", "/Filter /FlateDecode".into(), z.clone()),
-            ("nul + raw deflate (issue row 2)", "/Filter /FlateDecode".into(), nul_raw.clone()),
+            (
+                "nul + raw deflate (issue row 2)",
+                "/Filter /FlateDecode".into(),
+                nul_raw.clone(),
+            ),
             ("raw deflate", "/Filter /Fl".into(), raw_deflate(&zeros)),
-            ("A85 + raw deflate", "/Filter [/ASCII85Decode /FlateDecode]".into(), a85(&nul_raw)),
-            ("flate twice", "/Filter [/FlateDecode /FlateDecode]".into(), zlib(&z)),
+            (
+                "A85 + raw deflate",
+                "/Filter [/ASCII85Decode /FlateDecode]".into(),
+                a85(&nul_raw),
+            ),
+            (
+                "flate twice",
+                "/Filter [/FlateDecode /FlateDecode]".into(),
+                zlib(&z),
+            ),
             ("LZW", "/Filter /LZWDecode".into(), lzw),
             ("AHx + flate", "/Filter [/AHx /FlateDecode]".into(), hex),
             ("RunLength", "/Filter /RunLengthDecode".into(), rl),
@@ -370,7 +410,8 @@ mod tests {
             b"<< /Type /Page /Parent 2 0 R /Contents [4 0 R 5 0 R 6 0 R 7 0 R 8 0 R 9 0 R 10 0 R 11 0 R] >>".to_vec(),
         ];
         for _ in 0..8 {
-            let mut s = format!("<< /Length {} /Filter /FlateDecode >>\nstream\n", one.len()).into_bytes();
+            let mut s =
+                format!("<< /Length {} /Filter /FlateDecode >>\nstream\n", one.len()).into_bytes();
             s.extend_from_slice(&one);
             s.extend_from_slice(b"\nendstream");
             objs.push(s);
@@ -444,13 +485,61 @@ mod tests {
         assert_bomb("fake endstream", &pdf_with("/Filter /FlateDecode", &z));
     }
 
+    /// A small form drawn many times (a content-stream "billion laughs"): the extractor's
+    /// work is bounded by `max_content_bytes`, counted before it runs.
+    #[test]
+    fn forms_drawn_many_times_are_bounded() {
+        // Form X1 draws X0 (1 KiB of text) 1000 times; the page draws X1 1000 times:
+        // 1 GiB of content to run through, from a file of a few KiB.
+        let x0 = "BT /F1 1 Tf (Hello bomb test) Tj ET ".repeat(28);
+        let x1 = "/X0 Do ".repeat(1000);
+        let page = format!(
+            "BT /F1 12 Tf 72 720 Td (First page text) Tj ET {}",
+            "/X1 Do ".repeat(1000)
+        );
+        let stream = |d: &str, c: &str| {
+            format!("{d} /Length {} >>\nstream\n{c}\nendstream", c.len()).into_bytes()
+        };
+        let objs = vec![
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R 8 0 R] /Count 2 >>".to_vec(),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources 7 0 R >>".to_vec(),
+            stream("<<", &page),
+            stream("<< /Type /XObject /Subtype /Form /BBox [0 0 1 1]", &x0),
+            stream("<< /Type /XObject /Subtype /Form /BBox [0 0 1 1]", &x1),
+            b"<< /Font << /F1 9 0 R >> /XObject << /X0 5 0 R /X1 6 0 R >> >>".to_vec(),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 10 0 R /Resources 7 0 R >>".to_vec(),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
+            stream("<<", "BT /F1 12 Tf 72 720 Td (Second page text) Tj ET"),
+        ];
+        let pdf = write_pdf(&objs, "");
+        assert!(pdf.len() < 64 * 1024);
+        let e = run(&pdf, 1 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("bomb.pdf") && e.contains("bytes of content"),
+            "{e}"
+        );
+        // Without the first page's forms the second page reads.
+        let mut objs = objs;
+        objs[3] = stream("<<", "BT /F1 12 Tf 72 720 Td (First page text) Tj ET");
+        let out = run(&write_pdf(&objs, ""), 1 << 20).unwrap();
+        assert!(out.text.contains("Second page text"), "{}", out.text);
+    }
+
     #[test]
     fn deep_and_cyclic_structures_do_not_recurse() {
         // A form that draws itself, and one nested 1000 levels deep through distinct forms.
-        let out = run(&pdf_with("/Resources << /XObject << /X0 6 0 R >> >>", b"/X0 Do"), 1 << 20)
-            .unwrap();
+        let out = run(
+            &pdf_with("/Resources << /XObject << /X0 6 0 R >> >>", b"/X0 Do"),
+            1 << 20,
+        )
+        .unwrap();
         assert!(out.text.contains("Hello bomb test"));
-        assert!(out.warnings.iter().any(|w| w.contains("invoke themselves")), "{:?}", out.warnings);
+        assert!(
+            out.warnings.iter().any(|w| w.contains("invoke themselves")),
+            "{:?}",
+            out.warnings
+        );
         // A page tree whose node lists itself.
         let objs = vec![
             b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
@@ -462,7 +551,10 @@ mod tests {
         let out = run(&write_pdf(&objs, ""), 1 << 20).unwrap();
         assert!(out.text.contains("Cyclic tree"), "{}", out.text);
         // Deeply nested arrays in an object are refused for that object, not the stack.
-        let deep = format!("<< /Type /Catalog /Pages 2 0 R /X {} >>", "[".repeat(200_000));
+        let deep = format!(
+            "<< /Type /Catalog /Pages 2 0 R /X {} >>",
+            "[".repeat(200_000)
+        );
         let mut objs = objs;
         objs[0] = deep.into_bytes();
         assert!(run(&write_pdf(&objs, ""), 1 << 20).is_err());

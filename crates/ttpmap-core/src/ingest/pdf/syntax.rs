@@ -154,11 +154,12 @@ pub fn parse_object(b: &[u8], start: usize, work: &mut Work) -> Option<(Object, 
             Some(Frame::Array(v)) => v.push(value),
             Some(Frame::Dict(d, key)) => match key.take() {
                 Some(k) => d.set(k, value),
-                None => match value {
-                    Object::Name(n) => *key = Some(n),
-                    // A value where a key belongs: skip it (lenient, as readers are).
-                    _ => {}
-                },
+                // A value where a key belongs is skipped (lenient, as readers are).
+                None => {
+                    if let Object::Name(n) = value {
+                        *key = Some(n);
+                    }
+                }
             },
         }
     };
@@ -300,13 +301,11 @@ fn number_or_ref(b: &[u8], i: usize) -> (Object, usize) {
     let tok = std::str::from_utf8(&b[i..i + n]).unwrap_or("0");
     let obj = if tok.contains('.') {
         // Lenient like other readers: `--5`, `5.` and `.5` are numbers; junk is 0.
-        Object::Real(tok.trim_start_matches(['+', '-']).parse::<f32>().map_or(0.0, |v| {
-            if tok.starts_with('-') {
-                -v
-            } else {
-                v
-            }
-        }))
+        Object::Real(
+            tok.trim_start_matches(['+', '-'])
+                .parse::<f32>()
+                .map_or(0.0, |v| if tok.starts_with('-') { -v } else { v }),
+        )
     } else {
         let neg = tok.starts_with('-');
         let digits = tok.trim_start_matches(['+', '-']);

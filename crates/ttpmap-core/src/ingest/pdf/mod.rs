@@ -1,19 +1,22 @@
 //! PDF text extraction (behind the `pdf` feature): [`pdf_to_text`] and [`extract`].
 //!
 //! Invariants: never panics, never aborts and never prints on its own account, on any
-//! bytes; time and memory are linear in the input and bounded by [`PdfLimits`]. Errors name
-//! the source and say what is wrong: damaged or truncated beyond repair, encrypted (a
-//! password is needed), no text layer (scanned images need OCR first), a decompression bomb.
+//! bytes; time and memory are linear in the input and bounded by [`PdfLimits`]: decoded
+//! stream bytes ([`MAX_INFLATED_BYTES`], enforced inside the decoders) and content bytes the
+//! extractor runs through, forms counted each time they are drawn ([`MAX_CONTENT_BYTES`],
+//! counted before it runs). Errors name the source and say what is wrong: damaged or
+//! truncated beyond repair, encrypted (a password is needed), no text layer (scanned images
+//! need OCR first), a decompression bomb.
 //! What was recovered from (a rebuilt cross-reference table, a page that could not be read)
 //! comes back as warnings, each naming the page where there is one.
 //!
-//! How (submodules): [`load`] rebuilds the document from the file's bytes the way readers
+//! How (submodules): `load` rebuilds the document from the file's bytes the way readers
 //! repair a damaged file (scanning `N G obj` headers; the cross-reference table, often the
 //! damaged part, is only checked to warn), decrypts it when the empty password opens it,
-//! and decodes every stream itself with the budgeted decoders of [`filters`], one budget of
+//! and decodes every stream itself with the budgeted decoders of `filters`, one budget of
 //! [`MAX_INFLATED_BYTES`] decoded bytes per document, so lopdf and pdf-extract never
 //! decompress anything (they see no filter they implement). Object streams are expanded from
-//! their decoded bytes; cross-reference streams are not needed. [`syntax`] parses objects
+//! their decoded bytes; cross-reference streams are not needed. `syntax` parses objects
 //! iteratively with a nesting cap. Pages are then extracted one at a time by `pdf-extract`,
 //! each under [`std::panic::catch_unwind`]: a page or font that makes it fail or panic loses
 //! that page only, with a warning; the document fails only when no page yields text. The
@@ -21,16 +24,24 @@
 //! threads), so the default hook may still write a panic message to stderr; `pdf-extract`
 //! also logs through the `log` facade, silent unless the application installs a logger.
 //!
-//! Why this engine: `pdf-extract` (on lopdf) is pure Rust, builds in seconds and reads text
-//! well (Type1, TrueType, CFF, Type3 and ToUnicode maps), but lopdf 0.42 has no repair mode
-//! (a bad `startxref` or xref start value fails the load), decompresses object streams,
-//! cross-reference streams and content with no size limit, and pdf-extract panics on some
-//! fonts and page dictionaries. Those gaps are closed here around it instead of switching
-//! engines: the other pure-Rust extractors on crates.io (`pdf` / pdf-rs, `pdf_oxide`) are
-//! younger, with smaller text-layout coverage, and the mainstream engines (poppler, MuPDF,
-//! pdfium) are C/C++: their bindings need a system library or a multi-minute C++ build,
-//! too heavy for the default build and CI; `pdftotext` (poppler) serves as the reference
-//! in `scripts/make_pdf_corpus.sh`, which compares words recovered per file.
+//! Why this engine: `pdf-extract` 0.12 (on lopdf 0.42) is pure Rust, builds in seconds and
+//! reads every producer of the regression corpus (Ghostscript Type1 and Type3 fonts, pdfTeX
+//! Type1, Chromium CID TrueType, LibreOffice TrueType, MuPDF base-14, qpdf object streams /
+//! linearized / encrypted) once wrapped as above. Its gaps are what this module closes
+//! around it: lopdf has no repair mode (a bad `startxref`, or `%%EOF`
+//! not in the last 512 bytes, fails the load with "invalid start value"), decompresses
+//! object streams, cross-reference streams and contents with no size limit, and
+//! pdf-extract panics on some fonts and page dictionaries, ignores the `'` and `"` text
+//! operators (rewritten here), recurses through form XObjects without a cycle check, and
+//! splits some words of CID fonts. Not chosen: MuPDF (`mupdf` crate: builds MuPDF's C
+//! sources, minutes on two cores) and poppler (`poppler-rs`: needs libpoppler-glib and
+//! glib at build and run time), pdfium (`pdfium-render`: a pdfium shared library at run
+//! time), because the default build and CI must stay pure Rust and fast; a poppler/MuPDF
+//! engine could come later behind a non-default cargo feature as a fallback for pages that
+//! fail. The newer pure-Rust extractors on crates.io (`pdf` / pdf-rs, and 0.x crates such as
+//! `pdfraw`, `pdfsink-rs`) were not evaluated hands-on; moving to one would still need the
+//! budgeted decoding and repair here. `pdftotext -layout` (poppler) is the reference in
+//! `scripts/make_pdf_corpus.sh compare`, which tables words recovered per corpus file.
 
 mod filters;
 mod load;

@@ -561,6 +561,20 @@ mod tests {
         ];
         let out = run(&write_pdf(&objs, ""), 1 << 20).unwrap();
         assert!(out.text.contains("Cyclic tree"), "{}", out.text);
+        // Deeply nested arrays and strings in a content stream: lopdf's content parser caps
+        // its own nesting (100); the page fails or reads, the process survives.
+        let deep_content = format!(
+            "BT /F1 12 Tf 72 720 Td (Deep content) Tj ET {} {}",
+            "[".repeat(100_000),
+            "(".repeat(100_000)
+        );
+        let mut deep_objs = objs.clone();
+        deep_objs[3] = format!(
+            "<< /Length {} >>\nstream\n{deep_content}\nendstream",
+            deep_content.len()
+        )
+        .into_bytes();
+        let _ = run(&write_pdf(&deep_objs, ""), 1 << 20);
         // Deeply nested arrays in an object are refused for that object, not the stack.
         let deep = format!(
             "<< /Type /Catalog /Pages 2 0 R /X {} >>",

@@ -648,6 +648,10 @@ mod pdf {
             ("objects", a.stats.objects, b.stats.objects),
             ("text bytes", a.text.len() as u64, b.text.len() as u64),
         ] {
+            eprintln!(
+                "{what}: 100 pages {x}, 400 pages {y} ({:.2}x)",
+                y as f64 / x as f64
+            );
             assert!(x > 0 && y <= 6 * x, "{what}: {x} -> {y}");
         }
     }

@@ -214,8 +214,10 @@ fn pdf_document(source: &str, bytes: &[u8]) -> Result<Document> {
             "not a PDF (it does not start with %PDF-)",
         ));
     }
-    let (title, text) = pdf::pdf_to_text(source, bytes)?;
-    build(source, title, &text, Some(Reflow::Aggressive))
+    let out = pdf::extract(source, bytes, &pdf::PdfLimits::default())?;
+    let mut doc = build(source, out.title, &out.text, Some(Reflow::Aggressive))?;
+    doc.warnings.extend(out.warnings);
+    Ok(doc)
 }
 
 #[cfg(not(feature = "pdf"))]

@@ -825,12 +825,78 @@ pub fn emulation_plan_from_str(text: &str, source: &Path, actor_dir: &str) -> Re
     Ok(out)
 }
 
+/// Deepest nesting of YAML flow collections (`[...]`, `{...}`) an emulation plan may have.
+/// libyaml checks every open flow level on each token (quadratic: 20,000 nested `{a: ` took
+/// 30 s) and serde_norway's recursion to its limit of 128 levels needs about 1 MiB of stack in
+/// a debug build; real plans nest flow collections two or three deep.
+pub const MAX_YAML_FLOW_DEPTH: usize = 64;
+
+/// Refuses YAML whose flow collections nest deeper than [`MAX_YAML_FLOW_DEPTH`], naming the
+/// file and line, before libyaml sees it. One pass: quoted scalars and comments are skipped; a
+/// `[` or `{` counts when it opens a value (after whitespace, `:`, `-`, `,`, `?` or another
+/// opener, or anywhere inside a flow collection).
+fn check_yaml_flow_depth(text: &str, path: &Path) -> Result<()> {
+    let b = text.as_bytes();
+    let (mut depth, mut line) = (0usize, 1usize);
+    let (mut single, mut double, mut comment) = (false, false, false);
+    let mut prev = b'\n';
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\n' {
+            line += 1;
+            comment = false;
+        }
+        let opens_value = prev.is_ascii_whitespace() || b"[{,:-?".contains(&prev);
+        if comment {
+        } else if double {
+            if c == b'\\' {
+                i += 1;
+                if b.get(i) == Some(&b'\n') {
+                    line += 1;
+                }
+            } else if c == b'"' {
+                double = false;
+            }
+        } else if single {
+            if c == b'\'' {
+                if b.get(i + 1) == Some(&b'\'') {
+                    i += 1; // '' is a quote inside the scalar
+                } else {
+                    single = false;
+                }
+            }
+        } else {
+            match c {
+                b'#' if prev.is_ascii_whitespace() => comment = true,
+                b'"' if opens_value => double = true,
+                b'\'' if opens_value => single = true,
+                b'[' | b'{' if opens_value || depth > 0 => {
+                    depth += 1;
+                    if depth > MAX_YAML_FLOW_DEPTH {
+                        return Err(Error::invalid(
+                            path,
+                            format!("YAML flow collections nested deeper than {MAX_YAML_FLOW_DEPTH} levels at line {line}"),
+                        ));
+                    }
+                }
+                b']' | b'}' if depth > 0 => depth -= 1,
+                _ => {}
+            }
+        }
+        prev = c;
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Adds the steps of one plan to `out`; `rel` is the plan's path as recorded in the steps.
 fn parse_plan(text: &str, path: &Path, rel: &str, actor_dir: &str, out: &mut Emulation) -> Result<()> {
     let file_name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
+    check_yaml_flow_depth(text, path)?;
     let doc: Yaml = serde_norway::from_str(text).map_err(|e| Error::Yaml {
         path: path.to_path_buf(),
         source: e,
@@ -1130,6 +1196,24 @@ pub fn split_queries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_flow_depth_is_capped() {
+        let p = Path::new("plans/x.yaml");
+        let deep = "- id: 1\n  x: ".to_string() + &"{a: ".repeat(20_000);
+        let e = check_yaml_flow_depth(&deep, p).unwrap_err().to_string();
+        assert!(e.contains("plans/x.yaml") && e.contains("line 2"), "{e}");
+        let e = emulation_plan_from_str(&"[".repeat(100_000), p, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("deeper than 64"), "{e}");
+        for ok in [
+            "- a: [1, [2, {b: 3}]]\n  d: \"[[[[\" # [[[[\n  e: 'it''s [' \n  f: x[y\n",
+            &("- d: ".to_string() + &"[".repeat(64) + &"]".repeat(64)),
+        ] {
+            check_yaml_flow_depth(ok, p).expect(ok);
+        }
+    }
 
     #[test]
     fn tram2_columns_and_jsonl_round_trip() {

@@ -17,7 +17,10 @@ pub fn check(doc: &Document) {
     let mut end = 0;
     for (i, s) in doc.sentences.iter().enumerate() {
         assert_eq!(s.index, i);
-        assert!(s.span.start >= end && s.span.start < s.span.end, "ordered, non-empty spans");
+        assert!(
+            s.span.start >= end && s.span.start < s.span.end,
+            "ordered, non-empty spans"
+        );
         assert_eq!(&doc.text[s.span.start..s.span.end], s.text);
         assert!(s.text.len() <= ingest::MAX_SENTENCE_BYTES);
         end = s.span.end;

@@ -1200,7 +1200,18 @@ mod tests {
     #[test]
     fn strip_markup_matches_the_recursive_version() {
         let words = [
-            "[", "]", "(", ")", "(Citation: ", "<code>", "</code>", "a", " ", ".", "[x](y)", "é",
+            "[",
+            "]",
+            "(",
+            ")",
+            "(Citation: ",
+            "<code>",
+            "</code>",
+            "a",
+            " ",
+            ".",
+            "[x](y)",
+            "é",
         ];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..5_000 {

@@ -891,7 +891,13 @@ fn check_yaml_flow_depth(text: &str, path: &Path) -> Result<()> {
 }
 
 /// Adds the steps of one plan to `out`; `rel` is the plan's path as recorded in the steps.
-fn parse_plan(text: &str, path: &Path, rel: &str, actor_dir: &str, out: &mut Emulation) -> Result<()> {
+fn parse_plan(
+    text: &str,
+    path: &Path,
+    rel: &str,
+    actor_dir: &str,
+    out: &mut Emulation,
+) -> Result<()> {
     let file_name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())

@@ -630,9 +630,13 @@ mod hostile {
             );
         }
         // 7,000 nested spans in 42 KB aborted the server (issue 11, row 1).
-        let html = format!("{}x y z.{}", "<span>".repeat(7_000), "</span>".repeat(7_000));
-        let doc = small_stack(move || from("spans.html", html.as_bytes(), Format::Html))
-            .expect("read");
+        let html = format!(
+            "{}x y z.{}",
+            "<span>".repeat(7_000),
+            "</span>".repeat(7_000)
+        );
+        let doc =
+            small_stack(move || from("spans.html", html.as_bytes(), Format::Html)).expect("read");
         assert_eq!(doc.text, "x y z.");
     }
 
@@ -652,8 +656,8 @@ mod hostile {
         // Quadratic in the old strip_emphasis (issue 11, row 4: 960 KB took 13.7 s).
         let n = 40_000;
         let line = " *a".repeat(n) + &" a_".repeat(n);
-        let doc = small_stack(move || from("emph.md", line.as_bytes(), Format::Markdown))
-            .expect("read");
+        let doc =
+            small_stack(move || from("emph.md", line.as_bytes(), Format::Markdown)).expect("read");
         check_spans(&doc);
         let nested = ">".repeat(100_000)
             + " quoted text.\n"
@@ -700,7 +704,10 @@ mod hostile {
                 .map(|e| e.to_string())
         })
         .expect("must fail");
-        assert!(e.contains("cols/train.json") && e.contains("recursion limit"), "{e}");
+        assert!(
+            e.contains("cols/train.json") && e.contains("recursion limit"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -708,7 +715,12 @@ mod hostile {
         let n = 100_000;
         for (name, text) in [
             ("flow.yaml", "[".repeat(n)),
-            ("block.yaml", (0..2_000).map(|i| format!("{}- \n", " ".repeat(i * 2))).collect()),
+            (
+                "block.yaml",
+                (0..2_000)
+                    .map(|i| format!("{}- \n", " ".repeat(i * 2)))
+                    .collect(),
+            ),
             ("maps.yaml", "{a: ".repeat(n)),
             ("dashes.yaml", "- ".repeat(n) + "x\n"),
             ("keys.yaml", "? ".repeat(n) + "x\n"),

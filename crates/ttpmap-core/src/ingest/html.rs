@@ -281,17 +281,15 @@ fn walk(root: ElementRef<'_>) -> String {
                 tasks.push(Task::Seq(n.next_sibling(), in_article));
                 tasks.push(Task::Node(n, in_article));
             }
-            Task::Node(n, in_article) => {
-                match n.value() {
-                    Node::Text(t) => w.inline(t),
-                    Node::Element(_) => {
-                        if let Some(el) = ElementRef::wrap(n) {
-                            enter(el, w, &mut tasks, &mut rows, in_article);
-                        }
+            Task::Node(n, in_article) => match n.value() {
+                Node::Text(t) => w.inline(t),
+                Node::Element(_) => {
+                    if let Some(el) = ElementRef::wrap(n) {
+                        enter(el, w, &mut tasks, &mut rows, in_article);
                     }
-                    _ => {}
                 }
-            }
+                _ => {}
+            },
         }
     }
     let mut w = writers.swap_remove(0);
@@ -430,7 +428,10 @@ pub fn cap_depth(html: &str) -> Option<CappedHtml> {
                 let open = sim.start_tag(&tag.name, tag.self_closing);
                 i = tag.end;
                 match open {
-                    Open::Dropped { formatting: f, special } => {
+                    Open::Dropped {
+                        formatting: f,
+                        special,
+                    } => {
                         cuts.push((lt, tag.end, if special { " " } else { "" }));
                         if f {
                             formatting += 1;
@@ -522,8 +523,9 @@ fn raw_text_end(b: &[u8], from: usize, name: &[u8]) -> usize {
             let matches = b
                 .get(n..n + name.len())
                 .is_some_and(|x| x.eq_ignore_ascii_case(name))
-                && b.get(n + name.len())
-                    .is_some_and(|c| matches!(c, b'\t' | b'\n' | b'\x0C' | b'\r' | b' ' | b'/' | b'>'));
+                && b.get(n + name.len()).is_some_and(|c| {
+                    matches!(c, b'\t' | b'\n' | b'\x0C' | b'\r' | b' ' | b'/' | b'>')
+                });
             if matches {
                 return p;
             }
@@ -708,47 +710,237 @@ const HEADING: u32 = 1 << 11;
 const BREAKOUT: u32 = 1 << 12;
 const IGNORED: u32 = 1 << 13;
 /// Categories with a stack of positions (index = bit number).
-const TRACKED: [u32; 7] = [SPECIAL, SCOPE, TABLE_SCOPE, FOREIGN_ROOT, INTEGRATION, LI_STOP, DD_STOP];
+const TRACKED: [u32; 7] = [
+    SPECIAL,
+    SCOPE,
+    TABLE_SCOPE,
+    FOREIGN_ROOT,
+    INTEGRATION,
+    LI_STOP,
+    DD_STOP,
+];
 
 // The tree builder's tag sets (html5ever `tree_builder/tag_sets.rs`, WHATWG HTML 13.2.4).
 const SPECIAL_NAMES: &[&str] = &[
-    "address", "applet", "area", "article", "aside", "base", "basefont", "bgsound", "blockquote",
-    "body", "br", "button", "caption", "center", "col", "colgroup", "dd", "details", "dir", "div",
-    "dl", "dt", "embed", "fieldset", "figcaption", "figure", "footer", "form", "frame", "frameset",
-    "h1", "h2", "h3", "h4", "h5", "h6", "head", "header", "hgroup", "hr", "html", "iframe", "img",
-    "input", "isindex", "li", "link", "listing", "main", "marquee", "menu", "meta", "nav",
-    "noembed", "noframes", "noscript", "object", "ol", "p", "param", "plaintext", "pre", "script",
-    "search", "section", "select", "source", "style", "summary", "table", "tbody", "td",
-    "template", "textarea", "tfoot", "th", "thead", "title", "tr", "track", "ul", "wbr", "xmp",
-    "foreignobject", "desc", "mi", "mo", "mn", "ms", "mtext", "annotation-xml",
+    "address",
+    "applet",
+    "area",
+    "article",
+    "aside",
+    "base",
+    "basefont",
+    "bgsound",
+    "blockquote",
+    "body",
+    "br",
+    "button",
+    "caption",
+    "center",
+    "col",
+    "colgroup",
+    "dd",
+    "details",
+    "dir",
+    "div",
+    "dl",
+    "dt",
+    "embed",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "frame",
+    "frameset",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "head",
+    "header",
+    "hgroup",
+    "hr",
+    "html",
+    "iframe",
+    "img",
+    "input",
+    "isindex",
+    "li",
+    "link",
+    "listing",
+    "main",
+    "marquee",
+    "menu",
+    "meta",
+    "nav",
+    "noembed",
+    "noframes",
+    "noscript",
+    "object",
+    "ol",
+    "p",
+    "param",
+    "plaintext",
+    "pre",
+    "script",
+    "search",
+    "section",
+    "select",
+    "source",
+    "style",
+    "summary",
+    "table",
+    "tbody",
+    "td",
+    "template",
+    "textarea",
+    "tfoot",
+    "th",
+    "thead",
+    "title",
+    "tr",
+    "track",
+    "ul",
+    "wbr",
+    "xmp",
+    "foreignobject",
+    "desc",
+    "mi",
+    "mo",
+    "mn",
+    "ms",
+    "mtext",
+    "annotation-xml",
 ];
 const SCOPE_NAMES: &[&str] = &[
-    "applet", "caption", "html", "table", "td", "th", "marquee", "object", "select", "template",
-    "foreignobject", "desc", "title", "mi", "mo", "mn", "ms", "mtext", "annotation-xml",
+    "applet",
+    "caption",
+    "html",
+    "table",
+    "td",
+    "th",
+    "marquee",
+    "object",
+    "select",
+    "template",
+    "foreignobject",
+    "desc",
+    "title",
+    "mi",
+    "mo",
+    "mn",
+    "ms",
+    "mtext",
+    "annotation-xml",
 ];
 const FORMATTING_NAMES: &[&str] = &[
-    "a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt",
-    "u",
+    "a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
 ];
 const VOID_NAMES: &[&str] = &[
     "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image", "img",
     "input", "keygen", "link", "meta", "param", "source", "track", "wbr",
 ];
 const RAW_NAMES: &[&str] = &[
-    "script", "style", "xmp", "iframe", "noembed", "noframes", "noscript", "textarea", "title",
+    "script",
+    "style",
+    "xmp",
+    "iframe",
+    "noembed",
+    "noframes",
+    "noscript",
+    "textarea",
+    "title",
     "plaintext",
 ];
 const CLOSES_P_NAMES: &[&str] = &[
-    "address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div", "dl",
-    "fieldset", "figcaption", "figure", "footer", "header", "hgroup", "main", "menu", "nav", "ol",
-    "p", "search", "section", "summary", "ul", "h1", "h2", "h3", "h4", "h5", "h6", "pre",
-    "listing", "form", "hr", "li", "dd", "dt", "plaintext", "xmp",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "center",
+    "details",
+    "dialog",
+    "dir",
+    "div",
+    "dl",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "header",
+    "hgroup",
+    "main",
+    "menu",
+    "nav",
+    "ol",
+    "p",
+    "search",
+    "section",
+    "summary",
+    "ul",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "pre",
+    "listing",
+    "form",
+    "hr",
+    "li",
+    "dd",
+    "dt",
+    "plaintext",
+    "xmp",
 ];
 const BREAKOUT_NAMES: &[&str] = &[
-    "b", "big", "blockquote", "body", "br", "center", "code", "dd", "div", "dl", "dt", "em",
-    "embed", "h1", "h2", "h3", "h4", "h5", "h6", "head", "hr", "i", "img", "li", "listing", "menu",
-    "meta", "nobr", "ol", "p", "pre", "ruby", "s", "small", "span", "strong", "strike", "sub",
-    "sup", "table", "tt", "u", "ul", "var",
+    "b",
+    "big",
+    "blockquote",
+    "body",
+    "br",
+    "center",
+    "code",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "embed",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "head",
+    "hr",
+    "i",
+    "img",
+    "li",
+    "listing",
+    "menu",
+    "meta",
+    "nobr",
+    "ol",
+    "p",
+    "pre",
+    "ruby",
+    "s",
+    "small",
+    "span",
+    "strong",
+    "strike",
+    "sub",
+    "sup",
+    "table",
+    "tt",
+    "u",
+    "ul",
+    "var",
 ];
 
 fn categories(name: &str) -> u32 {
@@ -1138,7 +1330,9 @@ net user</pre><script>alert(1)</script><div hidden>secret</div></article>
 <body><!-- <div><div> --><main><p>One<p>Two<ul><li>a<li>b</ul><table><tr><td>1<td>2<tr><td>3</table>
 <dl><dt>k<dd>v</dl><svg><path d="M0 0"/><g/></svg><select><option>a<option>b</select></main></body></html>"#;
         assert_eq!(cap_depth(page), None);
-        let long: String = (0..5_000).map(|i| format!("<p>para {i}<li>item<b>b</b>")).collect();
+        let long: String = (0..5_000)
+            .map(|i| format!("<p>para {i}<li>item<b>b</b>"))
+            .collect();
         assert_eq!(cap_depth(&long), None);
     }
 
@@ -1146,11 +1340,32 @@ net user</pre><script>alert(1)</script><div hidden>secret</div></article>
     fn cap_bounds_the_parsed_depth() {
         let n = 4_000;
         let patterns = [
-            "<div>", "<span>", "<b>", "<b><div></b>", "<span><div></span>", "<p><table>",
-            "<li><section>", "<svg><foreignObject><div>", "<table><tr><td>", "<a><div>", "<div/>",
-            "<svg><g>", "<dl><dt><div>", "<ul><li>", "<font><center>", "<h1><span>",
-            "<table><caption>", "<object>", "<button>", "<template>", "<math><mi>", "<i><p>",
-            "<p><b>x</p>", "<select><optgroup>", "<table><p>", "<ruby><rt>",
+            "<div>",
+            "<span>",
+            "<b>",
+            "<b><div></b>",
+            "<span><div></span>",
+            "<p><table>",
+            "<li><section>",
+            "<svg><foreignObject><div>",
+            "<table><tr><td>",
+            "<a><div>",
+            "<div/>",
+            "<svg><g>",
+            "<dl><dt><div>",
+            "<ul><li>",
+            "<font><center>",
+            "<h1><span>",
+            "<table><caption>",
+            "<object>",
+            "<button>",
+            "<template>",
+            "<math><mi>",
+            "<i><p>",
+            "<p><b>x</p>",
+            "<select><optgroup>",
+            "<table><p>",
+            "<ruby><rt>",
         ];
         for p in patterns {
             let html = format!("<body>{}end</body>", p.repeat(n));
@@ -1165,7 +1380,10 @@ net user</pre><script>alert(1)</script><div hidden>secret</div></article>
         let growing: String = (0..n).map(|k| format!("<p><b id={k}>x")).collect();
         let src = cap_depth(&growing).map_or(growing.clone(), |c| c.html);
         let d = max_depth(&Html::parse_document(&src));
-        assert!(d <= 2 * MAX_HTML_DEPTH + MAX_OPEN_FORMATTING, "reopened formatting: {d}");
+        assert!(
+            d <= 2 * MAX_HTML_DEPTH + MAX_OPEN_FORMATTING,
+            "reopened formatting: {d}"
+        );
     }
 
     #[test]
@@ -1183,17 +1401,43 @@ net user</pre><script>alert(1)</script><div hidden>secret</div></article>
     fn linear_work() {
         use super::super::work::assert_linear;
         let run = |h: &str| convert(h);
-        assert_linear("nested div", 2_000, |n| nested("<div>", "</div>", n, "x"), run);
-        assert_linear("nested span", 2_000, |n| nested("<span>", "</span>", n, "x"), run);
+        assert_linear(
+            "nested div",
+            2_000,
+            |n| nested("<div>", "</div>", n, "x"),
+            run,
+        );
+        assert_linear(
+            "nested span",
+            2_000,
+            |n| nested("<span>", "</span>", n, "x"),
+            run,
+        );
         assert_linear("unclosed div", 2_000, |n| "<div>x ".repeat(n), run);
         assert_linear("b div", 2_000, |n| "<b><div></b>".repeat(n), run);
-        assert_linear("reopened formatting", 2_000, |n| {
-            (0..n).map(|k| format!("<p><b id={k}>x")).collect()
-        }, run);
-        assert_linear("attributes", 2_000, |n| {
-            format!("<div{}>x</div>", (0..n).map(|i| format!(" a{i}")).collect::<String>())
-        }, run);
-        assert_linear("nested tables", 1_000, |n| "<table><tr><td>x".repeat(n), run);
+        assert_linear(
+            "reopened formatting",
+            2_000,
+            |n| (0..n).map(|k| format!("<p><b id={k}>x")).collect(),
+            run,
+        );
+        assert_linear(
+            "attributes",
+            2_000,
+            |n| {
+                format!(
+                    "<div{}>x</div>",
+                    (0..n).map(|i| format!(" a{i}")).collect::<String>()
+                )
+            },
+            run,
+        );
+        assert_linear(
+            "nested tables",
+            1_000,
+            |n| "<table><tr><td>x".repeat(n),
+            run,
+        );
         assert_linear("nested h1", 2_000, |n| "<h1><span>".repeat(n), run);
         assert_linear("comments", 2_000, |n| "<!-- <div> ".repeat(n), run);
         assert_linear("svg", 2_000, |n| "<svg><title>".repeat(n), run);

@@ -594,12 +594,10 @@ mod tests {
     /// The regexes the one-pass functions replace (`regex` `replace_all` can rescan the rest
     /// of a line for every match).
     fn by_regex(s: &str) -> String {
-        let tag = Regex::new(
-            r"</?(?:br|b|i|em|strong|u|sup|sub|span|kbd|code|p|div)\b[^>]*>|<!--.*?-->",
-        )
-        .unwrap();
-        let link =
-            Regex::new(r"!?\[([^\]]*)\](?:\([^)\s]*(?:\s+[^)]*)?\)|\[[^\]]*\])").unwrap();
+        let tag =
+            Regex::new(r"</?(?:br|b|i|em|strong|u|sup|sub|span|kbd|code|p|div)\b[^>]*>|<!--.*?-->")
+                .unwrap();
+        let link = Regex::new(r"!?\[([^\]]*)\](?:\([^)\s]*(?:\s+[^)]*)?\)|\[[^\]]*\])").unwrap();
         let auto = Regex::new(r"<((?:https?|ftp|mailto):[^>\s]+|[^>\s@]+@[^>\s]+)>").unwrap();
         let s = tag.replace_all(s, "");
         let s = link.replace_all(&s, "$1");
@@ -722,7 +720,17 @@ mod tests {
             }
             random.push(s);
         }
-        let words = ["<b>", "<!--", "-->", "[a]", "(u)", "<http://x>", "<a@b>", "``", "**"];
+        let words = [
+            "<b>",
+            "<!--",
+            "-->",
+            "[a]",
+            "(u)",
+            "<http://x>",
+            "<a@b>",
+            "``",
+            "**",
+        ];
         for k in 0..2_000u64 {
             let mut s = String::new();
             for j in 0..6 {
@@ -747,10 +755,23 @@ mod tests {
         use super::super::work::assert_linear;
         let run = |s: &str| markdown_to_text(s);
         // The issue's case: quadratic in the old strip_emphasis (240 KB took 1.1 s).
-        assert_linear("emphasis", 5_000, |n| " *a".repeat(n) + &" a_".repeat(n), run);
-        assert_linear("backticks", 2_000, |n| {
-            (1..=n).rev().map(|k| "`".repeat(k % 50 + 1) + "x").collect()
-        }, run);
+        assert_linear(
+            "emphasis",
+            5_000,
+            |n| " *a".repeat(n) + &" a_".repeat(n),
+            run,
+        );
+        assert_linear(
+            "backticks",
+            2_000,
+            |n| {
+                (1..=n)
+                    .rev()
+                    .map(|k| "`".repeat(k % 50 + 1) + "x")
+                    .collect()
+            },
+            run,
+        );
         assert_linear("comment and tags", 5_000, |n| "<b><!--".repeat(n), run);
         assert_linear("links", 5_000, |n| "[a](".repeat(n) + &"[b]".repeat(n), run);
         assert_linear("brackets", 5_000, |n| "[".repeat(n) + "]", run);

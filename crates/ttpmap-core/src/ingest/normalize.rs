@@ -220,7 +220,8 @@ pub fn reflow(text: &str, mode: Reflow) -> String {
     // Each line is measured once as itself and once as `prev`; sorting the lengths is
     // n log n in the number of lines.
     super::work::add(
-        2 * text.len() as u64 + lines.len() as u64 * (1 + u64::from(lines.len().checked_ilog2().unwrap_or(0))),
+        2 * text.len() as u64
+            + lines.len() as u64 * (1 + u64::from(lines.len().checked_ilog2().unwrap_or(0))),
     );
     let mut lens: Vec<usize> = lines
         .iter()
@@ -353,13 +354,26 @@ mod tests {
     fn linear_work() {
         use super::super::work::assert_linear;
         let run = |s: &str| reflow(&normalize(s), Reflow::Aggressive);
-        assert_linear("spelled-out markers", 5_000, |n| "x [at] y [dot] ".repeat(n), run);
+        assert_linear(
+            "spelled-out markers",
+            5_000,
+            |n| "x [at] y [dot] ".repeat(n),
+            run,
+        );
         assert_linear("bracketed dots", 5_000, |n| "[.]".repeat(n), run);
         assert_linear("hxxp", 5_000, |n| "hxxp[:]//a ".repeat(n), run);
         assert_linear("spaces", 5_000, |n| " ".repeat(n) + "[at] b", run);
-        assert_linear("wrapped lines", 2_000, |n| {
-            "the loader decrypts the payload with a key and\n".repeat(n)
-        }, run);
-        assert_linear("unicode", 5_000, |n| "e\u{301}\u{FB01}\u{200B}\r\n".repeat(n), run);
+        assert_linear(
+            "wrapped lines",
+            2_000,
+            |n| "the loader decrypts the payload with a key and\n".repeat(n),
+            run,
+        );
+        assert_linear(
+            "unicode",
+            5_000,
+            |n| "e\u{301}\u{FB01}\u{200B}\r\n".repeat(n),
+            run,
+        );
     }
 }

@@ -361,7 +361,12 @@ mod tests {
     fn linear_work() {
         use super::super::work::assert_linear;
         let run = |s: &str| split_sentences(s);
-        assert_linear("lower-case continuations", 5_000, |n| "a. b. ".repeat(n), run);
+        assert_linear(
+            "lower-case continuations",
+            5_000,
+            |n| "a. b. ".repeat(n),
+            run,
+        );
         assert_linear("initials", 5_000, |n| "A. B. ".repeat(n), run);
         assert_linear("captions", 5_000, |n| "Figure 1. Figure 2. ".repeat(n), run);
         assert_linear("leading brackets", 5_000, |n| "(".repeat(n) + " x1. Y", run);

@@ -216,6 +216,9 @@ fn push_segment(text: &str, start: usize, end: usize, line_start: bool, out: &mu
     let lead = seg.len() - seg.trim_start().len();
     let mut s = start + lead;
     let e = start + seg.trim_end().len();
+    if s >= e {
+        return; // only whitespace (found by fuzzing: `&text[s..e]` below panicked)
+    }
     if line_start {
         let t = &text[s..e];
         for bullet in ["• ", "- ", "* ", "+ ", "▪ ", "◦ ", "‣ ", "· ", "> "] {
@@ -355,6 +358,13 @@ mod tests {
         let nospace = "é".repeat(3000);
         let spans = split_sentences(&nospace);
         assert_eq!(spans.iter().map(Span::len).sum::<usize>(), nospace.len());
+    }
+
+    #[test]
+    fn whitespace_only_lines_of_unnormalised_text() {
+        // Found by the `text` fuzz target: a line of only whitespace panicked.
+        assert!(split_sentences(" ").is_empty());
+        assert_eq!(sents("a b\n \u{b}\n\t\nc d"), vec!["a b", "c d"]);
     }
 
     #[test]

@@ -128,7 +128,11 @@ fn is_boundary(line: &str, seg_start: usize, p: usize, j: usize, k: usize) -> bo
     }
     // The word before the dot.
     let before = &line[seg_start..p];
-    let word_start = before.rfind(char::is_whitespace).map_or(0, |w| w + 1);
+    // After the last whitespace char (U+2000 and friends are 3 bytes: found by fuzzing).
+    let word_start = before
+        .char_indices()
+        .rfind(|(_, c)| c.is_whitespace())
+        .map_or(0, |(w, c)| w + c.len_utf8());
     super::work::add((before.len() - word_start) as u64 + 1);
     let word = before[word_start..].trim_start_matches(['(', '[', '{', '"', '\'', '*', '_']);
     if word.is_empty() {
@@ -365,6 +369,8 @@ mod tests {
         // Found by the `text` fuzz target: a line of only whitespace panicked.
         assert!(split_sentences(" ").is_empty());
         assert_eq!(sents("a b\n \u{b}\n\t\nc d"), vec!["a b", "c d"]);
+        // ... and a multi-byte space before a word ending in `.` was sliced mid-char.
+        assert_eq!(sents("x\u{2000}a. B c"), vec!["x\u{2000}a.", "B c"]);
     }
 
     #[test]

@@ -589,28 +589,50 @@ pub fn clean_description(s: &str) -> String {
     collapsed
 }
 
+/// Iterative and linear: bracket pairs are matched once up front (a stack per bracket kind),
+/// and a link's text is stripped by continuing the same loop inside it (a stack of where to
+/// resume), so neither the nesting depth of `[...](...)` nor a run of unclosed brackets in a
+/// hostile bundle costs more than one pass.
 fn strip_markup(s: &str, out: &mut String) {
-    let mut rest = s;
-    while let Some(pos) = rest.find(['(', '[', '<']) {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos..];
+    let squares = bracket_pairs(s, b'[', b']');
+    let parens = bracket_pairs(s, b'(', b')');
+    // Matching bracket of the one at `i`, if it closes before `hi` (the end of the text being
+    // stripped: inside a link text, brackets closing outside it are unclosed).
+    let close_of = |pairs: &[usize], i: usize, hi: usize| pairs.get(i).copied().filter(|&c| c < hi);
+    // (where to resume, end of the enclosing text) for each link text being stripped.
+    let mut resume: Vec<(usize, usize)> = Vec::new();
+    let (mut pos, mut hi) = (0usize, s.len());
+    loop {
+        let rest = &s[pos..hi];
+        let Some(off) = rest.find(['(', '[', '<']) else {
+            out.push_str(rest);
+            match resume.pop() {
+                Some((p, h)) => {
+                    (pos, hi) = (p, h);
+                    continue;
+                }
+                None => break,
+            }
+        };
+        out.push_str(&rest[..off]);
+        let at = pos + off;
+        let tail = &s[at..hi];
         if tail.starts_with("(Citation:") {
-            if let Some(end) = matching_close(tail, b'(', b')') {
-                rest = &tail[end + 1..];
+            if let Some(end) = close_of(&parens, at, hi) {
+                pos = end + 1;
                 // "text (Citation: x)." -> "text." rather than "text ."
-                if rest.starts_with(['.', ',', ';', ':', ')']) {
+                if s[pos..hi].starts_with(['.', ',', ';', ':', ')']) {
                     let trimmed = out.trim_end().len();
                     out.truncate(trimmed);
                 }
                 continue;
             }
         } else if tail.starts_with('[') {
-            if let Some(close) = matching_close(tail, b'[', b']') {
-                let after = &tail[close + 1..];
-                if after.starts_with('(') {
-                    if let Some(end) = matching_close(after, b'(', b')') {
-                        strip_markup(&tail[1..close], out);
-                        rest = &after[end + 1..];
+            if let Some(close) = close_of(&squares, at, hi) {
+                if s[close + 1..hi].starts_with('(') {
+                    if let Some(end) = close_of(&parens, close + 1, hi) {
+                        resume.push((end + 1, hi));
+                        (pos, hi) = (at + 1, close);
                         continue;
                     }
                 }
@@ -619,29 +641,30 @@ fn strip_markup(s: &str, out: &mut String) {
             .strip_prefix("<code>")
             .or_else(|| tail.strip_prefix("</code>"))
         {
-            rest = r;
+            pos = hi - r.len();
             continue;
         }
         out.push_str(&tail[..1]);
-        rest = &tail[1..];
+        pos = at + 1;
     }
-    out.push_str(rest);
 }
 
-/// Byte index of the bracket closing the one at `s[0]`, counting nesting; `None` if unclosed.
-fn matching_close(s: &str, open: u8, close: u8) -> Option<usize> {
-    let mut depth = 0usize;
-    for (i, &b) in s.as_bytes().iter().enumerate() {
-        if b == open {
-            depth += 1;
-        } else if b == close {
-            depth = depth.saturating_sub(1);
-            if depth == 0 {
-                return Some(i);
+/// For each byte index holding `open`, the index of the bracket closing it (nesting counted),
+/// else `usize::MAX`; one pass with a stack.
+fn bracket_pairs(s: &str, open: u8, close: u8) -> Vec<usize> {
+    let b = s.as_bytes();
+    let mut pairs = vec![usize::MAX; b.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    for (i, &c) in b.iter().enumerate() {
+        if c == open {
+            stack.push(i);
+        } else if c == close {
+            if let Some(o) = stack.pop() {
+                pairs[o] = i;
             }
         }
     }
-    None
+    pairs
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1119,6 +1142,109 @@ fn parse_bundle(bytes: &[u8], source: &Path, fingerprint: String) -> Result<Cata
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The previous recursive `strip_markup` (stack depth = link nesting; O(n^2) on runs of
+    /// unclosed brackets), kept to check the iterative one against.
+    fn strip_markup_recursive(s: &str, out: &mut String) {
+        fn matching_close(s: &str, open: u8, close: u8) -> Option<usize> {
+            let mut depth = 0usize;
+            for (i, &b) in s.as_bytes().iter().enumerate() {
+                if b == open {
+                    depth += 1;
+                } else if b == close {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return Some(i);
+                    }
+                }
+            }
+            None
+        }
+        let mut rest = s;
+        while let Some(pos) = rest.find(['(', '[', '<']) {
+            out.push_str(&rest[..pos]);
+            let tail = &rest[pos..];
+            if tail.starts_with("(Citation:") {
+                if let Some(end) = matching_close(tail, b'(', b')') {
+                    rest = &tail[end + 1..];
+                    if rest.starts_with(['.', ',', ';', ':', ')']) {
+                        let trimmed = out.trim_end().len();
+                        out.truncate(trimmed);
+                    }
+                    continue;
+                }
+            } else if tail.starts_with('[') {
+                if let Some(close) = matching_close(tail, b'[', b']') {
+                    let after = &tail[close + 1..];
+                    if after.starts_with('(') {
+                        if let Some(end) = matching_close(after, b'(', b')') {
+                            strip_markup_recursive(&tail[1..close], out);
+                            rest = &after[end + 1..];
+                            continue;
+                        }
+                    }
+                }
+            } else if let Some(r) = tail
+                .strip_prefix("<code>")
+                .or_else(|| tail.strip_prefix("</code>"))
+            {
+                rest = r;
+                continue;
+            }
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+        out.push_str(rest);
+    }
+
+    #[test]
+    fn strip_markup_matches_the_recursive_version() {
+        let words = [
+            "[",
+            "]",
+            "(",
+            ")",
+            "(Citation: ",
+            "<code>",
+            "</code>",
+            "a",
+            " ",
+            ".",
+            "[x](y)",
+            "é",
+        ];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let mut s = String::new();
+            for k in 0..len {
+                let r = x.rotate_left(k as u32 * 5);
+                s.push_str(words[(r % words.len() as u64) as usize]);
+            }
+            let (mut a, mut b) = (String::new(), String::new());
+            strip_markup(&s, &mut a);
+            strip_markup_recursive(&s, &mut b);
+            assert_eq!(a, b, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn deep_and_unclosed_markup_in_descriptions() {
+        let n = 100_000;
+        let nested = "[".repeat(n) + "text" + &"](u)".repeat(n);
+        let unclosed = "[".repeat(n) + &"(Citation: ".repeat(n);
+        let (a, b) = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || (clean_description(&nested), clean_description(&unclosed)))
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(a, "text");
+        assert!(b.starts_with("[[[") && b.len() > 2 * n, "{}", &b[..20]);
+    }
 
     fn tid(s: &str) -> TechniqueId {
         TechniqueId::parse(s).unwrap()

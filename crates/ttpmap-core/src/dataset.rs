@@ -217,13 +217,27 @@ pub fn remap_steps(
 /// Loads TRAM2 in column format (`sentence`, `labels`, `doc_title`). The split name is the
 /// file stem (`train`, `test`).
 pub fn load_tram2(path: impl AsRef<Path>) -> Result<Dataset> {
-    load_columns(path.as_ref(), "tram2", "doc_title")
+    let path = path.as_ref();
+    tram2_from_str(&read_to_string(path)?, path)
+}
+
+/// [`load_tram2`] on text held in memory; `source` names it in errors and gives the split name
+/// (its file stem).
+pub fn tram2_from_str(text: &str, source: &Path) -> Result<Dataset> {
+    columns_from_str(source, text, "tram2", "doc_title")
 }
 
 /// Loads the AnnoCTR sentence split in column format (`sentence`, `labels`, `document`;
 /// `entities` is ignored). Non-technique label ids are counted in `other_labels`.
 pub fn load_annoctr(path: impl AsRef<Path>) -> Result<Dataset> {
-    load_columns(path.as_ref(), "annoctr", "document")
+    let path = path.as_ref();
+    annoctr_from_str(&read_to_string(path)?, path)
+}
+
+/// [`load_annoctr`] on text held in memory; `source` names it in errors and gives the split
+/// name (its file stem).
+pub fn annoctr_from_str(text: &str, source: &Path) -> Result<Dataset> {
+    columns_from_str(source, text, "annoctr", "document")
 }
 
 fn read_to_string(path: &Path) -> Result<String> {
@@ -271,9 +285,10 @@ fn column<'a>(
     Ok(rows.into_iter().map(|r| r.1).collect())
 }
 
-fn load_columns(path: &Path, name: &str, doc_col: &str) -> Result<Dataset> {
-    let text = read_to_string(path)?;
-    let root: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+/// Column JSON: serde_json keeps its recursion limit (128 levels), so deeply nested input is
+/// a "recursion limit exceeded" error naming the file, not a stack overflow.
+fn columns_from_str(path: &Path, text: &str, name: &str, doc_col: &str) -> Result<Dataset> {
+    let root: Value = serde_json::from_str(text).map_err(|e| Error::Json {
         path: path.to_path_buf(),
         source: e,
     })?;
@@ -352,10 +367,12 @@ fn technique_labels<'a>(
     other: &mut BTreeMap<String, usize>,
 ) -> Vec<TechniqueId> {
     let mut out: Vec<TechniqueId> = Vec::new();
+    // A set beside the list: a row with many labels stays linear.
+    let mut seen: HashSet<TechniqueId> = HashSet::new();
     for l in raw {
         match TechniqueId::parse(l) {
             Ok(t) => {
-                if !out.contains(&t) {
+                if seen.insert(t.clone()) {
                     out.push(t);
                 }
             }
@@ -791,84 +808,173 @@ pub fn load_emulation(dir: impl AsRef<Path>) -> Result<Emulation> {
             .unwrap_or(&path)
             .to_string_lossy()
             .into_owned();
-        let file_name = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let text = read_to_string(&path)?;
-        let doc: Yaml = serde_norway::from_str(&text).map_err(|e| Error::Yaml {
-            path: path.clone(),
-            source: e,
-        })?;
-        let Yaml::Sequence(items) = doc else {
-            return Err(Error::invalid(&path, "expected a YAML list of steps"));
-        };
-        let adversary = items.iter().find_map(|i| {
-            yaml_str(
-                i.get("emulation_plan_details")
-                    .and_then(|d| d.get("adversary_name")),
-            )
-        });
-        let actor = actor_name(&actor_dir, adversary.as_deref());
-        for (pos, item) in items.iter().enumerate() {
-            if !item.is_mapping() {
-                return Err(Error::invalid(
-                    &path,
-                    format!("list item {pos} is not a mapping"),
-                ));
-            }
-            if item.get("emulation_plan_details").is_some() {
-                continue;
-            }
-            let step_id = yaml_str(item.get("procedure_step"))
-                .or_else(|| yaml_str(item.get("id")))
-                .unwrap_or_else(|| format!("#{pos}"));
-            let skip = |reason: &str| SkippedStep {
-                source_file: rel.clone(),
-                step_id: step_id.clone(),
-                reason: reason.to_string(),
-            };
-            let description = yaml_str(item.get("description")).unwrap_or_default();
-            if description.is_empty() {
-                out.skipped.push(skip("no description"));
-                continue;
-            }
-            let tech = item.get("technique");
-            let Some(raw_id) = yaml_str(tech.and_then(|t| t.get("attack_id"))) else {
-                out.skipped.push(skip("no technique"));
-                continue;
-            };
-            let Ok(mut technique) = TechniqueId::parse(&raw_id) else {
-                out.skipped
-                    .push(skip(&format!("invalid technique id {raw_id:?}")));
-                continue;
-            };
-            for (f, s, from, to, _) in EMULATION_CORRECTIONS {
-                if *f == file_name && *s == step_id && technique.as_str() == *from {
-                    if let Ok(to) = TechniqueId::parse(to) {
-                        out.corrections.push(AppliedCorrection {
-                            source_file: rel.clone(),
-                            step_id: step_id.clone(),
-                            from: technique.clone(),
-                            to: to.clone(),
-                        });
-                        technique = to;
-                    }
-                }
-            }
-            out.steps.push(EmulationStep {
-                actor: actor.clone(),
-                step_id,
-                name: yaml_str(item.get("name")).unwrap_or_default(),
-                description,
-                tactic: yaml_str(item.get("tactic")).unwrap_or_default(),
-                technique,
-                technique_name: yaml_str(tech.and_then(|t| t.get("name"))).unwrap_or_default(),
-                source_file: rel.clone(),
-            });
-        }
+        parse_plan(&text, &path, &rel, &actor_dir, &mut out)?;
     }
     Ok(out)
+}
+
+/// Parses one emulation plan (YAML) held in memory into an [`Emulation`]; `source` names it in
+/// errors and its file name selects [`EMULATION_CORRECTIONS`]; `actor_dir` is the folder name
+/// used when the plan names no adversary. YAML nested deeper than serde_norway's recursion
+/// limit (128) is an error naming `source`, not a stack overflow.
+pub fn emulation_plan_from_str(text: &str, source: &Path, actor_dir: &str) -> Result<Emulation> {
+    let mut out = Emulation::default();
+    let rel = source.to_string_lossy().into_owned();
+    parse_plan(text, source, &rel, actor_dir, &mut out)?;
+    Ok(out)
+}
+
+/// Deepest nesting of YAML flow collections (`[...]`, `{...}`) an emulation plan may have.
+/// libyaml checks every open flow level on each token (quadratic: 20,000 nested `{a: ` took
+/// 30 s) and serde_norway's recursion to its limit of 128 levels needs about 1 MiB of stack in
+/// a debug build; real plans nest flow collections two or three deep.
+pub const MAX_YAML_FLOW_DEPTH: usize = 64;
+
+/// Refuses YAML whose flow collections nest deeper than [`MAX_YAML_FLOW_DEPTH`], naming the
+/// file and line, before libyaml sees it. One pass: quoted scalars and comments are skipped; a
+/// `[` or `{` counts when it opens a value (after whitespace, `:`, `-`, `,`, `?` or another
+/// opener, or anywhere inside a flow collection).
+fn check_yaml_flow_depth(text: &str, path: &Path) -> Result<()> {
+    let b = text.as_bytes();
+    let (mut depth, mut line) = (0usize, 1usize);
+    let (mut single, mut double, mut comment) = (false, false, false);
+    let mut prev = b'\n';
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\n' {
+            line += 1;
+            comment = false;
+        }
+        let opens_value = prev.is_ascii_whitespace() || b"[{,:-?".contains(&prev);
+        if comment {
+        } else if double {
+            if c == b'\\' {
+                i += 1;
+                if b.get(i) == Some(&b'\n') {
+                    line += 1;
+                }
+            } else if c == b'"' {
+                double = false;
+            }
+        } else if single {
+            if c == b'\'' {
+                if b.get(i + 1) == Some(&b'\'') {
+                    i += 1; // '' is a quote inside the scalar
+                } else {
+                    single = false;
+                }
+            }
+        } else {
+            match c {
+                b'#' if prev.is_ascii_whitespace() => comment = true,
+                b'"' if opens_value => double = true,
+                b'\'' if opens_value => single = true,
+                b'[' | b'{' if opens_value || depth > 0 => {
+                    depth += 1;
+                    if depth > MAX_YAML_FLOW_DEPTH {
+                        return Err(Error::invalid(
+                            path,
+                            format!("YAML flow collections nested deeper than {MAX_YAML_FLOW_DEPTH} levels at line {line}"),
+                        ));
+                    }
+                }
+                b']' | b'}' if depth > 0 => depth -= 1,
+                _ => {}
+            }
+        }
+        prev = c;
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Adds the steps of one plan to `out`; `rel` is the plan's path as recorded in the steps.
+fn parse_plan(
+    text: &str,
+    path: &Path,
+    rel: &str,
+    actor_dir: &str,
+    out: &mut Emulation,
+) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    check_yaml_flow_depth(text, path)?;
+    let doc: Yaml = serde_norway::from_str(text).map_err(|e| Error::Yaml {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let Yaml::Sequence(items) = doc else {
+        return Err(Error::invalid(path, "expected a YAML list of steps"));
+    };
+    let adversary = items.iter().find_map(|i| {
+        yaml_str(
+            i.get("emulation_plan_details")
+                .and_then(|d| d.get("adversary_name")),
+        )
+    });
+    let actor = actor_name(actor_dir, adversary.as_deref());
+    for (pos, item) in items.iter().enumerate() {
+        if !item.is_mapping() {
+            return Err(Error::invalid(
+                path,
+                format!("list item {pos} is not a mapping"),
+            ));
+        }
+        if item.get("emulation_plan_details").is_some() {
+            continue;
+        }
+        let step_id = yaml_str(item.get("procedure_step"))
+            .or_else(|| yaml_str(item.get("id")))
+            .unwrap_or_else(|| format!("#{pos}"));
+        let skip = |reason: &str| SkippedStep {
+            source_file: rel.to_string(),
+            step_id: step_id.clone(),
+            reason: reason.to_string(),
+        };
+        let description = yaml_str(item.get("description")).unwrap_or_default();
+        if description.is_empty() {
+            out.skipped.push(skip("no description"));
+            continue;
+        }
+        let tech = item.get("technique");
+        let Some(raw_id) = yaml_str(tech.and_then(|t| t.get("attack_id"))) else {
+            out.skipped.push(skip("no technique"));
+            continue;
+        };
+        let Ok(mut technique) = TechniqueId::parse(&raw_id) else {
+            out.skipped
+                .push(skip(&format!("invalid technique id {raw_id:?}")));
+            continue;
+        };
+        for (f, s, from, to, _) in EMULATION_CORRECTIONS {
+            if *f == file_name && *s == step_id && technique.as_str() == *from {
+                if let Ok(to) = TechniqueId::parse(to) {
+                    out.corrections.push(AppliedCorrection {
+                        source_file: rel.to_string(),
+                        step_id: step_id.clone(),
+                        from: technique.clone(),
+                        to: to.clone(),
+                    });
+                    technique = to;
+                }
+            }
+        }
+        out.steps.push(EmulationStep {
+            actor: actor.clone(),
+            step_id,
+            name: yaml_str(item.get("name")).unwrap_or_default(),
+            description,
+            tactic: yaml_str(item.get("tactic")).unwrap_or_default(),
+            technique,
+            technique_name: yaml_str(tech.and_then(|t| t.get("name"))).unwrap_or_default(),
+            source_file: rel.to_string(),
+        });
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1096,6 +1202,24 @@ pub fn split_queries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_flow_depth_is_capped() {
+        let p = Path::new("plans/x.yaml");
+        let deep = "- id: 1\n  x: ".to_string() + &"{a: ".repeat(20_000);
+        let e = check_yaml_flow_depth(&deep, p).unwrap_err().to_string();
+        assert!(e.contains("plans/x.yaml") && e.contains("line 2"), "{e}");
+        let e = emulation_plan_from_str(&"[".repeat(100_000), p, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("deeper than 64"), "{e}");
+        for ok in [
+            "- a: [1, [2, {b: 3}]]\n  d: \"[[[[\" # [[[[\n  e: 'it''s [' \n  f: x[y\n",
+            &("- d: ".to_string() + &"[".repeat(64) + &"]".repeat(64)),
+        ] {
+            check_yaml_flow_depth(ok, p).expect(ok);
+        }
+    }
 
     #[test]
     fn tram2_columns_and_jsonl_round_trip() {

@@ -861,3 +861,157 @@ mod annoctr {
         );
     }
 }
+
+/// Hostile input (issue 11, rows 1 and 4): depth and size chosen by an attacker get a result
+/// with a warning or a clear error naming the input, never a stack overflow. The linear-time
+/// checks (operation counts for 4x larger inputs) are unit tests beside each converter.
+mod hostile {
+    use super::*;
+
+    fn from(name: &str, bytes: &[u8], format: Format) -> ttpmap_core::Result<Document> {
+        ingest::from_bytes(name, bytes, Some(format), &IngestOptions::default())
+    }
+
+    /// Runs `f` on a thread with a small stack (a tokio worker has 2 MiB): recursion on the
+    /// input's depth would overflow it and abort the test binary.
+    fn small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("no panic")
+    }
+
+    #[test]
+    fn deeply_nested_html_keeps_its_text_and_warns() {
+        for (open, close, n) in [("<div>", "</div>", 100_000), ("<span>", "</span>", 50_000)] {
+            let html = format!(
+                "<html><body>{}The actor used cmd.exe. It ran.{}</body></html>",
+                open.repeat(n),
+                close.repeat(n)
+            );
+            let doc = small_stack(move || from("deep.html", html.as_bytes(), Format::Html))
+                .expect("deep HTML is read");
+            check_spans(&doc);
+            assert_eq!(doc.text, "The actor used cmd.exe. It ran.");
+            assert_eq!(doc.warnings.len(), 1, "{:?}", doc.warnings);
+            assert!(
+                doc.warnings[0].contains("nested deeper than"),
+                "{:?}",
+                doc.warnings
+            );
+        }
+        // 7,000 nested spans in 42 KB aborted the server (issue 11, row 1).
+        let html = format!(
+            "{}x y z.{}",
+            "<span>".repeat(7_000),
+            "</span>".repeat(7_000)
+        );
+        let doc =
+            small_stack(move || from("spans.html", html.as_bytes(), Format::Html)).expect("read");
+        assert_eq!(doc.text, "x y z.");
+    }
+
+    #[test]
+    fn ordinary_html_has_no_warnings() {
+        let doc = from(
+            "ok.html",
+            b"<html><body><div><p>One sentence here. Another one.</p></div></body></html>",
+            Format::Html,
+        )
+        .expect("read");
+        assert!(doc.warnings.is_empty(), "{:?}", doc.warnings);
+    }
+
+    #[test]
+    fn adversarial_markdown_is_read() {
+        // Quadratic in the old strip_emphasis (issue 11, row 4: 960 KB took 13.7 s).
+        let n = 40_000;
+        let line = " *a".repeat(n) + &" a_".repeat(n);
+        let doc =
+            small_stack(move || from("emph.md", line.as_bytes(), Format::Markdown)).expect("read");
+        check_spans(&doc);
+        let nested = ">".repeat(100_000)
+            + " quoted text.\n"
+            + &"  ".repeat(50_000)
+            + "- deep item.\n"
+            + &"[".repeat(50_000)
+            + "x"
+            + &"](u)".repeat(50_000);
+        let doc = small_stack(move || from("nested.md", nested.as_bytes(), Format::Markdown))
+            .expect("read");
+        check_spans(&doc);
+        assert!(doc.text.starts_with("quoted text."), "{}", &doc.text[..40]);
+    }
+
+    #[test]
+    fn deeply_nested_json_is_an_error_naming_the_file() {
+        use ttpmap_core::attack::Catalog;
+        let n = 100_000;
+        let arrays = "[".repeat(n) + &"]".repeat(n);
+        let objects = format!(
+            "{{\"type\": \"bundle\", \"objects\": [{{\"type\": \"x\", \"x_deep\": {}1{}}}]}}",
+            "{\"a\": ".repeat(n),
+            "}".repeat(n)
+        );
+        for (name, bytes) in [("arrays.json", arrays), ("objects.json", objects)] {
+            let r = small_stack(move || {
+                Catalog::from_slice(bytes.as_bytes(), Path::new(name))
+                    .map(|c| c.techniques().len())
+                    .map_err(|e| e.to_string())
+            });
+            // serde_json skips values the catalog does not read without recursion (so
+            // arrays.json is "not a STIX bundle" and objects.json a bundle of nothing); typed
+            // values stop at its recursion limit of 128. Either way: no overflow, and an error
+            // names the file.
+            match r {
+                Ok(n) => assert_eq!(n, 0),
+                Err(e) => assert!(e.contains(name), "{e}"),
+            }
+        }
+        let columns = format!("{{\"sentence\": {}1{}}}", "[".repeat(n), "]".repeat(n));
+        let e = small_stack(move || {
+            ttpmap_core::dataset::tram2_from_str(&columns, Path::new("cols/train.json"))
+                .err()
+                .map(|e| e.to_string())
+        })
+        .expect("must fail");
+        assert!(
+            e.contains("cols/train.json") && e.contains("recursion limit"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn deeply_nested_yaml_is_an_error_naming_the_file() {
+        let n = 100_000;
+        for (name, text) in [
+            ("flow.yaml", "[".repeat(n)),
+            (
+                "block.yaml",
+                (0..2_000)
+                    .map(|i| format!("{}- \n", " ".repeat(i * 2)))
+                    .collect(),
+            ),
+            ("maps.yaml", "{a: ".repeat(n)),
+            ("dashes.yaml", "- ".repeat(n) + "x\n"),
+            ("keys.yaml", "? ".repeat(n) + "x\n"),
+        ] {
+            // serde_norway recurses to its limit of 128 levels (about 1 MiB of stack in a
+            // debug build): run on a thread with a tokio worker's 2 MiB.
+            let e = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || {
+                    ttpmap_core::dataset::emulation_plan_from_str(&text, Path::new(name), "x")
+                        .err()
+                        .map(|e| e.to_string())
+                })
+                .expect("spawn")
+                .join()
+                .expect("no panic")
+                .expect("must fail");
+            assert!(e.contains(name), "{e}");
+        }
+    }
+}

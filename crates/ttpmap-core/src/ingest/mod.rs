@@ -12,6 +12,13 @@
 //!   boundaries, ordered and non-overlapping; see [`segment`]);
 //! - `source` is the path as given (or the caller's source name).
 //!
+//! Hostile input: no converter recurses on the input's structure (HTML is walked with an
+//! explicit stack and its nesting is capped before parsing, see [`html`]), and each stage
+//! (decoding, conversion, [`normalize()`], [`reflow`], [`split_sentences`]) does work linear in
+//! its input; unit tests check that a 4x larger adversarial input costs at most about 4x the
+//! operations (`work` counter, compiled in tests only). What a converter left out is listed in
+//! `Document::warnings`.
+//!
 //! Decoding: text, Markdown and HTML must be UTF-8 (a UTF-8 BOM is accepted, and UTF-16 with a
 //! BOM is decoded); any other encoding, including an HTML `<meta charset>` other than UTF-8,
 //! is rejected with the byte offset of the first invalid sequence. Convert such files first.
@@ -31,6 +38,57 @@ pub use segment::{split_sentences, MAX_SENTENCE_BYTES};
 
 use crate::error::{Error, Result};
 use crate::types::{Document, Sentence};
+
+/// Operation counter for the linear-time tests: `add(n)` counts `n` units of work (bytes
+/// scanned, nodes visited). Compiled to nothing outside tests.
+pub(crate) mod work {
+    #[cfg(test)]
+    thread_local! {
+        static OPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Counts `n` units of work on this thread.
+    #[cfg(test)]
+    pub(crate) fn add(n: u64) {
+        OPS.with(|c| c.set(c.get().saturating_add(n)));
+    }
+
+    /// No-op outside tests.
+    #[cfg(not(test))]
+    #[inline(always)]
+    pub(crate) fn add(_n: u64) {}
+
+    /// Runs `f` and returns the work it counted on this thread.
+    #[cfg(test)]
+    pub(crate) fn count<T>(f: impl FnOnce() -> T) -> u64 {
+        let before = OPS.with(std::cell::Cell::get);
+        let out = f();
+        std::hint::black_box(out);
+        OPS.with(std::cell::Cell::get) - before
+    }
+
+    /// Asserts that the input `make(4 * n)` costs at most 6x the work of `make(n)` when run
+    /// through `run` (linear work gives 4x, n log n a little more, quadratic 16x).
+    #[cfg(test)]
+    pub(crate) fn assert_linear<T>(
+        name: &str,
+        n: usize,
+        make: impl Fn(usize) -> String,
+        run: impl Fn(&str) -> T,
+    ) {
+        let (small, large) = (make(n), make(4 * n));
+        let a = count(|| run(&small));
+        let b = count(|| run(&large));
+        assert!(a > 0, "{name}: no work counted");
+        let ratio = b as f64 / a as f64;
+        assert!(
+            ratio <= 6.0,
+            "{name}: {} bytes cost {a} operations, {} bytes cost {b} ({ratio:.1}x for 4x the input)",
+            small.len(),
+            large.len()
+        );
+    }
+}
 
 /// Default [`IngestOptions::max_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -242,14 +300,16 @@ pub fn from_text(source: &str, text: &str, format: Format) -> Result<Document> {
             build(source, title, &body, None)
         }
         Format::Html => {
-            let (title, body) = html::html_to_text(text);
-            if !body.chars().any(char::is_alphanumeric) {
+            let html = html::convert(text);
+            if !html.text.chars().any(char::is_alphanumeric) {
                 return Err(Error::invalid(
                     source,
                     "HTML has no readable text (only scripts, styles or navigation)",
                 ));
             }
-            build(source, title, &body, None)
+            let mut doc = build(source, html.title, &html.text, None)?;
+            doc.warnings = html.warnings;
+            Ok(doc)
         }
     }
 }

@@ -24,6 +24,7 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Normalises `text` (see the module documentation for the guarantees).
 pub fn normalize(text: &str) -> String {
+    super::work::add(text.len() as u64);
     // 1. Character-level mapping.
     let mut mapped = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
@@ -74,6 +75,7 @@ pub fn normalize(text: &str) -> String {
             c => mapped.push(c),
         }
     }
+    super::work::add(mapped.len() as u64);
     let mapped: String = if mapped.is_ascii() {
         mapped
     } else {
@@ -84,6 +86,7 @@ pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(mapped.len());
     let mut blank_run = 0usize;
     for line in mapped.split('\n') {
+        super::work::add(line.len() as u64 + 1);
         let mut collapsed = String::with_capacity(line.len());
         for word in line.split(' ').filter(|w| !w.is_empty()) {
             if !collapsed.is_empty() {
@@ -122,10 +125,13 @@ static BRACKETED: LazyLock<Regex> = LazyLock::new(|| {
 /// characters (letters, digits, `-`, `_`, and for `[:]` also `/`), so prose such as
 /// "see note [at] the end" keeps its meaning while `user [at] evil[.]com` becomes `user@evil.com`.
 pub fn refang(line: &str) -> String {
+    // Both patterns have a bounded length, so each pass is linear in the line.
+    super::work::add(line.len() as u64);
     if !line.contains(['[', '(', '{']) && !line.to_ascii_lowercase().contains("xxp") {
         return line.to_string();
     }
     let line = HXXP.replace_all(line, |c: &regex::Captures<'_>| format!("http{}://", &c[1]));
+    super::work::add(2 * line.len() as u64);
     let mut out = String::with_capacity(line.len());
     let mut last = 0;
     for m in BRACKETED.captures_iter(&line) {
@@ -178,13 +184,14 @@ fn looks_like_indicator(line: &str, start: usize, end: usize) -> bool {
         "is", "be", "with", "by", "what", "when", "where", "his", "her", "their", "our", "your",
         "my", "its",
     ];
-    let next: String = line[end..]
-        .trim_start()
+    let after = line[end..].trim_start();
+    let next: String = after
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
         .collect();
-    let prev_ok = line[..start]
-        .trim_end()
+    let before = line[..start].trim_end();
+    super::work::add((line.len() - end - after.len() + next.len() + start - before.len()) as u64);
+    let prev_ok = before
         .chars()
         .next_back()
         .is_some_and(|c| c.is_alphanumeric());
@@ -210,6 +217,12 @@ pub enum Reflow {
 /// A line ending in `letter-` is joined without a space (the hyphen is kept).
 pub fn reflow(text: &str, mode: Reflow) -> String {
     let lines: Vec<&str> = text.split('\n').collect();
+    // Each line is measured once as itself and once as `prev`; sorting the lengths is
+    // n log n in the number of lines.
+    super::work::add(
+        2 * text.len() as u64
+            + lines.len() as u64 * (1 + u64::from(lines.len().checked_ilog2().unwrap_or(0))),
+    );
     let mut lens: Vec<usize> = lines
         .iter()
         .map(|l| l.chars().count())
@@ -334,6 +347,33 @@ mod tests {
         assert_eq!(
             reflow(p, Reflow::Aggressive),
             "Results\nThe loader decrypts the payload with a hard-coded RC4 key and then con-tacts the server."
+        );
+    }
+
+    #[test]
+    fn linear_work() {
+        use super::super::work::assert_linear;
+        let run = |s: &str| reflow(&normalize(s), Reflow::Aggressive);
+        assert_linear(
+            "spelled-out markers",
+            5_000,
+            |n| "x [at] y [dot] ".repeat(n),
+            run,
+        );
+        assert_linear("bracketed dots", 5_000, |n| "[.]".repeat(n), run);
+        assert_linear("hxxp", 5_000, |n| "hxxp[:]//a ".repeat(n), run);
+        assert_linear("spaces", 5_000, |n| " ".repeat(n) + "[at] b", run);
+        assert_linear(
+            "wrapped lines",
+            2_000,
+            |n| "the loader decrypts the payload with a key and\n".repeat(n),
+            run,
+        );
+        assert_linear(
+            "unicode",
+            5_000,
+            |n| "e\u{301}\u{FB01}\u{200B}\r\n".repeat(n),
+            run,
         );
     }
 }

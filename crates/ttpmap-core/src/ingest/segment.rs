@@ -63,6 +63,7 @@ pub fn split_sentences(text: &str) -> Vec<Span> {
     let mut out = Vec::new();
     let mut line_start = 0usize;
     for line in text.split('\n') {
+        super::work::add(line.len() as u64 + 1);
         split_line(text, line_start, line_start + line.len(), &mut out);
         line_start += line.len() + 1;
     }
@@ -127,12 +128,18 @@ fn is_boundary(line: &str, seg_start: usize, p: usize, j: usize, k: usize) -> bo
     }
     // The word before the dot.
     let before = &line[seg_start..p];
-    let word_start = before.rfind(char::is_whitespace).map_or(0, |w| w + 1);
+    // After the last whitespace char (U+2000 and friends are 3 bytes: found by fuzzing).
+    let word_start = before
+        .char_indices()
+        .rfind(|(_, c)| c.is_whitespace())
+        .map_or(0, |(w, c)| w + c.len_utf8());
+    super::work::add((before.len() - word_start) as u64 + 1);
     let word = before[word_start..].trim_start_matches(['(', '[', '{', '"', '\'', '*', '_']);
     if word.is_empty() {
         return true;
     }
     let lower = word.to_lowercase();
+    super::work::add(word.len() as u64);
     if ABBREVIATIONS.contains(&lower.as_str()) {
         return false;
     }
@@ -150,9 +157,15 @@ fn is_boundary(line: &str, seg_start: usize, p: usize, j: usize, k: usize) -> bo
     let lead = before[..word_start]
         .trim()
         .trim_start_matches(['(', '[', '*', '_', '#', '|', ' ']);
+    // Trimming scanned what it removed; lower-casing the lead (once per boundary found: when it
+    // is not a caption the `.` ends the sentence) scans the lead.
+    super::work::add((word_start - lead.len()) as u64);
     if word.bytes().all(|b| b.is_ascii_alphanumeric())
         && word.bytes().any(|b| b.is_ascii_digit())
-        && CAPTIONS.contains(&lead.to_lowercase().as_str())
+        && {
+            super::work::add(lead.len() as u64);
+            CAPTIONS.contains(&lead.to_lowercase().as_str())
+        }
     {
         return false;
     }
@@ -187,8 +200,17 @@ static FILE_NAME: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 
+/// The leading run of characters a file name can contain.
+static NAME_CHARS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[\w\-.]*").expect("static regex"));
+
+/// [`FILE_NAME`] at the start of `rest`. Only the leading run of name characters is searched
+/// (every match lies in it, and its end is a word boundary as the next character is not a word
+/// character), so the cost is that run, not the rest of the line.
 fn starts_with_file_name(rest: &str) -> bool {
-    FILE_NAME.is_match(rest)
+    let token = NAME_CHARS.find(rest).map_or("", |m| m.as_str());
+    super::work::add(token.len() as u64 + 1);
+    FILE_NAME.is_match(token)
 }
 
 /// Trims, drops a leading bullet, drops segments without alphanumerics, and cuts segments
@@ -198,6 +220,9 @@ fn push_segment(text: &str, start: usize, end: usize, line_start: bool, out: &mu
     let lead = seg.len() - seg.trim_start().len();
     let mut s = start + lead;
     let e = start + seg.trim_end().len();
+    if s >= e {
+        return; // only whitespace (found by fuzzing: `&text[s..e]` below panicked)
+    }
     if line_start {
         let t = &text[s..e];
         for bullet in ["• ", "- ", "* ", "+ ", "▪ ", "◦ ", "‣ ", "· ", "> "] {
@@ -337,5 +362,33 @@ mod tests {
         let nospace = "é".repeat(3000);
         let spans = split_sentences(&nospace);
         assert_eq!(spans.iter().map(Span::len).sum::<usize>(), nospace.len());
+    }
+
+    #[test]
+    fn whitespace_only_lines_of_unnormalised_text() {
+        // Found by the `text` fuzz target: a line of only whitespace panicked.
+        assert!(split_sentences(" ").is_empty());
+        assert_eq!(sents("a b\n \u{b}\n\t\nc d"), vec!["a b", "c d"]);
+        // ... and a multi-byte space before a word ending in `.` was sliced mid-char.
+        assert_eq!(sents("x\u{2000}a. B c"), vec!["x\u{2000}a.", "B c"]);
+    }
+
+    #[test]
+    fn linear_work() {
+        use super::super::work::assert_linear;
+        let run = |s: &str| split_sentences(s);
+        assert_linear(
+            "lower-case continuations",
+            5_000,
+            |n| "a. b. ".repeat(n),
+            run,
+        );
+        assert_linear("initials", 5_000, |n| "A. B. ".repeat(n), run);
+        assert_linear("captions", 5_000, |n| "Figure 1. Figure 2. ".repeat(n), run);
+        assert_linear("leading brackets", 5_000, |n| "(".repeat(n) + " x1. Y", run);
+        assert_linear("file names", 5_000, |n| "x. a.b.c.d.e.exe ".repeat(n), run);
+        assert_linear("long word", 5_000, |n| "x".repeat(n) + ". Y z", run);
+        assert_linear("no punctuation", 5_000, |n| "word ".repeat(n), run);
+        assert_linear("many lines", 5_000, |n| "1. Open it.\n".repeat(n), run);
     }
 }

@@ -210,7 +210,11 @@ mod tests {
     fn tokens_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokens");
-        std::fs::write(&p, "# analysts\nalice:s3cret-token\n\n  bob:another-secret  \n").unwrap();
+        std::fs::write(
+            &p,
+            "# analysts\nalice:s3cret-token\n\n  bob:another-secret  \n",
+        )
+        .unwrap();
         let t = Token::parse_file(&p).unwrap();
         assert_eq!(
             t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
@@ -218,7 +222,10 @@ mod tests {
         );
         std::fs::write(&p, "alice:s3cret-token\nbob:short\n").unwrap();
         let e = Token::parse_file(&p).unwrap_err();
-        assert!(e.contains("tokens:2:") && e.contains("shorter than 8"), "{e}");
+        assert!(
+            e.contains("tokens:2:") && e.contains("shorter than 8"),
+            "{e}"
+        );
         std::fs::write(&p, "# nothing\n").unwrap();
         assert!(Token::parse_file(&p).unwrap_err().contains("no token"));
         assert!(Token::parse_file(&dir.path().join("missing"))

@@ -49,7 +49,9 @@ pub async fn serve(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let max = limits.max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let max = limits
+        .max_connections
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     let places = Arc::new(tokio::sync::Semaphore::new(max));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
@@ -181,7 +183,8 @@ impl<S: AsyncWrite + Unpin> JsonErrors<S> {
     /// Writes what is left of a replacement answer.
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -251,11 +254,12 @@ mod tests {
         assert_eq!(v["error_type"], "headers_too_large");
         // A router answer with a body, a success, or a head followed by body bytes: untouched.
         assert!(json_error_for(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
-        assert!(json_error_for(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}"
-        )
-        .is_none());
-        assert!(json_error_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n").is_none());
+        assert!(
+            json_error_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}").is_none()
+        );
+        assert!(
+            json_error_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n").is_none()
+        );
         assert!(json_error_for(b"HTTP/1.1 400 Bad Req").is_none());
     }
 

@@ -1171,7 +1171,10 @@ async fn unknown_hosts_are_refused_unless_listed() {
     for req in [
         get("/health"),
         get("/v1/reports"),
-        post_json("/v1/extract", &serde_json::json!({ "text": REPORT }).to_string()),
+        post_json(
+            "/v1/extract",
+            &serde_json::json!({ "text": REPORT }).to_string(),
+        ),
     ] {
         let got = json(&app, with_headers(req, &[("host", "evil.example:8080")])).await;
         assert_error(&got, StatusCode::MISDIRECTED_REQUEST, "unknown_host");
@@ -1182,7 +1185,11 @@ async fn unknown_hosts_are_refused_unless_listed() {
         allow_hosts: vec!["*".into()],
         ..ServeConfig::default()
     }));
-    let got = json(&app, with_headers(get("/health"), &[("host", "evil.example")])).await;
+    let got = json(
+        &app,
+        with_headers(get("/health"), &[("host", "evil.example")]),
+    )
+    .await;
     assert_eq!(got.0, StatusCode::OK);
 }
 
@@ -1205,9 +1212,15 @@ async fn cross_origin_writes_are_refused_even_with_a_token_or_open_writes() {
         let write = || authed(post_json("/v1/reports", &body));
         // A page on another origin: form post, no-cors fetch, sandboxed ("null") page.
         for headers in [
-            &[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")][..],
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://evil.example"),
+            ][..],
             &[("host", "127.0.0.1:8080"), ("origin", "null")][..],
-            &[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:9999")][..],
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:9999"),
+            ][..],
             &[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")][..],
             &[("host", "127.0.0.1:8080"), ("sec-fetch-site", "same-site")][..],
         ] {
@@ -1221,7 +1234,10 @@ async fn cross_origin_writes_are_refused_even_with_a_token_or_open_writes() {
                 ("origin", "http://127.0.0.1:8080"),
                 ("sec-fetch-site", "same-origin"),
             ][..],
-            &[("host", "127.0.0.1:8080"), ("origin", "https://ui.example.org")][..],
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "https://ui.example.org"),
+            ][..],
             &[("host", "127.0.0.1:8080"), ("sec-fetch-site", "none")][..],
             &[("host", "127.0.0.1:8080")][..],
         ] {

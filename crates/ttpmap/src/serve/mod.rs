@@ -6,18 +6,22 @@
 //!
 //! Invariants:
 //! - handlers parse, call one library function (on the inference [`worker`] for model work,
-//!   on a blocking thread for ingestion and storage) and render; the async runtime never runs
-//!   model or database work itself;
+//!   on an ingestion thread ([`body::IngestSlots`]) for decoding uploads, on a blocking thread
+//!   for storage) and render; the async runtime never runs model, parsing or database work
+//!   itself;
 //! - every error is JSON `{"error", "error_type"}` ([`error::ApiError`]), including unknown
-//!   routes (404), wrong methods (405), time-outs (408) and oversized bodies (413);
+//!   routes (404), wrong methods (405), time-outs (408), oversized bodies (413) and the HTTP
+//!   layer's own answers to requests it cannot parse (400, 414, 431; see [`conn`]);
 //! - a request body is never buffered beyond `max_body` bytes: the `Content-Length` is checked
 //!   first, then the stream is cut at the limit ([`body`]);
 //! - every request runs under the `timeout` and is counted in [`metrics`] by route template;
 //! - a request whose `Host` is not loopback, an IP address or listed (`--allow-host`) is
 //!   refused with 421 before any handler runs (DNS rebinding), and so is a state-changing
 //!   request (POST, PUT, PATCH, DELETE) whose `Origin` / `Sec-Fetch-Site` names another origin
-//!   than the one it was sent to or an `--allow-origin` one (403 `cross_origin`), whatever its
-//!   token; requests without those headers (scripts, curl) are not browsers' and pass;
+//!   than the one it was sent to or an `--allow-origin` / `--cors` one (403 `cross_origin`),
+//!   whatever its token; requests without those headers (scripts, curl) are not browsers' and
+//!   pass; only `--cors '*'` opens the stateless `POST /v1/extract` and `/v1/rerank` to every
+//!   origin (as before), never a write;
 //! - connections are served by [`conn`]: at most `max_connections` at once, headers read
 //!   within `header_timeout`, and the HTTP layer's own errors answered in JSON too.
 
@@ -224,8 +228,16 @@ async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Re
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let checked = check_host(&state.config, req.headers())
-        .and_then(|()| check_origin(&state.config, req.method(), req.headers()));
+    // `--cors '*'` opened the stateless routes to every origin; it still opens no write.
+    let any_origin = state.config.cors.as_deref() == Some("*")
+        && matches!(route.as_str(), "/v1/extract" | "/v1/rerank");
+    let checked = check_host(&state.config, req.headers()).and_then(|()| {
+        if any_origin {
+            Ok(())
+        } else {
+            check_origin(&state.config, req.method(), req.headers())
+        }
+    });
     let resp = match checked {
         Err(e) => e.into_response(),
         Ok(()) => match tokio::time::timeout(state.config.timeout, next.run(req)).await {

@@ -1244,6 +1244,24 @@ async fn cross_origin_writes_are_refused_even_with_a_token_or_open_writes() {
             let got = json(&app, with_headers(write(), headers)).await;
             assert_eq!(got.0, StatusCode::CREATED, "{headers:?}: {}", got.1);
         }
+        // `--cors '*'` keeps the stateless routes open to every origin, not the writes.
+        let open = router(bm25_state(ServeConfig {
+            auth: auth.clone(),
+            cors: Some("*".into()),
+            ..ServeConfig::default()
+        }));
+        let from_evil = [
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://evil.example"),
+        ];
+        let got = json(
+            &open,
+            with_headers(post_json("/v1/extract", &body), &from_evil),
+        )
+        .await;
+        assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+        let got = json(&open, with_headers(write(), &from_evil)).await;
+        assert_error(&got, StatusCode::FORBIDDEN, "cross_origin");
         // Reads from other origins are not writes.
         let got = json(
             &app,

@@ -1300,3 +1300,32 @@ async fn review_add_of_a_revoked_id_is_remapped_and_deprecated_refused() {
     assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
     assert!(got.1.get("remapped_from").is_none(), "{}", got.1);
 }
+
+#[tokio::test]
+async fn a_timed_out_extraction_is_skipped_or_stopped_and_frees_the_worker() {
+    let (state, started, release) = gate_state(ServeConfig::default());
+    let n = ttpmap_core::pipeline::CANCEL_CHECK_SENTENCES * 3;
+    let doc = ttpmap_core::ingest::from_text(
+        "<text>",
+        &long_report(n),
+        ttpmap_core::ingest::Format::Text,
+    )
+    .unwrap();
+    // The scorer blocks until released, so the time-out (what the 408 guard applies to the
+    // handler) always passes first: the job is abandoned waiting or inside its first batch.
+    let out = tokio::time::timeout(
+        Duration::from_millis(1),
+        state.worker.extract(doc, Default::default()),
+    )
+    .await;
+    assert!(out.is_err(), "the time-out passed first");
+    release.send(()).unwrap();
+    // A job behind it runs once the abandoned one is out of the way.
+    let marker = state.worker.run(|_, _| 42).await.unwrap();
+    assert_eq!(marker, 42);
+    assert_eq!(state.metrics.cancelled(), 1);
+    assert_eq!(state.worker.depth(), 0);
+    // At most one of its three batches reached the scorer.
+    let batches = std::iter::from_fn(|| started.try_recv().ok()).count();
+    assert!(batches <= 1, "{batches} batches scored after the time-out");
+}

@@ -31,7 +31,11 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
 
 /// POST `body` with a content type; (status, body).
 fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let mut resp = agent()
+    post_with(&agent(), url, content_type, body)
+}
+
+fn post_with(agent: &ureq::Agent, url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut resp = agent
         .post(url)
         .content_type(content_type)
         .send(body)
@@ -211,7 +215,14 @@ fn row3_one_large_request_stays_in_the_memory_budget() {
         .cycle()
         .take((32 << 20) / unit.len() * unit.len())
         .collect();
-    let (s, text) = post(
+    // A debug build on a busy CI machine needs minutes for 4.8 million sentences.
+    let patient: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .into();
+    let (s, text) = post_with(
+        &patient,
         &server.url("/v1/extract?sentences=all"),
         "text/plain",
         &body_bytes,

@@ -8,6 +8,10 @@
 //! - `Extraction::sentences` lists only sentences with a prediction, in document order;
 //! - the document technique set is exactly the union of the kept sentence predictions, best
 //!   score first; a technique's `sentences` are ordered by that technique's score.
+//!
+//! [`extract_cancellable`] is [`extract`] for a service: it scores in batches of
+//! [`CANCEL_CHECK_SENTENCES`] and asks its `cancelled` callback before each batch, so work
+//! nobody waits for any more stops within one batch (its result is `None`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -149,6 +153,55 @@ pub fn extract(
     attack_version: &str,
     options: &ExtractOptions,
 ) -> Result<Extraction> {
+    let never = || false;
+    let out = extract_batched(
+        doc,
+        scorer,
+        lookup,
+        attack_version,
+        options,
+        usize::MAX,
+        &never,
+    )?;
+    // `never` is never true, so the extraction ran to the end.
+    out.ok_or_else(|| Error::InvalidArgument("extraction cancelled".into()))
+}
+
+/// Sentences scored between two checks of the `cancelled` callback of [`extract_cancellable`].
+pub const CANCEL_CHECK_SENTENCES: usize = 256;
+
+/// [`extract`] that stops early: `cancelled` is asked before each batch of
+/// [`CANCEL_CHECK_SENTENCES`] sentences is scored, and once it answers true the extraction
+/// stops and returns `Ok(None)`. The result of a run to the end equals [`extract`]'s for
+/// scorers that score each sentence on its own (every scorer here).
+pub fn extract_cancellable(
+    doc: &Document,
+    scorer: &dyn SentenceScorer,
+    lookup: TechniqueLookup<'_>,
+    attack_version: &str,
+    options: &ExtractOptions,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Extraction>> {
+    extract_batched(
+        doc,
+        scorer,
+        lookup,
+        attack_version,
+        options,
+        CANCEL_CHECK_SENTENCES,
+        cancelled,
+    )
+}
+
+fn extract_batched(
+    doc: &Document,
+    scorer: &dyn SentenceScorer,
+    lookup: TechniqueLookup<'_>,
+    attack_version: &str,
+    options: &ExtractOptions,
+    batch: usize,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Extraction>> {
     options.validate()?;
     let _span =
         tracing::info_span!("extract", source = %doc.source, method = scorer.name()).entered();
@@ -162,14 +215,21 @@ pub fn extract(
         .iter()
         .map(|&i| doc.sentences[i].text.as_str())
         .collect();
-    let raw = scorer.score(&texts)?;
-    if raw.len() != texts.len() {
-        return Err(Error::InvalidArgument(format!(
-            "scorer {} returned {} results for {} sentences",
-            scorer.name(),
-            raw.len(),
-            texts.len()
-        )));
+    let mut raw = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(batch.max(1)) {
+        if cancelled() {
+            return Ok(None);
+        }
+        let scored = scorer.score(chunk)?;
+        if scored.len() != chunk.len() {
+            return Err(Error::InvalidArgument(format!(
+                "scorer {} returned {} results for {} sentences",
+                scorer.name(),
+                scored.len(),
+                chunk.len()
+            )));
+        }
+        raw.extend(scored);
     }
 
     let mut sentences = Vec::new();
@@ -190,7 +250,7 @@ pub fn extract(
         });
     }
     let techniques = aggregate(&sentences, lookup);
-    Ok(Extraction {
+    Ok(Some(Extraction {
         source: doc.source.clone(),
         title: doc.title.clone(),
         method: scorer.name().to_string(),
@@ -199,7 +259,7 @@ pub fn extract(
         sentence_count: doc.sentences.len(),
         sentences,
         techniques,
-    })
+    }))
 }
 
 /// Best score first; ties by technique id so output is deterministic.
@@ -735,6 +795,39 @@ mod tests {
         let ex = extract(&d, &KeywordScorer, &no_lookup, "18.1", &opts).unwrap();
         assert_eq!(ex.sentences[0].predictions.len(), 2);
         assert_eq!(ex.techniques.len(), 2);
+    }
+
+    #[test]
+    fn cancellable_extraction_stops_between_batches_and_matches_extract() {
+        let texts: Vec<String> = (0..CANCEL_CHECK_SENTENCES * 3)
+            .map(|i| format!("Sentence {i} ran an encoded PowerShell payload."))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let d = doc(&refs);
+        let opts = ExtractOptions::default();
+        let full = extract(&d, &KeywordScorer, &no_lookup, "18.1", &opts).unwrap();
+        let never = || false;
+        let same = extract_cancellable(&d, &KeywordScorer, &no_lookup, "18.1", &opts, &never)
+            .unwrap()
+            .unwrap();
+        assert_eq!(same, full);
+        // Cancelled after the first check: one batch scored, then `None`.
+        let asked = std::cell::Cell::new(0usize);
+        let cancel_after_one = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 1
+        };
+        let out = extract_cancellable(
+            &d,
+            &KeywordScorer,
+            &no_lookup,
+            "18.1",
+            &opts,
+            &cancel_after_one,
+        )
+        .unwrap();
+        assert!(out.is_none());
+        assert_eq!(asked.get(), 2, "stopped at the second batch's check");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct ServeArgs {
     pub db: PathBuf,
     /// API token(s) for writes, `NAME:SECRET` (the name is recorded with each review) or
     /// `SECRET`; comma-separated in TTPMAP_TOKEN. Without one the server is read-only.
+    /// A secret on the command line is visible to every local user in `ps`: prefer
+    /// --token-file or the environment variable.
     #[arg(
         long,
         env = "TTPMAP_TOKEN",
@@ -43,6 +45,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token: Vec<String>,
+    /// File with API tokens, one `NAME:SECRET` per line (`#` comments); adds to --token.
+    #[arg(long, env = "TTPMAP_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Allow anonymous writes when no token is configured (for a single analyst on loopback).
     #[arg(long)]
     pub open_writes: bool,
@@ -50,6 +55,27 @@ pub struct ServeArgs {
     /// Off by default.
     #[arg(long, value_name = "ORIGIN")]
     pub cors: Option<String>,
+    /// Also accept requests whose Host header is this name (the server's public name behind a
+    /// reverse proxy; `*` for any). IP addresses and localhost are always accepted; other
+    /// names get 421, which blocks DNS rebinding. Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// Also accept writes from pages of this origin (`https://ui.example.org`). Browsers'
+    /// writes from other origins get 403 whatever their token; the server's own origin and the
+    /// --cors origin are allowed. Repeatable or comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// Seconds a connection has to send a request's headers before it is closed.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub header_timeout_s: u64,
+    /// Connections served at once; more wait until one closes. Keep it below the open-file
+    /// limit (`ulimit -n`).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_connections: usize,
+    /// Most sentences listed by `POST /v1/extract?sentences=all` (the answer says when the
+    /// document has more).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_sentences: usize,
 }
 
 /// `POST /v1/rerank` over a loaded cross-encoder (`--reranker DIR`): sigmoid scores.
@@ -73,12 +99,24 @@ impl crate::serve::rerank::RerankService for CrossEncoderService {
 }
 
 pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
-    let tokens = args
+    let mut tokens = args
         .token
         .iter()
         .filter(|t| !t.trim().is_empty())
         .map(|t| Token::parse(t).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(path) = &args.token_file {
+        tokens.extend(Token::parse_file(path).map_err(anyhow::Error::msg)?);
+    }
+    if std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == "--token" || a.starts_with("--token=")
+    }) {
+        tracing::warn!(
+            "--token on the command line is visible to every local user (ps); use --token-file \
+             or TTPMAP_TOKEN"
+        );
+    }
     let auth = Auth {
         open_writes: args.open_writes && tokens.is_empty(),
         tokens,
@@ -138,6 +176,21 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
         queue: args.queue.max(1),
         cors: args.cors.clone(),
         auth,
+        max_sentences: args.max_sentences.max(1),
+        allow_hosts: args
+            .allow_host
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        allow_origins: args
+            .allow_origin
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect(),
+        header_timeout: Duration::from_secs(args.header_timeout_s.max(1)),
+        max_connections: args.max_connections.max(1),
         ..ServeConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -162,11 +215,13 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         eprintln!("ttpmap serve: reports in {}", db.path().display());
-        let state = Arc::new(AppState::new(config, engine, search, db));
+        let state = Arc::new(AppState::new(config.clone(), engine, search, db));
         let app = serve::router(state);
         // The one line tools wait for: the bound address (port 0 picks a free one).
         eprintln!("ttpmap serve: listening on http://{local}");
-        serve::serve(listener, app).await.context("serving HTTP")
+        serve::serve(listener, app, &config)
+            .await
+            .context("serving HTTP")
     })
 }
 

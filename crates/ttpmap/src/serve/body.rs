@@ -6,7 +6,9 @@
 //!   chunked body is cut (413) as soon as it passes the limit: at most `max_body` bytes are
 //!   ever held;
 //! - an empty body is 422; an unknown content type is 415; malformed JSON or multipart is 422
-//!   or 400 with the parser's message; every error is an [`ApiError`].
+//!   or 400 with the parser's message; every error is an [`ApiError`];
+//! - ingestion runs on its own thread with a large stack, at most [`MAX_CONCURRENT_INGEST`] at
+//!   once ([`IngestSlots`]).
 //!
 //! Accepted report bodies (for `POST /v1/extract` and `POST /v1/reports`):
 //! - `application/json`: `{"text": string, "title"?: string, "format"?: "text"|"markdown"|"html"}`;
@@ -212,33 +214,99 @@ async fn read_multipart(parts: Parts, body: Body, max: u64) -> ApiResult<Upload>
     })
 }
 
-/// Ingestions that may run at once. Each can hold a body and an inflated PDF in memory, and
-/// blocking threads are not cancelled by the request time-out, so more are answered 429.
+/// Ingestions that may run at once. Each can hold a body and an inflated PDF in memory and a
+/// parse in progress cannot be interrupted, so more are answered 429 at once.
 pub const MAX_CONCURRENT_INGEST: usize = 4;
 
-fn ingest_permits() -> Arc<tokio::sync::Semaphore> {
-    static PERMITS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
-    PERMITS
-        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INGEST)))
-        .clone()
+/// Stack of an ingestion thread: 256 MiB of address space, of which only the pages a parse
+/// touches are ever committed. Ingestion walks input structure; even an input deeper than the
+/// parsers' own limits then fails (or succeeds) alone instead of overflowing a small runtime
+/// stack, which would abort the whole process.
+pub const INGEST_STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// The ingestion slots: at most [`MAX_CONCURRENT_INGEST`] uploads are decoded and segmented at
+/// once, each on its own thread with an [`INGEST_STACK_BYTES`] stack.
+///
+/// Invariants: a slot is held from the moment the upload is handed over until its thread has
+/// finished (also when the requester has gone meanwhile: the CPU is still busy), so
+/// [`IngestSlots::active`] is what really runs; an upload whose requester has gone before its
+/// thread starts parsing is dropped unparsed.
+pub struct IngestSlots {
+    permits: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
 }
 
-/// Decodes, normalises and segments an upload (on a blocking thread: PDF parsing is CPU work).
-pub async fn ingest_upload(upload: Upload, max: u64) -> ApiResult<Document> {
-    let opts = IngestOptions {
-        max_bytes: max,
-        ..IngestOptions::default()
-    };
-    let permit = ingest_permits()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::overloaded(MAX_CONCURRENT_INGEST))?;
-    let result = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        ingest_now(upload, &opts)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("ingestion task failed: {e}")))?;
-    result.map_err(|e| ApiError::from_core(&e))
+impl Default for IngestSlots {
+    fn default() -> Self {
+        IngestSlots::new(MAX_CONCURRENT_INGEST)
+    }
+}
+
+impl IngestSlots {
+    pub fn new(capacity: usize) -> IngestSlots {
+        let capacity = capacity.max(1);
+        IngestSlots {
+            permits: Arc::new(tokio::sync::Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    /// Uploads being ingested now.
+    pub fn active(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Takes every slot until the permit is dropped (tests of the full state).
+    #[cfg(test)]
+    pub fn hold_all_for_test(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.permits
+            .clone()
+            .try_acquire_many_owned(self.capacity as u32)
+            .expect("no slot in use")
+    }
+
+    /// Decodes, normalises and segments an upload on an ingestion thread. All slots busy -> 429
+    /// at once.
+    pub async fn ingest(&self, upload: Upload, max: u64) -> ApiResult<Document> {
+        let opts = IngestOptions {
+            max_bytes: max,
+            ..IngestOptions::default()
+        };
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::overloaded(format!(
+                "ingestion slots full: {} of {} uploads being read",
+                self.active(),
+                self.capacity
+            ))
+        })?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ttpmap-ingest".into())
+            .stack_size(INGEST_STACK_BYTES)
+            .spawn(move || {
+                let _permit = permit;
+                if reply.is_closed() {
+                    return;
+                }
+                // A panic in a parser (a bug) fails this upload with 500, not the server.
+                let run = std::panic::AssertUnwindSafe(|| ingest_now(upload, &opts));
+                match std::panic::catch_unwind(run) {
+                    Ok(doc) => {
+                        let _ = reply.send(doc);
+                    }
+                    Err(_) => tracing::error!("ingesting an upload panicked"),
+                }
+            })
+            .map_err(|e| ApiError::internal(format!("could not start an ingestion thread: {e}")))?;
+        let result = rx
+            .await
+            .map_err(|_| ApiError::internal("ingestion failed (see the server log)"))?;
+        result.map_err(|e| ApiError::from_core(&e))
+    }
 }
 
 fn ingest_now(upload: Upload, opts: &IngestOptions) -> ttpmap_core::Result<Document> {

@@ -3,19 +3,27 @@
 //!
 //! | status | `error_type` | when |
 //! | --- | --- | --- |
-//! | 400 | `bad_request` | a malformed query string or multipart body |
+//! | 400 | `bad_request` | a malformed query string or multipart body; a malformed HTTP request (bad `Content-Length`, request line or header) |
 //! | 401 | `unauthorized` | a write without a valid `Authorization: Bearer` token |
 //! | 403 | `read_only` | a write to a server started without a token (and without `--open-writes`) |
+//! | 403 | `cross_origin` | a write from a page on another origin (`Origin` / `Sec-Fetch-Site`, see `--allow-origin`) |
 //! | 404 | `not_found` | unknown route, report or technique |
 //! | 408 | `timeout` | the request took longer than `--timeout-s` |
 //! | 413 | `payload_too_large` | a body over `--max-body` bytes |
+//! | 414 | `uri_too_long` | a request target longer than the HTTP layer reads |
 //! | 415 | `unsupported_media_type` | a content type the endpoint does not take |
+//! | 421 | `unknown_host` | a `Host` header that is neither loopback, an IP address nor listed with `--allow-host` |
 //! | 422 | `validation` | the request parsed but its content is wrong (empty text, bad PDF, unknown sentence...) |
-//! | 429 | `overloaded` | the inference queue is full: retry later |
+//! | 429 | `overloaded` | the inference queue or the ingestion slots are full (the message says which): retry later |
+//! | 431 | `headers_too_large` | request headers larger than the HTTP layer reads |
 //! | 500 | `internal` | a bug or a storage failure (logged) |
 //! | 500 | `model` | the model backend failed while scoring (logged with its source chain) |
 //! | 501 | `not_implemented` | a feature that is not loaded (e.g. no reranker) |
 //! | 503 | `unavailable` | the inference worker is gone |
+//! | 505 | `http_version_not_supported` | an HTTP version other than 1.0 / 1.1 |
+//!
+//! The statuses the HTTP layer (hyper) answers itself before a request reaches the router (400
+//! for a malformed request, 414, 431, 505) get the same JSON body: see [`crate::serve::conn`].
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -67,11 +75,12 @@ impl ApiError {
             format!("request took longer than {secs} s (--timeout-s)"),
         )
     }
-    pub fn overloaded(capacity: usize) -> Self {
+    /// 429; `what` says what is full, e.g. "inference queue full: 16 of 16 jobs waiting".
+    pub fn overloaded(what: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "overloaded",
-            format!("inference queue full ({capacity} waiting); retry later"),
+            format!("{what}; retry later"),
         )
     }
     pub fn internal(m: impl Into<String>) -> Self {

@@ -6,10 +6,13 @@
 //!   count under `route="unmatched"`);
 //! - `ttpmap_inference_queue_depth` / `ttpmap_inference_queue_capacity`: gauges of the
 //!   inference queue (jobs waiting, not the one running);
-//! - `ttpmap_inference_seconds`: a histogram of the worker's wall time per extraction.
+//! - `ttpmap_inference_seconds`: a histogram of the worker's wall time per extraction;
+//! - `ttpmap_cancelled_jobs_total`: worker jobs skipped or stopped early because their
+//!   requester had gone (time-out, disconnect).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Upper bounds (seconds) of the inference latency histogram buckets.
@@ -30,6 +33,7 @@ struct Histogram {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     inference: Mutex<Histogram>,
+    cancelled: AtomicU64,
 }
 
 impl Metrics {
@@ -50,6 +54,16 @@ impl Metrics {
         h.counts[i] += 1;
         h.sum += secs;
         h.count += 1;
+    }
+
+    /// Counts one worker job abandoned by its requester (skipped, or stopped between batches).
+    pub fn count_cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Worker jobs abandoned so far.
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::SeqCst)
     }
 
     /// Requests counted so far for (method, route, status).
@@ -101,6 +115,11 @@ impl Metrics {
         let _ = writeln!(out, "ttpmap_inference_seconds_bucket{{le=\"+Inf\"}} {cum}");
         let _ = writeln!(out, "ttpmap_inference_seconds_sum {}", h.sum);
         let _ = writeln!(out, "ttpmap_inference_seconds_count {}", h.count);
+        out.push_str(
+            "# HELP ttpmap_cancelled_jobs_total Worker jobs skipped or stopped because their requester had gone.\n",
+        );
+        out.push_str("# TYPE ttpmap_cancelled_jobs_total counter\n");
+        let _ = writeln!(out, "ttpmap_cancelled_jobs_total {}", self.cancelled());
         out
     }
 }

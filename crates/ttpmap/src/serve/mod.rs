@@ -6,16 +6,28 @@
 //!
 //! Invariants:
 //! - handlers parse, call one library function (on the inference [`worker`] for model work,
-//!   on a blocking thread for ingestion and storage) and render; the async runtime never runs
-//!   model or database work itself;
+//!   on an ingestion thread ([`body::IngestSlots`]) for decoding uploads, on a blocking thread
+//!   for storage) and render; the async runtime never runs model, parsing or database work
+//!   itself;
 //! - every error is JSON `{"error", "error_type"}` ([`error::ApiError`]), including unknown
-//!   routes (404), wrong methods (405), time-outs (408) and oversized bodies (413);
+//!   routes (404), wrong methods (405), time-outs (408), oversized bodies (413) and the HTTP
+//!   layer's own answers to requests it cannot parse (400, 414, 431; see [`conn`]);
 //! - a request body is never buffered beyond `max_body` bytes: the `Content-Length` is checked
 //!   first, then the stream is cut at the limit ([`body`]);
-//! - every request runs under the `timeout` and is counted in [`metrics`] by route template.
+//! - every request runs under the `timeout` and is counted in [`metrics`] by route template;
+//! - a request whose `Host` is not loopback, an IP address or listed (`--allow-host`) is
+//!   refused with 421 before any handler runs (DNS rebinding), and so is a state-changing
+//!   request (POST, PUT, PATCH, DELETE) whose `Origin` / `Sec-Fetch-Site` names another origin
+//!   than the one it was sent to or an `--allow-origin` / `--cors` one (403 `cross_origin`),
+//!   whatever its token; requests without those headers (scripts, curl) are not browsers' and
+//!   pass; only `--cors '*'` opens the stateless `POST /v1/extract` and `/v1/rerank` to every
+//!   origin (as before), never a write;
+//! - connections are served by [`conn`]: at most `max_connections` at once, headers read
+//!   within `header_timeout`, and the HTTP layer's own errors answered in JSON too.
 
 pub mod auth;
 pub mod body;
+pub mod conn;
 pub mod db;
 pub mod error;
 pub mod metrics;
@@ -60,6 +72,20 @@ pub struct ServeConfig {
     pub max_per_sentence: usize,
     /// Who may write. Default: nobody (read-only).
     pub auth: Auth,
+    /// Most sentences a `?sentences=all` answer lists (`--max-sentences`); the answer says
+    /// when it stopped early. Default 10,000.
+    pub max_sentences: usize,
+    /// Host names accepted in the `Host` header besides loopback names and IP addresses
+    /// (`--allow-host`; lower-case, without port; `*` accepts any). Default: none.
+    pub allow_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) whose pages may write, besides the server's own
+    /// (`--allow-origin`; the `--cors` origin is added). Default: none.
+    pub allow_origins: Vec<String>,
+    /// Time a connection has to send a request's headers (`--header-timeout-s`). Default 10 s.
+    pub header_timeout: Duration,
+    /// Connections served at once (`--max-connections`); more wait in the listen backlog.
+    /// Default 128.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -71,6 +97,11 @@ impl Default for ServeConfig {
             cors: None,
             max_per_sentence: 3,
             auth: Auth::default(),
+            max_sentences: 10_000,
+            allow_hosts: Vec::new(),
+            allow_origins: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 128,
         }
     }
 }
@@ -83,6 +114,8 @@ pub struct AppState {
     pub search: Arc<Bm25Index>,
     pub engine: Arc<Engine>,
     pub worker: Worker,
+    /// The ingestion slots (uploads being decoded and segmented).
+    pub ingest: body::IngestSlots,
     pub metrics: Arc<Metrics>,
     /// The report store.
     pub db: Arc<Db>,
@@ -105,6 +138,7 @@ impl AppState {
             search,
             engine,
             worker,
+            ingest: body::IngestSlots::default(),
             metrics,
             db,
         }
@@ -181,7 +215,8 @@ pub fn router(state: SharedState) -> Router {
     app.with_state(state)
 }
 
-/// Per-request time limit (408) and request metrics by route template.
+/// Host and origin checks, per-request time limit (408) and request metrics by route
+/// template.
 async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     // Known methods only: arbitrary extension methods must not grow the metrics without bound.
     let method = match req.method().as_str() {
@@ -193,14 +228,117 @@ async fn guard(State(state): State<SharedState>, req: Request, next: Next) -> Re
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let resp = match tokio::time::timeout(state.config.timeout, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::timeout(state.config.timeout.as_secs_f64()).into_response(),
+    // `--cors '*'` opened the stateless routes to every origin; it still opens no write.
+    let any_origin = state.config.cors.as_deref() == Some("*")
+        && matches!(route.as_str(), "/v1/extract" | "/v1/rerank");
+    let checked = check_host(&state.config, req.headers()).and_then(|()| {
+        if any_origin {
+            Ok(())
+        } else {
+            check_origin(&state.config, req.method(), req.headers())
+        }
+    });
+    let resp = match checked {
+        Err(e) => e.into_response(),
+        Ok(()) => match tokio::time::timeout(state.config.timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::timeout(state.config.timeout.as_secs_f64()).into_response(),
+        },
     };
     state
         .metrics
         .count_request(&method, &route, resp.status().as_u16());
     resp
+}
+
+/// The host part of a `Host` header or an origin's authority, lower-case, without port or
+/// IPv6 brackets.
+fn host_name(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_string();
+    }
+    match a.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => a,
+    }
+}
+
+/// `Host` check against DNS rebinding: a page on `evil.example` whose name was re-pointed at
+/// this server sends `Host: evil.example`. IP literals and loopback names cannot be re-pointed,
+/// so they pass; other names only when listed. A request without `Host` (HTTP/1.0) passes.
+pub fn check_host(config: &ServeConfig, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(raw) = headers.get(header::HOST) else {
+        return Ok(());
+    };
+    let host = host_name(raw.to_str().unwrap_or(""));
+    let ok = host.parse::<std::net::IpAddr>().is_ok()
+        || host == "localhost"
+        || host.ends_with(".localhost")
+        || config
+            .allow_hosts
+            .iter()
+            .any(|h| h == "*" || h.eq_ignore_ascii_case(&host));
+    if ok {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "unknown_host",
+        format!(
+            "Host {host:?} is not served here: use an IP address or localhost, or start the \
+             server with --allow-host {host}"
+        ),
+    ))
+}
+
+/// Cross-site check of state-changing requests: a browser names the page's origin in `Origin`
+/// (and `Sec-Fetch-Site`); it must be the origin the request was sent to (same scheme-less
+/// authority as `Host`) or an allowed one. Requests with neither header are not from a
+/// browser page and pass (the token still decides who may write).
+pub fn check_origin(
+    config: &ServeConfig,
+    method: &Method,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    if matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) {
+        return Ok(());
+    }
+    let refuse = |what: String| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!(
+                "{what}: writes are accepted from this server's own pages only (or origins \
+                 listed with --allow-origin)"
+            ),
+        ))
+    };
+    let header_str = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if let Some(origin) = header_str(header::ORIGIN) {
+        let origin = origin.trim();
+        let allowed = config
+            .allow_origins
+            .iter()
+            .chain(config.cors.iter())
+            .any(|o| o != "*" && o.trim_end_matches('/').eq_ignore_ascii_case(origin));
+        let same = origin
+            .split_once("://")
+            .map(|(_, authority)| authority)
+            .zip(header_str(header::HOST))
+            .is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host.trim()));
+        if allowed || same {
+            return Ok(());
+        }
+        return refuse(format!("request from origin {origin:?}"));
+    }
+    match header_str(axum::http::HeaderName::from_static("sec-fetch-site")) {
+        None | Some("same-origin") | Some("none") => Ok(()),
+        Some(site) => refuse(format!("request from a {site} page (Sec-Fetch-Site)")),
+    }
 }
 
 /// CORS for one configured origin (`--cors`): answers preflights and tags responses.
@@ -225,11 +363,23 @@ async fn cors_layer(State(origin): State<Arc<String>>, req: Request, next: Next)
     resp
 }
 
-/// Serves `router` on `listener` until Ctrl-C / SIGTERM.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+/// Serves `router` on `listener` until Ctrl-C / SIGTERM, with the connection limits of
+/// `config` (see [`conn`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: &ServeConfig,
+) -> std::io::Result<()> {
+    conn::serve(
+        listener,
+        app,
+        conn::ConnLimits {
+            max_connections: config.max_connections,
+            header_timeout: config.header_timeout,
+        },
+        shutdown_signal(),
+    )
+    .await
 }
 
 async fn shutdown_signal() {

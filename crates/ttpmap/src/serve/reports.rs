@@ -3,8 +3,6 @@
 //! Writes (`POST /v1/reports`, `POST /v1/reports/{id}/reviews`) need the API token (see
 //! [`super::auth`]). Storage calls run on blocking threads.
 
-use std::sync::Arc;
-
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -192,6 +190,8 @@ fn view(st: &SharedState, r: StoredReport) -> ReportView {
 /// `POST /v1/reports`: extracts a report (same bodies and query as `/v1/extract`) and stores
 /// it with its predictions; 201 with the stored report.
 pub async fn create_report(State(st): State<SharedState>, req: Request) -> ApiResult<Response> {
+    // Declared first, dropped last: after the document and the extraction are freed.
+    let _trim = super::routes::TrimHeap;
     let who = st.config.auth.writer(req.headers())?;
     let q: ExtractQuery = query(req.uri())?;
     if q.format.is_some() || q.sentences.is_some() {
@@ -202,9 +202,8 @@ pub async fn create_report(State(st): State<SharedState>, req: Request) -> ApiRe
     let options = q.options(&st)?;
     let (parts, body) = req.into_parts();
     let upload = body::read_upload(parts, body, st.config.max_body).await?;
-    let doc = body::ingest_upload(upload, st.config.max_body).await?;
-    let doc = Arc::new(doc);
-    let extraction = st.worker.extract((*doc).clone(), options).await?;
+    let doc = st.ingest.ingest(upload, st.config.max_body).await?;
+    let (doc, extraction) = st.worker.extract(doc, options).await?;
     let id = with_db(&st, move |db| db.insert_report(&doc, &extraction, &who)).await?;
     tracing::info!("stored report {id}");
     let report = load(&st, id).await?;
@@ -261,7 +260,8 @@ pub struct ReviewInput {
 }
 
 /// `POST /v1/reports/{id}/reviews`: accept, reject or add a technique on a sentence; one
-/// transaction; 201 with the stored decision (who, when).
+/// transaction; 201 with the stored decision (who, when). An "add" of a revoked id is stored
+/// as its replacement (the answer has `remapped_from`); of a deprecated one, refused (422).
 pub async fn add_review(
     State(st): State<SharedState>,
     path: Result<Path<String>, PathRejection>,
@@ -283,11 +283,48 @@ pub async fn add_review(
     if input.sentence < 0 {
         return Err(ApiError::validation("sentence must be >= 0"));
     }
+    let (technique, remapped_from) = if input.decision == Decision::Add {
+        current_technique(&st, technique)?
+    } else {
+        (technique, None)
+    };
     let review = with_db(&st, move |db| {
         db.add_review(id, input.sentence, &technique, input.decision, &who)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(review)).into_response())
+    let mut value = serde_json::to_value(&review)
+        .map_err(|e| ApiError::internal(format!("serialising the review: {e}")))?;
+    if let (Some(from), Some(obj)) = (remapped_from, value.as_object_mut()) {
+        obj.insert("remapped_from".into(), serde_json::json!(from.to_string()));
+    }
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+/// The active technique an analyst's "add" stands for: a revoked id becomes its replacement
+/// (returned with the id it came from); a deprecated or dead-ended one is refused, naming why.
+fn current_technique(
+    st: &SharedState,
+    id: TechniqueId,
+) -> ApiResult<(TechniqueId, Option<TechniqueId>)> {
+    use ttpmap_core::attack::Resolution;
+    let version = st.catalog.version();
+    match st.catalog.resolve(&id) {
+        Resolution::Current(id) => Ok((id, None)),
+        Resolution::Remapped { from, to } => Ok((to, Some(from))),
+        Resolution::Deprecated(d) if d == id => Err(ApiError::validation(format!(
+            "{id} is deprecated in ATT&CK {version} and has no replacement; choose another technique"
+        ))),
+        Resolution::Deprecated(d) => Err(ApiError::validation(format!(
+            "{id} was revoked by {d}, which is deprecated in ATT&CK {version} with no \
+             replacement; choose another technique"
+        ))),
+        Resolution::RevokedWithoutReplacement(_) => Err(ApiError::validation(format!(
+            "{id} is revoked in ATT&CK {version} without a replacement; choose another technique"
+        ))),
+        Resolution::Unknown(_) => Err(ApiError::validation(format!(
+            "unknown ATT&CK technique {id} (not in ATT&CK {version})"
+        ))),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -86,7 +86,7 @@ pub async fn rerank(State(st): State<SharedState>, req: Request) -> ApiResult<Re
     } = r;
     let ranks = st
         .worker
-        .run(move |engine| {
+        .run(move |engine, _cancelled| {
             let Some(model) = engine.reranker.as_ref() else {
                 return Err("no reranker is loaded".to_string());
             };

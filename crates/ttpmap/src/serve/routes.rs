@@ -34,6 +34,8 @@ pub async fn health(State(st): State<SharedState>) -> Json<serde_json::Value> {
         "techniques": st.catalog.active_techniques().count(),
         "queue_depth": st.worker.depth(),
         "queue_capacity": st.config.queue,
+        "ingest_active": st.ingest.active(),
+        "ingest_capacity": st.ingest.capacity(),
         "writes": st.config.auth.writes_enabled(),
         "reranker": st.engine.reranker.as_ref().map(|r| r.name().to_string()),
     }))
@@ -196,7 +198,8 @@ pub struct ExtractQuery {
     /// At most this many techniques per sentence (default 3).
     #[serde(default)]
     pub max_per_sentence: Option<usize>,
-    /// `all` adds every sentence of the document (`document.sentences`) to the JSON output.
+    /// `all` adds the document's sentences (`document.sentences`, at most `--max-sentences`
+    /// of them; `document.truncated` says when there were more) to the JSON output.
     #[serde(default)]
     pub sentences: Option<String>,
 }
@@ -238,47 +241,89 @@ pub struct SentenceView<'a> {
     pub text: &'a str,
 }
 
+/// `document` of a `?sentences=all` answer: the first `--max-sentences` sentences.
+#[derive(Debug, Serialize)]
+struct DocumentView<'a> {
+    sentences: Vec<SentenceView<'a>>,
+    /// Sentences in the document (also when `sentences` holds fewer).
+    sentence_count: usize,
+    /// True when `sentences` stops at `sentences_limit` before the end of the document.
+    truncated: bool,
+    sentences_limit: usize,
+}
+
+/// The JSON answer of `POST /v1/extract`: the extraction's fields, plus `document` with
+/// `?sentences=all`. Serialised straight into the response bytes (no intermediate tree).
+#[derive(Debug, Serialize)]
+struct ExtractView<'a> {
+    #[serde(flatten)]
+    extraction: &'a Extraction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document: Option<DocumentView<'a>>,
+}
+
+/// Gives memory back to the operating system when dropped (glibc keeps freed heap otherwise,
+/// so one large request would leave the server's resident size at its peak for good).
+pub(crate) struct TrimHeap;
+
+impl Drop for TrimHeap {
+    fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
 /// `POST /v1/extract`: a report in, techniques out (JSON, or `?format=` an export).
 pub async fn extract(State(st): State<SharedState>, req: Request) -> ApiResult<Response> {
+    // Declared first, dropped last: after the document and the extraction are freed.
+    let _trim = TrimHeap;
     let q: ExtractQuery = query(req.uri())?;
     let format = q.export_format()?;
     let options = q.options(&st)?;
-    let (parts, body) = req.into_parts();
-    let upload = body::read_upload(parts, body, st.config.max_body).await?;
-    let doc = body::ingest_upload(upload, st.config.max_body).await?;
     let all = match q.sentences.as_deref() {
-        None | Some("matched") => None,
-        Some("all") => Some(
-            doc.sentences
-                .iter()
-                .map(|s| (s.index, s.span, s.text.clone()))
-                .collect::<Vec<_>>(),
-        ),
+        None | Some("matched") => false,
+        Some("all") => true,
         Some(other) => {
             return Err(ApiError::validation(format!(
                 "sentences={other:?}: expected all or matched"
             )))
         }
     };
-    let extraction = st.worker.extract(doc, options).await?;
+    let (parts, body) = req.into_parts();
+    let upload = body::read_upload(parts, body, st.config.max_body).await?;
+    let doc = st.ingest.ingest(upload, st.config.max_body).await?;
+    let (doc, extraction) = st.worker.extract(doc, options).await?;
     if format == ExportFormat::Json {
-        let document = all.as_ref().map(|v| {
-            let sentences: Vec<SentenceView<'_>> = v
+        let limit = st.config.max_sentences;
+        let document = all.then(|| DocumentView {
+            sentences: doc
+                .sentences
                 .iter()
-                .map(|(index, span, text)| SentenceView {
-                    index: *index,
-                    span: *span,
-                    text,
+                .take(limit)
+                .map(|s| SentenceView {
+                    index: s.index,
+                    span: s.span,
+                    text: &s.text,
                 })
-                .collect();
-            serde_json::json!({ "sentences": sentences })
+                .collect(),
+            sentence_count: doc.sentences.len(),
+            truncated: doc.sentences.len() > limit,
+            sentences_limit: limit,
         });
-        let mut value = serde_json::to_value(&extraction)
+        let view = ExtractView {
+            extraction: &extraction,
+            document,
+        };
+        let bytes = serde_json::to_vec(&view)
             .map_err(|e| ApiError::internal(format!("serialising the extraction: {e}")))?;
-        if let (Some(d), Some(obj)) = (document, value.as_object_mut()) {
-            obj.insert("document".into(), d);
-        }
-        return Ok(Json(value).into_response());
+        return Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            axum::body::Bytes::from(bytes),
+        )
+            .into_response());
     }
     render_export(&st, format, std::slice::from_ref(&extraction))
 }

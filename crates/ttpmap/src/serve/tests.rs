@@ -46,7 +46,16 @@ pub const BUNDLE: &str = r#"{"type": "bundle", "id": "bundle--test", "objects": 
  {"type": "attack-pattern", "created": "2020-01-01T00:00:00.000Z", "modified": "2020-01-01T00:00:00.000Z", "id": "attack-pattern--5", "name": "Registry Run Keys",
   "description": "Adversaries may add a registry run key so a program runs when a user logs in.",
   "kill_chain_phases": [{"kill_chain_name": "mitre-attack", "phase_name": "persistence"}],
-  "external_references": [{"source_name": "mitre-attack", "external_id": "T1547.001"}]}
+  "external_references": [{"source_name": "mitre-attack", "external_id": "T1547.001"}]},
+ {"type": "attack-pattern", "created": "2017-05-31T21:31:31.000Z", "modified": "2020-01-01T00:00:00.000Z", "id": "attack-pattern--6", "name": "PowerShell", "revoked": true,
+  "description": "Revoked: see T1059.001.",
+  "external_references": [{"source_name": "mitre-attack", "external_id": "T1086"}]},
+ {"type": "attack-pattern", "created": "2017-05-31T21:31:31.000Z", "modified": "2020-01-01T00:00:00.000Z", "id": "attack-pattern--7", "name": "Indicator Blocking (old)", "x_mitre_deprecated": true,
+  "description": "Deprecated without replacement.",
+  "kill_chain_phases": [{"kill_chain_name": "mitre-attack", "phase_name": "persistence"}],
+  "external_references": [{"source_name": "mitre-attack", "external_id": "T1054"}]},
+ {"type": "relationship", "id": "relationship--1", "relationship_type": "revoked-by",
+  "source_ref": "attack-pattern--6", "target_ref": "attack-pattern--1"}
 ]}"#;
 
 pub const REPORT: &str = "The actors ran encoded PowerShell commands and scripts on the host. \
@@ -508,6 +517,18 @@ async fn full_queue_is_429_and_slow_requests_408() {
     }
     let c = json(&app, post_json("/v1/extract", &body)).await;
     assert_error(&c, StatusCode::TOO_MANY_REQUESTS, "overloaded");
+    // The message says what is full, and /health counts the same waiting job.
+    assert!(
+        c.1["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("inference queue full: 1 of 1 jobs waiting"),
+        "{}",
+        c.1
+    );
+    let health = json(&app, get("/health")).await.1;
+    assert_eq!(health["queue_depth"], 1, "{health}");
+    assert_eq!(health["queue_capacity"], 1, "{health}");
     release.send(()).unwrap();
     release.send(()).unwrap();
     assert_eq!(a.await.unwrap().0, StatusCode::OK);
@@ -994,4 +1015,317 @@ async fn undecodable_path_ids_are_json_errors() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
         assert_eq!(v["error_type"], "bad_request", "{uri}");
     }
+}
+
+/// A report of `n` scoreable sentences.
+fn long_report(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("The actors ran encoded PowerShell scripts on host number {i}."))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn abandoned_extraction_stops_after_one_batch_and_frees_the_worker() {
+    let (state, started, release) = gate_state(ServeConfig::default());
+    let app = router(state.clone());
+    // Three batches of work; the requester goes away while the first one runs.
+    let n = ttpmap_core::pipeline::CANCEL_CHECK_SENTENCES * 3;
+    let long = serde_json::json!({ "text": long_report(n) }).to_string();
+    let a = tokio::spawn({
+        let app = app.clone();
+        async move { json(&app, post_json("/v1/extract", &long)).await }
+    });
+    let started = tokio::task::spawn_blocking(move || {
+        started.recv().unwrap();
+        started
+    })
+    .await
+    .unwrap();
+    // The client disconnects (hyper drops the request future; so does a 408).
+    a.abort();
+    assert!(a.await.unwrap_err().is_cancelled());
+    assert_eq!(state.metrics.cancelled(), 0);
+    release.send(()).unwrap();
+    // The next scorer call is the next request's, not batch 2 of the abandoned one.
+    let b = tokio::spawn({
+        let app = app.clone();
+        let body = serde_json::json!({ "text": REPORT }).to_string();
+        async move { json(&app, post_json("/v1/extract", &body)).await }
+    });
+    let started = tokio::task::spawn_blocking(move || {
+        started.recv().unwrap();
+        started
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        state.metrics.cancelled(),
+        1,
+        "the abandoned extraction was counted as cancelled before the next job started"
+    );
+    release.send(()).unwrap();
+    let got = b.await.unwrap();
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    // Exactly two scorer calls in all: one batch of the abandoned job, one of the next.
+    assert!(started.try_recv().is_err());
+    let (_, metrics, _) = send(&app, get("/metrics")).await;
+    assert!(String::from_utf8(metrics)
+        .unwrap()
+        .contains("ttpmap_cancelled_jobs_total 1\n"));
+}
+
+#[tokio::test]
+async fn full_ingestion_slots_say_so_and_health_counts_them() {
+    let state = bm25_state(ServeConfig::default());
+    let app = router(state.clone());
+    let held = state.ingest.hold_all_for_test();
+    let got = json(
+        &app,
+        post_json(
+            "/v1/extract",
+            &serde_json::json!({ "text": REPORT }).to_string(),
+        ),
+    )
+    .await;
+    assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "overloaded");
+    let msg = got.1["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("ingestion slots full: 4 of 4 uploads being read"),
+        "{msg}"
+    );
+    let health = json(&app, get("/health")).await.1;
+    assert_eq!(health["ingest_active"], 4, "{health}");
+    assert_eq!(health["ingest_capacity"], 4, "{health}");
+    assert_eq!(health["queue_depth"], 0, "{health}");
+    drop(held);
+    let health = json(&app, get("/health")).await.1;
+    assert_eq!(health["ingest_active"], 0, "{health}");
+    let got = json(
+        &app,
+        post_json(
+            "/v1/extract",
+            &serde_json::json!({ "text": REPORT }).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+}
+
+#[tokio::test]
+async fn sentences_all_is_capped_and_says_so() {
+    let state = bm25_state(ServeConfig {
+        max_sentences: 2,
+        ..ServeConfig::default()
+    });
+    let app = router(state);
+    let body = serde_json::json!({ "text": REPORT }).to_string();
+    let (status, v) = json(&app, post_json("/v1/extract?sentences=all", &body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let d = &v["document"];
+    assert_eq!(d["sentences"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(d["sentence_count"], 4, "{v}");
+    assert_eq!(d["truncated"], true, "{v}");
+    assert_eq!(d["sentences_limit"], 2, "{v}");
+    assert_eq!(v["sentence_count"], 4, "{v}");
+    assert!(!v["techniques"].as_array().unwrap().is_empty(), "{v}");
+    // Under the cap: everything, not truncated; without the flag: no `document`.
+    let app = router(bm25_state(ServeConfig::default()));
+    let (_, v) = json(&app, post_json("/v1/extract?sentences=all", &body)).await;
+    assert_eq!(v["document"]["sentences"].as_array().unwrap().len(), 4);
+    assert_eq!(v["document"]["truncated"], false);
+    let (_, v) = json(&app, post_json("/v1/extract", &body)).await;
+    assert!(v.get("document").is_none(), "{v}");
+}
+
+fn with_headers(mut req: Request<Body>, headers: &[(&str, &str)]) -> Request<Body> {
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    req
+}
+
+#[tokio::test]
+async fn unknown_hosts_are_refused_unless_listed() {
+    let app = router(bm25_state(ServeConfig {
+        allow_hosts: vec!["ttpmap.example.org".into()],
+        ..ServeConfig::default()
+    }));
+    for host in [
+        "127.0.0.1:8080",
+        "localhost:8080",
+        "LOCALHOST",
+        "app.localhost:1",
+        "[::1]:8080",
+        "10.1.2.3",
+        "ttpmap.example.org",
+        "TTPMAP.example.org:443",
+    ] {
+        let got = json(&app, with_headers(get("/health"), &[("host", host)])).await;
+        assert_eq!(got.0, StatusCode::OK, "{host}: {}", got.1);
+    }
+    // A rebound name: refused on reads and writes, with JSON.
+    for req in [
+        get("/health"),
+        get("/v1/reports"),
+        post_json(
+            "/v1/extract",
+            &serde_json::json!({ "text": REPORT }).to_string(),
+        ),
+    ] {
+        let got = json(&app, with_headers(req, &[("host", "evil.example:8080")])).await;
+        assert_error(&got, StatusCode::MISDIRECTED_REQUEST, "unknown_host");
+        assert!(got.1["error"].as_str().unwrap().contains("--allow-host"));
+    }
+    // `*` accepts any name.
+    let app = router(bm25_state(ServeConfig {
+        allow_hosts: vec!["*".into()],
+        ..ServeConfig::default()
+    }));
+    let got = json(
+        &app,
+        with_headers(get("/health"), &[("host", "evil.example")]),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cross_origin_writes_are_refused_even_with_a_token_or_open_writes() {
+    let body = serde_json::json!({ "text": REPORT }).to_string();
+    for auth in [
+        tokens(),
+        super::auth::Auth {
+            tokens: vec![],
+            open_writes: true,
+        },
+    ] {
+        let state = bm25_state(ServeConfig {
+            auth: auth.clone(),
+            allow_origins: vec!["https://ui.example.org".into()],
+            ..ServeConfig::default()
+        });
+        let app = router(state);
+        let write = || authed(post_json("/v1/reports", &body));
+        // A page on another origin: form post, no-cors fetch, sandboxed ("null") page.
+        for headers in [
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://evil.example"),
+            ][..],
+            &[("host", "127.0.0.1:8080"), ("origin", "null")][..],
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:9999"),
+            ][..],
+            &[("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")][..],
+            &[("host", "127.0.0.1:8080"), ("sec-fetch-site", "same-site")][..],
+        ] {
+            let got = json(&app, with_headers(write(), headers)).await;
+            assert_error(&got, StatusCode::FORBIDDEN, "cross_origin");
+        }
+        // The server's own page, an allowed origin, and non-browser clients: written.
+        for headers in [
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8080"),
+                ("sec-fetch-site", "same-origin"),
+            ][..],
+            &[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "https://ui.example.org"),
+            ][..],
+            &[("host", "127.0.0.1:8080"), ("sec-fetch-site", "none")][..],
+            &[("host", "127.0.0.1:8080")][..],
+        ] {
+            let got = json(&app, with_headers(write(), headers)).await;
+            assert_eq!(got.0, StatusCode::CREATED, "{headers:?}: {}", got.1);
+        }
+        // `--cors '*'` keeps the stateless routes open to every origin, not the writes.
+        let open = router(bm25_state(ServeConfig {
+            auth: auth.clone(),
+            cors: Some("*".into()),
+            ..ServeConfig::default()
+        }));
+        let from_evil = [
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://evil.example"),
+        ];
+        let got = json(
+            &open,
+            with_headers(post_json("/v1/extract", &body), &from_evil),
+        )
+        .await;
+        assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+        let got = json(&open, with_headers(write(), &from_evil)).await;
+        assert_error(&got, StatusCode::FORBIDDEN, "cross_origin");
+        // Reads from other origins are not writes.
+        let got = json(
+            &app,
+            with_headers(get("/v1/reports"), &[("origin", "http://evil.example")]),
+        )
+        .await;
+        assert_eq!(got.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn review_add_of_a_revoked_id_is_remapped_and_deprecated_refused() {
+    let state = bm25_with_auth(tokens());
+    let app = router(state);
+    let (id, _) = store(&app).await;
+    let got = json(&app, review(id, 0, "T1086", "add")).await;
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    assert_eq!(got.1["technique"], "T1059.001", "{}", got.1);
+    assert_eq!(got.1["remapped_from"], "T1086", "{}", got.1);
+    // Stored and exported under the replacement.
+    let (_, report) = json(&app, get(&format!("/v1/reports/{id}"))).await;
+    assert!(report.to_string().contains("T1059.001"));
+    assert!(!report["reviews"].to_string().contains("T1086"), "{report}");
+    let got = json(&app, review(id, 0, "T1054", "add")).await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert!(
+        got.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("T1054 is deprecated"),
+        "{}",
+        got.1
+    );
+    // A current id: no `remapped_from`.
+    let got = json(&app, review(id, 0, "T1053.005", "add")).await;
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    assert!(got.1.get("remapped_from").is_none(), "{}", got.1);
+}
+
+#[tokio::test]
+async fn a_timed_out_extraction_is_skipped_or_stopped_and_frees_the_worker() {
+    let (state, started, release) = gate_state(ServeConfig::default());
+    let n = ttpmap_core::pipeline::CANCEL_CHECK_SENTENCES * 3;
+    let doc = ttpmap_core::ingest::from_text(
+        "<text>",
+        &long_report(n),
+        ttpmap_core::ingest::Format::Text,
+    )
+    .unwrap();
+    // The scorer blocks until released, so the time-out (what the 408 guard applies to the
+    // handler) always passes first: the job is abandoned waiting or inside its first batch.
+    let out = tokio::time::timeout(
+        Duration::from_millis(1),
+        state.worker.extract(doc, Default::default()),
+    )
+    .await;
+    assert!(out.is_err(), "the time-out passed first");
+    release.send(()).unwrap();
+    // A job behind it runs once the abandoned one is out of the way.
+    let marker = state.worker.run(|_, _| 42).await.unwrap();
+    assert_eq!(marker, 42);
+    assert_eq!(state.metrics.cancelled(), 1);
+    assert_eq!(state.worker.depth(), 0);
+    // At most one of its three batches reached the scorer.
+    let batches = std::iter::from_fn(|| started.try_recv().ok()).count();
+    assert!(batches <= 1, "{batches} batches scored after the time-out");
 }

@@ -5,7 +5,9 @@
 //! - at most `capacity` jobs wait; a submission to a full queue fails at once with 429
 //!   (`ApiError::overloaded`), it never waits for room;
 //! - a job whose requester has gone (timed out, disconnected) before the worker picks it up is
-//!   skipped, not run;
+//!   skipped, not run; a running extraction asks between batches of
+//!   [`pipeline::CANCEL_CHECK_SENTENCES`] sentences and stops once its requester has gone, so
+//!   abandoned work costs at most one batch;
 //! - the queue depth gauge counts waiting jobs (not the one running);
 //! - every run's wall time goes into the inference latency histogram;
 //! - jobs are closures over the [`Engine`], so extraction and reranking share one queue.
@@ -33,19 +35,22 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Extracts techniques from one document (the CLI `extract` pipeline).
+    /// Extracts techniques from one document (the CLI `extract` pipeline), stopping between
+    /// batches once `cancelled` says so (`Ok(None)`).
     pub fn extract(
         &self,
         doc: &Document,
         options: &ExtractOptions,
-    ) -> ttpmap_core::Result<Extraction> {
+        cancelled: &dyn Fn() -> bool,
+    ) -> ttpmap_core::Result<Option<Extraction>> {
         let lookup = |id: &ttpmap_core::TechniqueId| self.catalog.technique(id);
-        pipeline::extract(
+        pipeline::extract_cancellable(
             doc,
             self.scorer.as_ref(),
             &lookup,
             self.catalog.version(),
             options,
+            cancelled,
         )
     }
 }
@@ -94,27 +99,37 @@ impl Worker {
     }
 
     /// Runs `f` on the worker and waits for its result. Full queue -> 429 at once; a dead
-    /// worker -> 503. When the caller has gone (time-out) before the job starts, it is skipped.
+    /// worker -> 503. When the caller has gone (time-out, disconnect) before the job starts, it
+    /// is skipped; `f` gets a callback that turns true once the caller has gone, to stop early.
     pub async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Engine) -> T + Send + 'static,
+        f: impl FnOnce(&Engine, &dyn Fn() -> bool) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |engine: &Engine, metrics: &Metrics| {
             if reply.is_closed() {
+                metrics.count_cancelled();
                 return;
             }
             let t = Instant::now();
-            let out = f(engine);
+            let cancelled = || reply.is_closed();
+            let out = f(engine, &cancelled);
             // Recorded before the reply, so a client that got its answer sees it counted.
             metrics.observe_inference(t.elapsed().as_secs_f64());
+            if reply.is_closed() {
+                metrics.count_cancelled();
+            }
             let _ = reply.send(out);
         });
         self.depth.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.tx.try_send(job) {
             self.depth.fetch_sub(1, Ordering::SeqCst);
             return Err(match e {
-                TrySendError::Full(_) => ApiError::overloaded(self.capacity),
+                TrySendError::Full(_) => ApiError::overloaded(format!(
+                    "inference queue full: {} of {} jobs waiting",
+                    self.depth(),
+                    self.capacity
+                )),
                 TrySendError::Disconnected(_) => worker_gone(),
             });
         }
@@ -127,16 +142,26 @@ impl Worker {
         })
     }
 
-    /// Extracts techniques from `doc` on the worker; a pipeline error is 422 (see
+    /// Extracts techniques from `doc` on the worker and hands the document back with the
+    /// result (no copy of it is kept meanwhile); a pipeline error is 422 (see
     /// [`ApiError::from_core`]).
     pub async fn extract(
         &self,
         doc: Document,
         options: ExtractOptions,
-    ) -> Result<Extraction, ApiError> {
-        self.run(move |e| e.extract(&doc, &options))
-            .await?
-            .map_err(|e| ApiError::from_core(&e))
+    ) -> Result<(Document, Extraction), ApiError> {
+        let (doc, out) = self
+            .run(move |e, cancelled| {
+                let out = e.extract(&doc, &options, cancelled);
+                (doc, out)
+            })
+            .await?;
+        match out {
+            Ok(Some(x)) => Ok((doc, x)),
+            // Only seen by a caller that is still there, so never in practice.
+            Ok(None) => Err(ApiError::internal("the extraction was cancelled")),
+            Err(e) => Err(ApiError::from_core(&e)),
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! Training primitives shared by the label-attention classifier and the cross-encoder:
-//! losses ([`loss`]), the fused AdamW optimizer with layer-wise LR decay and gradient clipping
+//! Training of the label-attention classifier ([`classifier`]) and the cross-encoder
+//! ([`reranker`]): both describe themselves as a [`fit::Trainee`] and run the one loop,
+//! [`fit::run`] (resume, interrupt checkpoints, EMA/SWA or best-epoch selection, schedule,
+//! clipping, progress). The primitives it is built from: losses ([`loss`]), the fused AdamW optimizer with layer-wise LR decay and gradient clipping
 //! ([`optim`]), the warmup + linear-decay schedule ([`schedule`]), weight averaging (EMA / SWA,
 //! [`average`]) and atomic safetensors checkpoints ([`checkpoint`]).
 //!
@@ -10,6 +12,9 @@
 pub mod average;
 pub mod checkpoint;
 pub mod classifier;
+pub mod data;
+pub mod fit;
+pub mod job;
 pub mod loss;
 pub mod optim;
 pub mod reranker;
@@ -18,6 +23,7 @@ pub mod schedule;
 pub(crate) mod raw;
 
 pub use average::{restore, snapshot, Ema, Swa};
+pub use fit::{LoopConfig, LoopEvent, LoopOutcome, LoopSetup, Selection, Trainee};
 pub use checkpoint::{load_safetensors, save_safetensors_atomic};
 pub use loss::{asymmetric_loss, bce_with_logits, AslConfig, LossConfig};
 pub use optim::{

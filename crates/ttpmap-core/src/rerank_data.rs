@@ -428,7 +428,10 @@ mod tests {
             .map(|(t, x)| (t.parse().unwrap(), x.to_string()))
             .collect();
         let q = procedure_queries(&procs, &texts, 2);
-        let got: Vec<(&str, &str)> = q.iter().map(|q| (q.id.as_str(), q.query.as_str())).collect();
+        let got: Vec<(&str, &str)> = q
+            .iter()
+            .map(|q| (q.id.as_str(), q.query.as_str()))
+            .collect();
         // The blank description is skipped; T1059 stops at 2; T9999 has no candidate text.
         assert_eq!(
             got,

@@ -238,7 +238,11 @@ pub fn write_artifact(
 /// is an artifact (has `manifest.json`). Anything else (a folder of other files, a file) is
 /// refused, so a mistaken `--out` never deletes unrelated data.
 pub fn check_replaceable(dir: &Path) -> Result<()> {
-    check_replaceable_by(dir, is_artifact, "ttpmap classifier folder (no manifest.json)")
+    check_replaceable_by(
+        dir,
+        is_artifact,
+        "ttpmap classifier folder (no manifest.json)",
+    )
 }
 
 /// Whether `dir` may be replaced by a model folder: it does not exist, is an empty folder, or

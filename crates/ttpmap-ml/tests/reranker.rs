@@ -14,11 +14,11 @@ use ttpmap_ml::crossencoder::{
 };
 use ttpmap_ml::encoder::bert::{init_tensors, Config};
 use ttpmap_ml::tokenize::TextTokenizer;
-use ttpmap_ml::train::LoopEvent;
 use ttpmap_ml::train::reranker::{
     fit, RerankerFitSetup, RerankerTrainConfig, RerankerTrainData, RerankerTrainEvent, TrainGroup,
     ValidationQuery,
 };
+use ttpmap_ml::train::LoopEvent;
 use ttpmap_ml::ModelDir;
 
 const WORDS: &[&str] = &[
@@ -126,10 +126,16 @@ fn old_metadata() -> RerankerMetadata {
 fn committed_format_1_metadata_keeps_parsing_and_round_trips() {
     let text = std::fs::read_to_string(old_metadata_path()).unwrap();
     let m: RerankerMetadata = serde_json::from_str(&text).unwrap();
-    assert_eq!((m.format.as_str(), m.format_version), ("ttpmap-reranker", 1));
+    assert_eq!(
+        (m.format.as_str(), m.format_version),
+        ("ttpmap-reranker", 1)
+    );
     assert_eq!(m.dataset, "emulation");
     assert_eq!(m.split.fractions, (0.8, 0.1, 0.1));
-    assert!(m.results.validation_p_at_1.contains_key(&m.results.best_epoch));
+    assert!(m
+        .results
+        .validation_p_at_1
+        .contains_key(&m.results.best_epoch));
     // Writing it again gives the same JSON (field for field).
     let old: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(serde_json::to_value(&m).unwrap(), old);

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
 use ttpmap_core::TechniqueId;
 
+use crate::artifact::NamedTensors;
 use crate::classifier::{predict_encoded, Classifier, TrainableClassifier};
 use crate::encoder::bert::Mode;
 use crate::head::{queries_from_vectors, HeadConfig, HeadInit};
@@ -507,7 +508,9 @@ impl Trainee for SeedTrainee<'_> {
             None => net.forward(&batch, Mode::Train)?,
         };
         let l = self.data.labels.len();
-        self.cfg.loss.compute(&logits, &targets(&ex, self.index, l)?)
+        self.cfg
+            .loss
+            .compute(&logits, &targets(&ex, self.index, l)?)
     }
 
     /// Validation macro-F1 at 0.5.
@@ -535,7 +538,7 @@ fn load_done(
     seed: u64,
     fp: &str,
     data: &TrainData,
-) -> Result<(SeedResult, Vec<(String, Tensor)>, Vec<Vec<f32>>)> {
+) -> Result<(SeedResult, NamedTensors, Vec<Vec<f32>>)> {
     let l = data.labels.len();
     let (tensors, meta) = checkpoint::load_safetensors(path, &Device::Cpu)?;
     checkpoint::check_fingerprint(path, &meta, fp)?;

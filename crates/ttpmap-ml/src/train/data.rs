@@ -63,7 +63,10 @@ pub fn augmentation(
     let labelset: BTreeSet<&TechniqueId> = labels.iter().collect();
     let mut out = Vec::new();
     let mut per: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
-    for p in procedures.iter().filter(|p| labelset.contains(&p.technique)) {
+    for p in procedures
+        .iter()
+        .filter(|p| labelset.contains(&p.technique))
+    {
         let n = per.entry(&p.technique).or_default();
         if *n < per_label {
             *n += 1;

@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 
+use crate::artifact::NamedTensors;
 use crate::encoder::bert::Config as BertConfig;
 use crate::model_dir::ModelDir;
 use crate::tokenize::TextTokenizer;
@@ -198,6 +199,9 @@ fn tensor(path: &Path, t: &HashMap<String, Tensor>, name: &str) -> Result<Tensor
     })
 }
 
+/// (epoch, validation score, weights) of an epoch.
+type Best = (usize, f64, NamedTensors);
+
 /// Optimizer, averages and the position of a run.
 struct State {
     vars: Vec<Var>,
@@ -206,8 +210,8 @@ struct State {
     swa: Option<Swa>,
     start_epoch: usize,
     skip: usize,
-    /// (epoch, validation score, weights) of the best epoch so far (`BestEpoch`).
-    best: Option<(usize, f64, Vec<(String, Tensor)>)>,
+    /// The best epoch so far (`BestEpoch`).
+    best: Option<Best>,
 }
 
 impl State {
@@ -368,10 +372,7 @@ pub fn run<T: Trainee>(
                     }
                 }
                 Err(Error::NonFiniteGradNorm { .. }) => {
-                    tracing::warn!(
-                        "{} step {step}: non-finite gradient, skipped",
-                        setup.stem
-                    );
+                    tracing::warn!("{} step {step}: non-finite gradient, skipped", setup.stem);
                 }
                 Err(e) => return Err(e),
             }
@@ -587,7 +588,13 @@ mod tests {
             ema_beta: 0.5,
             swa_fraction: 0.5,
         };
-        let out = run(&toy, &config(sel), &setup(tmp.path(), false, &flag), &mut |_| {}).unwrap();
+        let out = run(
+            &toy,
+            &config(sel),
+            &setup(tmp.path(), false, &flag),
+            &mut |_| {},
+        )
+        .unwrap();
         let keys: Vec<&str> = out.variant_scores.keys().map(String::as_str).collect();
         assert_eq!(keys, vec!["base", "ema", "swa"]);
         assert_eq!(out.best_score, out.variant_scores[&out.selected]);
@@ -630,7 +637,10 @@ mod tests {
             let mut other = setup(&dir, true, &FLAG);
             other.fingerprint = "other".into();
             let err = run(&fresh, &config(sel), &other, &mut |_| {}).unwrap_err();
-            assert!(err.to_string().contains("different training config"), "{err}");
+            assert!(
+                err.to_string().contains("different training config"),
+                "{err}"
+            );
             assert!(checkpoint.is_file());
             let mut steps = Vec::new();
             let resumed = run(&fresh, &config(sel), &setup(&dir, true, &FLAG), &mut |e| {
@@ -647,8 +657,14 @@ mod tests {
                 assert_eq!(w0(&resumed), w0(&straight));
             } else {
                 // SWA restarts on resume inside its window; base and EMA continue exactly.
-                assert_eq!(resumed.variant_scores["base"], straight.variant_scores["base"]);
-                assert_eq!(resumed.variant_scores["ema"], straight.variant_scores["ema"]);
+                assert_eq!(
+                    resumed.variant_scores["base"],
+                    straight.variant_scores["base"]
+                );
+                assert_eq!(
+                    resumed.variant_scores["ema"],
+                    straight.variant_scores["ema"]
+                );
             }
         }
     }

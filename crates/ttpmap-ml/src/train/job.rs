@@ -24,8 +24,8 @@ use crate::crossencoder::{
 use crate::model_dir::ModelDir;
 use crate::tokenize::TextTokenizer;
 use crate::train::classifier::{self, ClassifierTrainConfig, TrainEvent};
-use crate::train::fit::FitSetup;
 use crate::train::data::{classifier_data, reranker_data, RerankerDataConfig};
+use crate::train::fit::FitSetup;
 use crate::train::reranker::{self, RerankerTrainConfig, RerankerTrainEvent};
 use crate::{Error, Result};
 

@@ -23,8 +23,8 @@ pub mod schedule;
 pub(crate) mod raw;
 
 pub use average::{restore, snapshot, Ema, Swa};
-pub use fit::{LoopConfig, LoopEvent, LoopOutcome, LoopSetup, Selection, Trainee};
 pub use checkpoint::{load_safetensors, save_safetensors_atomic};
+pub use fit::{LoopConfig, LoopEvent, LoopOutcome, LoopSetup, Selection, Trainee};
 pub use loss::{asymmetric_loss, bce_with_logits, AslConfig, LossConfig};
 pub use optim::{
     clip_grad_norm, llrd_groups, AdamWConfig, FusedAdamW, LlrdConfig, Param, ParamGroup,

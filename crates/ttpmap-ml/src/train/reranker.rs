@@ -279,7 +279,13 @@ impl<'a> Trainee for CrossEncoderTrainee<'a> {
 
     fn validate(&self) -> Result<(f64, ())> {
         let net = self.tc.network();
-        let logits = logits_encoded(net, self.tok, self.venc, self.cfg.eval_batch_size, &Device::Cpu)?;
+        let logits = logits_encoded(
+            net,
+            self.tok,
+            self.venc,
+            self.cfg.eval_batch_size,
+            &Device::Cpu,
+        )?;
         Ok((p_at_1(self.validation, &logits), ()))
     }
 

@@ -167,8 +167,8 @@ pub fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow
     let Some(p) = path else {
         return Ok(T::default());
     };
-    let text =
-        std::fs::read_to_string(p).with_context(|| format!("reading the config {}", p.display()))?;
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("reading the config {}", p.display()))?;
     parse_config(&text, p)
 }
 
@@ -197,7 +197,9 @@ mod tests {
     use ttpmap_ml::train::reranker::RerankerTrainConfig;
 
     fn shipped(name: &str) -> (String, PathBuf) {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name);
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs")
+            .join(name);
         (std::fs::read_to_string(&p).unwrap(), p)
     }
 
@@ -222,10 +224,15 @@ mod tests {
         let text = config_toml(&cfg, "x").unwrap();
         let back: ClassifierTrainConfig = parse_config(&text, Path::new("c.toml")).unwrap();
         assert_eq!(back, cfg);
-        let partial: ClassifierTrainConfig = parse_config("epochs = 3\n", Path::new("c.toml")).unwrap();
+        let partial: ClassifierTrainConfig =
+            parse_config("epochs = 3\n", Path::new("c.toml")).unwrap();
         assert_eq!(partial.epochs, 3);
-        assert_eq!(partial.batch_size, ClassifierTrainConfig::default().batch_size);
-        let json: ClassifierTrainConfig = parse_config("{\"epochs\": 2}", Path::new("c.json")).unwrap();
+        assert_eq!(
+            partial.batch_size,
+            ClassifierTrainConfig::default().batch_size
+        );
+        let json: ClassifierTrainConfig =
+            parse_config("{\"epochs\": 2}", Path::new("c.json")).unwrap();
         assert_eq!(json.epochs, 2);
         // The reranker takes the same two formats (JSON was its only one before).
         let r = RerankerTrainConfig {
@@ -235,16 +242,19 @@ mod tests {
         let back: RerankerTrainConfig =
             parse_config(&config_toml(&r, "x").unwrap(), Path::new("r.toml")).unwrap();
         assert_eq!(back, r);
-        let json: RerankerTrainConfig = parse_config("{\"lr\": 5e-5}", Path::new("r.json")).unwrap();
+        let json: RerankerTrainConfig =
+            parse_config("{\"lr\": 5e-5}", Path::new("r.json")).unwrap();
         assert_eq!(json.lr, 5e-5);
     }
 
     #[test]
     fn unknown_or_mistyped_fields_name_the_file() {
-        let err = parse_config::<ClassifierTrainConfig>("epoch = 3\n", Path::new("my.toml")).unwrap_err();
+        let err =
+            parse_config::<ClassifierTrainConfig>("epoch = 3\n", Path::new("my.toml")).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("my.toml") && msg.contains("epoch"), "{msg}");
-        let err = parse_config::<RerankerTrainConfig>("lr_typo = 1\n", Path::new("r.toml")).unwrap_err();
+        let err =
+            parse_config::<RerankerTrainConfig>("lr_typo = 1\n", Path::new("r.toml")).unwrap_err();
         assert!(format!("{err:#}").contains("r.toml"));
     }
 }

@@ -61,7 +61,11 @@ pub struct ClassifierArgs {
 }
 
 /// `tram2`, `annoctr`, a `.jsonl` sentence file or a TRAM2 JSON file, remapped to `catalog`.
-fn load_dataset(assets: &Assets, name: &str, catalog: &Catalog) -> anyhow::Result<(Dataset, PathBuf)> {
+fn load_dataset(
+    assets: &Assets,
+    name: &str,
+    catalog: &Catalog,
+) -> anyhow::Result<(Dataset, PathBuf)> {
     let dir = assets.data_dir();
     let (mut ds, path) = match name {
         "tram2" | "annoctr" => {
@@ -73,12 +77,18 @@ fn load_dataset(assets: &Assets, name: &str, catalog: &Catalog) -> anyhow::Resul
             };
             (ds, p)
         }
-        file if file.ends_with(".jsonl") => (dataset::load_sentences_jsonl(Path::new(file))?, file.into()),
+        file if file.ends_with(".jsonl") => {
+            (dataset::load_sentences_jsonl(Path::new(file))?, file.into())
+        }
         file => (dataset::load_tram2(Path::new(file))?, file.into()),
     };
     let report = ds.remap(|id| catalog.resolve(id).current().cloned());
     if !report.unknown.is_empty() {
-        tracing::warn!("labels not in ATT&CK {} dropped: {:?}", catalog.version(), report.unknown);
+        tracing::warn!(
+            "labels not in ATT&CK {} dropped: {:?}",
+            catalog.version(),
+            report.unknown
+        );
     }
     Ok((ds, path))
 }

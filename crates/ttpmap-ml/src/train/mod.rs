@@ -1,9 +1,12 @@
 //! Training of the label-attention classifier ([`classifier`]) and the cross-encoder
 //! ([`reranker`]): both describe themselves as a [`fit::Trainee`] and run the one loop,
-//! [`fit::run`] (resume, interrupt checkpoints, EMA/SWA or best-epoch selection, schedule,
-//! clipping, progress). The primitives it is built from: losses ([`loss`]), the fused AdamW optimizer with layer-wise LR decay and gradient clipping
-//! ([`optim`]), the warmup + linear-decay schedule ([`schedule`]), weight averaging (EMA / SWA,
-//! [`average`]) and atomic safetensors checkpoints ([`checkpoint`]).
+//! [`fit::run`] (resume and fingerprints, interrupt checkpoints, EMA/SWA or best-epoch
+//! selection, layer-wise LR decay, schedule, clipping, progress). [`data`] prepares their
+//! training data (no tensors); [`job`] is one call per model from loaded inputs to a written
+//! model folder. The primitives the loop is built from: losses ([`loss`]), the fused AdamW
+//! optimizer with layer-wise LR decay and gradient clipping ([`optim`]), the warmup +
+//! linear-decay schedule ([`schedule`]), weight averaging (EMA / SWA, [`average`]) and atomic
+//! safetensors checkpoints ([`checkpoint`]).
 //!
 //! Optimizer and averaging state live in plain `Vec<f32>` buffers, never in candle graphs
 //! (see `shared/docs/CANDLE_NOTES.md`, point 3): nothing here records a backprop graph except the

@@ -1,9 +1,9 @@
 //! `ttpmap train classifier|reranker`: the one training driver. Each model's command
-//! (`cmd::train_classifier`, `cmd::train_reranker`) parses its flags, resolves its config (a TOML file, or JSON when the name ends in `.json`; `configs/<model>.toml` lists
-//! every default; flags override), loads the inputs and calls one library function
-//! (`ttpmap_ml::train::job`), which prepares the data, trains and writes the model folder,
-//! through [`drive`]; this module owns what they share: config reading, Ctrl-C, progress
-//! rendering.
+//! (`cmd::train_classifier`, `cmd::train_reranker`) parses its flags, resolves its config (a
+//! TOML file, or JSON when the name ends in `.json`; `configs/<model>.toml` lists every
+//! default; flags override), loads the inputs and calls one library function
+//! (`ttpmap_ml::train::job`: prepare the data, train, write the model folder) through
+//! [`drive`]. This module owns what they share: config reading, Ctrl-C, progress rendering.
 //!
 //! Ctrl-C is the same for every model: the first one asks the library to stop at the next step
 //! with a resumable checkpoint (the command then says where it wrote it; `--resume`

@@ -1,7 +1,9 @@
 //! Data for the cross-encoder reranker (issue 5): the candidate text of a technique under a
 //! recorded format config, queries grouped by text ([`queries_from_steps`]), the published
 //! protocol's fixed-size candidate sets (gold + negatives drawn at random or from BM25,
-//! [`candidate_set`]) and training pairs (gold + hard negatives, sampled 1:2.5).
+//! [`candidate_set`], [`candidate_sets`] over a BM25 index), training pairs (gold + hard
+//! negatives, sampled 1:2.5) and the procedure-example queries that augment reranker training
+//! ([`procedure_queries`]).
 //!
 //! Invariants: a [`CandidateSet`] holds every gold technique of its query exactly once and
 //! `min(k, pool)` candidates in all, in a seeded shuffled order (so candidate position carries
@@ -14,8 +16,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::attack::Technique;
+use crate::attack::{Catalog, ProcedureExample, Technique};
 use crate::dataset::EmulationStep;
+use crate::retrieve::Bm25Index;
 use crate::TechniqueId;
 
 /// How a technique is rendered as the second segment of a reranker pair.
@@ -215,6 +218,77 @@ pub fn candidate_set(
     }
 }
 
+/// Fractions of the emulation query split (train, validation, test).
+pub const SPLIT_FRACTIONS: (f64, f64, f64) = (0.8, 0.1, 0.1);
+
+/// Active technique ids, sorted (the pool random negatives are drawn from).
+pub fn active_pool(catalog: &Catalog) -> Vec<TechniqueId> {
+    let mut v: Vec<TechniqueId> = catalog.active_techniques().map(|t| t.id.clone()).collect();
+    v.sort();
+    v
+}
+
+/// The published protocol's candidate set of each query (BM25 over `index` ranks the
+/// hard negatives; see [`candidate_set`]).
+pub fn candidate_sets(
+    queries: &[RerankQuery],
+    index: &Bm25Index,
+    pool: &[TechniqueId],
+    cfg: &CandidateSetConfig,
+) -> Vec<CandidateSet> {
+    queries
+        .iter()
+        .map(|q| {
+            let ranked: Vec<TechniqueId> = index
+                .search(&q.query, cfg.k + q.gold.len())
+                .into_iter()
+                .map(|h| h.technique)
+                .collect();
+            candidate_set(q, &ranked, pool, cfg)
+        })
+        .collect()
+}
+
+/// The candidate text of every active technique under `cfg`.
+pub fn candidate_texts(
+    catalog: &Catalog,
+    cfg: &CandidateTextConfig,
+) -> BTreeMap<TechniqueId, String> {
+    catalog
+        .active_techniques()
+        .map(|t| (t.id.clone(), candidate_text(t, cfg)))
+        .collect()
+}
+
+/// Up to `per_technique` ATT&CK procedure examples (`Catalog::procedures`) of each technique in
+/// `texts` as queries
+/// (id `attack:procedure/<index>`, actor `ATT&CK`, gold: the example's technique), in catalog
+/// order; examples with an empty description are skipped.
+pub fn procedure_queries(
+    procedures: &[ProcedureExample],
+    texts: &BTreeMap<TechniqueId, String>,
+    per_technique: usize,
+) -> Vec<RerankQuery> {
+    let mut taken: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, p) in procedures.iter().enumerate() {
+        if !texts.contains_key(&p.technique) || p.description.trim().is_empty() {
+            continue;
+        }
+        let n = taken.entry(&p.technique).or_default();
+        if *n < per_technique {
+            *n += 1;
+            out.push(RerankQuery {
+                id: format!("attack:procedure/{i}"),
+                actor: "ATT&CK".into(),
+                query: p.description.clone(),
+                gold: BTreeSet::from([p.technique.clone()]),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +403,45 @@ mod tests {
         assert_eq!(qs[0].id, "A/1");
         assert_eq!(qs[0].gold.len(), 2);
         assert_eq!(qs[1].query, "y. d");
+    }
+
+    #[test]
+    fn procedure_queries_take_up_to_n_per_known_technique_in_order() {
+        use crate::attack::EntityKind;
+        let p = |t: &str, d: &str| ProcedureExample {
+            technique: t.parse().unwrap(),
+            source_id: "G0001".into(),
+            source_name: "g".into(),
+            source_kind: EntityKind::Group,
+            description: d.into(),
+        };
+        let procs = vec![
+            p("T1059", "a"),
+            p("T1003", "b"),
+            p("T1059", "  "),
+            p("T1059", "c"),
+            p("T1059", "d"),
+            p("T9999", "unknown technique"),
+        ];
+        let texts: BTreeMap<TechniqueId, String> = [("T1059", "x"), ("T1003", "y")]
+            .into_iter()
+            .map(|(t, x)| (t.parse().unwrap(), x.to_string()))
+            .collect();
+        let q = procedure_queries(&procs, &texts, 2);
+        let got: Vec<(&str, &str)> = q
+            .iter()
+            .map(|q| (q.id.as_str(), q.query.as_str()))
+            .collect();
+        // The blank description is skipped; T1059 stops at 2; T9999 has no candidate text.
+        assert_eq!(
+            got,
+            vec![
+                ("attack:procedure/0", "a"),
+                ("attack:procedure/1", "b"),
+                ("attack:procedure/3", "c")
+            ]
+        );
+        assert!(q.iter().all(|q| q.actor == "ATT&CK" && q.gold.len() == 1));
+        assert!(procedure_queries(&procs, &texts, 0).is_empty());
     }
 }

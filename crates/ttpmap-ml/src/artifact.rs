@@ -8,13 +8,18 @@
 //!                                      fingerprints
 //! DIR/tokenizer.json                   Hugging Face tokenizer
 //! DIR/seeds/seed-<n>/model.safetensors encoder.* + head.* of seed n (f32)
-//! DIR/results.json                     per-seed and ensemble metrics (free-form JSON)
+//! DIR/results.json                     per-seed and ensemble validation metrics
+//!                                      ([`TrainingResults`], with its own format_version)
+//! DIR/training.toml                    the resolved training config (written by the CLI)
 //! ```
 //!
-//! Owns [`Manifest`], [`write_artifact`] (writes into a temporary sibling folder, then renames:
-//! a crash never leaves a half-written artifact at `DIR`) and [`Artifact`] (loads every seed;
-//! ensemble probability = mean of the per-seed probabilities). A missing, corrupt or mismatched
-//! file is an [`Error::Artifact`] / [`Error::Json`] naming that file.
+//! Owns [`Manifest`], [`TrainingResults`], [`write_artifact`] and [`Artifact`] (loads every
+//! seed; ensemble probability = mean of the per-seed probabilities), and the one atomic folder
+//! writer of every model format, [`write_folder_atomic`] (writes into a temporary sibling
+//! folder, then renames: a crash never leaves a half-written folder at `DIR`; the reranker's
+//! `crossencoder::save_model_dir` uses it too), with [`check_replaceable_by`] (never replace a
+//! folder that is not a model of that kind). A missing, corrupt or mismatched file is an
+//! [`Error::Artifact`] / [`Error::Json`] naming that file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,7 @@ use crate::classifier::ClassifierModel;
 use crate::encoder::bert::Config as BertConfig;
 use crate::head::HeadConfig;
 use crate::tokenize::{Encoded, TextTokenizer};
+use crate::train::classifier::{SeedResult, ValidationMetrics};
 use crate::{Error, Result};
 
 /// Value of `format` in manifest.json.
@@ -131,8 +137,62 @@ impl Manifest {
     }
 }
 
+/// Name of the training results file.
+pub const RESULTS: &str = "results.json";
+/// Current `format_version` of [`TrainingResults`]; files written before it had the field are
+/// version 1.
+pub const RESULTS_FORMAT_VERSION: u32 = 1;
+
+fn results_version_1() -> u32 {
+    1
+}
+
+/// results.json as `ttpmap train classifier` writes it: each seed's outcome and the ensemble's
+/// validation figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingResults {
+    /// [`RESULTS_FORMAT_VERSION`] when written (absent, i.e. 1, in older files).
+    #[serde(default = "results_version_1")]
+    pub format_version: u32,
+    /// Per seed, in training order.
+    pub seeds: Vec<SeedResult>,
+    /// The ensemble (mean of the seeds' probabilities) on the validation split; its
+    /// `tuned_threshold` is the manifest's tuned threshold.
+    pub validation: EnsembleValidation,
+}
+
+/// The ensemble's [`ValidationMetrics`] and the number of validation sentences.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleValidation {
+    #[serde(flatten)]
+    pub metrics: ValidationMetrics,
+    /// Validation sentences scored.
+    pub sentences: usize,
+}
+
+impl TrainingResults {
+    /// Results of the current format.
+    pub fn new(seeds: Vec<SeedResult>, validation: ValidationMetrics, sentences: usize) -> Self {
+        Self {
+            format_version: RESULTS_FORMAT_VERSION,
+            seeds,
+            validation: EnsembleValidation {
+                metrics: validation,
+                sentences,
+            },
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Write {
         path: path.to_path_buf(),
         source,
     }
@@ -169,7 +229,7 @@ pub fn write_artifact(
     manifest: &Manifest,
     tokenizer: &TextTokenizer,
     weights: &[(u64, String, NamedTensors)],
-    results: &serde_json::Value,
+    results: &impl Serialize,
 ) -> Result<()> {
     write_artifact_with(dir, manifest, tokenizer, weights, results, &[])
 }
@@ -178,6 +238,16 @@ pub fn write_artifact(
 /// is an artifact (has `manifest.json`). Anything else (a folder of other files, a file) is
 /// refused, so a mistaken `--out` never deletes unrelated data.
 pub fn check_replaceable(dir: &Path) -> Result<()> {
+    check_replaceable_by(
+        dir,
+        is_artifact,
+        "ttpmap classifier folder (no manifest.json)",
+    )
+}
+
+/// Whether `dir` may be replaced by a model folder: it does not exist, is an empty folder, or
+/// `is_ours` recognises it; otherwise an [`Error::Artifact`] saying it is not a `what`.
+pub fn check_replaceable_by(dir: &Path, is_ours: impl Fn(&Path) -> bool, what: &str) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
@@ -186,14 +256,50 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
             .map_err(io_err(dir))?
             .next()
             .is_none();
-        if empty || is_artifact(dir) {
+        if empty || is_ours(dir) {
             return Ok(());
         }
     }
     Err(artifact_err(
         dir,
-        "exists and is not a ttpmap classifier folder (no manifest.json); choose another output folder",
+        format!("exists and is not a {what}; choose another output folder"),
     ))
+}
+
+/// The one atomic folder writer of every model format: `fill` writes the folder's files into a
+/// temporary sibling folder (`.<name>.tmp-<pid>`), which then replaces `dir` (the old folder is
+/// renamed aside and removed only after the rename). A failing `fill` removes the temporary
+/// folder and leaves `dir` as it was: a crash never leaves a half-written folder at `dir`.
+/// Callers check that `dir` may be replaced first ([`check_replaceable_by`]).
+pub fn write_folder_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| artifact_err(dir, "output path has no folder name"))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(write_err(&parent))?;
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(write_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(write_err(&tmp))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(write_err(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(write_err(dir))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(write_err(&old))?;
+    }
+    Ok(())
 }
 
 /// [`write_artifact`] plus extra files (name inside the folder, contents) written into the
@@ -203,29 +309,14 @@ pub fn write_artifact_with(
     manifest: &Manifest,
     tokenizer: &TextTokenizer,
     weights: &[(u64, String, NamedTensors)],
-    results: &serde_json::Value,
+    results: &impl Serialize,
     extra_files: &[(&str, &[u8])],
 ) -> Result<()> {
     check_replaceable(dir)?;
     if weights.is_empty() {
         return Err(artifact_err(dir, "no seeds to write"));
     }
-    let name = dir
-        .file_name()
-        .ok_or_else(|| artifact_err(dir, "artifact path has no folder name"))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let result = (|| -> Result<()> {
+    write_folder_atomic(dir, |tmp| {
         let mut manifest = manifest.clone();
         manifest.format = FORMAT.into();
         manifest.format_version = FORMAT_VERSION;
@@ -256,29 +347,22 @@ pub fn write_artifact_with(
                 source,
             })?;
         write_json(&tmp.join(MANIFEST), &manifest)?;
-        write_json(&tmp.join("results.json"), results)?;
+        // Through a JSON value, as before results.json was typed: sorted keys, f32 as f64.
+        let results = serde_json::to_value(results).map_err(|source| Error::Json {
+            path: tmp.join(RESULTS),
+            source,
+        })?;
+        write_json(&tmp.join(RESULTS), &results)?;
         for (file, bytes) in extra_files {
             let p = tmp.join(file);
             std::fs::write(&p, bytes).map_err(io_err(&p))?;
         }
         Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(io_err(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
-    }
-    Ok(())
+    })
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+/// Writes `value` as pretty JSON with a final newline.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         source,
@@ -427,14 +511,34 @@ impl Artifact {
         &self.models
     }
 
-    /// results.json, when present.
+    /// results.json, when present, as JSON (any content).
     pub fn results(&self) -> Result<Option<serde_json::Value>> {
-        let p = self.dir.join("results.json");
+        let p = self.dir.join(RESULTS);
         if p.is_file() {
             read_json(&p).map(Some)
         } else {
             Ok(None)
         }
+    }
+
+    /// results.json, when present, as training wrote it; a file of another shape or a newer
+    /// `format_version` is an error naming the file.
+    pub fn training_results(&self) -> Result<Option<TrainingResults>> {
+        let p = self.dir.join(RESULTS);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let r: TrainingResults = read_json(&p)?;
+        if r.format_version > RESULTS_FORMAT_VERSION {
+            return Err(artifact_err(
+                &p,
+                format!(
+                    "format_version {} is not supported (this build reads up to {RESULTS_FORMAT_VERSION})",
+                    r.format_version
+                ),
+            ));
+        }
+        Ok(Some(r))
     }
 
     /// Tokenises `sentences` once for every seed (all seeds share the artifact's

@@ -8,8 +8,9 @@
 //! Owns [`CrossEncoderNet`] (the network on frozen or trainable weights), [`CrossEncoder`]
 //! (inference: tokenizer, length-sorted batches, a text-embeddings-inference `/rerank`-shaped
 //! [`CrossEncoder::rerank`]), [`TrainableCrossEncoder`] (variables named as Hugging Face saves
-//! them: `bert.*` and `classifier.*`) and [`save_model_dir`], which writes the Hugging Face
-//! layout atomically (temporary sibling folder, then rename).
+//! them: `bert.*` and `classifier.*`), [`RerankerMetadata`] (the typed, versioned
+//! [`METADATA_FILE`] a trained reranker carries) and [`save_model_dir`], which writes the
+//! Hugging Face layout through the one atomic folder writer (`artifact::write_folder_atomic`).
 //!
 //! Invariants: a folder loads either as a `BertForSequenceClassification` checkpoint (`bert.*`
 //! with pooler + `classifier.weight` `[1, H]` + `classifier.bias` `[1]`) or as a plain encoder
@@ -18,13 +19,14 @@
 //! [`CrossEncoder::head_trained`] is false. Scores are returned in input order by
 //! [`CrossEncoder::score_pairs`] and best first by [`CrossEncoder::rerank`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use ttpmap_core::rerank_data::CandidateTextConfig;
+use ttpmap_core::rerank_data::{CandidateSetConfig, CandidateTextConfig};
 
 use crate::encoder::bert::{BertEncoder, Config, Mode, TrainableOptions};
 use crate::model_dir::ModelDir;
@@ -38,6 +40,80 @@ pub const DEFAULT_MAX_LENGTH: usize = 256;
 /// File with ttpmap's own metadata in a saved reranker folder (training config, candidate text
 /// format, validation results); Hugging Face loaders ignore it.
 pub const METADATA_FILE: &str = "ttpmap_reranker.json";
+
+/// Value of `format` in [`METADATA_FILE`].
+pub const METADATA_FORMAT: &str = "ttpmap-reranker";
+/// Current `format_version` of [`RerankerMetadata`].
+pub const METADATA_FORMAT_VERSION: u32 = 1;
+
+/// [`METADATA_FILE`]: provenance, data drawing, training config and results of a trained
+/// reranker. Read back by [`CrossEncoder::reranker_metadata`] (and, for the candidate text
+/// format, [`CrossEncoder::candidate_text_config`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RerankerMetadata {
+    /// Always [`METADATA_FORMAT`].
+    pub format: String,
+    /// [`METADATA_FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The folder fine-tuned from.
+    pub base_model: String,
+    /// ATT&CK version of the candidate texts (e.g. `"18.1"`).
+    pub attack_version: String,
+    /// Fingerprint of the ATT&CK bundle.
+    pub attack: String,
+    /// Dataset of the queries (`emulation`).
+    pub dataset: String,
+    /// The query split.
+    pub split: MetadataSplit,
+    /// Candidate sets trained and validated on.
+    pub candidates: CandidateSetConfig,
+    /// How candidates are rendered (ranking with the model renders them the same way).
+    pub candidate_text: CandidateTextConfig,
+    /// Procedure-example queries added to training.
+    pub augment_procedures: MetadataAugment,
+    /// The resolved training config.
+    pub training: crate::train::reranker::RerankerTrainConfig,
+    /// Training results.
+    pub results: MetadataResults,
+}
+
+/// The query split recorded in [`RerankerMetadata`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetadataSplit {
+    /// (train, validation, test).
+    pub fractions: (f64, f64, f64),
+    pub seed: u64,
+    /// What is split, e.g. `"unique query text, stratified by actor"`.
+    pub unit: String,
+}
+
+/// Procedure-example augmentation recorded in [`RerankerMetadata`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataAugment {
+    /// Examples per technique asked for.
+    pub per_technique: usize,
+    /// Queries that gave.
+    pub queries: usize,
+}
+
+/// Training results recorded in [`RerankerMetadata`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetadataResults {
+    /// Training queries (emulation and procedure examples).
+    pub train_queries: usize,
+    /// Emulation queries among them.
+    pub train_emulation_queries: usize,
+    pub validation_queries: usize,
+    /// Epoch (0-based) whose weights were kept.
+    pub best_epoch: usize,
+    pub best_validation_p_at_1: f64,
+    /// Validation P@1 per epoch run in the last call (a resumed run lacks the earlier ones).
+    pub validation_p_at_1: BTreeMap<usize, f64>,
+    /// Mean training loss per epoch run in the last call.
+    pub mean_loss: BTreeMap<usize, f64>,
+    /// Seconds of training in the last call.
+    pub seconds: f64,
+}
 
 /// Encoder + pooler + one-logit classifier.
 #[derive(Debug, Clone)]
@@ -271,6 +347,31 @@ impl CrossEncoder {
         self.metadata.as_ref()
     }
 
+    /// [`METADATA_FILE`] as [`RerankerMetadata`]; `None` when the folder has none (e.g. a
+    /// Hugging Face cross-encoder). Another format or a newer version is an error naming the
+    /// file.
+    pub fn reranker_metadata(&self) -> Result<Option<RerankerMetadata>> {
+        let Some(value) = &self.metadata else {
+            return Ok(None);
+        };
+        let path = self.dir.join(METADATA_FILE);
+        let m: RerankerMetadata =
+            serde_json::from_value(value.clone()).map_err(|source| Error::Json {
+                path: path.clone(),
+                source,
+            })?;
+        if m.format != METADATA_FORMAT || m.format_version > METADATA_FORMAT_VERSION {
+            return Err(Error::Artifact {
+                path,
+                message: format!(
+                    "format {:?} version {} is not supported (this build reads {METADATA_FORMAT:?} up to {METADATA_FORMAT_VERSION})",
+                    m.format, m.format_version
+                ),
+            });
+        }
+        Ok(Some(m))
+    }
+
     /// The candidate text format the model was trained with (the default when unrecorded).
     pub fn candidate_text_config(&self) -> CandidateTextConfig {
         self.metadata
@@ -448,7 +549,7 @@ pub struct SaveSpec<'a> {
     /// Tokenizer saved as `tokenizer.json` when the base folder has none.
     pub tokenizer: &'a TextTokenizer,
     /// Written as [`METADATA_FILE`].
-    pub metadata: &'a serde_json::Value,
+    pub metadata: &'a RerankerMetadata,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -458,12 +559,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    std::fs::write(path, text + "\n").map_err(io_err(path))
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    crate::artifact::write_json(path, value)
 }
 
 /// `config.json` of a one-label `BertForSequenceClassification`: the base folder's keys (or
@@ -510,10 +607,21 @@ pub fn sequence_classification_config(
     Ok(value)
 }
 
+/// Whether `dir` may be replaced by a reranker folder: absent, empty, or a previous ttpmap
+/// reranker (has [`METADATA_FILE`]); never unrelated data.
+pub fn check_replaceable(dir: &Path) -> Result<()> {
+    crate::artifact::check_replaceable_by(
+        dir,
+        |d| d.join(METADATA_FILE).is_file(),
+        &format!("ttpmap reranker folder (no {METADATA_FILE})"),
+    )
+}
+
 /// Writes a reranker folder in Hugging Face's layout at `dir`: `config.json` (see
 /// [`sequence_classification_config`]), the tokenizer files, `model.safetensors` with
 /// `tensors` (names as [`TrainableCrossEncoder::tensors`]: `bert.*`, `classifier.*`) and
-/// [`METADATA_FILE`]. Everything goes to a temporary sibling folder that then replaces `dir`.
+/// [`METADATA_FILE`], through the one atomic folder writer
+/// ([`crate::artifact::write_folder_atomic`]).
 pub fn save_model_dir(dir: &Path, tensors: &[(String, Tensor)], spec: &SaveSpec) -> Result<()> {
     for need in [
         "classifier.weight",
@@ -527,22 +635,8 @@ pub fn save_model_dir(dir: &Path, tensors: &[(String, Tensor)], spec: &SaveSpec)
             )));
         }
     }
-    let name = dir
-        .file_name()
-        .ok_or_else(|| Error::InvalidArgument(format!("{} has no folder name", dir.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let result = (|| -> Result<()> {
+    check_replaceable(dir)?;
+    crate::artifact::write_folder_atomic(dir, |tmp| {
         let map: std::collections::HashMap<String, Tensor> = tensors
             .iter()
             .map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
@@ -577,35 +671,14 @@ pub fn save_model_dir(dir: &Path, tensors: &[(String, Tensor)], spec: &SaveSpec)
                     source,
                 })?;
         }
-        write_json(&tmp.join(METADATA_FILE), spec.metadata)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    // Replace only an empty folder or a previous cross-encoder, never unrelated data.
-    let replaceable = !dir.exists()
-        || (dir.is_dir()
-            && (dir.join(METADATA_FILE).is_file()
-                || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())));
-    if !replaceable {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(Error::Artifact {
-            path: dir.to_path_buf(),
-            message: format!(
-                "exists and is not a ttpmap reranker folder (no {METADATA_FILE}); choose another output folder"
-            ),
-        });
-    }
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(io_err(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
-    }
-    Ok(())
+        // Through a JSON value, as before the metadata was typed: sorted keys.
+        let path = tmp.join(METADATA_FILE);
+        let metadata = serde_json::to_value(spec.metadata).map_err(|source| Error::Json {
+            path: path.clone(),
+            source,
+        })?;
+        write_json(&path, &metadata)
+    })
 }
 
 /// The cross-encoder as core's [`PairScorer`]: raw logits (monotone in the probability, and

@@ -1,19 +1,19 @@
-//! Fit loop of the label-attention classifier (the CASSANDRA recipe): per seed, AdamW with
-//! layer-wise LR decay, warmup + linear decay, gradient clipping, EMA and SWA; the best of
-//! {base, EMA, SWA} by validation macro-F1 is kept; the global threshold is tuned on the
-//! ensemble's validation probabilities.
+//! Training of the label-attention classifier (the CASSANDRA recipe): per seed, the shared
+//! loop ([`crate::train::fit`]) with AdamW, layer-wise LR decay, warmup + linear decay,
+//! gradient clipping, EMA and SWA; the best of {base, EMA, SWA} by validation macro-F1 at 0.5
+//! is kept per seed; the global threshold is tuned on the ensemble's validation probabilities.
 //!
 //! Owns [`ClassifierTrainConfig`] (serde, every recipe value as default), [`TrainData`],
-//! [`fit`], the progress events ([`TrainEvent`]) and resumable checkpoints: when the shared
-//! interrupt flag is set, [`fit`] writes `<checkpoint_dir>/seed-<n>.ckpt.safetensors` (weights,
-//! optimizer state, EMA, epoch/step, seed) and returns [`Error::Interrupted`]; a later call with
-//! `resume` continues from it (the epoch's batch order is re-derived from the seed, so the
-//! remaining batches are the same). Finished seeds are kept as `seed-<n>.done.safetensors`.
-//! SWA restarts when a run is resumed inside its window. The library never prints.
+//! [`fit`], the progress events ([`TrainEvent`]) and the classifier's [`Trainee`] (batches of
+//! labelled plus resampled unlabelled sentences grouped by length, the configured loss, the
+//! frozen lower layers' cached states). Checkpoints are the loop's, one run per seed:
+//! `<checkpoint_dir>/seed-<n>.ckpt.safetensors` on interrupt ([`Error::Interrupted`]; `resume`
+//! continues it, refusing another config or data); finished seeds are kept as
+//! `seed-<n>.done.safetensors` (selected weights, validation probabilities, result) and reused
+//! on resume. The library never prints.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
@@ -23,15 +23,13 @@ use serde::{Deserialize, Serialize};
 use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
 use ttpmap_core::TechniqueId;
 
+use crate::artifact::NamedTensors;
 use crate::classifier::{predict_encoded, Classifier, TrainableClassifier};
-use crate::encoder::bert::{Config as BertConfig, Mode};
+use crate::encoder::bert::Mode;
 use crate::head::{queries_from_vectors, HeadConfig, HeadInit};
-use crate::model_dir::ModelDir;
 use crate::tokenize::{Encoded, TextTokenizer};
-use crate::train::{
-    checkpoint, clip_grad_norm, llrd_groups, restore, snapshot, AdamWConfig, Ema, FusedAdamW,
-    LlrdConfig, LossConfig, Swa, WarmupLinear,
-};
+use crate::train::fit::{self, LoopConfig, LoopEvent, LoopSetup, Selection, Trainee};
+use crate::train::{checkpoint, AdamWConfig, LlrdConfig, LossConfig};
 use crate::{Error, Result};
 
 /// Training settings; every default is the recipe's value.
@@ -161,15 +159,14 @@ pub struct TrainData {
     pub validation: Vec<Example>,
 }
 
-/// Progress of [`fit`].
+/// Progress of [`fit`] (and of `job::train_classifier`, which sends `Prepared` first).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
-    /// A seed starts (`index` of `of`); `total_steps` optimizer steps are planned.
-    SeedStart {
-        seed: u64,
-        index: usize,
-        of: usize,
-        total_steps: usize,
+    /// The data is ready: training and validation sentences, labels.
+    Prepared {
+        train: usize,
+        validation: usize,
+        labels: usize,
     },
     /// Frozen lower layers: `done` of `total` sentences' hidden states cached.
     Cache {
@@ -177,28 +174,20 @@ pub enum TrainEvent {
         done: usize,
         total: usize,
     },
-    /// One optimizer step done.
-    Step {
+    /// Seed `seed` (`index` of `of`) in the shared loop: its start (steps planned), each
+    /// step, each epoch (the score is the validation macro-F1 at 0.5 of the current weights).
+    Seed {
         seed: u64,
-        epoch: usize,
-        step: usize,
-        total_steps: usize,
-        loss: f64,
-        eta_seconds: f64,
-    },
-    /// An epoch ended; `val_macro_f1` of the current weights at 0.5.
-    Epoch {
-        seed: u64,
-        epoch: usize,
-        mean_loss: f64,
-        val_macro_f1: f64,
+        index: usize,
+        of: usize,
+        event: LoopEvent,
     },
     /// A seed ended.
     SeedDone(SeedResult),
 }
 
 /// Outcome of one seed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedResult {
     pub seed: u64,
     /// `base`, `ema` or `swa`.
@@ -213,7 +202,7 @@ pub struct SeedResult {
 
 /// Scores of validation probabilities: per-document F1 (in-vocabulary over the model's labels)
 /// and sentence micro/macro F1, at 0.5 and at the threshold tuned on these probabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ValidationMetrics {
     /// Threshold maximising per-document F1 over [`eval::default_grid`].
     pub tuned_threshold: f32,
@@ -270,21 +259,7 @@ pub struct FitOutcome {
     pub validation: ValidationMetrics,
 }
 
-/// Where the encoder comes from and where checkpoints go.
-pub struct FitSetup<'a> {
-    /// Pretrained model folder (`None`: random encoder of `encoder_config`, for tests).
-    pub model: Option<&'a ModelDir>,
-    /// Encoder config (dropout as trained).
-    pub encoder_config: BertConfig,
-    /// Tokenizer (its max length is used as is).
-    pub tokenizer: &'a TextTokenizer,
-    /// Folder of resumable checkpoints.
-    pub checkpoint_dir: PathBuf,
-    /// Continue from checkpoints in `checkpoint_dir`.
-    pub resume: bool,
-    /// Set (e.g. by Ctrl-C) to stop at the next step with a checkpoint.
-    pub interrupt: &'a AtomicBool,
-}
+pub use crate::train::fit::FitSetup;
 
 fn targets(
     examples: &[&Example],
@@ -479,6 +454,233 @@ fn ckpt_path(dir: &Path, seed: u64, kind: &str) -> PathBuf {
     dir.join(format!("seed-{seed}.{kind}.safetensors"))
 }
 
+/// One seed's classifier as a [`Trainee`] of the shared loop.
+struct SeedTrainee<'a> {
+    tc: TrainableClassifier,
+    seed: u64,
+    cfg: &'a ClassifierTrainConfig,
+    data: &'a TrainData,
+    tokenizer: &'a TextTokenizer,
+    enc: &'a [Encoded],
+    venc: &'a [Encoded],
+    index: &'a HashMap<&'a TechniqueId, usize>,
+    /// Cached training and validation states below layer `cfg.frozen_layers`.
+    cache: Option<(&'a [Tensor], &'a [Tensor])>,
+}
+
+impl Trainee for SeedTrainee<'_> {
+    type Batch = Vec<usize>;
+    /// Validation probabilities `[sentence][label]`.
+    type Validation = Vec<Vec<f32>>;
+
+    fn variables(&self) -> Result<Vec<(String, Var)>> {
+        self.tc.named_vars()
+    }
+
+    fn trainable(&self) -> Result<Vec<(String, Var)>> {
+        let mut named = self.tc.named_vars()?;
+        named.retain(|(n, _)| !is_frozen(n, self.cfg.frozen_layers));
+        Ok(named)
+    }
+
+    fn batches(&self, epoch: usize) -> Result<Vec<Vec<usize>>> {
+        Ok(epoch_batches(
+            &self.data.train,
+            self.enc,
+            self.cfg,
+            self.seed,
+            epoch,
+        ))
+    }
+
+    fn loss(&self, batch_idx: &Vec<usize>) -> Result<Tensor> {
+        let net = self.tc.network();
+        let members: Vec<Encoded> = batch_idx.iter().map(|&i| self.enc[i].clone()).collect();
+        let ex: Vec<&Example> = batch_idx.iter().map(|&i| &self.data.train[i]).collect();
+        let batch = self.tokenizer.pad(&members, &Device::Cpu)?;
+        let logits = match self.cache {
+            Some((states, _)) => net.forward_from(
+                &stack_states(states, batch_idx)?,
+                &batch.attention_mask,
+                self.cfg.frozen_layers,
+                Mode::Train,
+            )?,
+            None => net.forward(&batch, Mode::Train)?,
+        };
+        let l = self.data.labels.len();
+        self.cfg
+            .loss
+            .compute(&logits, &targets(&ex, self.index, l)?)
+    }
+
+    /// Validation macro-F1 at 0.5.
+    fn validate(&self) -> Result<(f64, Vec<Vec<f32>>)> {
+        let probs = predict_validation(
+            self.tc.network(),
+            self.tokenizer,
+            self.venc,
+            self.cache.map(|(_, v)| (v, self.cfg.frozen_layers)),
+            self.cfg.eval_batch_size,
+        )?;
+        let f = macro_f1(&probs, &self.data.validation, &self.data.labels, 0.5)?;
+        Ok((f, probs))
+    }
+
+    fn weights(&self) -> Result<Vec<(String, Tensor)>> {
+        self.tc.tensors()
+    }
+}
+
+/// Reads a finished seed (`seed-<n>.done.safetensors`): its result and selected weights, and
+/// its validation probabilities.
+fn load_done(
+    path: &Path,
+    seed: u64,
+    fp: &str,
+    data: &TrainData,
+) -> Result<(SeedResult, NamedTensors, Vec<Vec<f32>>)> {
+    let l = data.labels.len();
+    let (tensors, meta) = checkpoint::load_safetensors(path, &Device::Cpu)?;
+    checkpoint::check_fingerprint(path, &meta, fp)?;
+    let probs: Vec<Vec<f32>> = tensors
+        .get("__val_probs")
+        .ok_or_else(|| Error::Artifact {
+            path: path.to_path_buf(),
+            message: "no __val_probs".into(),
+        })?
+        .to_vec2()?;
+    if probs.len() != data.validation.len() || probs.iter().any(|r| r.len() != l) {
+        return Err(Error::Artifact {
+            path: path.to_path_buf(),
+            message: format!(
+                "validation probabilities are not {} x {l}",
+                data.validation.len()
+            ),
+        });
+    }
+    let mut w: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .filter(|(n, _)| n != "__val_probs")
+        .collect();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    let result = SeedResult {
+        seed,
+        selected: meta.get("selected").cloned().unwrap_or_default(),
+        val_macro_f1: meta
+            .get("val_macro_f1")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default(),
+        seconds: meta
+            .get("seconds")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0),
+        validation: validation_metrics(&probs, &data.validation, &data.labels)?,
+    };
+    Ok((result, w, probs))
+}
+
+/// Writes a finished seed: its selected weights, validation probabilities and result.
+fn save_done(
+    path: &Path,
+    fp: &str,
+    result: &SeedResult,
+    weights: &[(String, Tensor)],
+    probs: &[Vec<f32>],
+    l: usize,
+) -> Result<()> {
+    let mut done_tensors = weights.to_vec();
+    let vp = Tensor::from_vec(
+        probs.iter().flatten().copied().collect::<Vec<f32>>(),
+        (probs.len(), l),
+        &Device::Cpu,
+    )?;
+    done_tensors.push(("__val_probs".into(), vp));
+    let meta = BTreeMap::from([
+        ("selected".to_string(), result.selected.clone()),
+        ("fingerprint".to_string(), fp.to_string()),
+        (
+            "val_macro_f1".to_string(),
+            serde_json::to_string(&result.val_macro_f1).unwrap_or_default(),
+        ),
+        ("seconds".to_string(), result.seconds.to_string()),
+    ]);
+    checkpoint::save_safetensors_atomic(path, &done_tensors, &meta)
+}
+
+/// Label queries from the encoder's embedding of each label text (`None`: random init).
+fn initial_queries(
+    setup: &FitSetup,
+    data: &TrainData,
+    cfg: &ClassifierTrainConfig,
+) -> Result<Option<Tensor>> {
+    if !cfg.init_queries_from_text {
+        return Ok(None);
+    }
+    let l = data.labels.len();
+    if data.label_texts.len() != l {
+        return Err(Error::InvalidArgument(format!(
+            "{} label texts for {l} labels",
+            data.label_texts.len()
+        )));
+    }
+    let Some(md) = setup.model else {
+        return Ok(None);
+    };
+    let emb = crate::Embedder::from_model_dir(
+        md,
+        crate::EmbedderConfig {
+            max_length: 128,
+            ..Default::default()
+        },
+        &Device::Cpu,
+    )?;
+    let t: Vec<&str> = data.label_texts.iter().map(String::as_str).collect();
+    let vectors = emb.encode(&t)?;
+    if vectors.is_empty() {
+        return Ok(None);
+    }
+    let h = setup.encoder_config.hidden_size as f64;
+    Ok(Some(queries_from_vectors(
+        &vectors,
+        cfg.query_norm.unwrap_or(h.sqrt()),
+    )?))
+}
+
+/// Hidden states entering layer `cfg.frozen_layers` of the training and validation sentences.
+fn frozen_states(
+    net: &Classifier,
+    tokenizer: &TextTokenizer,
+    (enc, venc): (&[Encoded], &[Encoded]),
+    cfg: &ClassifierTrainConfig,
+    seed: u64,
+    progress: &mut dyn FnMut(&TrainEvent),
+) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+    let total = enc.len() + venc.len();
+    let t = cache_states(
+        net,
+        tokenizer,
+        enc,
+        cfg.frozen_layers,
+        cfg.eval_batch_size,
+        &mut |done| progress(&TrainEvent::Cache { seed, done, total }),
+    )?;
+    let v = cache_states(
+        net,
+        tokenizer,
+        venc,
+        cfg.frozen_layers,
+        cfg.eval_batch_size,
+        &mut |done| {
+            progress(&TrainEvent::Cache {
+                seed,
+                done: enc.len() + done,
+                total,
+            })
+        },
+    )?;
+    Ok((t, v))
+}
+
 /// Trains every seed of `cfg` on `data` and tunes the threshold on the validation sentences.
 pub fn fit(
     setup: &FitSetup,
@@ -514,90 +716,31 @@ pub fn fit(
     let enc = setup.tokenizer.encode_all(&texts)?;
     let vtexts: Vec<&str> = data.validation.iter().map(|e| e.text.as_str()).collect();
     let venc = setup.tokenizer.encode_all(&vtexts)?;
-    let queries = if cfg.init_queries_from_text {
-        if data.label_texts.len() != l {
-            return Err(Error::InvalidArgument(format!(
-                "{} label texts for {l} labels",
-                data.label_texts.len()
-            )));
-        }
-        let vectors = match setup.model {
-            Some(md) => {
-                let emb = crate::Embedder::from_model_dir(
-                    md,
-                    crate::EmbedderConfig {
-                        max_length: 128,
-                        ..Default::default()
-                    },
-                    &Device::Cpu,
-                )?;
-                let t: Vec<&str> = data.label_texts.iter().map(String::as_str).collect();
-                emb.encode(&t)?
-            }
-            None => Vec::new(),
-        };
-        if vectors.is_empty() {
-            None
-        } else {
-            Some(queries_from_vectors(
-                &vectors,
-                cfg.query_norm.unwrap_or((h as f64).sqrt()),
-            )?)
-        }
-    } else {
-        None
-    };
+    let queries = initial_queries(setup, data, cfg)?;
     let head_cfg = HeadConfig {
         num_labels: l,
         hidden_size: h,
         dropout: cfg.head_dropout,
     };
-    std::fs::create_dir_all(&setup.checkpoint_dir).map_err(|source| Error::Io {
-        path: setup.checkpoint_dir.clone(),
-        source,
-    })?;
     let fp = fingerprint(cfg, data)?;
+    let loop_cfg = LoopConfig {
+        epochs: cfg.epochs,
+        warmup_fraction: cfg.warmup_fraction,
+        clip_norm: cfg.clip_norm,
+        llrd: cfg.llrd,
+        adamw: cfg.adamw,
+        num_layers: setup.encoder_config.num_hidden_layers,
+        selection: Selection::Averages {
+            ema_beta: cfg.ema_beta,
+            swa_fraction: cfg.swa_fraction,
+        },
+    };
     let mut seeds_out = Vec::new();
     let mut per_seed_probs = Vec::new();
     for (si, &seed) in cfg.seeds.iter().enumerate() {
         let done_path = ckpt_path(&setup.checkpoint_dir, seed, "done");
         if setup.resume && done_path.is_file() {
-            let (tensors, meta) = checkpoint::load_safetensors(&done_path, &Device::Cpu)?;
-            checkpoint::check_fingerprint(&done_path, &meta, &fp)?;
-            let probs: Vec<Vec<f32>> = tensors
-                .get("__val_probs")
-                .ok_or_else(|| Error::Artifact {
-                    path: done_path.clone(),
-                    message: "no __val_probs".into(),
-                })?
-                .to_vec2()?;
-            if probs.len() != data.validation.len() || probs.iter().any(|r| r.len() != l) {
-                return Err(Error::Artifact {
-                    path: done_path.clone(),
-                    message: format!(
-                        "validation probabilities are not {} x {l}",
-                        data.validation.len()
-                    ),
-                });
-            }
-            let mut w: Vec<(String, Tensor)> = tensors
-                .into_iter()
-                .filter(|(n, _)| n != "__val_probs")
-                .collect();
-            w.sort_by(|a, b| a.0.cmp(&b.0));
-            let result: SeedResult = SeedResult {
-                seed,
-                selected: meta.get("selected").cloned().unwrap_or_default(),
-                val_macro_f1: meta
-                    .get("val_macro_f1")
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .unwrap_or_default(),
-                seconds: meta
-                    .get("seconds")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0.0),
-                validation: validation_metrics(&probs, &data.validation, &data.labels)?,
-            };
+            let (result, w, probs) = load_done(&done_path, seed, &fp, data)?;
             per_seed_probs.push(probs);
             progress(&TrainEvent::SeedDone(result.clone()));
             seeds_out.push((result, w));
@@ -614,253 +757,60 @@ pub fn fit(
                 queries: queries.clone(),
             },
         )?;
-        let named = tc.named_vars()?;
-        let trainable: Vec<(String, Var)> = named
-            .iter()
-            .filter(|(n, _)| !is_frozen(n, frozen))
-            .cloned()
-            .collect();
-        let (groups, params) = llrd_groups(
-            &trainable,
-            setup.encoder_config.num_hidden_layers,
-            &cfg.llrd,
-        )?;
-        let vars: Vec<Var> = params.iter().map(|p| p.var.clone()).collect();
-        let mut opt = FusedAdamW::new(params, groups, cfg.adamw)?;
-        let mut ema = Ema::new(&vars, cfg.ema_beta)?;
-        let mut swa = Swa::new(&vars)?;
-        let steps_per_epoch = epoch_batches(&data.train, &enc, cfg, seed, 0).len();
-        let total = steps_per_epoch * cfg.epochs;
-        let sched = WarmupLinear::new(total, cfg.warmup_fraction);
-        let swa_epochs = ((cfg.epochs as f64) * cfg.swa_fraction).ceil() as usize;
-        let swa_start = cfg.epochs - swa_epochs.min(cfg.epochs);
-        let (mut start_epoch, mut skip) = (0usize, 0usize);
-        let ckpt = ckpt_path(&setup.checkpoint_dir, seed, "ckpt");
-        if setup.resume && ckpt.is_file() {
-            let (t, meta) = checkpoint::load_safetensors(&ckpt, &Device::Cpu)?;
-            checkpoint::check_fingerprint(&ckpt, &meta, &fp)?;
-            let get = |k: &str| -> Result<usize> {
-                meta.get(k)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| Error::Artifact {
-                        path: ckpt.clone(),
-                        message: format!("metadata has no {k}"),
-                    })
-            };
-            start_epoch = get("epoch")?;
-            skip = get("step_in_epoch")?;
-            for (name, var) in &named {
-                let v = t.get(&format!("w.{name}")).ok_or_else(|| Error::Artifact {
-                    path: ckpt.clone(),
-                    message: format!("no weights for {name}"),
-                })?;
-                var.set(v)?;
-            }
-            let opt_state: HashMap<String, Tensor> = t
-                .iter()
-                .filter_map(|(n, v)| n.strip_prefix("opt.").map(|s| (s.to_string(), v.clone())))
-                .collect();
-            opt.load_state(&opt_state)?;
-            let ema_vals: Vec<Tensor> = (0..vars.len())
-                .map(|i| {
-                    t.get(&format!("ema.{i}"))
-                        .cloned()
-                        .ok_or_else(|| Error::Artifact {
-                            path: ckpt.clone(),
-                            message: format!("no ema.{i}"),
-                        })
-                })
-                .collect::<Result<_>>()?;
-            let cur = snapshot(&vars)?;
-            restore(&vars, &ema_vals)?;
-            ema = Ema::new(&vars, cfg.ema_beta)?;
-            restore(&vars, &cur)?;
-        }
-        progress(&TrainEvent::SeedStart {
-            seed,
-            index: si,
-            of: cfg.seeds.len(),
-            total_steps: total,
-        });
-        let mut step = start_epoch * steps_per_epoch + skip;
-        let first_step = step;
-        let net = tc.network();
-        let cache = if frozen == 0 {
-            None
-        } else {
-            if shared_cache.is_none() || setup.model.is_none() {
-                let total = enc.len() + venc.len();
-                let mut report = |done: usize| {
-                    progress(&TrainEvent::Cache { seed, done, total });
-                };
-                let t = cache_states(
-                    net,
-                    setup.tokenizer,
-                    &enc,
-                    frozen,
-                    cfg.eval_batch_size,
-                    &mut report,
-                )?;
-                let mut report_v = |done: usize| {
-                    progress(&TrainEvent::Cache {
-                        seed,
-                        done: enc.len() + done,
-                        total,
-                    });
-                };
-                let v = cache_states(
-                    net,
-                    setup.tokenizer,
-                    &venc,
-                    frozen,
-                    cfg.eval_batch_size,
-                    &mut report_v,
-                )?;
-                shared_cache = Some((t, v));
-            }
-            shared_cache
-                .as_ref()
-                .map(|(t, v)| (t.as_slice(), v.as_slice()))
-        };
-        let val_cache = cache.map(|(_, v)| (v, frozen));
-        for epoch in start_epoch..cfg.epochs {
-            let batches = epoch_batches(&data.train, &enc, cfg, seed, epoch);
-            let (mut loss_sum, mut n) = (0.0, 0usize);
-            for (bi, batch_idx) in batches.iter().enumerate() {
-                if epoch == start_epoch && bi < skip {
-                    continue;
-                }
-                if setup.interrupt.load(Ordering::SeqCst) {
-                    let mut tensors: Vec<(String, Tensor)> = named
-                        .iter()
-                        .map(|(n, v)| (format!("w.{n}"), v.as_tensor().detach()))
-                        .collect();
-                    tensors.extend(
-                        opt.state_tensors()?
-                            .into_iter()
-                            .map(|(n, t)| (format!("opt.{n}"), t)),
-                    );
-                    tensors.extend(
-                        ema.tensors()?
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, t)| (format!("ema.{i}"), t)),
-                    );
-                    let meta = BTreeMap::from([
-                        ("seed".to_string(), seed.to_string()),
-                        ("fingerprint".to_string(), fp.clone()),
-                        ("epoch".to_string(), epoch.to_string()),
-                        ("step_in_epoch".to_string(), bi.to_string()),
-                        ("step".to_string(), step.to_string()),
-                    ]);
-                    checkpoint::save_safetensors_atomic(&ckpt, &tensors, &meta)?;
-                    return Err(Error::Interrupted { checkpoint: ckpt });
-                }
-                let members: Vec<Encoded> = batch_idx.iter().map(|&i| enc[i].clone()).collect();
-                let ex: Vec<&Example> = batch_idx.iter().map(|&i| &data.train[i]).collect();
-                let batch = setup.tokenizer.pad(&members, &Device::Cpu)?;
-                let logits = match cache {
-                    Some((states, _)) => net.forward_from(
-                        &stack_states(states, batch_idx)?,
-                        &batch.attention_mask,
-                        frozen,
-                        Mode::Train,
-                    )?,
-                    None => net.forward(&batch, Mode::Train)?,
-                };
-                let loss = cfg.loss.compute(&logits, &targets(&ex, &index, l)?)?;
-                let loss_v = f64::from(loss.to_scalar::<f32>()?);
-                let mut grads = loss.backward()?;
-                match clip_grad_norm(&mut grads, &vars, cfg.clip_norm) {
-                    Ok(_) => {
-                        opt.step(&grads, sched.factor(step))?;
-                        ema.update(&vars)?;
-                    }
-                    Err(Error::NonFiniteGradNorm { .. }) => {
-                        tracing::warn!("seed {seed} step {step}: non-finite gradient, skipped");
-                    }
-                    Err(e) => return Err(e),
-                }
-                step += 1;
-                loss_sum += loss_v;
-                n += 1;
-                let done = (step - first_step) as f64;
-                let per_step = started.elapsed().as_secs_f64() / done.max(1.0);
-                progress(&TrainEvent::Step {
-                    seed,
-                    epoch,
-                    step,
-                    total_steps: total,
-                    loss: loss_v,
-                    eta_seconds: per_step * total.saturating_sub(step) as f64,
-                });
-            }
-            if epoch >= swa_start {
-                swa.update(&vars)?;
-            }
-            let probs =
-                predict_validation(net, setup.tokenizer, &venc, val_cache, cfg.eval_batch_size)?;
-            progress(&TrainEvent::Epoch {
+        if frozen > 0 && (shared_cache.is_none() || setup.model.is_none()) {
+            shared_cache = Some(frozen_states(
+                tc.network(),
+                setup.tokenizer,
+                (&enc, &venc),
+                cfg,
                 seed,
-                epoch,
-                mean_loss: loss_sum / n.max(1) as f64,
-                val_macro_f1: macro_f1(&probs, &data.validation, &data.labels, 0.5)?,
-            });
+                progress,
+            )?);
         }
-        // Pick the best of base / EMA / SWA on validation macro-F1.
-        let base = snapshot(&vars)?;
-        let mut variants: Vec<(&str, Vec<Tensor>)> = vec![("base", base), ("ema", ema.tensors()?)];
-        if swa.count() > 0 {
-            variants.push(("swa", swa.tensors()?));
-        }
-        let mut scores = BTreeMap::new();
-        // (variant, validation macro-F1, weights, validation probabilities)
-        type Candidate = (String, f64, Vec<Tensor>, Vec<Vec<f32>>);
-        let mut best: Option<Candidate> = None;
-        for (name, values) in variants {
-            restore(&vars, &values)?;
-            let probs =
-                predict_validation(net, setup.tokenizer, &venc, val_cache, cfg.eval_batch_size)?;
-            let f = macro_f1(&probs, &data.validation, &data.labels, 0.5)?;
-            scores.insert(name.to_string(), f);
-            if best.as_ref().is_none_or(|b| f > b.1) {
-                best = Some((name.to_string(), f, values, probs));
-            }
-        }
-        let (selected, _, values, probs) =
-            best.ok_or_else(|| Error::InvalidArgument("no weights variant evaluated".into()))?;
-        restore(&vars, &values)?;
-        let weights = tc.tensors()?;
+        let trainee = SeedTrainee {
+            tc,
+            seed,
+            cfg,
+            data,
+            tokenizer: setup.tokenizer,
+            enc: &enc,
+            venc: &venc,
+            index: &index,
+            cache: shared_cache
+                .as_ref()
+                .filter(|_| frozen > 0)
+                .map(|(t, v)| (t.as_slice(), v.as_slice())),
+        };
+        let loop_setup = LoopSetup {
+            dir: &setup.checkpoint_dir,
+            stem: format!("seed-{seed}"),
+            seed,
+            fingerprint: fp.clone(),
+            resume: setup.resume,
+            interrupt: setup.interrupt,
+        };
+        let out = fit::run(&trainee, &loop_cfg, &loop_setup, &mut |e| {
+            progress(&TrainEvent::Seed {
+                seed,
+                index: si,
+                of: cfg.seeds.len(),
+                event: e.clone(),
+            })
+        })?;
+        let probs = out
+            .validation
+            .ok_or_else(|| Error::InvalidArgument("no weights variant evaluated".into()))?;
         let result = SeedResult {
             seed,
-            selected,
-            val_macro_f1: scores,
+            selected: out.selected,
+            val_macro_f1: out.variant_scores,
             seconds: started.elapsed().as_secs_f64(),
             validation: validation_metrics(&probs, &data.validation, &data.labels)?,
         };
-        let mut done_tensors = weights.clone();
-        let vp = Tensor::from_vec(
-            probs.iter().flatten().copied().collect::<Vec<f32>>(),
-            (probs.len(), l),
-            &Device::Cpu,
-        )?;
-        done_tensors.push(("__val_probs".into(), vp));
-        let meta = BTreeMap::from([
-            ("selected".to_string(), result.selected.clone()),
-            ("fingerprint".to_string(), fp.clone()),
-            (
-                "val_macro_f1".to_string(),
-                serde_json::to_string(&result.val_macro_f1).unwrap_or_default(),
-            ),
-            ("seconds".to_string(), result.seconds.to_string()),
-        ]);
-        checkpoint::save_safetensors_atomic(&done_path, &done_tensors, &meta)?;
-        if ckpt.is_file() {
-            let _ = std::fs::remove_file(&ckpt);
-        }
+        save_done(&done_path, &fp, &result, &out.weights, &probs, l)?;
         progress(&TrainEvent::SeedDone(result.clone()));
         per_seed_probs.push(probs);
-        seeds_out.push((result, weights));
+        seeds_out.push((result, out.weights));
     }
     let validation_probs = crate::artifact::ensemble_mean(&per_seed_probs);
     let validation = validation_metrics(&validation_probs, &data.validation, &data.labels)?;

@@ -5,16 +5,14 @@
 //! of the epoch with the best validation P@1 (the validation queries' candidate sets) are kept.
 //!
 //! Owns [`RerankerTrainConfig`] (serde, every recipe value as default), [`RerankerTrainData`],
-//! [`fit`], the progress events and resumable checkpoints: when the interrupt flag is set,
-//! [`fit`] writes `<checkpoint_dir>/reranker.ckpt.safetensors` (weights, optimizer state,
-//! epoch/step) and returns [`Error::Interrupted`]; a later call with `resume` continues from it
-//! (the epoch's pairs and batch order are re-derived from the seed; a checkpoint of another
-//! config or data is refused). The best weights so far
-//! are kept in `<checkpoint_dir>/reranker.best.safetensors`. The library never prints.
+//! [`fit`], the progress events and the cross-encoder's [`Trainee`]; training runs in the
+//! shared loop ([`crate::train::fit`]) with best-epoch selection. Checkpoints are the loop's:
+//! on interrupt `<checkpoint_dir>/reranker.ckpt.safetensors` ([`Error::Interrupted`]; `resume`
+//! continues it, the epoch's pairs and batch order re-derived from the seed; a checkpoint of
+//! another config or data is refused); the best epoch's weights so far are kept in
+//! `<checkpoint_dir>/reranker.best.safetensors`. The library never prints.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
@@ -24,13 +22,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::crossencoder::{logits_encoded, TrainableCrossEncoder};
-use crate::encoder::bert::{Config as BertConfig, Mode};
-use crate::model_dir::ModelDir;
+use crate::encoder::bert::Mode;
 use crate::tokenize::{Encoded, TextTokenizer};
-use crate::train::{
-    bce_with_logits, checkpoint, clip_grad_norm, llrd_groups, AdamWConfig, FusedAdamW, LlrdConfig,
-    WarmupLinear,
-};
+use crate::train::fit::{self, FitSetup, LoopConfig, LoopEvent, LoopSetup, Selection, Trainee};
+use crate::train::{bce_with_logits, AdamWConfig, LlrdConfig};
 use crate::{Error, Result};
 
 /// Training settings; every default is the recipe's value.
@@ -135,28 +130,20 @@ pub struct RerankerTrainData {
     pub validation: Vec<ValidationQuery>,
 }
 
-/// Progress of [`fit`].
+/// Progress of [`fit`] (and of `job::train_reranker`, which sends `Prepared` first).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RerankerTrainEvent {
-    /// Training starts: `total_steps` optimizer steps of `pairs_per_epoch` pairs an epoch.
-    Start {
-        total_steps: usize,
-        pairs_per_epoch: usize,
+    /// The data is ready: training queries (procedure examples included) and validation ones.
+    Prepared {
+        train_queries: usize,
+        procedure_queries: usize,
+        validation_queries: usize,
     },
-    /// One optimizer step done.
-    Step {
-        epoch: usize,
-        step: usize,
-        total_steps: usize,
-        loss: f64,
-        eta_seconds: f64,
-    },
-    /// An epoch ended: mean training loss and validation P@1 of the current weights.
-    Epoch {
-        epoch: usize,
-        mean_loss: f64,
-        val_p_at_1: f64,
-    },
+    /// The pairs are encoded: `pairs_per_epoch` (query, candidate) pairs make one epoch.
+    Encoded { pairs_per_epoch: usize },
+    /// The shared loop: its start, each step, each epoch (the score is the validation P@1 of
+    /// the current weights).
+    Loop(LoopEvent),
 }
 
 /// Everything [`fit`] produced.
@@ -176,21 +163,8 @@ pub struct RerankerFitOutcome {
     pub seconds: f64,
 }
 
-/// Where the model comes from and where checkpoints go.
-pub struct RerankerFitSetup<'a> {
-    /// Pretrained folder (plain encoder or cross-encoder; `None`: random, for tests).
-    pub model: Option<&'a ModelDir>,
-    /// Encoder config (dropout as trained).
-    pub encoder_config: BertConfig,
-    /// Tokenizer (its max length is used as is).
-    pub tokenizer: &'a TextTokenizer,
-    /// Folder of resumable checkpoints.
-    pub checkpoint_dir: PathBuf,
-    /// Continue from the checkpoint in `checkpoint_dir`.
-    pub resume: bool,
-    /// Set (e.g. by Ctrl-C) to stop at the next step with a checkpoint.
-    pub interrupt: &'a AtomicBool,
-}
+/// Where the model comes from and where checkpoints go (the classifier's [`FitSetup`]).
+pub type RerankerFitSetup<'a> = FitSetup<'a>;
 
 /// Pre-tokenised training pairs: per group, positive then negative encodings.
 struct Encodings {
@@ -272,8 +246,52 @@ fn fingerprint(cfg: &RerankerTrainConfig, data: &RerankerTrainData) -> Result<St
     Ok(hex::encode(h.finalize()))
 }
 
-fn ckpt_path(dir: &Path, kind: &str) -> PathBuf {
-    dir.join(format!("reranker.{kind}.safetensors"))
+/// The cross-encoder as a [`Trainee`] of the shared loop.
+struct CrossEncoderTrainee<'a> {
+    tc: TrainableCrossEncoder,
+    enc: &'a Encodings,
+    venc: &'a [Encoded],
+    tok: &'a TextTokenizer,
+    cfg: &'a RerankerTrainConfig,
+    validation: &'a [ValidationQuery],
+}
+
+impl<'a> Trainee for CrossEncoderTrainee<'a> {
+    type Batch = Vec<(&'a Encoded, f32)>;
+    type Validation = ();
+
+    fn variables(&self) -> Result<Vec<(String, Var)>> {
+        self.tc.named_vars()
+    }
+
+    fn batches(&self, epoch: usize) -> Result<Vec<Self::Batch>> {
+        Ok(epoch_batches(self.enc, self.cfg, epoch))
+    }
+
+    fn loss(&self, batch: &Self::Batch) -> Result<Tensor> {
+        let members: Vec<Encoded> = batch.iter().map(|(e, _)| (*e).clone()).collect();
+        let labels: Vec<f32> = batch.iter().map(|(_, y)| *y).collect();
+        let padded = self.tok.pad(&members, &Device::Cpu)?;
+        let logits = self.tc.network().forward(&padded, Mode::Train)?;
+        let targets = Tensor::from_vec(labels, members.len(), &Device::Cpu)?;
+        bce_with_logits(&logits, &targets, None)
+    }
+
+    fn validate(&self) -> Result<(f64, ())> {
+        let net = self.tc.network();
+        let logits = logits_encoded(
+            net,
+            self.tok,
+            self.venc,
+            self.cfg.eval_batch_size,
+            &Device::Cpu,
+        )?;
+        Ok((p_at_1(self.validation, &logits), ()))
+    }
+
+    fn weights(&self) -> Result<Vec<(String, Tensor)>> {
+        self.tc.tensors()
+    }
 }
 
 /// Fine-tunes a cross-encoder on `data` (see the module docs).
@@ -319,169 +337,49 @@ pub fn fit(
     for q in &data.validation {
         venc.extend(encode_all(&q.query, &q.candidates)?);
     }
-    std::fs::create_dir_all(&setup.checkpoint_dir).map_err(|source| Error::Io {
-        path: setup.checkpoint_dir.clone(),
-        source,
-    })?;
     let started = Instant::now();
-    let tc = TrainableCrossEncoder::new(&setup.encoder_config, setup.model, cfg.seed)?;
-    let named = tc.named_vars()?;
-    let llrd = LlrdConfig {
-        encoder_lr: cfg.lr,
-        head_lr: cfg.head_lr.unwrap_or(cfg.lr),
-        decay: 1.0,
-        weight_decay: cfg.weight_decay,
-        freeze_word_embeddings: false,
+    let trainee = CrossEncoderTrainee {
+        tc: TrainableCrossEncoder::new(&setup.encoder_config, setup.model, cfg.seed)?,
+        enc: &enc,
+        venc: &venc,
+        tok,
+        cfg,
+        validation: &data.validation,
     };
-    let (groups, params) = llrd_groups(&named, setup.encoder_config.num_hidden_layers, &llrd)?;
-    let vars: Vec<Var> = params.iter().map(|p| p.var.clone()).collect();
-    let mut opt = FusedAdamW::new(params, groups, cfg.adamw)?;
-    let first = epoch_batches(&enc, cfg, 0);
-    let steps_per_epoch = first.len();
-    let pairs_per_epoch: usize = first.iter().map(Vec::len).sum();
-    let total = steps_per_epoch * cfg.epochs;
-    let sched = WarmupLinear::new(total, cfg.warmup_fraction);
-    let ckpt = ckpt_path(&setup.checkpoint_dir, "ckpt");
-    let best_path = ckpt_path(&setup.checkpoint_dir, "best");
-    let fp = fingerprint(cfg, data)?;
-    let (mut start_epoch, mut skip) = (0usize, 0usize);
-    // (epoch, validation P@1, weights)
-    type Best = (usize, f64, Vec<(String, Tensor)>);
-    let mut best: Option<Best> = None;
-    if setup.resume && ckpt.is_file() {
-        let (t, meta) = checkpoint::load_safetensors(&ckpt, &Device::Cpu)?;
-        checkpoint::check_fingerprint(&ckpt, &meta, &fp)?;
-        let get = |k: &str| -> Result<usize> {
-            meta.get(k)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| Error::Artifact {
-                    path: ckpt.clone(),
-                    message: format!("metadata has no {k}"),
-                })
-        };
-        start_epoch = get("epoch")?;
-        skip = get("step_in_epoch")?;
-        for (name, var) in &named {
-            let v = t.get(&format!("w.{name}")).ok_or_else(|| Error::Artifact {
-                path: ckpt.clone(),
-                message: format!("no tensor w.{name}"),
-            })?;
-            var.set(v)?;
-        }
-        let opt_state: HashMap<String, Tensor> = t
-            .iter()
-            .filter_map(|(n, v)| n.strip_prefix("opt.").map(|s| (s.to_string(), v.clone())))
-            .collect();
-        opt.load_state(&opt_state)?;
-        if best_path.is_file() {
-            let (t, meta) = checkpoint::load_safetensors(&best_path, &Device::Cpu)?;
-            checkpoint::check_fingerprint(&best_path, &meta, &fp)?;
-            let epoch = meta.get("epoch").and_then(|v| v.parse().ok());
-            let p1 = meta.get("val_p_at_1").and_then(|v| v.parse().ok());
-            if let (Some(e), Some(p)) = (epoch, p1) {
-                let mut w: Vec<(String, Tensor)> = t.into_iter().collect();
-                w.sort_by(|a, b| a.0.cmp(&b.0));
-                best = Some((e, p, w));
-            }
-        }
-    }
-    progress(&RerankerTrainEvent::Start {
-        total_steps: total,
-        pairs_per_epoch,
-    });
-    let net = tc.network();
-    let mut step = start_epoch * steps_per_epoch + skip;
-    let first_step = step;
-    let mut val_hist = BTreeMap::new();
-    let mut loss_hist = BTreeMap::new();
-    for epoch in start_epoch..cfg.epochs {
-        let batches = epoch_batches(&enc, cfg, epoch);
-        let (mut loss_sum, mut n) = (0.0, 0usize);
-        for (bi, batch) in batches.iter().enumerate() {
-            if epoch == start_epoch && bi < skip {
-                continue;
-            }
-            if setup.interrupt.load(Ordering::SeqCst) {
-                let mut tensors: Vec<(String, Tensor)> = named
-                    .iter()
-                    .map(|(n, v)| (format!("w.{n}"), v.as_tensor().detach()))
-                    .collect();
-                tensors.extend(
-                    opt.state_tensors()?
-                        .into_iter()
-                        .map(|(n, t)| (format!("opt.{n}"), t)),
-                );
-                let meta = BTreeMap::from([
-                    ("epoch".to_string(), epoch.to_string()),
-                    ("step_in_epoch".to_string(), bi.to_string()),
-                    ("step".to_string(), step.to_string()),
-                    ("seed".to_string(), cfg.seed.to_string()),
-                    ("fingerprint".to_string(), fp.clone()),
-                ]);
-                checkpoint::save_safetensors_atomic(&ckpt, &tensors, &meta)?;
-                return Err(Error::Interrupted { checkpoint: ckpt });
-            }
-            let members: Vec<Encoded> = batch.iter().map(|(e, _)| (*e).clone()).collect();
-            let labels: Vec<f32> = batch.iter().map(|(_, y)| *y).collect();
-            let padded = tok.pad(&members, &Device::Cpu)?;
-            let logits = net.forward(&padded, Mode::Train)?;
-            let targets = Tensor::from_vec(labels, members.len(), &Device::Cpu)?;
-            let loss = bce_with_logits(&logits, &targets, None)?;
-            let loss_v = f64::from(loss.to_scalar::<f32>()?);
-            let mut grads = loss.backward()?;
-            match clip_grad_norm(&mut grads, &vars, cfg.clip_norm) {
-                Ok(_) => opt.step(&grads, sched.factor(step))?,
-                Err(Error::NonFiniteGradNorm { .. }) => {
-                    tracing::warn!("reranker step {step}: non-finite gradient, skipped");
-                }
-                Err(e) => return Err(e),
-            }
-            step += 1;
-            loss_sum += loss_v;
-            n += 1;
-            let per_step = started.elapsed().as_secs_f64() / ((step - first_step) as f64).max(1.0);
-            progress(&RerankerTrainEvent::Step {
-                epoch,
-                step,
-                total_steps: total,
-                loss: loss_v,
-                eta_seconds: per_step * total.saturating_sub(step) as f64,
-            });
-        }
-        let logits = logits_encoded(net, tok, &venc, cfg.eval_batch_size, &Device::Cpu)?;
-        let p1 = p_at_1(&data.validation, &logits);
-        let mean_loss = loss_sum / n.max(1) as f64;
-        val_hist.insert(epoch, p1);
-        loss_hist.insert(epoch, mean_loss);
-        progress(&RerankerTrainEvent::Epoch {
-            epoch,
-            mean_loss,
-            val_p_at_1: p1,
-        });
-        if best.as_ref().is_none_or(|b| p1 > b.1) {
-            let w = tc.tensors()?;
-            let meta = BTreeMap::from([
-                ("epoch".to_string(), epoch.to_string()),
-                ("val_p_at_1".to_string(), p1.to_string()),
-                ("fingerprint".to_string(), fp.clone()),
-            ]);
-            checkpoint::save_safetensors_atomic(&best_path, &w, &meta)?;
-            best = Some((epoch, p1, w));
-        }
-        // The epoch is complete: a later resume starts at the next one.
-        skip = 0;
-        if ckpt.is_file() {
-            let _ = std::fs::remove_file(&ckpt);
-        }
-    }
-    let (best_epoch, best_val_p_at_1, weights) =
-        best.ok_or_else(|| Error::InvalidArgument("no epoch was trained".into()))?;
+    let loop_cfg = LoopConfig {
+        epochs: cfg.epochs,
+        warmup_fraction: cfg.warmup_fraction,
+        clip_norm: cfg.clip_norm,
+        llrd: LlrdConfig {
+            encoder_lr: cfg.lr,
+            head_lr: cfg.head_lr.unwrap_or(cfg.lr),
+            decay: 1.0,
+            weight_decay: cfg.weight_decay,
+            freeze_word_embeddings: false,
+        },
+        adamw: cfg.adamw,
+        num_layers: setup.encoder_config.num_hidden_layers,
+        selection: Selection::BestEpoch,
+    };
+    let loop_setup = LoopSetup {
+        dir: &setup.checkpoint_dir,
+        stem: "reranker".into(),
+        seed: cfg.seed,
+        fingerprint: fingerprint(cfg, data)?,
+        resume: setup.resume,
+        interrupt: setup.interrupt,
+    };
+    let pairs_per_epoch: usize = epoch_batches(&enc, cfg, 0).iter().map(Vec::len).sum();
+    progress(&RerankerTrainEvent::Encoded { pairs_per_epoch });
+    let out = fit::run(&trainee, &loop_cfg, &loop_setup, &mut |e| {
+        progress(&RerankerTrainEvent::Loop(e.clone()))
+    })?;
     Ok(RerankerFitOutcome {
-        weights,
-        best_epoch,
-        val_p_at_1: val_hist,
-        mean_loss: loss_hist,
-        best_val_p_at_1,
+        weights: out.weights,
+        best_epoch: out.best_epoch,
+        val_p_at_1: out.val_scores,
+        mean_loss: out.mean_loss,
+        best_val_p_at_1: out.best_score,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -9,6 +9,7 @@ pub mod pairs;
 pub mod rank;
 pub mod serve;
 pub mod train;
+pub mod train_classifier;
 pub mod train_reranker;
 
 use crate::assets::Assets;

@@ -1,0 +1,331 @@
+//! Training-data preparation: what the fit loops learn from, built from the ATT&CK catalog and
+//! a dataset, with no tensors involved.
+//!
+//! - Classifier ([`classifier_data`]): the dataset's sentence-level validation split (seeded),
+//!   the label set (every technique of the dataset, sorted), one label text per label
+//!   ([`label_text`]) and the training sentences plus the optional augmentation: up to
+//!   `augment_procedures` ATT&CK procedure examples per label (catalog order, document
+//!   `attack:procedures`) and each label's description (document `attack:descriptions`).
+//! - Reranker ([`reranker_data`]): the emulation queries' 80/10/10 split (by unique query
+//!   text, stratified by actor, seeded), optional procedure-example queries, the published
+//!   protocol's candidate sets (gold + BM25 or random negatives) and the candidate texts, as
+//!   training groups (positives / negatives) and validation queries (candidates + relevance).
+//!
+//! Every function is deterministic in its inputs and seeds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use ttpmap_core::attack::{Catalog, ProcedureExample, Technique};
+use ttpmap_core::dataset::{self, Dataset, EmulationStep};
+use ttpmap_core::rerank_data::{
+    active_pool, candidate_sets, candidate_texts, procedure_queries, queries_from_steps,
+    CandidateSet, CandidateSetConfig, CandidateTextConfig, SPLIT_FRACTIONS,
+};
+use ttpmap_core::retrieve::Bm25Index;
+use ttpmap_core::TechniqueId;
+
+use crate::train::classifier::{ClassifierTrainConfig, Example, TrainData};
+use crate::train::reranker::{RerankerTrainData, TrainGroup, ValidationQuery};
+use crate::Result;
+
+/// `"T1059.001 PowerShell. <first sentence of the description>"`; the bare id when the
+/// catalog does not know the technique.
+pub fn label_text(technique: Option<&Technique>, id: &TechniqueId) -> String {
+    match technique {
+        Some(t) => {
+            let first = t.description.split(". ").next().unwrap_or("").trim();
+            format!("{id} {}. {first}", t.name)
+        }
+        None => id.to_string(),
+    }
+}
+
+/// The sentences of `ds` as examples, in document order.
+pub fn examples(ds: &Dataset) -> Vec<Example> {
+    ds.sentences()
+        .map(|s| Example {
+            doc: s.doc.clone(),
+            text: s.text.clone(),
+            labels: s.labels.clone(),
+        })
+        .collect()
+}
+
+/// Extra training sentences: up to `per_label` procedure examples of each label (in the
+/// order of `procedures`), then each label's description where `description` gives one.
+pub fn augmentation(
+    labels: &[TechniqueId],
+    procedures: &[ProcedureExample],
+    per_label: usize,
+    description: impl Fn(&TechniqueId) -> Option<String>,
+) -> Vec<Example> {
+    let labelset: BTreeSet<&TechniqueId> = labels.iter().collect();
+    let mut out = Vec::new();
+    let mut per: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
+    for p in procedures
+        .iter()
+        .filter(|p| labelset.contains(&p.technique))
+    {
+        let n = per.entry(&p.technique).or_default();
+        if *n < per_label {
+            *n += 1;
+            out.push(Example {
+                doc: "attack:procedures".into(),
+                text: p.description.clone(),
+                labels: vec![p.technique.clone()],
+            });
+        }
+    }
+    for id in labels {
+        if let Some(text) = description(id) {
+            out.push(Example {
+                doc: "attack:descriptions".into(),
+                text,
+                labels: vec![id.clone()],
+            });
+        }
+    }
+    out
+}
+
+/// The classifier's training data from `ds` (labels already remapped to `catalog`; see the
+/// module docs).
+pub fn classifier_data(
+    catalog: &Catalog,
+    ds: &Dataset,
+    cfg: &ClassifierTrainConfig,
+) -> Result<TrainData> {
+    let (fit_ds, val_ds) = dataset::validation_split(ds, cfg.validation_fraction, cfg.split_seed)?;
+    let labels: Vec<TechniqueId> = ds.technique_ids().into_iter().collect();
+    let mut train = examples(&fit_ds);
+    train.extend(augmentation(
+        &labels,
+        catalog.procedures(),
+        cfg.augment_procedures,
+        |id| {
+            let t = catalog.technique(id).filter(|_| cfg.augment_descriptions)?;
+            Some(t.description.clone())
+        },
+    ));
+    Ok(TrainData {
+        label_texts: labels
+            .iter()
+            .map(|l| label_text(catalog.technique(l), l))
+            .collect(),
+        labels,
+        train,
+        validation: examples(&val_ds),
+    })
+}
+
+/// How the reranker's training data is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RerankerDataConfig {
+    /// Seed of the 80/10/10 query split. Default 42.
+    pub split_seed: u64,
+    /// Candidate sets (default: 20 candidates, BM25 hard negatives, seed 42).
+    pub candidates: CandidateSetConfig,
+    /// How a candidate technique is rendered (default: name and first description sentence).
+    pub candidate_text: CandidateTextConfig,
+    /// Procedure examples per technique added as training queries. Default 0 (the recipe).
+    pub augment_procedures: usize,
+}
+
+impl Default for RerankerDataConfig {
+    fn default() -> Self {
+        Self {
+            split_seed: 42,
+            candidates: CandidateSetConfig::default(),
+            candidate_text: CandidateTextConfig::default(),
+            augment_procedures: 0,
+        }
+    }
+}
+
+/// [`reranker_data`]'s result: the data and how it was made up.
+#[derive(Debug, Clone)]
+pub struct RerankerData {
+    pub data: RerankerTrainData,
+    /// Emulation queries among the training queries.
+    pub train_emulation_queries: usize,
+    /// Procedure-example queries among the training queries.
+    pub procedure_queries: usize,
+}
+
+/// Training groups: per set, its gold candidates' texts as positives, the others' as
+/// negatives (candidate order kept).
+pub fn train_groups(
+    sets: &[CandidateSet],
+    texts: &BTreeMap<TechniqueId, String>,
+) -> Vec<TrainGroup> {
+    sets.iter()
+        .map(|s| {
+            let (pos, neg): (Vec<&TechniqueId>, Vec<&TechniqueId>) =
+                s.candidates.iter().partition(|t| s.query.gold.contains(*t));
+            TrainGroup {
+                query: s.query.query.clone(),
+                positives: pos.into_iter().map(|t| text_of(texts, t)).collect(),
+                negatives: neg.into_iter().map(|t| text_of(texts, t)).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Validation queries: every candidate's text with whether it is gold.
+pub fn validation_queries(
+    sets: &[CandidateSet],
+    texts: &BTreeMap<TechniqueId, String>,
+) -> Vec<ValidationQuery> {
+    sets.iter()
+        .map(|s| ValidationQuery {
+            query: s.query.query.clone(),
+            candidates: s.candidates.iter().map(|t| text_of(texts, t)).collect(),
+            relevant: s
+                .candidates
+                .iter()
+                .map(|t| s.query.gold.contains(t))
+                .collect(),
+        })
+        .collect()
+}
+
+fn text_of(texts: &BTreeMap<TechniqueId, String>, t: &TechniqueId) -> String {
+    texts.get(t).cloned().unwrap_or_else(|| t.to_string())
+}
+
+/// The reranker's training data from the emulation `steps` (remapped to `catalog`), with BM25
+/// over `index` ranking the hard negatives (see the module docs).
+pub fn reranker_data(
+    catalog: &Catalog,
+    steps: &[EmulationStep],
+    index: &Bm25Index,
+    cfg: &RerankerDataConfig,
+) -> Result<RerankerData> {
+    let split = dataset::split_queries(steps, SPLIT_FRACTIONS, cfg.split_seed)?;
+    let train_q = queries_from_steps(&split.train);
+    let val_q = queries_from_steps(&split.dev);
+    let pool = active_pool(catalog);
+    let texts = candidate_texts(catalog, &cfg.candidate_text);
+    let mut train_sets = candidate_sets(&train_q, index, &pool, &cfg.candidates);
+    let procedures = procedure_queries(catalog.procedures(), &texts, cfg.augment_procedures);
+    train_sets.extend(candidate_sets(&procedures, index, &pool, &cfg.candidates));
+    let val_sets = candidate_sets(&val_q, index, &pool, &cfg.candidates);
+    Ok(RerankerData {
+        data: RerankerTrainData {
+            train: train_groups(&train_sets, &texts),
+            validation: validation_queries(&val_sets, &texts),
+        },
+        train_emulation_queries: train_q.len(),
+        procedure_queries: procedures.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ttpmap_core::attack::EntityKind;
+    use ttpmap_core::dataset::{LabeledDocument, LabeledSentence};
+    use ttpmap_core::rerank_data::RerankQuery;
+
+    fn tid(s: &str) -> TechniqueId {
+        s.parse().unwrap()
+    }
+
+    fn procedure(t: &str, d: &str) -> ProcedureExample {
+        ProcedureExample {
+            technique: tid(t),
+            source_id: "G0001".into(),
+            source_name: "g".into(),
+            source_kind: EntityKind::Group,
+            description: d.into(),
+        }
+    }
+
+    #[test]
+    fn augmentation_caps_procedures_per_label_and_adds_known_descriptions() {
+        let labels = vec![tid("T1003"), tid("T1059")];
+        let procs = vec![
+            procedure("T1059", "a"),
+            procedure("T1566", "not a label"),
+            procedure("T1059", "b"),
+            procedure("T1003", "c"),
+            procedure("T1059", "d"),
+        ];
+        let describe = |id: &TechniqueId| (id == &tid("T1059")).then(|| "runs commands".into());
+        let out = augmentation(&labels, &procs, 2, describe);
+        let got: Vec<(&str, &str, String)> = out
+            .iter()
+            .map(|e| (e.doc.as_str(), e.text.as_str(), e.labels[0].to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("attack:procedures", "a", "T1059".to_string()),
+                ("attack:procedures", "b", "T1059".to_string()),
+                ("attack:procedures", "c", "T1003".to_string()),
+                ("attack:descriptions", "runs commands", "T1059".to_string()),
+            ]
+        );
+        assert!(augmentation(&labels, &procs, 0, |_| None).is_empty());
+    }
+
+    #[test]
+    fn label_text_is_id_name_and_first_sentence() {
+        assert_eq!(label_text(None, &tid("T1003")), "T1003");
+    }
+
+    #[test]
+    fn examples_keep_document_order_and_labels() {
+        let ds = Dataset {
+            name: "t".into(),
+            split: "train".into(),
+            documents: vec![LabeledDocument {
+                id: "d1".into(),
+                sentences: vec![
+                    LabeledSentence {
+                        text: "x".into(),
+                        labels: vec![tid("T1003")],
+                        doc: "d1".into(),
+                    },
+                    LabeledSentence {
+                        text: "y".into(),
+                        labels: vec![],
+                        doc: "d1".into(),
+                    },
+                ],
+            }],
+            other_labels: BTreeMap::new(),
+        };
+        let e = examples(&ds);
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].text.as_str(), e[0].labels.len()), ("x", 1));
+        assert_eq!((e[1].doc.as_str(), e[1].labels.len()), ("d1", 0));
+    }
+
+    #[test]
+    fn candidate_sets_become_groups_and_validation_queries() {
+        let set = CandidateSet {
+            query: RerankQuery {
+                id: "a/1".into(),
+                actor: "a".into(),
+                query: "dump credentials".into(),
+                gold: BTreeSet::from([tid("T1003")]),
+            },
+            candidates: vec![tid("T1059"), tid("T1003"), tid("T1566")],
+        };
+        let texts: BTreeMap<TechniqueId, String> = [("T1059", "shell"), ("T1003", "dump")]
+            .into_iter()
+            .map(|(t, x)| (tid(t), x.to_string()))
+            .collect();
+        let g = train_groups(std::slice::from_ref(&set), &texts);
+        assert_eq!(g[0].query, "dump credentials");
+        assert_eq!(g[0].positives, vec!["dump"]);
+        // A technique without a candidate text is rendered as its id.
+        assert_eq!(g[0].negatives, vec!["shell", "T1566"]);
+        let v = validation_queries(&[set], &texts);
+        assert_eq!(v[0].candidates, vec!["shell", "dump", "T1566"]);
+        assert_eq!(v[0].relevant, vec![false, true, false]);
+    }
+}

@@ -7,12 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-20}"
+# The instrumented build lives outside the clone (a fresh CI clone reuses the dependencies a
+# previous run on the machine built); TTPMAP_FUZZ_TARGET_DIR overrides it.
+export CARGO_TARGET_DIR="${TTPMAP_FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/ttpmap/fuzz-target}}"
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 cargo +nightly fuzz build -O -a
 triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
-bin="${CARGO_TARGET_DIR:-target}/$triple/release"
+bin="$CARGO_TARGET_DIR/$triple/release"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in $(cargo +nightly fuzz list); do

@@ -146,6 +146,24 @@ impl Assets {
     }
 }
 
+/// Maps a dataset's labels to the catalog's current ids (following revocations), logging what
+/// was remapped and warning about labels the catalog does not know (they are dropped).
+pub fn remap_labels(ds: &mut ttpmap_core::dataset::Dataset, catalog: &Catalog) {
+    let report = ds.remap(|id| catalog.resolve(id).current().cloned());
+    if !report.remapped.is_empty() {
+        tracing::info!("{} {}: remapped {:?}", ds.name, ds.split, report.remapped);
+    }
+    if !report.unknown.is_empty() {
+        tracing::warn!(
+            "{} {}: labels not in ATT&CK {} dropped: {:?}",
+            ds.name,
+            ds.split,
+            catalog.version(),
+            report.unknown
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

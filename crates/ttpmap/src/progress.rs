@@ -73,3 +73,25 @@ pub fn training_step(
         line(pb, quiet, &status());
     }
 }
+
+/// Scores every sentence of `ds` with a progress bar.
+pub fn score_dataset(
+    ds: &ttpmap_core::dataset::Dataset,
+    scorer: &dyn ttpmap_core::pipeline::SentenceScorer,
+    quiet: bool,
+) -> ttpmap_core::Result<Vec<ttpmap_core::eval::ScoredSentence>> {
+    let n = ds
+        .documents
+        .iter()
+        .map(|d| d.sentences.len())
+        .sum::<usize>();
+    let pb = bar(
+        n as u64,
+        &format!("scoring {} {}", ds.name, ds.split),
+        quiet,
+    );
+    let out =
+        ttpmap_core::protocol::score_dataset(ds, scorer, &mut |done| pb.set_position(done as u64))?;
+    pb.finish_and_clear();
+    Ok(out)
+}

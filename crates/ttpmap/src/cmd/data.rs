@@ -1,11 +1,15 @@
 //! `ttpmap data stats DATASET`: documents, sentences, labels and positives per technique.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
 
 use ttpmap_core::dataset::{self, Dataset};
 use ttpmap_core::eval::render_table;
 
 use crate::assets::Assets;
+use crate::serve::db::Db;
 
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
@@ -18,7 +22,7 @@ pub enum DataCommand {
     /// Statistics of a dataset split.
     Stats(StatsArgs),
     /// Reviewed reports of a `ttpmap serve` database -> training data (the feedback loop).
-    ExportReviews(crate::cmd::serve::ExportReviewsArgs),
+    ExportReviews(ExportReviewsArgs),
     /// Reranker pair set (JSONL): each query of a split with its candidate set.
     Pairs(crate::cmd::pairs::PairsArgs),
 }
@@ -53,7 +57,7 @@ pub struct StatsArgs {
 pub fn run(assets: &Assets, args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Stats(a) => stats(assets, a),
-        DataCommand::ExportReviews(a) => crate::cmd::serve::export_reviews(a),
+        DataCommand::ExportReviews(a) => export_reviews(a),
         DataCommand::Pairs(a) => crate::cmd::pairs::run(assets, a),
     }
 }
@@ -169,6 +173,65 @@ fn stats(assets: &Assets, args: StatsArgs) -> anyhow::Result<()> {
             ],
             &rows
         )
+    );
+    Ok(())
+}
+
+/// Training-data formats of `data export-reviews`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReviewFormat {
+    /// TRAM2 column JSON, what `ttpmap train classifier --dataset FILE` reads.
+    Tram2,
+    /// One `{"doc_id", "sentence", "labels"}` object per line.
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportReviewsArgs {
+    /// The `ttpmap serve` database.
+    #[arg(long, value_name = "FILE")]
+    pub db: PathBuf,
+    /// Output file (written only when complete); stdout without it.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format (default: jsonl when the output ends in .jsonl, else tram2).
+    #[arg(long, value_enum)]
+    pub format: Option<ReviewFormat>,
+}
+
+/// `ttpmap data export-reviews`: see `serve::training` for what becomes a label.
+pub fn export_reviews(args: ExportReviewsArgs) -> anyhow::Result<()> {
+    if !args.db.is_file() {
+        anyhow::bail!("{}: no such database file", args.db.display());
+    }
+    let db = Db::open(&args.db).context("opening the report database")?;
+    let docs = crate::serve::training::reviewed_documents(&db)
+        .with_context(|| format!("reading reviews from {}", args.db.display()))?;
+    let format = args
+        .format
+        .unwrap_or(match args.output.as_ref().and_then(|p| p.extension()) {
+            Some(e) if e == "jsonl" => ReviewFormat::Jsonl,
+            _ => ReviewFormat::Tram2,
+        });
+    let text = match format {
+        ReviewFormat::Jsonl => crate::serve::training::to_jsonl(&docs),
+        ReviewFormat::Tram2 => {
+            let mut s =
+                serde_json::to_string_pretty(&ttpmap_core::dataset::to_tram2_columns(&docs))?;
+            s.push('\n');
+            s
+        }
+    };
+    let sentences: usize = docs.iter().map(|d| d.sentences.len()).sum();
+    let labelled = docs
+        .iter()
+        .flat_map(|d| d.sentences.iter())
+        .filter(|s| !s.labels.is_empty())
+        .count();
+    crate::output::write_output(args.output.as_deref(), text.as_bytes())?;
+    eprintln!(
+        "{} reviewed reports, {sentences} sentences ({labelled} with labels)",
+        docs.len()
     );
     Ok(())
 }

@@ -15,14 +15,12 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::dataset::{self, Dataset};
 use ttpmap_core::eval;
-use ttpmap_core::pipeline::{find_scorer_mut, ScoreOptions, SentenceScorer};
+use ttpmap_core::pipeline::ScoreOptions;
 use ttpmap_core::protocol::{self, Bootstrap, SentenceEvalReport, SentenceEvalSetup};
 use ttpmap_core::TechniqueId;
-use ttpmap_ml::dense::DenseScorer;
 use ttpmap_ml::ClassifierScorer;
 
 use crate::assets::Assets;
@@ -103,14 +101,14 @@ pub fn run(assets: &Assets, args: EvalArgs) -> anyhow::Result<()> {
             let r = &args.rerank;
             let name = format!(
                 "rerank-emulation-{}-{}",
-                enum_name(r.protocol),
-                enum_name(r.split)
+                crate::output::enum_name(r.protocol),
+                crate::output::enum_name(r.split)
             );
             (crate::cmd::eval_rerank::run(assets, &catalog, &args)?, name)
         }
         _ if rerank => anyhow::bail!("--method rerank is scored on --dataset emulation"),
         DatasetName::Emulation => {
-            let report = eval_emulation(assets, &catalog, &args)?;
+            let report = crate::cmd::eval_emulation::run(assets, &catalog, &args)?;
             print!("{}", report.render());
             (serde_json::to_value(report)?, String::new())
         }
@@ -122,7 +120,11 @@ pub fn run(assets: &Assets, args: EvalArgs) -> anyhow::Result<()> {
     };
     let out = args.output.clone().unwrap_or_else(|| {
         let name = if default_name.is_empty() {
-            format!("{}-{}", args.method.method, enum_name(args.dataset))
+            format!(
+                "{}-{}",
+                args.method.method,
+                crate::output::enum_name(args.dataset)
+            )
         } else {
             default_name
         };
@@ -131,31 +133,6 @@ pub fn run(assets: &Assets, args: EvalArgs) -> anyhow::Result<()> {
     crate::output::write_atomic(&out, serde_json::to_string_pretty(&results)?.as_bytes())?;
     eprintln!("results written to {}", out.display());
     Ok(())
-}
-
-/// A clap value's name as the CLI spells it (its serde name).
-pub(crate) fn enum_name(v: impl serde::Serialize) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// Resolves dataset labels to current ATT&CK ids, warning about what could not be mapped.
-fn remap(ds: &mut Dataset, catalog: &Catalog) {
-    let report = ds.remap(|id| catalog.resolve(id).current().cloned());
-    if !report.remapped.is_empty() {
-        tracing::info!("{} {}: remapped {:?}", ds.name, ds.split, report.remapped);
-    }
-    if !report.unknown.is_empty() {
-        tracing::warn!(
-            "{} {}: labels not in ATT&CK {} dropped: {:?}",
-            ds.name,
-            ds.split,
-            catalog.version(),
-            report.unknown
-        );
-    }
 }
 
 fn load_split(
@@ -172,29 +149,8 @@ fn load_split(
         }
         DatasetName::Emulation => unreachable!("emulation is not a sentence dataset"),
     };
-    remap(&mut ds, catalog);
+    crate::assets::remap_labels(&mut ds, catalog);
     Ok(ds)
-}
-
-/// Scores every sentence of `ds` with a progress bar.
-fn score_with_bar(
-    ds: &Dataset,
-    scorer: &dyn SentenceScorer,
-    quiet: bool,
-) -> ttpmap_core::Result<Vec<eval::ScoredSentence>> {
-    let n = ds
-        .documents
-        .iter()
-        .map(|d| d.sentences.len())
-        .sum::<usize>();
-    let pb = crate::progress::bar(
-        n as u64,
-        &format!("scoring {} {}", ds.name, ds.split),
-        quiet,
-    );
-    let out = protocol::score_dataset(ds, scorer, &mut |done| pb.set_position(done as u64))?;
-    pb.finish_and_clear();
-    Ok(out)
 }
 
 fn eval_sentences(
@@ -216,25 +172,12 @@ fn eval_sentences(
     // other 80% are neighbours (a sentence must not find itself).
     let tuning = match args.neighbours {
         Neighbours::None => train,
-        Neighbours::Train => {
-            let Some(dense) = find_scorer_mut::<DenseScorer>(scorer.as_mut()) else {
-                anyhow::bail!("--neighbours train needs --method dense or hybrid");
-            };
-            let (fit, validation) = dataset::validation_split(&train, 0.2, args.seed)?;
-            let n = fit.sentences().map(|s| s.labels.len()).sum::<usize>();
-            let pb = crate::progress::bar(
-                n as u64,
-                "embedding labelled training sentences",
-                assets.quiet(),
-            );
-            dense.add_labelled_sentences(
-                fit.sentences()
-                    .map(|s| (s.text.as_str(), s.labels.as_slice())),
-                &mut |d, _| pb.set_position(d as u64),
-            )?;
-            pb.finish_and_clear();
-            validation
-        }
+        Neighbours::Train => crate::methods::dense::add_training_neighbours(
+            scorer.as_mut(),
+            &train,
+            args.seed,
+            assets.quiet(),
+        )?,
     };
     let classifier = scorer
         .as_any()
@@ -243,30 +186,13 @@ fn eval_sentences(
     let held_out = args.neighbours == Neighbours::Train;
     let (threshold, source, tuned) =
         protocol::choose_threshold(args.threshold, points, held_out, &vocab, || {
-            score_with_bar(&tuning, scorer.as_ref(), assets.quiet())
+            crate::progress::score_dataset(&tuning, scorer.as_ref(), assets.quiet())
         })?;
     // The classifier alone: one pass per seed gives the ensemble and each seed's own scores.
     let (test_scores, per_seed_scores) = match classifier {
-        Some(clf) => {
-            let pb = crate::progress::bar(
-                test.sentences().count() as u64,
-                &format!("scoring {} {} (every seed)", test.name, test.split),
-                assets.quiet(),
-            );
-            let out = clf
-                .score_dataset_per_seed(&test, &mut |d| pb.set_position(d as u64))
-                .with_context(|| {
-                    format!(
-                        "classifying {} with {}",
-                        test.name,
-                        clf.artifact().dir().display()
-                    )
-                })?;
-            pb.finish_and_clear();
-            out
-        }
+        Some(clf) => crate::methods::classifier::score_per_seed(clf, &test, assets.quiet())?,
         None => (
-            score_with_bar(&test, scorer.as_ref(), assets.quiet())?,
+            crate::progress::score_dataset(&test, scorer.as_ref(), assets.quiet())?,
             Vec::new(),
         ),
     };
@@ -291,13 +217,13 @@ fn eval_sentences(
     };
     Ok(SentenceEvalReport {
         setup: SentenceEvalSetup {
-            dataset: enum_name(args.dataset),
+            dataset: crate::output::enum_name(args.dataset),
             split: "test".into(),
             method: args.method.method.clone(),
-            label_space: enum_name(args.label_space),
+            label_space: crate::output::enum_name(args.label_space),
             top_k: args.top_k,
-            neighbours: enum_name(args.neighbours),
-            dense_vote: enum_name(args.method.dense_vote),
+            neighbours: crate::output::enum_name(args.neighbours),
+            dense_vote: crate::output::enum_name(args.method.dense_vote),
             attack_version: catalog.version().to_string(),
         },
         headline: protocol::metrics_at(&test_scores, threshold, &vocab, &boot)?,
@@ -311,41 +237,4 @@ fn eval_sentences(
         documents: test.documents.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn eval_emulation(
-    assets: &Assets,
-    catalog: &Catalog,
-    args: &EvalArgs,
-) -> anyhow::Result<protocol::EmulationReport> {
-    let dir = assets.data_dir().join("emulation");
-    let mut steps = dataset::load_emulation(&dir)?.steps;
-    let report = dataset::remap_steps(&mut steps, |id| catalog.resolve(id).current().cloned());
-    if !report.unknown.is_empty() {
-        tracing::warn!(
-            "emulation steps with ids not in ATT&CK {}: {:?}",
-            catalog.version(),
-            report.unknown
-        );
-    }
-    let mut scorer = crate::methods::build(assets, catalog, &args.method)?;
-    scorer.configure(&ScoreOptions {
-        top_k: args.top_k,
-        with_evidence: false,
-        label_space: None,
-    });
-    let pb = crate::progress::bar(
-        steps.len() as u64,
-        "ranking emulation steps",
-        assets.quiet(),
-    );
-    let report = protocol::rank_queries(
-        &steps,
-        scorer.as_ref(),
-        args.top_k,
-        catalog.version(),
-        &mut |d| pb.set_position(d as u64),
-    )?;
-    pb.finish_and_clear();
-    Ok(report)
 }

@@ -27,9 +27,10 @@ use ttpmap_ml::embed::CosinePairs;
 use ttpmap_ml::{Embedder, EmbedderConfig, ModelDir};
 
 use crate::assets::Assets;
-use crate::cmd::eval::{enum_name, EvalArgs};
+use crate::cmd::eval::EvalArgs;
 use crate::cmd::pairs::NegativesArg;
 use crate::methods::{bm25_index, compute_device, open_reranker, MethodArgs};
+use crate::output::enum_name;
 use crate::rerank::{self, QuerySplitName};
 
 /// Candidate protocols.

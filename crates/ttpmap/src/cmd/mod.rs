@@ -3,6 +3,7 @@
 pub mod attack;
 pub mod data;
 pub mod eval;
+pub mod eval_emulation;
 pub mod eval_rerank;
 pub mod extract;
 pub mod pairs;

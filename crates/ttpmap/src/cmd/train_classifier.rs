@@ -82,14 +82,7 @@ fn load_dataset(
         }
         file => (dataset::load_tram2(Path::new(file))?, file.into()),
     };
-    let report = ds.remap(|id| catalog.resolve(id).current().cloned());
-    if !report.unknown.is_empty() {
-        tracing::warn!(
-            "labels not in ATT&CK {} dropped: {:?}",
-            catalog.version(),
-            report.unknown
-        );
-    }
+    crate::assets::remap_labels(&mut ds, catalog);
     Ok((ds, path))
 }
 

@@ -47,3 +47,25 @@ pub fn open(ctx: &BuildContext<'_>) -> anyhow::Result<ClassifierScorer> {
     }
     Ok(ClassifierScorer::new(art))
 }
+
+/// Scores every sentence of `ds` with the ensemble and each seed alone (see
+/// `ClassifierScorer::score_dataset_per_seed`), with a progress bar.
+pub fn score_per_seed(
+    clf: &ClassifierScorer,
+    ds: &ttpmap_core::dataset::Dataset,
+    quiet: bool,
+) -> anyhow::Result<(
+    Vec<ttpmap_core::eval::ScoredSentence>,
+    Vec<Vec<ttpmap_core::eval::ScoredSentence>>,
+)> {
+    let pb = crate::progress::bar(
+        ds.sentences().count() as u64,
+        &format!("scoring {} {} (every seed)", ds.name, ds.split),
+        quiet,
+    );
+    let out = clf
+        .score_dataset_per_seed(ds, &mut |d| pb.set_position(d as u64))
+        .with_context(|| format!("classifying {} with {}", ds.name, clf.artifact().dir().display()))?;
+    pb.finish_and_clear();
+    Ok(out)
+}

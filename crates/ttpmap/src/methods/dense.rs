@@ -86,3 +86,27 @@ pub fn dense_scorer(ctx: &BuildContext<'_>) -> anyhow::Result<DenseScorer> {
     scorer.vote = args.dense_vote.into();
     Ok(scorer)
 }
+
+/// `eval --neighbours train`: splits `train` 80:20 (seeded), adds the 80% as labelled
+/// neighbours to the dense scorer inside `scorer` (dense or hybrid) and returns the 20% the
+/// threshold is tuned on (a sentence must not find itself).
+pub fn add_training_neighbours(
+    scorer: &mut dyn ttpmap_core::pipeline::SentenceScorer,
+    train: &ttpmap_core::dataset::Dataset,
+    seed: u64,
+    quiet: bool,
+) -> anyhow::Result<ttpmap_core::dataset::Dataset> {
+    let Some(dense) = ttpmap_core::pipeline::find_scorer_mut::<DenseScorer>(scorer) else {
+        anyhow::bail!("--neighbours train needs --method dense or hybrid");
+    };
+    let (fit, validation) = ttpmap_core::dataset::validation_split(train, 0.2, seed)?;
+    let n = fit.sentences().map(|s| s.labels.len()).sum::<usize>();
+    let pb = crate::progress::bar(n as u64, "embedding labelled training sentences", quiet);
+    dense.add_labelled_sentences(
+        fit.sentences()
+            .map(|s| (s.text.as_str(), s.labels.as_slice())),
+        &mut |d, _| pb.set_position(d as u64),
+    )?;
+    pb.finish_and_clear();
+    Ok(validation)
+}

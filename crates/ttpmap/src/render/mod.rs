@@ -1,6 +1,8 @@
 //! Rendering extraction results in the format a user asked for. The formats themselves live in
 //! `ttpmap_core::export`; this adds the terminal table.
 
+pub mod catalog;
+
 use std::fmt::Write;
 
 use ttpmap_core::attack::Catalog;

@@ -216,6 +216,7 @@ fn extract_batched(
         .map(|&i| doc.sentences[i].text.as_str())
         .collect();
     let mut raw = Vec::with_capacity(texts.len());
+    let score_span = tracing::info_span!("score", sentences = texts.len()).entered();
     for chunk in texts.chunks(batch.max(1)) {
         if cancelled() {
             return Ok(None);
@@ -231,7 +232,9 @@ fn extract_batched(
         }
         raw.extend(scored);
     }
+    drop(score_span);
 
+    let _aggregate = tracing::info_span!("aggregate").entered();
     let mut sentences = Vec::new();
     for (&index, mut preds) in scored.iter().zip(raw) {
         preds.retain(|p| p.score >= options.threshold && p.score.is_finite());

@@ -85,7 +85,11 @@ impl SentenceScorer for RerankScorer {
     }
 
     fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
-        let first = self.first.score(sentences)?;
+        let first = {
+            let _candidates =
+                tracing::info_span!("candidates", first = self.first.name()).entered();
+            self.first.score(sentences)?
+        };
         let mut jobs: Vec<(usize, Vec<Prediction>)> = Vec::new();
         for (i, mut preds) in first.into_iter().enumerate() {
             sort_predictions(&mut preds);

@@ -55,7 +55,15 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (false, _) => "debug",
     };
     let filter = EnvFilter::try_from_env("TTPMAP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // With -v, each pipeline stage's span (ingest, candidates, score, aggregate, export) logs
+    // its time when it closes.
+    let spans = if verbose > 0 && !quiet {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     tracing_subscriber::fmt()
+        .with_span_events(spans)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

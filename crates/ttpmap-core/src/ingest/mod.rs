@@ -241,6 +241,7 @@ pub fn from_bytes(
     format: Option<Format>,
     opts: &IngestOptions,
 ) -> Result<Document> {
+    let _span = tracing::info_span!("ingest", source, bytes = bytes.len()).entered();
     if bytes.len() as u64 > opts.max_bytes {
         return Err(Error::TooLarge {
             path: PathBuf::from(source),

@@ -49,6 +49,7 @@ pub fn render_extractions(
     format: OutputFormat,
     opts: &RenderOptions,
 ) -> anyhow::Result<String> {
+    let _span = tracing::info_span!("export", format = ?format).entered();
     let lookup = |id: &ttpmap_core::TechniqueId| catalog.technique(id);
     let format = match format {
         OutputFormat::Table => return Ok(table(extractions)),

@@ -491,6 +491,16 @@ impl Artifact {
         })
     }
 
+    /// An artifact from parts already loaded (e.g. a shipped delta rebuilt over its base by
+    /// `crate::trained`); `dir` names it in messages.
+    pub fn from_parts(dir: PathBuf, manifest: Manifest, models: Vec<ClassifierModel>) -> Self {
+        Self {
+            dir,
+            manifest,
+            models,
+        }
+    }
+
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir

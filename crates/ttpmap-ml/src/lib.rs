@@ -19,6 +19,7 @@ pub mod model_dir;
 pub mod rerank;
 pub mod tokenize;
 pub mod train;
+pub mod trained;
 
 pub use artifact::{Artifact, Manifest};
 pub use candle_core::Device;

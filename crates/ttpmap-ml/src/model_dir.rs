@@ -283,6 +283,39 @@ fn tensor_shapes(path: &Path, format: WeightsFormat) -> Result<HashMap<String, V
     })
 }
 
+/// Writes a model folder with seeded random BERT weights (our initialisation, no pooler),
+/// `config.json` and a WordPiece `vocab.txt` of the special tokens, `words`, and filler tokens
+/// up to `cfg.vocab_size`: small stand-in models for tests and examples of the training
+/// commands (a real run uses all-MiniLM-L6-v2).
+pub fn write_random_model(dir: &Path, cfg: &Config, seed: u64, words: &[&str]) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let cfg_path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(cfg).map_err(|source| Error::Json {
+        path: cfg_path.clone(),
+        source,
+    })?;
+    std::fs::write(&cfg_path, text).map_err(io(&cfg_path))?;
+    let tensors: HashMap<String, candle_core::Tensor> =
+        crate::encoder::bert::init_tensors(cfg, false, seed, DType::F32, &Device::Cpu)?
+            .into_iter()
+            .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .iter()
+        .chain(words)
+        .map(|s| s.to_string())
+        .collect();
+    let filler = vocab.len()..cfg.vocab_size;
+    vocab.extend(filler.map(|i| format!("w{i}")));
+    vocab.truncate(cfg.vocab_size);
+    let vpath = dir.join("vocab.txt");
+    std::fs::write(&vpath, vocab.join("\n")).map_err(io(&vpath))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

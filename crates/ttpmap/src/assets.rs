@@ -63,7 +63,8 @@ impl Assets {
     }
 
     /// The ATT&CK bundle to use: --attack / $TTPMAP_ATTACK, else
-    /// `<cache_dir>/attack/enterprise-attack.json`, else a download of the latest bundle into
+    /// `<cache_dir>/attack/enterprise-attack.json`, else the data folder's
+    /// `attack/enterprise-attack*.json` (the shared data), else a download of the latest bundle into
     /// that path (an error with --offline or when the download fails).
     pub fn attack_bundle(&self) -> anyhow::Result<PathBuf> {
         if let Some(p) = &self.global.attack {
@@ -78,6 +79,9 @@ impl Assets {
         let cached = self.attack_dir().join(ATTACK_FILE);
         if cached.is_file() {
             return Ok(cached);
+        }
+        if let Some(shared) = self.shared_bundle() {
+            return Ok(shared);
         }
         if self.global.offline {
             bail!(
@@ -102,6 +106,24 @@ impl Assets {
                 )
             })?;
         Ok(cached)
+    }
+
+    /// The newest `enterprise-attack*.json` of the data folder's `attack/` (the shared data
+    /// folder holds the project's pinned bundle), if any.
+    fn shared_bundle(&self) -> Option<PathBuf> {
+        let dir = self.data_dir().join("attack");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with("enterprise-attack") && n.ends_with(".json")
+                    })
+            })
+            .collect();
+        found.sort();
+        found.pop()
     }
 
     /// The ATT&CK catalog of [`Self::attack_bundle`], through the parsed-catalog cache in

@@ -70,8 +70,9 @@ pub fn hf_cache_snapshot(repo: &str) -> Option<PathBuf> {
         .then_some(snap)
 }
 
-/// The model folder for `spec` (`--model` / `$TTPMAP_MODEL`; `None` for the default model),
-/// downloading it when missing and allowed. Errors say what was looked for and how to fix it.
+/// The model folder for `spec` (`--model` / `$TTPMAP_MODEL`; `None` for the default model:
+/// the cache, then `<shared>/models/all-MiniLM-L6-v2` beside the data folder), downloading it
+/// when missing and allowed. Errors say what was looked for and how to fix it.
 pub fn resolve_model(assets: &Assets, spec: Option<&Path>) -> anyhow::Result<PathBuf> {
     let (repo, dest) = match spec {
         Some(p) if p.is_dir() => return Ok(p.to_path_buf()),
@@ -98,6 +99,16 @@ pub fn resolve_model(assets: &Assets, spec: Option<&Path>) -> anyhow::Result<Pat
     };
     if dest.join("config.json").is_file() {
         return Ok(dest);
+    }
+    // The default model also comes from the shared data folder ($TTPMAP_SHARED/models, or
+    // ../shared/models beside the data folder) when it is there.
+    if spec.is_none() {
+        if let Some(shared) = assets.data_dir().parent() {
+            let p = shared.join("models").join(DEFAULT_MODEL_DIR);
+            if p.join("config.json").is_file() {
+                return Ok(p);
+            }
+        }
     }
     if assets.global.offline {
         bail!(

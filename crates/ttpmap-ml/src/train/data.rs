@@ -222,6 +222,200 @@ pub fn reranker_data(
     })
 }
 
+/// How the full-catalog model's training data is drawn ([`catalog_data`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogDataConfig {
+    /// Share of each report dataset's training reports held out, as whole reports, for
+    /// validation (threshold, calibration, model selection). Default 0.2.
+    pub validation_fraction: f64,
+    /// Seed of that report split. Default 42.
+    pub split_seed: u64,
+    /// ATT&CK procedure examples per technique (catalog order). Default 40.
+    pub procedures_per_technique: usize,
+    /// Each technique's description (first 3 sentences) as a training sentence. Default true.
+    pub descriptions: bool,
+    /// Add the training part of the emulation plans' 80/10/10 query split (the reranker's
+    /// split; its validation and test parts are never read). Default true.
+    pub emulation: bool,
+    /// Seed of that query split: the reranker's, so its test split stays unseen. Default 42.
+    pub emulation_split_seed: u64,
+}
+
+impl Default for CatalogDataConfig {
+    fn default() -> Self {
+        Self {
+            validation_fraction: 0.2,
+            split_seed: 42,
+            procedures_per_technique: 40,
+            descriptions: true,
+            emulation: true,
+            emulation_split_seed: 42,
+        }
+    }
+}
+
+/// The labelled data [`catalog_data`] draws from, remapped to the catalog.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatalogSources<'a> {
+    /// Report datasets (TRAM2 train, AnnoCTR train): whole reports are split into fitting and
+    /// validation; their unlabelled sentences are the "no technique" examples.
+    pub reports: &'a [Dataset],
+    /// Sentence datasets used for fitting only (e.g. exported analyst reviews).
+    pub extra: &'a [Dataset],
+    /// Emulation-plan steps (all of them; only the training part of the split is used).
+    pub emulation: &'a [EmulationStep],
+}
+
+/// [`catalog_data`]'s result: the data and its make-up.
+#[derive(Debug, Clone)]
+pub struct CatalogData {
+    pub data: TrainData,
+    /// Training sentences per source (`tram2`, `annoctr`, `attack:procedures`, ...).
+    pub train_sources: BTreeMap<String, usize>,
+    /// Validation sentences per report dataset.
+    pub validation_sources: BTreeMap<String, usize>,
+    /// Validation reports per report dataset.
+    pub validation_reports: BTreeMap<String, usize>,
+}
+
+/// The first `n` sentences of `text` (split at ". ").
+fn first_sentences(text: &str, n: usize) -> String {
+    let mut out = String::new();
+    for (i, part) in text.split(". ").take(n).enumerate() {
+        if i > 0 {
+            out.push_str(". ");
+        }
+        out.push_str(part.trim());
+    }
+    out
+}
+
+/// The full-catalog model's data: every active technique with at least one training example
+/// is a label (sub-techniques and parents alike), the training sentences are the fitting
+/// reports of `sources.reports` (labelled and unlabelled, document ids prefixed with the
+/// dataset name), `sources.extra`, up to `procedures_per_technique` ATT&CK procedure examples
+/// per technique, the techniques' descriptions and the emulation training queries; the
+/// validation sentences are the held-out whole reports. Labels outside the active catalog are
+/// dropped (the datasets are remapped before). Deterministic in its inputs.
+pub fn catalog_data(
+    catalog: &Catalog,
+    sources: &CatalogSources,
+    cfg: &CatalogDataConfig,
+) -> Result<CatalogData> {
+    let active: BTreeSet<TechniqueId> = active_pool(catalog).into_iter().collect();
+    let keep = |labels: &[TechniqueId]| -> Vec<TechniqueId> {
+        let mut v: Vec<TechniqueId> = labels
+            .iter()
+            .filter(|l| active.contains(*l))
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut train: Vec<Example> = Vec::new();
+    let mut validation: Vec<Example> = Vec::new();
+    let mut train_sources: BTreeMap<String, usize> = BTreeMap::new();
+    let mut validation_sources: BTreeMap<String, usize> = BTreeMap::new();
+    let mut validation_reports: BTreeMap<String, usize> = BTreeMap::new();
+    let push = |to: &mut Vec<Example>, doc: String, text: &str, labels: &[TechniqueId]| {
+        to.push(Example {
+            doc,
+            text: text.to_string(),
+            labels: keep(labels),
+        })
+    };
+    for ds in sources.reports {
+        let split = dataset::split_by_report(&ds.documents, cfg.validation_fraction, cfg.split_seed)?;
+        for d in &split.train {
+            for s in &d.sentences {
+                push(&mut train, format!("{}:{}", ds.name, d.id), &s.text, &s.labels);
+            }
+            *train_sources.entry(ds.name.clone()).or_default() += d.sentences.len();
+        }
+        for d in &split.test {
+            for s in &d.sentences {
+                push(&mut validation, format!("{}:{}", ds.name, d.id), &s.text, &s.labels);
+            }
+            *validation_sources.entry(ds.name.clone()).or_default() += d.sentences.len();
+        }
+        validation_reports.insert(ds.name.clone(), split.test.len());
+    }
+    for ds in sources.extra {
+        for s in ds.sentences() {
+            push(&mut train, format!("{}:{}", ds.name, s.doc), &s.text, &s.labels);
+        }
+        *train_sources.entry(ds.name.clone()).or_default() += ds.sentences().count();
+    }
+    if cfg.emulation && !sources.emulation.is_empty() {
+        let split = dataset::split_queries(sources.emulation, SPLIT_FRACTIONS, cfg.emulation_split_seed)?;
+        for s in &split.train {
+            push(&mut train, format!("emulation:{}", s.actor), &s.query(), std::slice::from_ref(&s.technique));
+        }
+        train_sources.insert("emulation".into(), split.train.len());
+    }
+    // Procedure examples: texts shared by several techniques carry all their labels.
+    let mut per: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
+    let mut procs: BTreeMap<&str, Vec<TechniqueId>> = BTreeMap::new();
+    let mut proc_order: Vec<&str> = Vec::new();
+    for p in catalog.procedures().iter().filter(|p| active.contains(&p.technique)) {
+        let n = per.entry(&p.technique).or_default();
+        if *n >= cfg.procedures_per_technique || p.description.trim().is_empty() {
+            continue;
+        }
+        *n += 1;
+        let e = procs.entry(p.description.as_str()).or_default();
+        if e.is_empty() {
+            proc_order.push(p.description.as_str());
+        }
+        e.push(p.technique.clone());
+    }
+    for text in &proc_order {
+        push(&mut train, "attack:procedures".into(), text, &procs[text]);
+    }
+    train_sources.insert("attack:procedures".into(), proc_order.len());
+    let labels: Vec<TechniqueId> = train
+        .iter()
+        .flat_map(|e| e.labels.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if cfg.descriptions {
+        let mut n = 0;
+        for id in &labels {
+            if let Some(t) = catalog.technique(id) {
+                let text = first_sentences(&t.description, 3);
+                if !text.is_empty() {
+                    push(&mut train, "attack:descriptions".into(), &text, std::slice::from_ref(id));
+                    n += 1;
+                }
+            }
+        }
+        train_sources.insert("attack:descriptions".into(), n);
+    }
+    if labels.is_empty() {
+        return Err(crate::Error::InvalidArgument(
+            "the training sources hold no active ATT&CK technique label".into(),
+        ));
+    }
+    // Validation labels the model cannot output stay gold (they count as misses).
+    Ok(CatalogData {
+        data: TrainData {
+            label_texts: labels
+                .iter()
+                .map(|l| label_text(catalog.technique(l), l))
+                .collect(),
+            labels,
+            train,
+            validation,
+        },
+        train_sources,
+        validation_sources,
+        validation_reports,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

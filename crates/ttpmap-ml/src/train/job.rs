@@ -24,7 +24,11 @@ use crate::crossencoder::{
 use crate::model_dir::ModelDir;
 use crate::tokenize::TextTokenizer;
 use crate::train::classifier::{self, ClassifierTrainConfig, TrainEvent};
-use crate::train::data::{classifier_data, reranker_data, RerankerDataConfig};
+use crate::train::classifier::TrainData;
+use crate::train::data::{
+    catalog_data, classifier_data, reranker_data, CatalogData, CatalogDataConfig, CatalogSources,
+    RerankerDataConfig,
+};
 use crate::train::fit::FitSetup;
 use crate::train::reranker::{self, RerankerTrainConfig, RerankerTrainEvent};
 use crate::{Error, Result};
@@ -108,8 +112,103 @@ pub fn train_classifier(
     job: &ClassifierJob,
     progress: &mut dyn FnMut(&TrainEvent),
 ) -> Result<ClassifierReport> {
+    let data = classifier_data(job.catalog, job.dataset, job.config)?;
+    fit_and_write(
+        &FitJob {
+            catalog: job.catalog,
+            data: &data,
+            data_files: std::slice::from_ref(&job.data_file),
+            model: job.model,
+            config: job.config,
+            target: job.target,
+            extra_files: job.extra_files,
+        },
+        progress,
+    )
+}
+
+/// Training config of the full-catalog model: how the data is drawn and how the classifier is
+/// fitted. `configs/default.toml` lists every value; the defaults fit a 2-core, one-hour
+/// budget (one seed, 4 epochs, the 4 lowest encoder layers frozen).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogTrainConfig {
+    pub data: CatalogDataConfig,
+    /// Note: a `[classifier]` table given in a file starts from the recipe's defaults
+    /// (`ClassifierTrainConfig::default()`), not from these; list every field you need.
+    pub classifier: ClassifierTrainConfig,
+}
+
+impl Default for CatalogTrainConfig {
+    fn default() -> Self {
+        Self {
+            data: CatalogDataConfig::default(),
+            classifier: ClassifierTrainConfig {
+                epochs: 4,
+                seeds: vec![42],
+                frozen_layers: 4,
+                ..ClassifierTrainConfig::default()
+            },
+        }
+    }
+}
+
+/// Inputs of [`train_catalog_classifier`]: the full-catalog model of the default pipeline.
+pub struct CatalogJob<'a> {
+    /// ATT&CK catalog (labels, procedure examples, descriptions, provenance).
+    pub catalog: &'a Catalog,
+    /// The labelled data, remapped to `catalog`.
+    pub sources: CatalogSources<'a>,
+    /// The files the sources were read from (their sha256 go into the manifest).
+    pub data_files: &'a [&'a Path],
+    /// How the data is drawn.
+    pub data: &'a CatalogDataConfig,
+    /// Base encoder folder.
+    pub model: &'a ModelDir,
+    /// Resolved training config.
+    pub config: &'a ClassifierTrainConfig,
+    /// Output folder and run control.
+    pub target: Target<'a>,
+    /// Extra files written into the folder (e.g. the resolved config as TOML).
+    pub extra_files: &'a [(&'a str, &'a [u8])],
+}
+
+/// Trains the full-catalog classifier of `job` ([`catalog_data`]) and writes its artifact;
+/// also returns the data's make-up.
+pub fn train_catalog_classifier(
+    job: &CatalogJob,
+    progress: &mut dyn FnMut(&TrainEvent),
+) -> Result<(ClassifierReport, CatalogData)> {
+    let prepared = catalog_data(job.catalog, &job.sources, job.data)?;
+    let report = fit_and_write(
+        &FitJob {
+            catalog: job.catalog,
+            data: &prepared.data,
+            data_files: job.data_files,
+            model: job.model,
+            config: job.config,
+            target: job.target,
+            extra_files: job.extra_files,
+        },
+        progress,
+    )?;
+    Ok((report, prepared))
+}
+
+/// What [`fit_and_write`] needs: prepared data and where it came from.
+struct FitJob<'a> {
+    catalog: &'a Catalog,
+    data: &'a TrainData,
+    data_files: &'a [&'a Path],
+    model: &'a ModelDir,
+    config: &'a ClassifierTrainConfig,
+    target: Target<'a>,
+    extra_files: &'a [(&'a str, &'a [u8])],
+}
+
+fn fit_and_write(job: &FitJob, progress: &mut dyn FnMut(&TrainEvent)) -> Result<ClassifierReport> {
     let cfg = job.config;
-    let data = classifier_data(job.catalog, job.dataset, cfg)?;
+    let data = job.data;
     let tokenizer = job.model.tokenizer(cfg.max_length)?;
     // Refuse a folder that is not a previous model before hours of training, not after.
     crate::artifact::check_replaceable(job.target.out)?;
@@ -120,7 +219,7 @@ pub fn train_classifier(
         labels: data.labels.len(),
     });
     let setup = job.target.fit_setup(job.model, &tokenizer);
-    let outcome = classifier::fit(&setup, &data, cfg, progress)?;
+    let outcome = classifier::fit(&setup, data, cfg, progress)?;
     let mut manifest = Manifest::new(
         data.labels.clone(),
         job.model.config().clone(),
@@ -134,14 +233,12 @@ pub fn train_classifier(
         path: job.target.out.join(crate::artifact::MANIFEST),
         source,
     })?;
-    let bytes = std::fs::read(job.data_file).map_err(|source| Error::Io {
-        path: job.data_file.to_path_buf(),
-        source,
-    })?;
-    manifest.data.insert(
-        format!("train:{}", job.data_file.display()),
-        format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
-    );
+    for file in job.data_files {
+        manifest.data.insert(
+            format!("train:{}", file.display()),
+            format!("sha256:{}", file_sha256(file)?),
+        );
+    }
     manifest
         .data
         .insert("attack".into(), job.catalog.fingerprint().to_string());
@@ -168,6 +265,44 @@ pub fn train_classifier(
         out: job.target.out.to_path_buf(),
         results,
     })
+}
+
+/// Hex sha256 of a file, or of every file below a folder in path order (emulation plans).
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    let mut files = Vec::new();
+    collect_files(path, &mut files)?;
+    files.sort();
+    for f in &files {
+        let bytes = std::fs::read(f).map_err(|source| Error::Io {
+            path: f.clone(),
+            source,
+        })?;
+        if path.is_dir() {
+            hasher.update(f.strip_prefix(path).unwrap_or(f).to_string_lossy().as_bytes());
+        }
+        hasher.update(&bytes);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if path.is_dir() {
+        let rd = std::fs::read_dir(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        for entry in rd {
+            let entry = entry.map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            collect_files(&entry.path(), out)?;
+        }
+    } else {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
 }
 
 /// Inputs of [`train_reranker`].

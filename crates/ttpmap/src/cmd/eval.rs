@@ -182,7 +182,13 @@ fn eval_sentences(
     let classifier = scorer
         .as_any()
         .and_then(|a| a.downcast_ref::<ClassifierScorer>());
-    let points = classifier.map(ClassifierScorer::operating_points);
+    // A trained model's threshold comes from its own validation data, never from this split.
+    let points = classifier.map(ClassifierScorer::operating_points).or_else(|| {
+        scorer
+            .as_any()
+            .and_then(|a| a.downcast_ref::<ttpmap_ml::trained::TrainedScorer>())
+            .map(ttpmap_ml::trained::TrainedScorer::operating_points)
+    });
     let held_out = args.neighbours == Neighbours::Train;
     let (threshold, source, tuned) =
         protocol::choose_threshold(args.threshold, points, held_out, &vocab, || {

@@ -11,6 +11,7 @@ pub mod rank;
 pub mod serve;
 pub mod train;
 pub mod train_classifier;
+pub mod train_default;
 pub mod train_reranker;
 
 use crate::assets::Assets;

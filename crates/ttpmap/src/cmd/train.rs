@@ -35,12 +35,15 @@ pub enum TrainWhat {
     Classifier(crate::cmd::train_classifier::ClassifierArgs),
     /// The cross-encoder reranker on emulation-plan queries.
     Reranker(crate::cmd::train_reranker::RerankerArgs),
+    /// The default pipeline's full-catalog model on every labelled source in the data folder.
+    Default(crate::cmd::train_default::DefaultArgs),
 }
 
 pub fn run(assets: &Assets, args: TrainArgs) -> anyhow::Result<()> {
     match args.what {
         TrainWhat::Classifier(a) => crate::cmd::train_classifier::run(assets, a),
         TrainWhat::Reranker(a) => crate::cmd::train_reranker::run(assets, a),
+        TrainWhat::Default(a) => crate::cmd::train_default::run(assets, a),
     }
 }
 
@@ -212,6 +215,9 @@ mod tests {
         let (text, p) = shipped("reranker.toml");
         let r: RerankerTrainConfig = parse_config(&text, &p).unwrap();
         assert_eq!(r, RerankerTrainConfig::default());
+        let (text, p) = shipped("default.toml");
+        let d: ttpmap_ml::train::job::CatalogTrainConfig = parse_config(&text, &p).unwrap();
+        assert_eq!(d, ttpmap_ml::train::job::CatalogTrainConfig::default());
     }
 
     #[test]

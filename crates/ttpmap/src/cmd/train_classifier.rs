@@ -133,7 +133,7 @@ pub fn run(assets: &Assets, args: ClassifierArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn render_classifier(p: &mut Progress, e: &TrainEvent, cfg: &ClassifierTrainConfig) {
+pub fn render_classifier(p: &mut Progress, e: &TrainEvent, cfg: &ClassifierTrainConfig) {
     match e {
         TrainEvent::Prepared { train, validation, labels } => eprintln!(
             "training on {train} sentences ({validation} validation), {labels} labels, seeds {:?}, {} epochs",

@@ -30,12 +30,12 @@ macro_rules! registry {
     };
 }
 
-registry!(bm25, dense, hybrid, classifier, rerank);
+registry!(trained, bm25, dense, hybrid, classifier, rerank);
 
 pub use self::rerank::open_reranker;
 
 /// The method used when `--method` is not given.
-pub const DEFAULT_METHOD: &str = "bm25";
+pub const DEFAULT_METHOD: &str = "trained";
 
 /// What a method's builder gets: the assets (model folders, cache), the ATT&CK catalog and the
 /// command's method flags.
@@ -102,7 +102,7 @@ impl Registry {
             return (self.get(rerank::SPEC.name)?.build)(ctx);
         }
         // A classifier artifact as `--model` with the default method: the classifier.
-        let name = if args.method == bm25::SPEC.name && classifier::model_is_artifact(args) {
+        let name = if args.method == DEFAULT_METHOD && classifier::model_is_artifact(args) {
             classifier::SPEC.name
         } else {
             args.method.as_str()
@@ -113,7 +113,7 @@ impl Registry {
 
 /// Builds the scorer `args` ask for with the built-in methods: `--method` by name, with two
 /// rules across methods: `--reranker DIR` reranks that method's candidates, and a classifier
-/// artifact as `--model` with the default method (bm25) selects `classifier`.
+/// artifact as `--model` with the default method (trained) selects `classifier`.
 pub fn build(
     assets: &Assets,
     catalog: &Catalog,
@@ -158,6 +158,10 @@ pub struct MethodArgs {
     /// share of the neighbourhood).
     #[arg(long, value_enum, default_value_t = dense::DenseVote::Max)]
     pub dense_vote: dense::DenseVote,
+    /// Default method: a shipped-model folder (made by `ttpmap train default --ship DIR`) to
+    /// use instead of the one built into the binary.
+    #[arg(long, env = "TTPMAP_TRAINED", value_name = "DIR")]
+    pub trained: Option<PathBuf>,
     /// Cross-encoder reranker folder (Hugging Face BertForSequenceClassification layout):
     /// reranks the first stage's top `--rerank-candidates` techniques.
     #[arg(long, value_name = "DIR")]
@@ -175,6 +179,7 @@ impl Default for MethodArgs {
             model: None,
             dense_max_examples: 20,
             dense_vote: dense::DenseVote::Max,
+            trained: None,
             reranker: None,
             rerank_candidates: 20,
         }

@@ -1,0 +1,205 @@
+//! Software named in text: ATT&CK's tools and malware (names and aliases) and the techniques
+//! their `uses` relationships document ("PsExec: S0029 uses T1021.002").
+//!
+//! A mention is evidence, never a verdict: Mimikatz uses a dozen techniques, so the default
+//! pipeline only raises the scores of the techniques the model already sees, by an amount
+//! tuned on validation data, and shows the mention in the evidence.
+//!
+//! Matching is by whole words (no letter or digit on either side). Every name matches as
+//! written; a name of 5 or more characters also matches in any case ("mimikatz", "RCLONE")
+//! unless it is an ordinary English word (`Expand`, `Royal`, `Page`: [`COMMON_WORDS`]), which
+//! must then appear capitalised as ATT&CK writes it. Names under 3 characters (`at`) are not
+//! matched.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::attack::{Catalog, EntityKind};
+use crate::types::TechniqueId;
+
+/// Software names that are also ordinary words: matched only as ATT&CK writes them.
+pub const COMMON_WORDS: &[&str] = &[
+    "agenda", "anchor", "apostle", "aurora", "avenger", "cannon", "carbon", "chaos", "covenant",
+    "crimson", "denis", "disco", "embargo", "emissary", "empire", "expand", "explosive", "flame",
+    "flamer", "gazer", "james", "kevin", "lucifer", "mango", "matryoshka", "meteor", "milan",
+    "mosquito", "ninja", "octopus", "pandora", "prestige", "proton", "raindrop", "reaver",
+    "responder", "rover", "royal", "ruler", "samurai", "scorpion", "shark", "snake", "soldier",
+    "solar", "spark", "trinity", "wiper", "sliver", "mythic", "havoc", "comet", "donut", "epic",
+    "play", "page", "ping",
+];
+
+/// One tool or malware of the catalog with the techniques it uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Software {
+    /// ATT&CK id, e.g. `S0029`.
+    pub id: String,
+    pub name: String,
+    /// Active techniques its `uses` relationships name.
+    pub uses: BTreeSet<TechniqueId>,
+}
+
+/// A name to look for and how.
+#[derive(Clone, Debug)]
+struct Pattern {
+    text: String,
+    lower: String,
+    any_case: bool,
+    software: usize,
+}
+
+/// Finds tool and malware names in sentences (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct SoftwareIndex {
+    software: Vec<Software>,
+    patterns: Vec<Pattern>,
+}
+
+impl SoftwareIndex {
+    /// Every active tool and malware of `catalog` that uses at least one active technique.
+    pub fn from_catalog(catalog: &Catalog) -> Self {
+        let mut uses: BTreeMap<&str, BTreeSet<TechniqueId>> = BTreeMap::new();
+        for p in catalog.procedures() {
+            if matches!(p.source_kind, EntityKind::Malware | EntityKind::Tool)
+                && catalog.technique(&p.technique).is_some_and(|t| t.is_active())
+            {
+                uses.entry(p.source_id.as_str())
+                    .or_default()
+                    .insert(p.technique.clone());
+            }
+        }
+        let mut index = SoftwareIndex::default();
+        for e in catalog.software().iter().filter(|e| e.is_active()) {
+            let Some(u) = uses.get(e.id.as_str()) else {
+                continue;
+            };
+            let names: BTreeSet<&str> = std::iter::once(e.name.as_str())
+                .chain(e.aliases.iter().map(String::as_str))
+                .map(str::trim)
+                .collect();
+            index.add(&e.id, &e.name, names.into_iter(), u.clone());
+        }
+        index
+    }
+
+    /// Adds one software with its names (tests and callers with their own lists).
+    pub fn add<'a>(
+        &mut self,
+        id: &str,
+        name: &str,
+        names: impl Iterator<Item = &'a str>,
+        uses: BTreeSet<TechniqueId>,
+    ) {
+        let software = self.software.len();
+        self.software.push(Software {
+            id: id.to_string(),
+            name: name.to_string(),
+            uses,
+        });
+        for n in names {
+            if n.chars().count() < 3 {
+                continue;
+            }
+            let lower = n.to_lowercase();
+            let any_case = n.chars().count() >= 5 && !COMMON_WORDS.contains(&lower.as_str());
+            self.patterns.push(Pattern {
+                text: n.to_string(),
+                lower,
+                any_case,
+                software,
+            });
+        }
+    }
+
+    /// Number of software entries.
+    pub fn len(&self) -> usize {
+        self.software.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.software.is_empty()
+    }
+
+    /// The software named in `text`, each once, in id order.
+    pub fn mentions(&self, text: &str) -> Vec<&Software> {
+        let lower = text.to_lowercase();
+        // Lower-casing may change byte lengths (rare scripts); then only exact matches count.
+        let same_len = lower.len() == text.len();
+        let mut found: BTreeSet<usize> = BTreeSet::new();
+        for p in &self.patterns {
+            if found.contains(&p.software) {
+                continue;
+            }
+            let hit = if p.any_case && same_len {
+                whole_word(&lower, &p.lower)
+            } else {
+                whole_word(text, &p.text)
+            };
+            if hit {
+                found.insert(p.software);
+            }
+        }
+        let mut out: Vec<&Software> = found.into_iter().map(|i| &self.software[i]).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}
+
+/// Whether `needle` occurs in `hay` with no letter or digit right before or after it.
+fn whole_word(hay: &str, needle: &str) -> bool {
+    let mut from = 0;
+    while let Some(pos) = hay[from..].find(needle) {
+        let start = from + pos;
+        let end = start + needle.len();
+        let before = hay[..start].chars().next_back();
+        let after = hay[end..].chars().next();
+        let boundary = |c: Option<char>| !c.is_some_and(char::is_alphanumeric);
+        if boundary(before) && boundary(after) {
+            return true;
+        }
+        from = start + needle.chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tid(s: &str) -> TechniqueId {
+        TechniqueId::parse(s).unwrap()
+    }
+
+    fn index() -> SoftwareIndex {
+        let mut i = SoftwareIndex::default();
+        i.add("S0029", "PsExec", ["PsExec"].into_iter(), [tid("T1021.002"), tid("T1569.002")].into());
+        i.add("S0361", "Expand", ["Expand"].into_iter(), [tid("T1140")].into());
+        i.add("S0110", "at", ["at"].into_iter(), [tid("T1053.002")].into());
+        i.add("S1040", "Rclone", ["Rclone"].into_iter(), [tid("T1567.002")].into());
+        i.add("S0154", "Cobalt Strike", ["Cobalt Strike"].into_iter(), [tid("T1071.001")].into());
+        i
+    }
+
+    fn ids(i: &SoftwareIndex, text: &str) -> Vec<String> {
+        i.mentions(text).into_iter().map(|s| s.id.clone()).collect()
+    }
+
+    #[test]
+    fn names_match_as_whole_words_in_any_case_unless_common_or_short() {
+        let i = index();
+        assert_eq!(ids(&i, "They used psexec.exe and rclone to copy."), ["S0029", "S1040"]);
+        assert_eq!(ids(&i, "A Cobalt Strike beacon; Expand unpacked it."), ["S0154", "S0361"]);
+        // Ordinary words and tiny names do not count in lower case or inside words.
+        assert!(ids(&i, "expand the scope at noon; PsExecutor; xrclone").is_empty());
+        assert!(ids(&i, "").is_empty());
+        let s = &i.mentions("PsExec")[0];
+        assert!(s.uses.contains(&tid("T1021.002")));
+    }
+
+    #[test]
+    fn whole_word_scans_every_occurrence_and_survives_unicode() {
+        assert!(whole_word("xabc abc", "abc"));
+        assert!(!whole_word("xabc abcd", "abc"));
+        assert!(whole_word("é abc é", "abc"));
+        assert!(!whole_word("ééabc", "abc"));
+    }
+}

@@ -1,0 +1,761 @@
+//! The default pipeline's trained model as it ships: the full-catalog label-attention
+//! classifier (`ttpmap train default`) stored as a small delta over the base encoder, with its
+//! calibration, software evidence weight and decision threshold, and its scorer.
+//!
+//! Layout of the shipped folder (`models/default/` in the repository, also compiled into the
+//! binary):
+//! ```text
+//! manifest.json               DeltaManifest: format + version, the base encoder it applies to
+//!                             (name and sha256 of its weights file), the classifier manifest
+//!                             (labels, encoder config, seeds), calibration, software boost,
+//!                             threshold, validation figures, the command that made it
+//! delta-seed-<n>.safetensors  the tensors that differ from the base (trained layers and the
+//!                             head), f16
+//! ```
+//! Loading ([`TrainedModel::from_files`]) checks the base's sha256, rebuilds the full weights
+//! (base tensors overlaid by the delta) and builds an ordinary [`Artifact`].
+//!
+//! Scores ([`TrainedScorer`]): per sentence and label, the ensemble probability `p` becomes
+//! the logit `z = ln(p / (1 - p))`, plus `software_boost` when a tool or malware named in the
+//! sentence uses the technique ([`ttpmap_core::software`]), then the calibrated probability
+//! `sigmoid(a * z + b)` (Platt scaling fitted on the validation reports). That calibrated
+//! probability is the one score `rank`, `extract`, the API and the UI show.
+//!
+//! [`package`] makes the folder from a full training output: delta, then the validation
+//! reports scored with the delta as it ships, the boost chosen on a grid, calibration fitted,
+//! threshold tuned for per-document F1 (all gold labels).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
+use ttpmap_core::pipeline::{ScoreOptions, SentenceScorer};
+use ttpmap_core::software::SoftwareIndex;
+use ttpmap_core::{Evidence, Prediction, TechniqueId};
+
+use crate::artifact::{write_folder_atomic, write_json, Artifact, Manifest, SeedEntry};
+use crate::classifier::{Classifier, ClassifierModel, ClassifierScorer};
+use crate::encoder::bert::{BertEncoder, Config as BertConfig, TrainableOptions};
+use crate::model_dir::ModelDir;
+use crate::train::classifier::Example;
+use crate::{Error, Result};
+
+/// Value of `format` in manifest.json.
+pub const FORMAT: &str = "ttpmap-trained-delta";
+/// Current `format_version`.
+pub const FORMAT_VERSION: u32 = 1;
+/// Name of the manifest file.
+pub const MANIFEST: &str = "manifest.json";
+/// The base encoder every shipped delta applies to.
+pub const BASE_NAME: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// The base encoder a delta applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseModel {
+    /// Hugging Face id, e.g. [`BASE_NAME`].
+    pub name: String,
+    /// Hex sha256 of its weights file (`model.safetensors`).
+    pub weights_sha256: String,
+}
+
+/// Platt scaling: `p = sigmoid(a * z + b)` for a logit `z`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    pub a: f32,
+    pub b: f32,
+}
+
+impl Calibration {
+    /// No change.
+    pub const IDENTITY: Calibration = Calibration { a: 1.0, b: 0.0 };
+
+    /// The calibrated probability of logit `z`.
+    pub fn apply(&self, z: f32) -> f32 {
+        sigmoid(self.a * z + self.b)
+    }
+
+    /// Fits `a`, `b` by Newton's method on the log-loss of `(logit, is_gold)` pairs (a tiny L2
+    /// term keeps it finite on separable data). The logits are first binned to 0.01 (clamped
+    /// to +-20), so millions of (sentence, label) pairs cost a few thousand terms per step.
+    /// Identity when there are no positives or no negatives.
+    pub fn fit(pairs: &[(f32, bool)]) -> Calibration {
+        let pos = pairs.iter().filter(|p| p.1).count();
+        if pos == 0 || pos == pairs.len() {
+            return Calibration::IDENTITY;
+        }
+        let mut bins: BTreeMap<i32, (f64, f64)> = BTreeMap::new();
+        for &(z, y) in pairs {
+            let k = (z.clamp(-20.0, 20.0) * 100.0).round() as i32;
+            let e = bins.entry(k).or_default();
+            if y {
+                e.0 += 1.0;
+            } else {
+                e.1 += 1.0;
+            }
+        }
+        let bins: Vec<(f64, f64, f64)> = bins
+            .into_iter()
+            .map(|(k, (p, n))| (k as f64 / 100.0, p, n))
+            .collect();
+        let (mut a, mut b) = (1.0f64, 0.0f64);
+        let l2 = 1e-6 * pairs.len() as f64;
+        let loss = |a: f64, b: f64| -> f64 {
+            let mut total = 0.5 * l2 * ((a - 1.0).powi(2) + b * b);
+            for &(z, npos, nneg) in &bins {
+                let s = a * z + b;
+                // -log sigmoid(s) and -log(1 - sigmoid(s)), computed stably.
+                let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
+                total += npos * softplus(-s) + nneg * softplus(s);
+            }
+            total
+        };
+        for _ in 0..100 {
+            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (l2 * (a - 1.0), l2 * b, l2, 0.0, l2);
+            for &(z, npos, nneg) in &bins {
+                let p = 1.0 / (1.0 + (-(a * z + b)).exp());
+                // d/ds of the log-loss summed over the bin: n * p - npos.
+                let d = (npos + nneg) * p - npos;
+                let w = (npos + nneg) * (p * (1.0 - p)).max(1e-12);
+                ga += d * z;
+                gb += d;
+                haa += w * z * z;
+                hab += w * z;
+                hbb += w;
+            }
+            let det = haa * hbb - hab * hab;
+            if det.abs() < 1e-12 {
+                break;
+            }
+            let da = (hbb * ga - hab * gb) / det;
+            let db = (haa * gb - hab * ga) / det;
+            // Damped Newton: halve the step until the loss does not grow (a full step can
+            // overshoot far from the optimum).
+            let before = loss(a, b);
+            let mut step = 1.0;
+            while step > 1e-9 && loss(a - step * da, b - step * db) > before {
+                step *= 0.5;
+            }
+            a -= step * da;
+            b -= step * db;
+            if (step * da).abs() < 1e-7 && (step * db).abs() < 1e-7 {
+                break;
+            }
+        }
+        Calibration {
+            a: a as f32,
+            b: b as f32,
+        }
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The logit of a probability, clamped away from 0 and 1.
+pub fn logit(p: f32) -> f32 {
+    let p = p.clamp(1e-7, 1.0 - 1e-7);
+    (p / (1.0 - p)).ln()
+}
+
+/// What [`package`] measured on the validation reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaValidation {
+    /// Held-out reports per dataset.
+    pub reports: BTreeMap<String, usize>,
+    pub sentences: usize,
+    /// Per-document F1 (all gold labels) at `threshold`, with the boost and calibration.
+    pub per_document_f1: f64,
+    /// Per-document F1 of the uncalibrated model without software evidence (its own best
+    /// threshold), for comparison.
+    pub per_document_f1_without_software: f64,
+    /// Per-document F1 for each software boost tried.
+    pub software_boost_grid: Vec<(f32, f64)>,
+    /// Mean log-loss over (sentence, label) pairs before and after calibration.
+    pub log_loss_uncalibrated: f64,
+    pub log_loss_calibrated: f64,
+}
+
+/// manifest.json of a shipped delta.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaManifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The encoder the delta applies to.
+    pub base: BaseModel,
+    /// The classifier (labels, encoder config, max_length, seeds: their delta files).
+    pub classifier: Manifest,
+    pub calibration: Calibration,
+    /// Added to a technique's logit when software named in the sentence uses it.
+    pub software_boost: f32,
+    /// Calibrated sentence threshold, tuned for per-document F1 on validation.
+    pub threshold: f32,
+    pub validation: DeltaValidation,
+    /// The command that made the model.
+    pub command: String,
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> Error {
+    Error::Artifact {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The base encoder's tensors under the classifier's names (`encoder.*`).
+fn base_tensors(base: &ModelDir, cfg: &BertConfig) -> Result<HashMap<String, Tensor>> {
+    let varmap = VarMap::new();
+    let opts = TrainableOptions {
+        prefix: "encoder".into(),
+        ..TrainableOptions::default()
+    };
+    let vb = base.var_builder(DType::F32, &Device::Cpu)?;
+    let (_, report) = BertEncoder::trainable(&varmap, cfg, &opts, Some(&vb))?;
+    if !report.initialised.is_empty() {
+        return Err(bad(
+            base.weights_path(),
+            format!("base weights lack {:?}", report.initialised),
+        ));
+    }
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::InvalidArgument("VarMap lock poisoned".into()))?;
+    Ok(data
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+        .collect())
+}
+
+/// A loaded shipped model.
+#[derive(Debug, Clone)]
+pub struct TrainedModel {
+    manifest: DeltaManifest,
+    artifact: Artifact,
+    source: PathBuf,
+}
+
+impl TrainedModel {
+    /// Loads the folder `dir` over `base`.
+    pub fn open(dir: &Path, base: &ModelDir, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(bad(dir, "not a folder"));
+        }
+        let read = |name: &str| -> Result<Vec<u8>> {
+            let p = dir.join(name);
+            if !p.is_file() {
+                return Err(bad(&p, "file is missing"));
+            }
+            std::fs::read(&p).map_err(|source| Error::Io { path: p, source })
+        };
+        Self::from_files(dir, &read, base, device)
+    }
+
+    /// Loads a shipped model whose files `read` returns by name (from a folder, or compiled
+    /// into the binary); `source` names it in errors.
+    pub fn from_files(
+        source: &Path,
+        read: &dyn Fn(&str) -> Result<Vec<u8>>,
+        base: &ModelDir,
+        device: &Device,
+    ) -> Result<Self> {
+        let mpath = source.join(MANIFEST);
+        let raw: serde_json::Value =
+            serde_json::from_slice(&read(MANIFEST)?).map_err(|source| Error::Json {
+                path: mpath.clone(),
+                source,
+            })?;
+        match raw.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT) => {}
+            other => {
+                return Err(bad(
+                    &mpath,
+                    format!("format is {other:?}, expected {FORMAT:?}"),
+                ))
+            }
+        }
+        match raw.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            other => {
+                return Err(bad(
+                    &mpath,
+                    format!("format_version {other:?} is not supported (this build reads {FORMAT_VERSION})"),
+                ))
+            }
+        }
+        let manifest: DeltaManifest = serde_json::from_value(raw).map_err(|source| Error::Json {
+            path: mpath.clone(),
+            source,
+        })?;
+        let clf = &manifest.classifier;
+        if clf.labels.is_empty() || clf.seeds.is_empty() {
+            return Err(bad(&mpath, "no labels or no seeds"));
+        }
+        let got = sha256_file(base.weights_path())?;
+        if got != manifest.base.weights_sha256 {
+            return Err(bad(
+                base.weights_path(),
+                format!(
+                    "sha256 {got} is not that of the base model this model was trained on ({} \
+                     with sha256 {}); point --model / TTPMAP_MODEL at that model",
+                    manifest.base.name, manifest.base.weights_sha256
+                ),
+            ));
+        }
+        let base_map = base_tensors(base, &clf.encoder)?;
+        let tokenizer = base.tokenizer(clf.max_length.min(clf.encoder.max_position_embeddings))?;
+        let head = clf.head_config();
+        let mut models = Vec::with_capacity(clf.seeds.len());
+        for seed in &clf.seeds {
+            let path = source.join(&seed.weights);
+            let bytes = read(&seed.weights)?;
+            let delta = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+                .map_err(|e| bad(&path, format!("not a readable safetensors file: {e}")))?;
+            let mut map = base_map.clone();
+            for (name, t) in delta {
+                if let Some(b) = map.get(&name) {
+                    if b.dims() != t.dims() {
+                        return Err(bad(
+                            &path,
+                            format!("{name} has shape {:?}, the base {:?}", t.dims(), b.dims()),
+                        ));
+                    }
+                }
+                map.insert(name, t.to_dtype(DType::F32)?);
+            }
+            let map: HashMap<String, Tensor> = map
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.to_device(device)?)))
+                .collect::<Result<_>>()?;
+            let vb = VarBuilder::from_tensors(map, DType::F32, device);
+            let net = Classifier::load(vb, &clf.encoder, &head)
+                .map_err(|e| bad(&path, format!("weights do not match the manifest: {e}")))?;
+            models.push(ClassifierModel::from_network(net, tokenizer.clone(), device)?);
+        }
+        let artifact = Artifact::from_parts(source.to_path_buf(), clf.clone(), models);
+        Ok(Self {
+            manifest,
+            artifact,
+            source: source.to_path_buf(),
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &DeltaManifest {
+        &self.manifest
+    }
+
+    /// The classifier ensemble.
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    /// Where it was loaded from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Calibrated probabilities `[sentence][label]` (label order of the manifest), with the
+    /// software in each sentence as evidence.
+    pub fn predict(&self, sentences: &[&str], software: &SoftwareIndex) -> Result<Vec<Vec<f32>>> {
+        let probs = self.artifact.predict_proba(sentences)?;
+        let index = label_index(self.artifact.labels());
+        Ok(probs
+            .into_iter()
+            .zip(sentences)
+            .map(|(row, text)| {
+                let boosted = boosted_labels(software, text, &index);
+                adjust(&row, &boosted, self.manifest.software_boost, self.manifest.calibration)
+            })
+            .collect())
+    }
+}
+
+fn label_index(labels: &[TechniqueId]) -> HashMap<TechniqueId, usize> {
+    labels.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect()
+}
+
+/// Labels used by software named in `text`.
+fn boosted_labels(
+    software: &SoftwareIndex,
+    text: &str,
+    index: &HashMap<TechniqueId, usize>,
+) -> BTreeSet<usize> {
+    software
+        .mentions(text)
+        .iter()
+        .flat_map(|s| s.uses.iter())
+        .filter_map(|t| index.get(t).copied())
+        .collect()
+}
+
+fn adjust(row: &[f32], boosted: &BTreeSet<usize>, boost: f32, cal: Calibration) -> Vec<f32> {
+    row.iter()
+        .enumerate()
+        .map(|(j, &p)| {
+            let z = logit(p) + if boosted.contains(&j) { boost } else { 0.0 };
+            cal.apply(z)
+        })
+        .collect()
+}
+
+/// [`SentenceScorer`] of the default pipeline (see the module docs).
+pub struct TrainedScorer {
+    model: TrainedModel,
+    software: SoftwareIndex,
+    /// Label mapping, `top_k`, label space and evidence switch.
+    clf: ClassifierScorer,
+}
+
+impl TrainedScorer {
+    /// A scorer over `model`, with `software` as evidence.
+    pub fn new(model: TrainedModel, software: SoftwareIndex) -> Self {
+        let clf = ClassifierScorer::new(model.artifact.clone());
+        Self {
+            model,
+            software,
+            clf,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &TrainedModel {
+        &self.model
+    }
+
+    /// The model's two operating points (0.5 and the tuned threshold).
+    pub fn operating_points(&self) -> ttpmap_core::protocol::OperatingPoints {
+        ttpmap_core::protocol::OperatingPoints {
+            default: 0.5,
+            tuned: self.model.manifest.threshold,
+        }
+    }
+
+    /// Every label's calibrated probability for each sentence, mapped into the label space,
+    /// best first (no top-k cut): what evaluation scores.
+    pub fn label_scores(&self, sentences: &[&str]) -> Result<Vec<Vec<(TechniqueId, f32)>>> {
+        Ok(self
+            .model
+            .predict(sentences, &self.software)?
+            .iter()
+            .map(|row| self.clf.label_scores(row))
+            .collect())
+    }
+}
+
+impl SentenceScorer for TrainedScorer {
+    fn name(&self) -> &str {
+        "trained"
+    }
+
+    fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
+        let rows = self.label_scores(sentences).map_err(|e| {
+            ttpmap_core::Error::model(self.model.source(), "scoring sentences", e)
+        })?;
+        Ok(rows
+            .into_iter()
+            .zip(sentences)
+            .map(|(row, text)| {
+                let mentioned = if self.clf.with_evidence {
+                    self.software.mentions(text)
+                } else {
+                    Vec::new()
+                };
+                row.into_iter()
+                    .take(self.clf.top_k)
+                    .map(|(technique, p)| {
+                        let mut reasons = Vec::new();
+                        if self.clf.with_evidence {
+                            reasons.push(format!("calibrated probability {p:.3}"));
+                            for s in &mentioned {
+                                if let Some(t) = s.uses.iter().find(|u| {
+                                    **u == technique || u.parent() == technique
+                                }) {
+                                    reasons.push(format!("{}: {} uses {t}", s.name, s.id));
+                                }
+                            }
+                        }
+                        Prediction {
+                            technique,
+                            score: p.clamp(0.0, 1.0),
+                            raw_score: p,
+                            evidence: Evidence {
+                                method: "trained".into(),
+                                reasons,
+                            },
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The threshold tuned for per-document F1 on the validation reports.
+    fn default_threshold(&self) -> f32 {
+        self.model.manifest.threshold
+    }
+
+    fn configure(&mut self, options: &ScoreOptions) {
+        self.clf.configure(options);
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+/// Inputs of [`package`].
+pub struct PackageJob<'a> {
+    /// The full training output (`ttpmap train default --out`).
+    pub full: &'a Path,
+    /// The base encoder it was trained from.
+    pub base: &'a ModelDir,
+    /// The validation sentences (the held-out reports, as [`crate::train::data::catalog_data`]
+    /// made them).
+    pub validation: &'a [Example],
+    /// Held-out reports per dataset (recorded).
+    pub validation_reports: BTreeMap<String, usize>,
+    /// Software evidence.
+    pub software: &'a SoftwareIndex,
+    /// Output folder.
+    pub out: &'a Path,
+    /// The command that made the model (recorded).
+    pub command: String,
+}
+
+/// Software boosts tried by [`package`].
+pub const BOOST_GRID: &[f32] = &[0.0, 0.5, 1.0, 1.5, 2.0, 3.0];
+
+/// Writes the shipped folder of `job` (see the module docs) and returns its manifest.
+pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<DeltaManifest> {
+    let full = Artifact::open(job.full, &Device::Cpu)?;
+    let cfg = full.manifest().encoder.clone();
+    let base_map = base_tensors(job.base, &cfg)?;
+    let mut deltas = Vec::new();
+    for seed in &full.manifest().seeds {
+        let path = job.full.join(&seed.weights);
+        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
+        let mut delta: HashMap<String, Tensor> = HashMap::new();
+        for (name, t) in tensors {
+            let same = match base_map.get(&name) {
+                Some(b) if b.dims() == t.dims() => {
+                    b.sub(&t)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0
+                }
+                _ => false,
+            };
+            if !same {
+                delta.insert(name, t.to_dtype(DType::F16)?);
+            }
+        }
+        deltas.push((seed.clone(), delta));
+    }
+    progress(&format!(
+        "delta: {} of {} tensors differ from the base",
+        deltas.first().map_or(0, |d| d.1.len()),
+        base_map.len()
+    ));
+    let base = BaseModel {
+        name: BASE_NAME.into(),
+        weights_sha256: sha256_file(job.base.weights_path())?,
+    };
+    let mut classifier = full.manifest().clone();
+    classifier.seeds = deltas
+        .iter()
+        .map(|(s, _)| SeedEntry {
+            seed: s.seed,
+            weights: format!("delta-seed-{}.safetensors", s.seed),
+            selected: s.selected.clone(),
+        })
+        .collect();
+    let mut manifest = DeltaManifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        base,
+        classifier,
+        calibration: Calibration::IDENTITY,
+        software_boost: 0.0,
+        threshold: 0.5,
+        validation: DeltaValidation {
+            reports: job.validation_reports.clone(),
+            sentences: job.validation.len(),
+            per_document_f1: 0.0,
+            per_document_f1_without_software: 0.0,
+            software_boost_grid: Vec::new(),
+            log_loss_uncalibrated: 0.0,
+            log_loss_calibrated: 0.0,
+        },
+        command: job.command.clone(),
+    };
+    crate::artifact::check_replaceable_by(
+        job.out,
+        |p| p.join(MANIFEST).is_file(),
+        "shipped default model",
+    )?;
+    write_folder_atomic(job.out, |tmp| {
+        for (seed, delta) in &deltas {
+            let p = tmp.join(format!("delta-seed-{}.safetensors", seed.seed));
+            candle_core::safetensors::save(delta, &p)?;
+        }
+        write_json(&tmp.join(MANIFEST), &manifest)?;
+        // Score validation with the weights as they ship (f16 delta over the base).
+        let model = TrainedModel::open(tmp, job.base, &Device::Cpu)?;
+        progress(&format!(
+            "scoring {} validation sentences",
+            job.validation.len()
+        ));
+        let texts: Vec<&str> = job.validation.iter().map(|e| e.text.as_str()).collect();
+        let probs = model.artifact.predict_proba(&texts)?;
+        let labels = model.artifact.labels().to_vec();
+        let index = label_index(&labels);
+        let boosted: Vec<BTreeSet<usize>> = texts
+            .iter()
+            .map(|t| boosted_labels(job.software, t, &index))
+            .collect();
+        let objective = Objective::DocumentF1 {
+            variant: DocF1Variant::AllGold,
+            vocab: None,
+        };
+        let grid_thresholds = eval::default_grid();
+        let floor = grid_thresholds.iter().copied().fold(f32::MAX, f32::min);
+        let samples = |boost: f32, cal: Calibration| -> Vec<ScoredSentence> {
+            probs
+                .iter()
+                .zip(&boosted)
+                .zip(job.validation)
+                .map(|((row, b), e)| ScoredSentence {
+                    doc: e.doc.clone(),
+                    gold: e.labels.iter().cloned().collect(),
+                    // Scores under the lowest grid threshold can never be predicted.
+                    scores: labels
+                        .iter()
+                        .cloned()
+                        .zip(adjust(row, b, boost, cal))
+                        .filter(|(_, p)| *p >= floor)
+                        .collect(),
+                })
+                .collect()
+        };
+        let mut grid = Vec::new();
+        for &boost in BOOST_GRID {
+            let t = eval::tune_threshold(
+                &samples(boost, Calibration::IDENTITY),
+                &objective,
+                &grid_thresholds,
+            )?;
+            progress(&format!(
+                "software boost {boost}: validation per-document F1 {:.2}",
+                100.0 * t.objective_value
+            ));
+            grid.push((boost, t.objective_value));
+        }
+        let best = grid
+            .iter()
+            .copied()
+            .fold((0.0f32, f64::MIN), |acc, g| if g.1 > acc.1 + 1e-9 { g } else { acc });
+        let gold: Vec<BTreeSet<usize>> = job
+            .validation
+            .iter()
+            .map(|e| e.labels.iter().filter_map(|l| index.get(l).copied()).collect())
+            .collect();
+        let mut pairs = Vec::with_capacity(probs.len() * labels.len());
+        for ((row, b), g) in probs.iter().zip(&boosted).zip(&gold) {
+            for (j, &p) in row.iter().enumerate() {
+                let z = logit(p) + if b.contains(&j) { best.0 } else { 0.0 };
+                pairs.push((z, g.contains(&j)));
+            }
+        }
+        let cal = Calibration::fit(&pairs);
+        let log_loss = |c: Calibration| -> f64 {
+            pairs
+                .iter()
+                .map(|&(z, y)| {
+                    let p = (c.apply(z) as f64).clamp(1e-7, 1.0 - 1e-7);
+                    -(if y { p.ln() } else { (1.0 - p).ln() })
+                })
+                .sum::<f64>()
+                / pairs.len().max(1) as f64
+        };
+        let tuned = eval::tune_threshold(&samples(best.0, cal), &objective, &grid_thresholds)?;
+        manifest.calibration = cal;
+        manifest.software_boost = best.0;
+        manifest.threshold = tuned.threshold;
+        manifest.validation.per_document_f1 = tuned.objective_value;
+        manifest.validation.per_document_f1_without_software = grid[0].1;
+        manifest.validation.software_boost_grid = grid.clone();
+        manifest.validation.log_loss_uncalibrated = log_loss(Calibration::IDENTITY);
+        manifest.validation.log_loss_calibrated = log_loss(cal);
+        write_json(&tmp.join(MANIFEST), &manifest)
+    })?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platt_fit_recovers_a_known_scaling() {
+        // Labels drawn deterministically so that P(y | z) = sigmoid(0.5 z - 1).
+        let mut pairs = Vec::new();
+        for i in 0..2000 {
+            let z = -6.0 + 12.0 * (i as f32) / 2000.0;
+            let p = sigmoid(0.5 * z - 1.0);
+            for k in 0..20 {
+                pairs.push((z, (k as f32 + 0.5) / 20.0 < p));
+            }
+        }
+        let c = Calibration::fit(&pairs);
+        assert!((c.a - 0.5).abs() < 0.05 && (c.b + 1.0).abs() < 0.05, "{c:?}");
+        assert_eq!(Calibration::fit(&[(1.0, true)]), Calibration::IDENTITY);
+    }
+
+    #[test]
+    fn software_evidence_raises_only_the_techniques_the_software_uses() {
+        let mut sw = SoftwareIndex::default();
+        let t = |s: &str| TechniqueId::parse(s).unwrap();
+        sw.add("S0029", "PsExec", ["PsExec"].into_iter(), [t("T1021.002")].into());
+        let labels = vec![t("T1021.002"), t("T1059.001")];
+        let index = label_index(&labels);
+        let b = boosted_labels(&sw, "They ran PsExec.", &index);
+        assert_eq!(b, [0].into());
+        let out = adjust(&[0.2, 0.2], &b, 1.0, Calibration::IDENTITY);
+        assert!(out[0] > 0.2 && (out[1] - 0.2).abs() < 1e-6);
+        assert!((logit(0.5)).abs() < 1e-6 && logit(0.0).is_finite() && logit(1.0).is_finite());
+    }
+}

@@ -1,0 +1,155 @@
+//! `ttpmap train default`: trains the default pipeline's full-catalog model on every labelled
+//! source in the data folder (TRAM2 and AnnoCTR training reports, ATT&CK procedure examples
+//! and descriptions, the emulation plans' training queries, optional analyst reviews) and
+//! writes it (see `ttpmap_ml::train::job::train_catalog_classifier`).
+//!
+//! Parses flags, resolves the config (`configs/default.toml` lists every value), loads the
+//! sources and calls the library through the shared training driver (`cmd::train`).
+
+use std::path::{Path, PathBuf};
+
+use ttpmap_core::dataset::{self, Dataset};
+use ttpmap_ml::train::job::{train_catalog_classifier, CatalogJob, CatalogTrainConfig, Target};
+
+use crate::assets::Assets;
+use crate::cmd::train::{config_toml, drive, open_model, read_config};
+
+#[derive(Debug, clap::Args)]
+pub struct DefaultArgs {
+    /// Training config (TOML, or JSON when the name ends in .json); configs/default.toml lists
+    /// every value. The resolved config is saved with the model.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Analyst reviews to train on as well (`ttpmap data export-reviews --format jsonl`);
+    /// repeatable.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub reviews: Vec<PathBuf>,
+    /// Epochs (overrides the config file).
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Base encoder folder (default: all-MiniLM-L6-v2 as the dense methods resolve it).
+    #[arg(long, env = "TTPMAP_MODEL", value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Output model folder (the full weights; `ttpmap model package` makes the shipped delta).
+    #[arg(long, value_name = "DIR", default_value = "models/default-full")]
+    pub out: PathBuf,
+    /// Continue from the checkpoints of an interrupted run with the same output folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// The shipped model folder made from the full weights: the delta over the base encoder,
+    /// calibration and threshold (see `ttpmap_ml::trained`). Commit it to ship it.
+    #[arg(long, value_name = "DIR", default_value = "models/default")]
+    pub ship: PathBuf,
+    /// Skip training: package the existing full weights in --out into --ship again.
+    #[arg(long)]
+    pub package_only: bool,
+}
+
+fn report_dataset(assets: &Assets, name: &str) -> anyhow::Result<(Dataset, PathBuf)> {
+    let p = assets.data_dir().join(name).join("train.json");
+    let ds = if name == "tram2" {
+        dataset::load_tram2(&p)?
+    } else {
+        dataset::load_annoctr(&p)?
+    };
+    Ok((ds, p))
+}
+
+pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
+    let mut cfg: CatalogTrainConfig = read_config(args.config.as_deref())?;
+    cfg.classifier.epochs = args.epochs.unwrap_or(cfg.classifier.epochs);
+    let catalog = assets.catalog()?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut reports = Vec::new();
+    for name in ["tram2", "annoctr"] {
+        let (mut ds, p) = report_dataset(assets, name)?;
+        crate::assets::remap_labels(&mut ds, &catalog);
+        reports.push(ds);
+        files.push(p);
+    }
+    let mut extra = Vec::new();
+    for p in &args.reviews {
+        let mut ds = dataset::load_sentences_jsonl(p)?;
+        ds.name = format!("reviews:{}", p.display());
+        crate::assets::remap_labels(&mut ds, &catalog);
+        extra.push(ds);
+        files.push(p.clone());
+    }
+    let steps = if cfg.data.emulation {
+        files.push(assets.data_dir().join("emulation"));
+        crate::rerank::emulation_steps(assets, &catalog)?
+    } else {
+        Vec::new()
+    };
+    let md = open_model(assets, args.model.clone())?;
+    let resolved = config_toml(&cfg, "ttpmap train default")?;
+    let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let sources = ttpmap_ml::train::data::CatalogSources {
+        reports: &reports,
+        extra: &extra,
+        emulation: &steps,
+    };
+    let data = if args.package_only {
+        ttpmap_ml::train::data::catalog_data(&catalog, &sources, &cfg.data)?
+    } else {
+        let (report, data) = drive(assets.quiet(), |interrupt, p| {
+            let job = CatalogJob {
+                catalog: &catalog,
+                sources,
+                data_files: &file_refs,
+                data: &cfg.data,
+                model: &md,
+                config: &cfg.classifier,
+                target: Target::new(&args.out, args.resume, interrupt),
+                extra_files: &[("training.toml", resolved.as_bytes())],
+            };
+            train_catalog_classifier(&job, &mut |e| {
+                crate::cmd::train_classifier::render_classifier(p, e, &cfg.classifier)
+            })
+        })?;
+        eprintln!(
+            "full-catalog model ({} labels) written to {} (validation per-document F1 {:.2} at \
+             its tuned threshold {:.2})",
+            data.data.labels.len(),
+            report.out.display(),
+            100.0 * report.results.validation.metrics.per_document_f1_in_vocabulary_tuned,
+            report.results.validation.metrics.tuned_threshold
+        );
+        data
+    };
+    eprintln!(
+        "training sentences by source: {:?}; validation sentences {:?} from {:?} held-out reports",
+        data.train_sources, data.validation_sources, data.validation_reports
+    );
+    let software = ttpmap_core::software::SoftwareIndex::from_catalog(&catalog);
+    let command = std::env::args()
+        .enumerate()
+        .map(|(i, a)| if i == 0 { "ttpmap".to_string() } else { a })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let job = ttpmap_ml::trained::PackageJob {
+        full: &args.out,
+        base: &md,
+        validation: &data.data.validation,
+        validation_reports: data.validation_reports.clone(),
+        software: &software,
+        out: &args.ship,
+        command,
+    };
+    let quiet = assets.quiet();
+    let m = ttpmap_ml::trained::package(&job, &mut |msg| {
+        if !quiet {
+            eprintln!("{msg}");
+        }
+    })?;
+    println!(
+        "default model written to {}: {} labels, validation per-document F1 {:.2} at threshold \
+         {:.2} (calibrated), software boost {}",
+        args.ship.display(),
+        m.classifier.labels.len(),
+        100.0 * m.validation.per_document_f1,
+        m.threshold,
+        m.software_boost
+    );
+    Ok(())
+}

@@ -2,13 +2,11 @@
 //! review writes, restart it on the same database, and check that every write the server
 //! acknowledged (201) is there and that SQLite's integrity check passes.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::support::{agent, get, post_json, Server};
 use serde_json::Value;
-use support::{agent, get, post_json, Server};
 
 const SECRET: &str = "crash-test-secret";
 

@@ -2,8 +2,6 @@
 //! 127.0.0.1:0`, the bound address read from its stderr), with the shared ATT&CK bundle, a
 //! private cache folder, offline.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -7,14 +7,12 @@
 //! them (ingestion on a large stack, cancellation, slot accounting) is tested here too.
 //! Row 3 sends a 32 MiB body and measures the server's peak resident size (Linux only).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::support::{agent, get, post_json, raw, Server};
 use serde_json::Value;
-use support::{agent, get, post_json, raw, Server};
 
 const SECRET: &str = "attack-test-secret";
 
@@ -206,8 +204,8 @@ fn row3_one_large_request_stays_in_the_memory_budget() {
         b"The actors ran encoded PowerShell commands on the host.",
     );
     assert_eq!(s, 200, "{body}");
-    let (_, before) = support::memory_kib(pid);
-    support::reset_peak(pid);
+    let (_, before) = crate::support::memory_kib(pid);
+    crate::support::reset_peak(pid);
     let unit = b"Ab cd. ";
     let body_bytes: Vec<u8> = unit
         .iter()
@@ -228,7 +226,7 @@ fn row3_one_large_request_stays_in_the_memory_budget() {
         &body_bytes,
     );
     assert_eq!(s, 200, "{}", &text[..text.len().min(500)]);
-    let (peak, after) = support::memory_kib(pid);
+    let (peak, after) = crate::support::memory_kib(pid);
     let v = json(&text);
     assert_eq!(v["document"]["truncated"], true);
     assert_eq!(v["document"]["sentences"].as_array().unwrap().len(), 10_000);

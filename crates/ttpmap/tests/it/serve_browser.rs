@@ -6,16 +6,14 @@
 //! Skipped (with a message) only when chromedriver is missing and `$CI` is unset; under CI
 //! it must run (`.ci/run` installs the packages).
 
-mod support;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::Server;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::Value;
-use support::Server;
 
 const SECRET: &str = "browser-test-secret";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

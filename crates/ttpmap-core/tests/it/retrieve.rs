@@ -5,7 +5,8 @@
 //! serde_json, just enough to measure retrieval.
 //!
 //! Measurement (prints a table; run with
-//! `TTPMAP_SHARED=/work/shared cargo test -p ttpmap-core --test retrieve -- --ignored --nocapture`).
+//! `TTPMAP_SHARED=/work/shared cargo test -p ttpmap-core --test it retrieve:: -- --ignored
+//! --nocapture`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

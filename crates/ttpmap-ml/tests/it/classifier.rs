@@ -409,8 +409,8 @@ fn committed_results_of_format_1_keep_parsing() {
     assert!(err.contains("format_version 2"), "{err}");
 }
 
-/// Regenerates the fixture: `TTPMAP_WRITE_FIXTURE=1 cargo test -p ttpmap-ml --test classifier
-/// write_fixture -- --ignored`. Only when the format changes (bump the version and keep the old
+/// Regenerates the fixture: `TTPMAP_WRITE_FIXTURE=1 cargo test -p ttpmap-ml --test it
+/// classifier::write_fixture -- --ignored`. Only when the format changes (bump the version and keep the old
 /// fixture as well).
 #[test]
 #[ignore]

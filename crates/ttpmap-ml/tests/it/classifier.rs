@@ -409,6 +409,46 @@ fn committed_results_of_format_1_keep_parsing() {
     assert!(err.contains("format_version 2"), "{err}");
 }
 
+/// `seed_infos` reads results.json typed: a free-form file gives no per-seed figures (and no
+/// error), a typed one gives each recorded seed its training time and own threshold.
+#[test]
+fn seed_infos_come_from_the_typed_results() {
+    use ttpmap_ml::ClassifierScorer;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    copy_dir(&fixture_dir(), &dir);
+    let scorer = ClassifierScorer::new(Artifact::open(&dir, &Device::Cpu).unwrap());
+    let infos = scorer.seed_infos().unwrap();
+    assert_eq!(infos.iter().map(|i| i.seed).collect::<Vec<_>>(), [42, 123]);
+    assert!(infos
+        .iter()
+        .all(|i| i.own_threshold.is_none() && i.train_seconds.is_none()));
+    let mut r: TrainingResults =
+        serde_json::from_str(&std::fs::read_to_string(old_results_path()).unwrap()).unwrap();
+    r.seeds.truncate(1);
+    r.seeds[0].seed = 123;
+    r.seeds[0].seconds = 7.5;
+    r.seeds[0].validation.tuned_threshold = 0.37;
+    std::fs::write(
+        dir.join(artifact::RESULTS),
+        serde_json::to_string(&r).unwrap(),
+    )
+    .unwrap();
+    let infos = scorer.seed_infos().unwrap();
+    assert_eq!(
+        (infos[0].own_threshold, infos[0].train_seconds),
+        (None, None)
+    );
+    assert_eq!(
+        (
+            infos[1].seed,
+            infos[1].own_threshold,
+            infos[1].train_seconds
+        ),
+        (123, Some(0.37), Some(7.5))
+    );
+}
+
 /// Regenerates the fixture: `TTPMAP_WRITE_FIXTURE=1 cargo test -p ttpmap-ml --test it
 /// classifier::write_fixture -- --ignored`. Only when the format changes (bump the version and keep the old
 /// fixture as well).

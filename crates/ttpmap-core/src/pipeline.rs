@@ -12,6 +12,10 @@
 //! [`extract_cancellable`] is [`extract`] for a service: it scores in batches of
 //! [`CANCEL_CHECK_SENTENCES`] and asks its `cancelled` callback before each batch, so work
 //! nobody waits for any more stops within one batch (its result is `None`).
+//!
+//! A scorer that others look up by type ([`find_scorer`]) implements `as_any` with
+//! [`impl_scorer_any!`](crate::impl_scorer_any); one that keeps the caller's settings as they
+//! are stores them with [`ScoreOptions::store`].
 
 use std::collections::{BTreeMap, BTreeSet};
 

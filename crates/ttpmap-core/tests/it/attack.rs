@@ -9,18 +9,13 @@
 //!   intrusion-set / malware / tool / campaign, with a non-empty `description` -> 16,017
 //!   (malware 9,836, intrusion-set 4,362, campaign 1,019, tool 800).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use crate::shared_dir;
 use ttpmap_core::attack::{Catalog, EntityKind, Resolution};
 use ttpmap_core::TechniqueId;
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
 
 fn bundle_path() -> PathBuf {
     let p = shared_dir().join("data/attack/enterprise-attack-18.1.json");

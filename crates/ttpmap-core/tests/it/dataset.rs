@@ -2,29 +2,13 @@
 //! shared README states, leakage checks, emulation plans.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
+use crate::data;
 use ttpmap_core::dataset::{
     cross_duplicates, load_annoctr, load_annoctr_raw, load_emulation, load_tram2, split_by_report,
     split_queries, validation_split, Dataset,
 };
 use ttpmap_core::TechniqueId;
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
-fn data(rel: &str) -> PathBuf {
-    let p = shared_dir().join("data").join(rel);
-    assert!(
-        p.exists(),
-        "shared data missing: {} (set TTPMAP_SHARED to the shared folder)",
-        p.display()
-    );
-    p
-}
 
 fn union_techniques(a: &Dataset, b: &Dataset) -> usize {
     let mut s = a.technique_ids();

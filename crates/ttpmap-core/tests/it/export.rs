@@ -466,6 +466,7 @@ mod behaviour {
 
 mod validators {
     use super::*;
+    use crate::shared_dir;
 
     fn repo_root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -539,12 +540,6 @@ mod validators {
         );
         assert_eq!(stdout.matches("STIX ok").count(), 2, "{stdout}");
         assert_eq!(stdout.matches("Navigator ok").count(), 2, "{stdout}");
-    }
-
-    fn shared_dir() -> PathBuf {
-        std::env::var_os("TTPMAP_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
     }
 
     /// Every active technique of ATT&CK 18.1, read straight from the shared STIX bundle (the

@@ -6,15 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Instant;
 
+use crate::shared_dir;
 use regex::Regex;
 use ttpmap_core::ingest::{self, Format, IngestOptions};
 use ttpmap_core::{Document, Error};
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/reports")

@@ -8,3 +8,23 @@ mod dataset;
 mod export;
 mod ingest;
 mod retrieve;
+
+use std::path::{Path, PathBuf};
+
+/// The shared data folder: `$TTPMAP_SHARED`, else `../shared` beside the repository.
+fn shared_dir() -> PathBuf {
+    std::env::var_os("TTPMAP_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
+/// `rel` under the shared `data/` folder; fails naming it when it is missing.
+fn data(rel: &str) -> PathBuf {
+    let p = shared_dir().join("data").join(rel);
+    assert!(
+        p.exists(),
+        "shared data missing: {} (set TTPMAP_SHARED to the shared folder)",
+        p.display()
+    );
+    p
+}

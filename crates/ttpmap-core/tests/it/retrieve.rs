@@ -9,9 +9,9 @@
 //! --nocapture`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::data;
 use serde_json::Value;
 use ttpmap_core::attack::Technique;
 use ttpmap_core::dataset::{load_emulation, remap_steps, EmulationStep};
@@ -19,22 +19,6 @@ use ttpmap_core::retrieve::{
     technique_documents, Analyzer, Bm25Index, Bm25Params, DocOptions, ProcedureLayout,
 };
 use ttpmap_core::TechniqueId;
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
-
-fn data(rel: &str) -> PathBuf {
-    let p = shared_dir().join("data").join(rel);
-    assert!(
-        p.exists(),
-        "shared data missing: {} (set TTPMAP_SHARED to the shared folder)",
-        p.display()
-    );
-    p
-}
 
 /// `[text](url)` -> `text`; `(Citation: ...)` removed.
 fn clean(s: &str) -> String {

@@ -3,18 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::shared_dir;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use ttpmap_ml::encoder::bert::{
     init_tensors, l2_normalize, mean_pool, BertEncoder, Config, Mode, TrainableOptions,
 };
 use ttpmap_ml::{Embedder, EmbedderConfig, Error, ModelDir};
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
 
 fn minilm_dir() -> PathBuf {
     let dir = shared_dir().join("models/all-MiniLM-L6-v2");

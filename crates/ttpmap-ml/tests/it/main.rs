@@ -5,3 +5,12 @@
 mod classifier;
 mod encoder;
 mod reranker;
+
+use std::path::{Path, PathBuf};
+
+/// The shared data folder: `$TTPMAP_SHARED`, else `../shared` beside the repository.
+fn shared_dir() -> PathBuf {
+    std::env::var_os("TTPMAP_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}

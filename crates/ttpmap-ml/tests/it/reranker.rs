@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use crate::shared_dir;
 use candle_core::{DType, Device, Tensor};
 use ttpmap_core::rerank_data::CandidateTextConfig;
 use ttpmap_ml::crossencoder::{
@@ -269,12 +270,6 @@ fn plain_encoder_folder_gets_a_seeded_head() {
     for (x, y) in sa.iter().zip(&sc) {
         assert!((x - y).abs() < 1e-6, "{sa:?} vs {sc:?}");
     }
-}
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
 }
 
 #[test]

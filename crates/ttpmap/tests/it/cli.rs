@@ -1,14 +1,9 @@
 //! Runs the built `ttpmap` binary end to end: the main job, every output format, and bad input.
 //! Uses the ATT&CK bundle from ../shared (or $TTPMAP_SHARED); nothing is downloaded.
 
+use crate::support::shared_dir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -2,14 +2,9 @@
 //! full dense index build takes minutes and is measured separately, see README).
 //! Uses the ATT&CK bundle from ../shared (or $TTPMAP_SHARED); nothing is downloaded.
 
-use std::path::{Path, PathBuf};
+use crate::support::shared_dir;
+use std::path::Path;
 use std::process::Command;
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
 
 fn ttpmap(cache: &Path) -> Command {
     let bundle = shared_dir().join("data/attack/enterprise-attack-18.1.json");

@@ -1,15 +1,10 @@
 //! Runs the built `ttpmap` binary's reranker commands on the shared data: `data pairs` writes
 //! 20-candidate sets whose splits share no query text. Nothing is downloaded.
 
+use crate::support::shared_dir;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TTPMAP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
 
 fn ttpmap(cache: &Path) -> Command {
     let bundle = shared_dir().join("data/attack/enterprise-attack-18.1.json");

@@ -32,8 +32,8 @@ expect() { printf '%s\n' "${PHRASES[@]}" > "$OUT/$1.txt"; }
 compare() {
   have pdftotext || { echo "pdftotext (poppler-utils) is needed" >&2; exit 1; }
   mkdir -p "$TMP/ttpmap"
-  TTPMAP_PDF_TEXT_OUT="$TMP/ttpmap" cargo test -q -p ttpmap-core --test ingest \
-    pdf::dump_corpus_text -- --ignored >/dev/null
+  TTPMAP_PDF_TEXT_OUT="$TMP/ttpmap" cargo test -q -p ttpmap-core --test it \
+    ingest::pdf::dump_corpus_text -- --ignored >/dev/null
   python3 - "$OUT" "$TMP/ttpmap" <<'PY'
 import collections, pathlib, re, subprocess, sys
 src, got = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])

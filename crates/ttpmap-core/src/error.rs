@@ -56,6 +56,14 @@ pub enum Error {
     /// A technique id is well formed but not in the loaded catalog.
     #[error("unknown ATT&CK technique {id} (not in ATT&CK {version})")]
     UnknownTechnique { id: String, version: String },
+    /// A technique an analyst asked to add has no active form in the catalog (deprecated, or
+    /// revoked without an active replacement); see [`crate::review::technique_to_add`].
+    #[error("{}", why.message(id, version))]
+    NotAddable {
+        id: crate::TechniqueId,
+        version: String,
+        why: crate::review::NotAddable,
+    },
     /// An argument given by the caller is out of its domain (e.g. a threshold outside [0, 1]).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod protocol;
 pub mod rerank_data;
 pub mod retrieve;
+pub mod review;
 pub mod software;
 pub mod types;
 

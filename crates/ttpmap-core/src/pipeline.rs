@@ -12,6 +12,10 @@
 //! [`extract_cancellable`] is [`extract`] for a service: it scores in batches of
 //! [`CANCEL_CHECK_SENTENCES`] and asks its `cancelled` callback before each batch, so work
 //! nobody waits for any more stops within one batch (its result is `None`).
+//!
+//! A scorer that others look up by type ([`find_scorer`]) implements `as_any` with
+//! [`impl_scorer_any!`](crate::impl_scorer_any); one that keeps the caller's settings as they
+//! are stores them with [`ScoreOptions::store`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -80,6 +84,37 @@ pub struct ScoreOptions {
     /// When set, only these techniques may be proposed (a dataset's label space); scorers fall
     /// back from a sub-technique to its parent when only the parent is in it.
     pub label_space: Option<BTreeSet<TechniqueId>>,
+}
+
+impl ScoreOptions {
+    /// Stores the three settings in a scorer's fields of the same names: what a scorer that
+    /// takes them as they are does in [`SentenceScorer::configure`].
+    pub fn store(
+        &self,
+        top_k: &mut usize,
+        with_evidence: &mut bool,
+        label_space: &mut Option<BTreeSet<TechniqueId>>,
+    ) {
+        *top_k = self.top_k;
+        *with_evidence = self.with_evidence;
+        *label_space = self.label_space.clone();
+    }
+}
+
+/// Implements [`SentenceScorer::as_any`] and [`SentenceScorer::as_any_mut`] as `Some(self)`
+/// inside an `impl SentenceScorer for T` block, so that [`find_scorer`] finds a `T` (a
+/// `'static` type): `ttpmap_core::impl_scorer_any!();`.
+#[macro_export]
+macro_rules! impl_scorer_any {
+    () => {
+        fn as_any(&self) -> Option<&dyn std::any::Any> {
+            Some(self)
+        }
+
+        fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+            Some(self)
+        }
+    };
 }
 
 /// The scorer of type `T` in `scorer` or among its [`parts`](SentenceScorer::parts)
@@ -432,18 +467,14 @@ impl SentenceScorer for Bm25Scorer {
     }
 
     fn configure(&mut self, options: &ScoreOptions) {
-        self.top_k = options.top_k;
-        self.with_evidence = options.with_evidence;
-        self.label_space = options.label_space.clone();
+        options.store(
+            &mut self.top_k,
+            &mut self.with_evidence,
+            &mut self.label_space,
+        );
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
-        Some(self)
-    }
+    crate::impl_scorer_any!();
 }
 
 /// Reciprocal rank fusion of two scorers ([Cormack, Clarke and Büttcher 2009,

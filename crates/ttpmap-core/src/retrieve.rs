@@ -318,7 +318,7 @@ pub struct IndexDoc {
 /// How procedure examples become documents.
 ///
 /// Measured on the 348 emulation-plan steps (name + description as query, exact technique
-/// match, ATT&CK v18.1, 16,017 procedure examples; see `tests/retrieve.rs`):
+/// match, ATT&CK v18.1, 16,017 procedure examples; see `tests/it/retrieve.rs`):
 ///
 /// | documents                          | P@1   | Hit@3 | Hit@5 |
 /// |------------------------------------|-------|-------|-------|
@@ -376,7 +376,7 @@ impl Default for DocOptions {
 /// `include_procedures`, at most `max_procedures_per_technique`, laid out per
 /// `procedure_layout`). Names are used as given: prefixing a sub-technique's name with its
 /// parent's (`Command and Scripting Interpreter: PowerShell`, as ATT&CK displays it) is the
-/// caller's choice; the measurement in `tests/retrieve.rs` does so. Procedures are matched by
+/// caller's choice; the measurement in `tests/it/retrieve.rs` does so. Procedures are matched by
 /// id as given (the lead remaps them to active ids first); others are ignored.
 pub fn technique_documents(
     techniques: &[Technique],

@@ -521,16 +521,6 @@ impl Artifact {
         &self.models
     }
 
-    /// results.json, when present, as JSON (any content).
-    pub fn results(&self) -> Result<Option<serde_json::Value>> {
-        let p = self.dir.join(RESULTS);
-        if p.is_file() {
-            read_json(&p).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
     /// results.json, when present, as training wrote it; a file of another shape or a newer
     /// `format_version` is an error naming the file.
     pub fn training_results(&self) -> Result<Option<TrainingResults>> {

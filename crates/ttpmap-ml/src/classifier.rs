@@ -392,26 +392,34 @@ impl ClassifierScorer {
         }
     }
 
-    /// What the artifact records about each seed (kept weights, training time, own tuned
-    /// threshold from results.json when present).
+    /// What the artifact records about each seed: kept weights (manifest), training time and
+    /// own tuned threshold (results.json read typed, [`Artifact::training_results`]). Without a
+    /// results.json, or with one that is not [`crate::artifact::TrainingResults`] (written
+    /// before per-seed figures were kept, or by a newer ttpmap), the seeds have neither, and
+    /// a warning names the file's problem: the per-seed scores then use the ensemble's
+    /// threshold.
     pub fn seed_infos(&self) -> Result<Vec<ttpmap_core::protocol::SeedInfo>> {
-        let results = self.artifact.results()?.unwrap_or_default();
+        let results = self.artifact.training_results().unwrap_or_else(|e| {
+            tracing::warn!("{e}; each seed is scored at the ensemble's threshold");
+            None
+        });
+        let recorded = |seed: u64| {
+            results
+                .as_ref()
+                .and_then(|r| r.seeds.iter().find(|s| s.seed == seed))
+        };
         Ok(self
             .artifact
             .manifest()
             .seeds
             .iter()
             .map(|entry| {
-                let recorded = results["seeds"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|r| r["seed"].as_u64() == Some(entry.seed)));
+                let recorded = recorded(entry.seed);
                 ttpmap_core::protocol::SeedInfo {
                     seed: entry.seed,
                     selected: entry.selected.clone(),
-                    train_seconds: recorded.and_then(|r| r["seconds"].as_f64()),
-                    own_threshold: recorded
-                        .and_then(|r| r["validation"]["tuned_threshold"].as_f64())
-                        .map(|t| t as f32),
+                    train_seconds: recorded.map(|r| r.seconds),
+                    own_threshold: recorded.map(|r| r.validation.tuned_threshold),
                 }
             })
             .collect())
@@ -492,16 +500,12 @@ impl SentenceScorer for ClassifierScorer {
     }
 
     fn configure(&mut self, options: &ScoreOptions) {
-        self.top_k = options.top_k;
-        self.with_evidence = options.with_evidence;
-        self.label_space = options.label_space.clone();
+        options.store(
+            &mut self.top_k,
+            &mut self.with_evidence,
+            &mut self.label_space,
+        );
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
-        Some(self)
-    }
+    ttpmap_core::impl_scorer_any!();
 }

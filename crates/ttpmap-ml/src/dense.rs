@@ -540,18 +540,14 @@ impl SentenceScorer for DenseScorer {
         if self.vote == VoteRule::Max {
             self.k = self.k.max(3 * options.top_k);
         }
-        self.top_k = options.top_k;
-        self.with_evidence = options.with_evidence;
-        self.label_space = options.label_space.clone();
+        options.store(
+            &mut self.top_k,
+            &mut self.with_evidence,
+            &mut self.label_space,
+        );
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
-        Some(self)
-    }
+    ttpmap_core::impl_scorer_any!();
 }
 
 #[cfg(test)]

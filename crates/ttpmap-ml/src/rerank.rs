@@ -164,13 +164,7 @@ impl SentenceScorer for RerankScorer {
         self.candidates = self.candidates.max(options.top_k);
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
-        Some(self)
-    }
+    ttpmap_core::impl_scorer_any!();
 
     fn parts(&self) -> Vec<&dyn SentenceScorer> {
         vec![self.first.as_ref()]

@@ -475,8 +475,65 @@ fn strip_autolinks(s: &str) -> String {
 fn strip_emphasis(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     super::work::add(chars.len() as u64);
-    // (start, end, char, opens, closes)
-    let mut runs: Vec<(usize, usize, char, bool, bool)> = Vec::new();
+    let runs = emphasis_runs(&chars);
+    let mut strip = vec![false; chars.len()];
+    // Open openers (run indices), and per kind their positions in `stack`: the nearest opener
+    // of a kind is found in O(1); truncating pops each entry once.
+    let mut stack: Vec<usize> = Vec::new();
+    let mut by_kind: [Vec<usize>; 9] = Default::default();
+    for (r, run) in runs.iter().enumerate() {
+        super::work::add(1);
+        let k = run.kind();
+        if run.closes {
+            if let Some(&pos) = by_kind[k].last() {
+                let o = stack[pos];
+                stack.truncate(pos);
+                for v in by_kind.iter_mut() {
+                    while v.last().is_some_and(|&p| p >= pos) {
+                        v.pop();
+                        super::work::add(1);
+                    }
+                }
+                strip[runs[o].start..runs[o].end].fill(true);
+                strip[run.start..run.end].fill(true);
+                continue;
+            }
+        }
+        if run.opens {
+            by_kind[k].push(stack.len());
+            stack.push(r);
+        }
+    }
+    without(&chars, &strip)
+}
+
+/// A run of one emphasis character (`*`, `_`, `~`) in a line's chars.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EmphasisRun {
+    /// Char indices: `chars[start..end]` is the run.
+    start: usize,
+    end: usize,
+    c: char,
+    opens: bool,
+    closes: bool,
+}
+
+impl EmphasisRun {
+    /// Its kind, by char and length (`*`, `**`, `***`, `_`, `__`, `___`, `~~`): 0..9.
+    fn kind(&self) -> usize {
+        let base = match self.c {
+            '*' => 0,
+            '_' => 3,
+            _ => 6,
+        };
+        base + (self.end - self.start).clamp(1, 3) - 1
+    }
+}
+
+/// The runs of `chars` that may be emphasis, in order: `*`, `**`, `***`, the same of `_`, and
+/// `~~`, not escaped; whether each can open and close is decided as [`strip_emphasis`] says.
+fn emphasis_runs(chars: &[char]) -> Vec<EmphasisRun> {
+    let mut runs = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
@@ -490,56 +547,28 @@ fn strip_emphasis(s: &str) -> String {
             let word = |x: Option<char>| x.is_some_and(char::is_alphanumeric);
             let space = |x: Option<char>| x.is_none_or(char::is_whitespace);
             let dotted = next == Some('.') && word(chars.get(j + 1).copied());
-            let opens = !space(next) && !word(prev);
-            let closes = !space(prev) && !word(next) && !dotted;
             if j - i <= 3 && (c != '~' || j - i == 2) {
-                runs.push((i, j, c, opens, closes));
+                runs.push(EmphasisRun {
+                    start: i,
+                    end: j,
+                    c,
+                    opens: !space(next) && !word(prev),
+                    closes: !space(prev) && !word(next) && !dotted,
+                });
             }
             i = j;
         } else {
             i += 1;
         }
     }
-    // Kind of a run: its char and length (`*`, `**`, `***`, `_`, `__`, `___`, `~~`).
-    let kind = |r: &(usize, usize, char, bool, bool)| -> usize {
-        let base = match r.2 {
-            '*' => 0,
-            '_' => 3,
-            _ => 6,
-        };
-        base + (r.1 - r.0).clamp(1, 3) - 1
-    };
-    let mut strip = vec![false; chars.len()];
-    // Open openers (run indices), and per kind their positions in `stack`: the nearest opener
-    // of a kind is found in O(1); truncating pops each entry once.
-    let mut stack: Vec<usize> = Vec::new();
-    let mut by_kind: [Vec<usize>; 9] = Default::default();
-    for (r, run) in runs.iter().enumerate() {
-        super::work::add(1);
-        let k = kind(run);
-        if run.4 {
-            if let Some(&pos) = by_kind[k].last() {
-                let o = stack[pos];
-                stack.truncate(pos);
-                for v in by_kind.iter_mut() {
-                    while v.last().is_some_and(|&p| p >= pos) {
-                        v.pop();
-                        super::work::add(1);
-                    }
-                }
-                strip[runs[o].0..runs[o].1].fill(true);
-                strip[run.0..run.1].fill(true);
-                continue;
-            }
-        }
-        if run.3 {
-            by_kind[k].push(stack.len());
-            stack.push(r);
-        }
-    }
+    runs
+}
+
+/// `chars` without those marked in `strip`.
+fn without(chars: &[char], strip: &[bool]) -> String {
     chars
         .iter()
-        .zip(&strip)
+        .zip(strip)
         .filter(|(_, &s)| !s)
         .map(|(c, _)| *c)
         .collect()
@@ -610,59 +639,52 @@ mod tests {
         auto.replace_all(&s, "$1").into_owned()
     }
 
-    /// The previous strip_emphasis (quadratic: a closer searched the whole opener stack).
+    /// The previous strip_emphasis pairing (quadratic: a closer searched the whole opener
+    /// stack), over the same runs.
     fn emphasis_by_scan(s: &str) -> String {
         let chars: Vec<char> = s.chars().collect();
-        let mut runs: Vec<(usize, usize, char, bool, bool)> = Vec::new();
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            if matches!(c, '*' | '_' | '~') && (i == 0 || chars[i - 1] != '\\') {
-                let mut j = i;
-                while j < chars.len() && chars[j] == c {
-                    j += 1;
-                }
-                let prev = if i > 0 { Some(chars[i - 1]) } else { None };
-                let next = chars.get(j).copied();
-                let word = |x: Option<char>| x.is_some_and(char::is_alphanumeric);
-                let space = |x: Option<char>| x.is_none_or(char::is_whitespace);
-                let dotted = next == Some('.') && word(chars.get(j + 1).copied());
-                let opens = !space(next) && !word(prev);
-                let closes = !space(prev) && !word(next) && !dotted;
-                if j - i <= 3 && (c != '~' || j - i == 2) {
-                    runs.push((i, j, c, opens, closes));
-                }
-                i = j;
-            } else {
-                i += 1;
-            }
-        }
+        let runs = emphasis_runs(&chars);
         let mut strip = vec![false; chars.len()];
         let mut stack: Vec<usize> = Vec::new();
-        for (r, &(_, _, c, opens, closes)) in runs.iter().enumerate() {
-            let len = runs[r].1 - runs[r].0;
-            if closes {
+        for (r, run) in runs.iter().enumerate() {
+            let len = run.end - run.start;
+            if run.closes {
                 if let Some(pos) = stack
                     .iter()
-                    .rposition(|&o| runs[o].2 == c && runs[o].1 - runs[o].0 == len)
+                    .rposition(|&o| runs[o].c == run.c && runs[o].end - runs[o].start == len)
                 {
                     let o = stack[pos];
                     stack.truncate(pos);
-                    strip[runs[o].0..runs[o].1].fill(true);
-                    strip[runs[r].0..runs[r].1].fill(true);
+                    strip[runs[o].start..runs[o].end].fill(true);
+                    strip[run.start..run.end].fill(true);
                     continue;
                 }
             }
-            if opens {
+            if run.opens {
                 stack.push(r);
             }
         }
-        chars
+        without(&chars, &strip)
+    }
+
+    #[test]
+    fn emphasis_runs_open_close_and_skip() {
+        let chars: Vec<char> = "*a* __init__.py \\*x ~y~ ~~z~~ ****".chars().collect();
+        let runs: Vec<_> = emphasis_runs(&chars)
             .iter()
-            .zip(&strip)
-            .filter(|(_, &s)| !s)
-            .map(|(c, _)| *c)
-            .collect()
+            .map(|r| (r.start, r.end, r.c, r.opens, r.closes))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (0, 1, '*', true, false),
+                (2, 3, '*', false, true),
+                (4, 6, '_', true, false),
+                (10, 12, '_', false, false),
+                (24, 26, '~', true, false),
+                (27, 29, '~', false, true),
+            ]
+        );
     }
 
     /// The previous code-span loop.

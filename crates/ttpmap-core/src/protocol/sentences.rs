@@ -3,6 +3,10 @@
 //! Per-document F1 unions a document's sentence predictions and compares them with the union
 //! of its gold labels; "in-vocabulary" keeps only labels of the training split (the published
 //! protocol), "all gold" keeps every gold label. Bootstrap CIs resample documents.
+//!
+//! The metrics at a threshold ([`point_metrics_at`]) and the threshold tuning
+//! ([`tune_document_threshold`]) are defined here once: the evaluation commands and the
+//! trainers' validation figures (`ttpmap_ml::train::classifier::validation_metrics`) call them.
 
 use std::collections::BTreeSet;
 
@@ -61,6 +65,46 @@ impl Default for Bootstrap {
     }
 }
 
+/// The protocol's metrics at one threshold, without confidence intervals.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PointMetrics {
+    pub threshold: f32,
+    pub per_document_f1_in_vocabulary: DocF1Report,
+    pub per_document_f1_all_gold: DocF1Report,
+    /// Sentence-level P/R/F1 over the vocabulary's labels (per-label rows in their order).
+    pub sentence: PrfReport,
+}
+
+/// Per-document F1 (both variants) and sentence P/R/F1 of `scores` at `threshold`; `labels`
+/// is the vocabulary (the training split's label set, or a model's labels), without
+/// duplicates. The one definition of "the metrics at a threshold": [`metrics_at`] adds
+/// bootstrap CIs, a trainer's validation figures use it as it is.
+pub fn point_metrics_at(
+    scores: &[ScoredSentence],
+    threshold: f32,
+    labels: &[TechniqueId],
+) -> Result<PointMetrics> {
+    let vocab: BTreeSet<TechniqueId> = labels.iter().cloned().collect();
+    let predicted = eval::apply_threshold(scores, threshold);
+    let golds: Vec<BTreeSet<TechniqueId>> = scores.iter().map(|s| s.gold.clone()).collect();
+    let docs = eval::union_by_document(
+        scores
+            .iter()
+            .zip(&predicted)
+            .map(|(s, p)| (s.doc.as_str(), &s.gold, p)),
+    );
+    Ok(PointMetrics {
+        threshold,
+        per_document_f1_in_vocabulary: per_document_f1(
+            &docs,
+            DocF1Variant::InVocabulary,
+            Some(&vocab),
+        )?,
+        per_document_f1_all_gold: per_document_f1(&docs, DocF1Variant::AllGold, None)?,
+        sentence: eval::multilabel_prf(&golds, &predicted, Some(labels))?,
+    })
+}
+
 /// Every metric of the protocol at one threshold.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AtThreshold {
@@ -73,38 +117,42 @@ pub struct AtThreshold {
     pub sentence: PrfReport,
 }
 
-/// Per-document F1 (both variants, with bootstrap CIs) and sentence P/R/F1 of `scores` at
-/// `threshold`; `vocab` is the training split's label set.
+/// [`point_metrics_at`] with bootstrap CIs of both per-document F1 means; `vocab` is the
+/// training split's label set. Fails when no document is scored (a CI of nothing).
 pub fn metrics_at(
     scores: &[ScoredSentence],
     threshold: f32,
     vocab: &BTreeSet<TechniqueId>,
     bootstrap: &Bootstrap,
 ) -> Result<AtThreshold> {
-    let predicted = eval::apply_threshold(scores, threshold);
-    let golds: Vec<BTreeSet<TechniqueId>> = scores.iter().map(|s| s.gold.clone()).collect();
-    let docs = eval::union_by_document(
-        scores
-            .iter()
-            .zip(&predicted)
-            .map(|(s, p)| (s.doc.as_str(), &s.gold, p)),
-    );
-    let iv = per_document_f1(&docs, DocF1Variant::InVocabulary, Some(vocab))?;
-    let all = per_document_f1(&docs, DocF1Variant::AllGold, None)?;
+    let labels: Vec<TechniqueId> = vocab.iter().cloned().collect();
+    let m = point_metrics_at(scores, threshold, &labels)?;
     let ci = |r: &DocF1Report| {
         let f1s: Vec<f64> = r.per_document.iter().map(|d| d.f1).collect();
         bootstrap_mean_ci(&f1s, bootstrap.resamples, bootstrap.seed)
     };
-    let labels: Vec<TechniqueId> = vocab.iter().cloned().collect();
-    let prf = eval::multilabel_prf(&golds, &predicted, Some(&labels))?;
     Ok(AtThreshold {
         threshold,
-        per_document_f1_in_vocabulary_ci95: ci(&iv)?,
-        per_document_f1_all_gold_ci95: ci(&all)?,
-        per_document_f1_in_vocabulary: iv,
-        per_document_f1_all_gold: all,
-        sentence: prf,
+        per_document_f1_in_vocabulary_ci95: ci(&m.per_document_f1_in_vocabulary)?,
+        per_document_f1_all_gold_ci95: ci(&m.per_document_f1_all_gold)?,
+        per_document_f1_in_vocabulary: m.per_document_f1_in_vocabulary,
+        per_document_f1_all_gold: m.per_document_f1_all_gold,
+        sentence: m.sentence,
     })
+}
+
+/// The threshold of [`eval::default_grid`] maximising in-vocabulary per-document F1 of
+/// `scores` (ties: closest to 0.5, then the lower): how every threshold of the protocol is
+/// tuned, by [`choose_threshold`] and by a trainer on its validation split.
+pub fn tune_document_threshold(
+    scores: &[ScoredSentence],
+    vocab: &BTreeSet<TechniqueId>,
+) -> Result<TunedThreshold> {
+    let objective = Objective::DocumentF1 {
+        variant: DocF1Variant::InVocabulary,
+        vocab: Some(vocab.clone()),
+    };
+    eval::tune_threshold(scores, &objective, &eval::default_grid())
 }
 
 /// Where the reported threshold came from.
@@ -159,11 +207,7 @@ pub fn choose_threshold(
     if let Some(points) = model {
         return Ok((points.tuned, ThresholdSource::Artifact, None));
     }
-    let objective = Objective::DocumentF1 {
-        variant: DocF1Variant::InVocabulary,
-        vocab: Some(vocab.clone()),
-    };
-    let tuned = eval::tune_threshold(&tuning()?, &objective, &eval::default_grid())?;
+    let tuned = tune_document_threshold(&tuning()?, vocab)?;
     let source = if held_out {
         ThresholdSource::TunedOnHeldOut
     } else {
@@ -442,6 +486,33 @@ mod tests {
         // At 0.3 the T1003 sentence is found too: both documents perfect.
         let m = metrics_at(&scores, 0.3, &vocab, &Bootstrap::default()).unwrap();
         assert!((m.per_document_f1_in_vocabulary.mean_f1 - 1.0).abs() < 1e-9);
+    }
+
+    /// The CI-less figures are the ones `metrics_at` reports, and need no scored document.
+    #[test]
+    fn point_metrics_are_metrics_at_without_intervals() {
+        let scores = vec![
+            sentence("a", &["T1059"], &[("T1059", 0.9), ("T1003", 0.2)]),
+            sentence("b", &["T1566"], &[("T1566", 0.4)]),
+        ];
+        let vocab: BTreeSet<_> = ["T1059", "T1003", "T1566"].iter().map(|s| id(s)).collect();
+        let labels: Vec<_> = vocab.iter().cloned().collect();
+        let p = point_metrics_at(&scores, 0.5, &labels).unwrap();
+        let m = metrics_at(&scores, 0.5, &vocab, &Bootstrap::default()).unwrap();
+        assert_eq!(
+            p.per_document_f1_in_vocabulary,
+            m.per_document_f1_in_vocabulary
+        );
+        assert_eq!(p.per_document_f1_all_gold, m.per_document_f1_all_gold);
+        assert_eq!(p.sentence, m.sentence);
+        // No document has an in-vocabulary gold label: zeros, where metrics_at has no CI.
+        let unknown = vec![sentence("a", &["T1105"], &[("T1059", 0.9)])];
+        let p = point_metrics_at(&unknown, 0.5, &labels).unwrap();
+        assert_eq!(p.per_document_f1_in_vocabulary.documents_scored, 0);
+        assert_eq!(p.per_document_f1_in_vocabulary.mean_f1, 0.0);
+        assert!(metrics_at(&unknown, 0.5, &vocab, &Bootstrap::default()).is_err());
+        let t = tune_document_threshold(&scores, &vocab).unwrap();
+        assert!(t.threshold <= 0.4 && t.objective_value == 1.0, "{t:?}");
     }
 
     #[test]

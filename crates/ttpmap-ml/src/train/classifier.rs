@@ -20,7 +20,8 @@ use candle_core::{Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
+use ttpmap_core::eval::{self, ScoredSentence};
+use ttpmap_core::protocol::sentences;
 use ttpmap_core::TechniqueId;
 
 use crate::artifact::NamedTensors;
@@ -214,35 +215,26 @@ pub struct ValidationMetrics {
     pub macro_f1_at_0_5: f64,
 }
 
-/// [`ValidationMetrics`] of `probs` (`[sentence][label]`) on `data`.
+/// [`ValidationMetrics`] of `probs` (`[sentence][label]`) on `data`: the evaluation protocol's
+/// own threshold tuning and metrics ([`sentences::point_metrics_at`]), on the model's labels.
 pub fn validation_metrics(
     probs: &[Vec<f32>],
     data: &[Example],
     labels: &[TechniqueId],
 ) -> Result<ValidationMetrics> {
     let samples = scored(probs, data, labels);
-    let objective = Objective::DocumentF1 {
-        variant: DocF1Variant::InVocabulary,
-        vocab: Some(labels.iter().cloned().collect()),
-    };
-    let tuned = eval::tune_threshold(&samples, &objective, &eval::default_grid())?;
-    let at_half = eval::tune_threshold(&samples, &objective, &[0.5])?;
-    let gold: Vec<BTreeSet<TechniqueId>> = samples.iter().map(|s| s.gold.clone()).collect();
-    let prf = |t: f32| -> Result<(f64, f64)> {
-        let pred = eval::apply_threshold(&samples, t);
-        let r = eval::multilabel_prf(&gold, &pred, Some(labels))?;
-        Ok((r.micro.f1, r.macro_.f1))
-    };
-    let (micro_t, macro_t) = prf(tuned.threshold)?;
-    let (micro_h, macro_h) = prf(0.5)?;
+    let vocab: BTreeSet<TechniqueId> = labels.iter().cloned().collect();
+    let tuned = sentences::tune_document_threshold(&samples, &vocab)?;
+    let at_tuned = sentences::point_metrics_at(&samples, tuned.threshold, labels)?;
+    let at_half = sentences::point_metrics_at(&samples, 0.5, labels)?;
     Ok(ValidationMetrics {
         tuned_threshold: tuned.threshold,
-        per_document_f1_in_vocabulary_tuned: tuned.objective_value,
-        per_document_f1_in_vocabulary_at_0_5: at_half.objective_value,
-        micro_f1_tuned: micro_t,
-        macro_f1_tuned: macro_t,
-        micro_f1_at_0_5: micro_h,
-        macro_f1_at_0_5: macro_h,
+        per_document_f1_in_vocabulary_tuned: at_tuned.per_document_f1_in_vocabulary.mean_f1,
+        per_document_f1_in_vocabulary_at_0_5: at_half.per_document_f1_in_vocabulary.mean_f1,
+        micro_f1_tuned: at_tuned.sentence.micro.f1,
+        macro_f1_tuned: at_tuned.sentence.macro_.f1,
+        micro_f1_at_0_5: at_half.sentence.micro.f1,
+        macro_f1_at_0_5: at_half.sentence.macro_.f1,
     })
 }
 

@@ -68,10 +68,13 @@ pub fn run(
     let ra = &args.rerank;
     let ce = open_reranker(&args.method)?;
     // Scoring on queries the model trained on would look like a normal result: say so.
-    let trained_seed = ce
-        .metadata()
-        .and_then(|m| m.pointer("/split/seed"))
-        .and_then(serde_json::Value::as_u64);
+    let trained_seed = match ce.reranker_metadata() {
+        Ok(m) => m.map(|m| m.split.seed),
+        Err(e) => {
+            tracing::warn!("{e}; the training split's seed is not checked");
+            None
+        }
+    };
     if let Some(seed) = trained_seed.filter(|s| *s != ra.split_seed) {
         tracing::warn!(
             "the reranker was trained on the split with seed {seed}, evaluated with \

@@ -1,7 +1,9 @@
 //! The report store: SQLite (bundled), one file, created and migrated on first open.
 //!
 //! Owns the schema, its migrations (`PRAGMA user_version`) and every read and write of
-//! reports, sentences, predictions and review decisions.
+//! reports, sentences, predictions and review decisions. What decisions mean (which may be
+//! recorded, how they resolve into reviewed predictions and confirmed labels) is
+//! [`ttpmap_core::review`]; this module stores them and calls it.
 //!
 //! Invariants:
 //! - the database runs in WAL mode with `synchronous = FULL`: a write that returned `Ok` (and
@@ -27,8 +29,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde::{Deserialize, Serialize};
-use ttpmap_core::{Document, Evidence, Extraction, Prediction, Span, TechniqueId};
+use serde::Serialize;
+use ttpmap_core::review::{self, Decisions};
+use ttpmap_core::{Document, Extraction, Prediction, Span, TechniqueId};
+
+pub use ttpmap_core::review::{Decision, Review};
 
 /// Migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -115,49 +120,6 @@ pub enum StoreError {
     Evidence(#[from] serde_json::Error),
 }
 
-/// An analyst's decision on one technique of one sentence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// The predicted technique is right.
-    Accept,
-    /// The predicted (or earlier added) technique is wrong.
-    Reject,
-    /// A technique the method missed.
-    Add,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Accept => "accept",
-            Decision::Reject => "reject",
-            Decision::Add => "add",
-        }
-    }
-    fn parse(s: &str) -> Option<Decision> {
-        match s {
-            "accept" => Some(Decision::Accept),
-            "reject" => Some(Decision::Reject),
-            "add" => Some(Decision::Add),
-            _ => None,
-        }
-    }
-}
-
-/// One stored review decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Review {
-    pub id: i64,
-    pub sentence: i64,
-    pub technique: String,
-    pub decision: Decision,
-    /// Token name, or `anonymous` on an `--open-writes` server.
-    pub who: String,
-    /// UTC, RFC 3339.
-    pub at: String,
-}
-
 /// One stored sentence with its predictions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredSentence {
@@ -199,33 +161,19 @@ pub struct ReportSummary {
 }
 
 impl StoredReport {
-    /// The current decision per (sentence, technique): the latest one.
-    pub fn decisions(&self) -> BTreeMap<(i64, String), &Review> {
-        let mut out = BTreeMap::new();
-        for r in &self.reviews {
-            // Reviews are ordered by id, so later ones overwrite.
-            out.insert((r.sentence, r.technique.clone()), r);
-        }
-        out
+    /// The current decision per (sentence, technique): the latest one
+    /// ([`review::latest`]; reviews are ordered by id).
+    pub fn decisions(&self) -> Decisions<'_> {
+        review::latest(&self.reviews)
     }
 
-    /// The reviewed labels of each sentence: techniques whose latest decision is accept or
-    /// add (the analyst confirmed them). Unreviewed predictions are not labels.
+    /// The reviewed labels of each sentence ([`review::confirmed_labels`]).
     pub fn confirmed_labels(&self) -> BTreeMap<i64, Vec<TechniqueId>> {
-        let mut out: BTreeMap<i64, Vec<TechniqueId>> = BTreeMap::new();
-        for ((s, t), r) in self.decisions() {
-            if r.decision != Decision::Reject {
-                if let Ok(id) = TechniqueId::parse(&t) {
-                    out.entry(s).or_default().push(id);
-                }
-            }
-        }
-        out
+        review::confirmed_labels(&self.reviews)
     }
 
-    /// The reviewed result as an extraction: predictions not rejected (accepted or not yet
-    /// reviewed) plus added techniques (score 1, evidence `analyst`), aggregated to the
-    /// document as the pipeline does.
+    /// The reviewed result as an extraction: each sentence's [`review::reviewed_predictions`],
+    /// aggregated to the document as the pipeline does.
     pub fn reviewed_extraction(
         &self,
         lookup: ttpmap_core::pipeline::TechniqueLookup<'_>,
@@ -233,38 +181,10 @@ impl StoredReport {
         let decisions = self.decisions();
         let mut sentences = Vec::new();
         for s in &self.sentences {
-            let mut preds: Vec<Prediction> = s
-                .predictions
-                .iter()
-                .filter(|p| {
-                    decisions
-                        .get(&(s.index, p.technique.to_string()))
-                        .is_none_or(|r| r.decision != Decision::Reject)
-                })
-                .cloned()
-                .collect();
-            for ((si, t), r) in decisions.range((s.index, String::new())..) {
-                if *si != s.index {
-                    break;
-                }
-                if r.decision == Decision::Add && !preds.iter().any(|p| p.technique.as_str() == t) {
-                    if let Ok(id) = TechniqueId::parse(t) {
-                        preds.push(Prediction {
-                            technique: id,
-                            score: 1.0,
-                            raw_score: 1.0,
-                            evidence: Evidence {
-                                method: "analyst".into(),
-                                reasons: vec![format!("added by {} at {}", r.who, r.at)],
-                            },
-                        });
-                    }
-                }
-            }
+            let preds = review::reviewed_predictions(s.index, &s.predictions, &decisions);
             if preds.is_empty() {
                 continue;
             }
-            ttpmap_core::pipeline::sort_predictions(&mut preds);
             sentences.push(ttpmap_core::SentencePredictions {
                 sentence: s.index as usize,
                 span: s.span,
@@ -571,7 +491,7 @@ impl Db {
                 count,
             });
         }
-        if decision != Decision::Add {
+        if decision.needs_target() {
             let predicted: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM predictions WHERE report_id = ?1 AND sentence = ?2 AND technique = ?3",
                 params![report, sentence, technique.as_str()],
@@ -582,7 +502,7 @@ impl Db {
                 params![report, sentence, technique.as_str()],
                 |r| r.get(0),
             )?;
-            if predicted == 0 && added == 0 {
+            if !review::may_record(decision, predicted > 0, added > 0) {
                 return Err(StoreError::NothingToReview {
                     report,
                     sentence,

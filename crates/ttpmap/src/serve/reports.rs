@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use ttpmap_core::export::ExportFormat;
+use ttpmap_core::review::{self, Status};
 use ttpmap_core::{Evidence, TechniqueId};
 
 use super::body;
@@ -126,26 +127,19 @@ fn view(st: &SharedState, r: StoredReport) -> ReportView {
                         raw_score: p.raw_score,
                         evidence: p.evidence.clone(),
                         origin: "model",
-                        status: match d.map(|d| d.decision) {
-                            None => "predicted",
-                            Some(Decision::Reject) => "rejected",
-                            Some(Decision::Accept) | Some(Decision::Add) => "accepted",
-                        },
+                        status: Status::of_prediction(d.map(|d| d.decision)).as_str(),
                         reviewed_by: d.map(|d| d.who.clone()),
                         reviewed_at: d.map(|d| d.at.clone()),
                     }
                 })
                 .collect();
-            for ((si, t), d) in decisions.range((s.index, String::new())..) {
-                if *si != s.index {
-                    break;
-                }
-                if techniques.iter().any(|x| &x.technique == t) {
+            for (t, d) in review::on_sentence(&decisions, s.index) {
+                if techniques.iter().any(|x| x.technique == t) {
                     continue;
                 }
                 let (name, tactics) = meta(t);
                 techniques.push(TechniqueState {
-                    technique: t.clone(),
+                    technique: t.to_string(),
                     name,
                     tactics,
                     score: 1.0,
@@ -155,11 +149,7 @@ fn view(st: &SharedState, r: StoredReport) -> ReportView {
                         reasons: vec![],
                     },
                     origin: "analyst",
-                    status: if d.decision == Decision::Reject {
-                        "rejected"
-                    } else {
-                        "added"
-                    },
+                    status: Status::of_addition(d.decision).as_str(),
                     reviewed_by: Some(d.who.clone()),
                     reviewed_at: Some(d.at.clone()),
                 });
@@ -284,7 +274,9 @@ pub async fn add_review(
         return Err(ApiError::validation("sentence must be >= 0"));
     }
     let (technique, remapped_from) = if input.decision == Decision::Add {
-        current_technique(&st, technique)?
+        let added = review::technique_to_add(&st.catalog, &technique)
+            .map_err(|e| ApiError::validation(e.to_string()))?;
+        (added.technique, added.remapped_from)
     } else {
         (technique, None)
     };
@@ -298,33 +290,6 @@ pub async fn add_review(
         obj.insert("remapped_from".into(), serde_json::json!(from.to_string()));
     }
     Ok((StatusCode::CREATED, Json(value)).into_response())
-}
-
-/// The active technique an analyst's "add" stands for: a revoked id becomes its replacement
-/// (returned with the id it came from); a deprecated or dead-ended one is refused, naming why.
-fn current_technique(
-    st: &SharedState,
-    id: TechniqueId,
-) -> ApiResult<(TechniqueId, Option<TechniqueId>)> {
-    use ttpmap_core::attack::Resolution;
-    let version = st.catalog.version();
-    match st.catalog.resolve(&id) {
-        Resolution::Current(id) => Ok((id, None)),
-        Resolution::Remapped { from, to } => Ok((to, Some(from))),
-        Resolution::Deprecated(d) if d == id => Err(ApiError::validation(format!(
-            "{id} is deprecated in ATT&CK {version} and has no replacement; choose another technique"
-        ))),
-        Resolution::Deprecated(d) => Err(ApiError::validation(format!(
-            "{id} was revoked by {d}, which is deprecated in ATT&CK {version} with no \
-             replacement; choose another technique"
-        ))),
-        Resolution::RevokedWithoutReplacement(_) => Err(ApiError::validation(format!(
-            "{id} is revoked in ATT&CK {version} without a replacement; choose another technique"
-        ))),
-        Resolution::Unknown(_) => Err(ApiError::validation(format!(
-            "unknown ATT&CK technique {id} (not in ATT&CK {version})"
-        ))),
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,7 @@
 //!
 //! A report counts once it has at least one review decision. Every sentence of such a report
 //! becomes one training row; its labels are the techniques whose latest decision is `accept`
-//! or `add` (a later `reject` removes them). Predictions nobody reviewed are not labels, so a
+//! or `add` (a later `reject` removes them; `ttpmap_core::review::confirmed_labels`). Predictions nobody reviewed are not labels, so a
 //! sentence whose predictions were left unreviewed is a negative example: review a report
 //! completely before exporting it. Documents are named `report-<id>`.
 //!

@@ -1,0 +1,245 @@
+//! Runs the built `ttpmap` binary end to end: the main job, every output format, and bad input.
+//! Uses the ATT&CK bundle from ../shared (or $TTPMAP_SHARED); nothing is downloaded.
+
+use crate::support::shared_dir;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bundle() -> PathBuf {
+    let p = shared_dir().join("data/attack/enterprise-attack-18.1.json");
+    assert!(
+        p.is_file(),
+        "missing {}: set TTPMAP_SHARED to the shared folder",
+        p.display()
+    );
+    p
+}
+
+/// The binary with a private cache folder, offline, with the shared bundle.
+fn ttpmap(cache: &Path) -> Command {
+    let mut c = ttpmap_without_bundle(cache);
+    c.env("TTPMAP_ATTACK", bundle());
+    c
+}
+
+fn ttpmap_without_bundle(cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ttpmap"));
+    c.env_remove("TTPMAP_ATTACK")
+        .env("TTPMAP_CACHE", cache)
+        .env("TTPMAP_OFFLINE", "1")
+        .env("TTPMAP_DATA", shared_dir().join("data"));
+    c
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("binary runs");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn example_report() -> PathBuf {
+    repo_root().join("examples/reports/operation-glass-lantern.md")
+}
+
+mod extract {
+    use super::*;
+
+    #[test]
+    fn json_output_has_sentences_and_document_summary() {
+        let cache = tempfile::tempdir().unwrap();
+        let (code, out, err) = run(ttpmap(cache.path())
+            .args(["extract", "--format", "json"])
+            .arg(example_report()));
+        assert_eq!(code, 0, "stderr: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+        let doc = &v[0];
+        assert!(doc["sentence_count"].as_u64().unwrap() > 20);
+        let techniques = doc["techniques"].as_array().unwrap();
+        assert!(
+            !techniques.is_empty(),
+            "the example report describes techniques"
+        );
+        let ids: Vec<&str> = techniques
+            .iter()
+            .map(|t| t["technique"].as_str().unwrap())
+            .collect();
+        // The report describes LSASS dumping and a scheduled task in plain words; the BM25
+        // baseline at its default threshold must find both.
+        for want in ["T1003.001", "T1053.005"] {
+            assert!(ids.contains(&want), "{want} missing from {ids:?}");
+        }
+        for s in doc["sentences"].as_array().unwrap() {
+            assert!(!s["predictions"].as_array().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn every_format_renders() {
+        let cache = tempfile::tempdir().unwrap();
+        for format in [
+            "table",
+            "json",
+            "jsonl",
+            "csv",
+            "markdown",
+            "navigator",
+            "stix",
+        ] {
+            let (code, out, err) = run(ttpmap(cache.path())
+                .args(["extract", "--format", format])
+                .arg(example_report()));
+            assert_eq!(code, 0, "{format}: {err}");
+            assert!(!out.trim().is_empty(), "{format} printed nothing");
+            if matches!(format, "json" | "navigator" | "stix") {
+                serde_json::from_str::<serde_json::Value>(&out)
+                    .unwrap_or_else(|e| panic!("{format} is not JSON: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn output_file_is_written_only_on_success() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("layer.json");
+        let (code, _, err) = run(ttpmap(cache.path())
+            .args(["extract", "--format", "navigator", "-o"])
+            .arg(&out)
+            .arg(example_report()));
+        assert_eq!(code, 0, "{err}");
+        let layer: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(layer["versions"]["layer"], "4.5");
+
+        // A bad second input: nothing is written at all.
+        let bad = dir.path().join("empty.txt");
+        std::fs::write(&bad, "").unwrap();
+        let out2 = dir.path().join("never.json");
+        let (code, _, _) = run(ttpmap(cache.path())
+            .args(["extract", "--format", "json", "-o"])
+            .arg(&out2)
+            .arg(example_report())
+            .arg(&bad));
+        assert_eq!(code, 1);
+        assert!(!out2.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp files left"
+        );
+    }
+}
+
+mod bad_input {
+    use super::*;
+
+    /// Runs `extract` on `file` and returns stderr, asserting exit code 1 and no panic.
+    fn extract_fails(name: &str, content: &[u8], extra: &[&str]) -> String {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        let (code, out, err) = run(ttpmap(cache.path()).arg("extract").args(extra).arg(&p));
+        assert_eq!(code, 1, "{name}: expected failure, got stdout {out}");
+        assert!(!err.contains("panicked"), "{name} panicked: {err}");
+        assert!(
+            err.contains(name),
+            "{name}: the error must name the file: {err}"
+        );
+        assert!(out.is_empty(), "{name}: no partial output on stdout");
+        err.to_lowercase()
+    }
+
+    #[test]
+    fn empty_file() {
+        let err = extract_fails("empty.txt", b"", &[]);
+        assert!(err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn binary_file() {
+        let mut bytes = vec![0u8, 1, 2, 3, 0xff, 0xfe];
+        bytes.extend(std::iter::repeat_n(0u8, 4096));
+        let err = extract_fails("blob.txt", &bytes, &[]);
+        assert!(err.contains("binary"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8() {
+        let err = extract_fails(
+            "latin1.txt",
+            b"The actor used caf\xe9 malware to run PowerShell.",
+            &[],
+        );
+        assert!(err.contains("utf-8"), "{err}");
+    }
+
+    #[test]
+    fn too_large() {
+        let err = extract_fails(
+            "big.txt",
+            &b"The actor ran PowerShell. ".repeat(100),
+            &["--max-bytes", "1000"],
+        );
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn truncated_pdf() {
+        let err = extract_fails(
+            "report.pdf",
+            b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R",
+            &[],
+        );
+        assert!(err.contains("pdf"), "{err}");
+    }
+
+    #[test]
+    fn missing_file() {
+        let cache = tempfile::tempdir().unwrap();
+        let (code, _, err) = run(ttpmap(cache.path()).args(["extract", "/nonexistent/report.txt"]));
+        assert_eq!(code, 1);
+        assert!(err.contains("/nonexistent/report.txt"), "{err}");
+    }
+
+    #[test]
+    fn malformed_stix_bundle() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("attack.json");
+        std::fs::write(
+            &bad,
+            br#"{"type": "bundle", "objects": [ {"type": "attack-pattern""#,
+        )
+        .unwrap();
+        let (code, _, err) = run(ttpmap_without_bundle(cache.path())
+            .arg("--attack")
+            .arg(&bad)
+            .arg("extract")
+            .arg(example_report()));
+        assert_eq!(code, 1);
+        assert!(err.contains("attack.json"), "{err}");
+        assert!(err.contains("malformed JSON"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        // Each cause is printed once.
+        assert_eq!(err.matches("EOF while parsing").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn usage_error_exits_2() {
+        let cache = tempfile::tempdir().unwrap();
+        let (code, _, _) = run(ttpmap(cache.path()).args(["extract", "--format", "nope", "x.txt"]));
+        assert_eq!(code, 2);
+    }
+}

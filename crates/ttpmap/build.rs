@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let manifest_dir =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let dir = manifest_dir.join("../../models/default");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut entries = Vec::new();
@@ -23,12 +24,20 @@ fn main() {
         files.sort();
         for f in files {
             println!("cargo:rerun-if-changed={}", f.display());
-            let name = f.file_name().expect("a file").to_string_lossy().into_owned();
+            let name = f
+                .file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned();
             let abs = f.canonicalize().expect("listed file exists");
-            entries.push(format!("    ({name:?}, include_bytes!({:?})),", abs.display().to_string()));
+            entries.push(format!(
+                "    ({name:?}, include_bytes!({:?})),",
+                abs.display().to_string()
+            ));
         }
     }
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("default_model.rs");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("default_model.rs");
     let code = format!(
         "/// The files of `models/default/` at build time (name, bytes).\npub const FILES: &[(&str, &[u8])] = &[\n{}\n];\n",
         entries.join("\n")

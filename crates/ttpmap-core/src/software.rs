@@ -18,13 +18,63 @@ use crate::types::TechniqueId;
 
 /// Software names that are also ordinary words: matched only as ATT&CK writes them.
 pub const COMMON_WORDS: &[&str] = &[
-    "agenda", "anchor", "apostle", "aurora", "avenger", "cannon", "carbon", "chaos", "covenant",
-    "crimson", "denis", "disco", "embargo", "emissary", "empire", "expand", "explosive", "flame",
-    "flamer", "gazer", "james", "kevin", "lucifer", "mango", "matryoshka", "meteor", "milan",
-    "mosquito", "ninja", "octopus", "pandora", "prestige", "proton", "raindrop", "reaver",
-    "responder", "rover", "royal", "ruler", "samurai", "scorpion", "shark", "snake", "soldier",
-    "solar", "spark", "trinity", "wiper", "sliver", "mythic", "havoc", "comet", "donut", "epic",
-    "play", "page", "ping",
+    "agenda",
+    "anchor",
+    "apostle",
+    "aurora",
+    "avenger",
+    "cannon",
+    "carbon",
+    "chaos",
+    "covenant",
+    "crimson",
+    "denis",
+    "disco",
+    "embargo",
+    "emissary",
+    "empire",
+    "expand",
+    "explosive",
+    "flame",
+    "flamer",
+    "gazer",
+    "james",
+    "kevin",
+    "lucifer",
+    "mango",
+    "matryoshka",
+    "meteor",
+    "milan",
+    "mosquito",
+    "ninja",
+    "octopus",
+    "pandora",
+    "prestige",
+    "proton",
+    "raindrop",
+    "reaver",
+    "responder",
+    "rover",
+    "royal",
+    "ruler",
+    "samurai",
+    "scorpion",
+    "shark",
+    "snake",
+    "soldier",
+    "solar",
+    "spark",
+    "trinity",
+    "wiper",
+    "sliver",
+    "mythic",
+    "havoc",
+    "comet",
+    "donut",
+    "epic",
+    "play",
+    "page",
+    "ping",
 ];
 
 /// One tool or malware of the catalog with the techniques it uses.
@@ -59,7 +109,9 @@ impl SoftwareIndex {
         let mut uses: BTreeMap<&str, BTreeSet<TechniqueId>> = BTreeMap::new();
         for p in catalog.procedures() {
             if matches!(p.source_kind, EntityKind::Malware | EntityKind::Tool)
-                && catalog.technique(&p.technique).is_some_and(|t| t.is_active())
+                && catalog
+                    .technique(&p.technique)
+                    .is_some_and(|t| t.is_active())
             {
                 uses.entry(p.source_id.as_str())
                     .or_default()
@@ -171,11 +223,31 @@ mod tests {
 
     fn index() -> SoftwareIndex {
         let mut i = SoftwareIndex::default();
-        i.add("S0029", "PsExec", ["PsExec"].into_iter(), [tid("T1021.002"), tid("T1569.002")].into());
-        i.add("S0361", "Expand", ["Expand"].into_iter(), [tid("T1140")].into());
+        i.add(
+            "S0029",
+            "PsExec",
+            ["PsExec"].into_iter(),
+            [tid("T1021.002"), tid("T1569.002")].into(),
+        );
+        i.add(
+            "S0361",
+            "Expand",
+            ["Expand"].into_iter(),
+            [tid("T1140")].into(),
+        );
         i.add("S0110", "at", ["at"].into_iter(), [tid("T1053.002")].into());
-        i.add("S1040", "Rclone", ["Rclone"].into_iter(), [tid("T1567.002")].into());
-        i.add("S0154", "Cobalt Strike", ["Cobalt Strike"].into_iter(), [tid("T1071.001")].into());
+        i.add(
+            "S1040",
+            "Rclone",
+            ["Rclone"].into_iter(),
+            [tid("T1567.002")].into(),
+        );
+        i.add(
+            "S0154",
+            "Cobalt Strike",
+            ["Cobalt Strike"].into_iter(),
+            [tid("T1071.001")].into(),
+        );
         i
     }
 
@@ -186,8 +258,14 @@ mod tests {
     #[test]
     fn names_match_as_whole_words_in_any_case_unless_common_or_short() {
         let i = index();
-        assert_eq!(ids(&i, "They used psexec.exe and rclone to copy."), ["S0029", "S1040"]);
-        assert_eq!(ids(&i, "A Cobalt Strike beacon; Expand unpacked it."), ["S0154", "S0361"]);
+        assert_eq!(
+            ids(&i, "They used psexec.exe and rclone to copy."),
+            ["S0029", "S1040"]
+        );
+        assert_eq!(
+            ids(&i, "A Cobalt Strike beacon; Expand unpacked it."),
+            ["S0154", "S0361"]
+        );
         // Ordinary words and tiny names do not count in lower case or inside words.
         assert!(ids(&i, "expand the scope at noon; PsExecutor; xrclone").is_empty());
         assert!(ids(&i, "").is_empty());

@@ -308,17 +308,18 @@ impl TrainedModel {
         }
         match raw.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(FORMAT_VERSION) => {}
-            other => {
-                return Err(bad(
-                    &mpath,
-                    format!("format_version {other:?} is not supported (this build reads {FORMAT_VERSION})"),
-                ))
-            }
+            other => return Err(bad(
+                &mpath,
+                format!(
+                    "format_version {other:?} is not supported (this build reads {FORMAT_VERSION})"
+                ),
+            )),
         }
-        let manifest: DeltaManifest = serde_json::from_value(raw).map_err(|source| Error::Json {
-            path: mpath.clone(),
-            source,
-        })?;
+        let manifest: DeltaManifest =
+            serde_json::from_value(raw).map_err(|source| Error::Json {
+                path: mpath.clone(),
+                source,
+            })?;
         let clf = &manifest.classifier;
         if clf.labels.is_empty() || clf.seeds.is_empty() {
             return Err(bad(&mpath, "no labels or no seeds"));
@@ -362,7 +363,11 @@ impl TrainedModel {
             let vb = VarBuilder::from_tensors(map, DType::F32, device);
             let net = Classifier::load(vb, &clf.encoder, &head)
                 .map_err(|e| bad(&path, format!("weights do not match the manifest: {e}")))?;
-            models.push(ClassifierModel::from_network(net, tokenizer.clone(), device)?);
+            models.push(ClassifierModel::from_network(
+                net,
+                tokenizer.clone(),
+                device,
+            )?);
         }
         let artifact = Artifact::from_parts(source.to_path_buf(), clf.clone(), models);
         Ok(Self {
@@ -397,14 +402,23 @@ impl TrainedModel {
             .zip(sentences)
             .map(|(row, text)| {
                 let boosted = boosted_labels(software, text, &index);
-                adjust(&row, &boosted, self.manifest.software_boost, self.manifest.calibration)
+                adjust(
+                    &row,
+                    &boosted,
+                    self.manifest.software_boost,
+                    self.manifest.calibration,
+                )
             })
             .collect())
     }
 }
 
 fn label_index(labels: &[TechniqueId]) -> HashMap<TechniqueId, usize> {
-    labels.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect()
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i))
+        .collect()
 }
 
 /// Labels used by software named in `text`.
@@ -481,9 +495,9 @@ impl SentenceScorer for TrainedScorer {
     }
 
     fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
-        let rows = self.label_scores(sentences).map_err(|e| {
-            ttpmap_core::Error::model(self.model.source(), "scoring sentences", e)
-        })?;
+        let rows = self
+            .label_scores(sentences)
+            .map_err(|e| ttpmap_core::Error::model(self.model.source(), "scoring sentences", e))?;
         Ok(rows
             .into_iter()
             .zip(sentences)
@@ -500,9 +514,11 @@ impl SentenceScorer for TrainedScorer {
                         if self.clf.with_evidence {
                             reasons.push(format!("calibrated probability {p:.3}"));
                             for s in &mentioned {
-                                if let Some(t) = s.uses.iter().find(|u| {
-                                    **u == technique || u.parent() == technique
-                                }) {
+                                if let Some(t) = s
+                                    .uses
+                                    .iter()
+                                    .find(|u| **u == technique || u.parent() == technique)
+                                {
                                     reasons.push(format!("{}: {} uses {t}", s.name, s.id));
                                 }
                             }
@@ -684,14 +700,20 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
             ));
             grid.push((boost, t.objective_value));
         }
-        let best = grid
-            .iter()
-            .copied()
-            .fold((0.0f32, f64::MIN), |acc, g| if g.1 > acc.1 + 1e-9 { g } else { acc });
+        let best =
+            grid.iter().copied().fold(
+                (0.0f32, f64::MIN),
+                |acc, g| if g.1 > acc.1 + 1e-9 { g } else { acc },
+            );
         let gold: Vec<BTreeSet<usize>> = job
             .validation
             .iter()
-            .map(|e| e.labels.iter().filter_map(|l| index.get(l).copied()).collect())
+            .map(|e| {
+                e.labels
+                    .iter()
+                    .filter_map(|l| index.get(l).copied())
+                    .collect()
+            })
             .collect();
         let mut pairs = Vec::with_capacity(probs.len() * labels.len());
         for ((row, b), g) in probs.iter().zip(&boosted).zip(&gold) {
@@ -741,7 +763,10 @@ mod tests {
             }
         }
         let c = Calibration::fit(&pairs);
-        assert!((c.a - 0.5).abs() < 0.05 && (c.b + 1.0).abs() < 0.05, "{c:?}");
+        assert!(
+            (c.a - 0.5).abs() < 0.05 && (c.b + 1.0).abs() < 0.05,
+            "{c:?}"
+        );
         assert_eq!(Calibration::fit(&[(1.0, true)]), Calibration::IDENTITY);
     }
 
@@ -749,7 +774,12 @@ mod tests {
     fn software_evidence_raises_only_the_techniques_the_software_uses() {
         let mut sw = SoftwareIndex::default();
         let t = |s: &str| TechniqueId::parse(s).unwrap();
-        sw.add("S0029", "PsExec", ["PsExec"].into_iter(), [t("T1021.002")].into());
+        sw.add(
+            "S0029",
+            "PsExec",
+            ["PsExec"].into_iter(),
+            [t("T1021.002")].into(),
+        );
         let labels = vec![t("T1021.002"), t("T1059.001")];
         let index = label_index(&labels);
         let b = boosted_labels(&sw, "They ran PsExec.", &index);

@@ -117,9 +117,9 @@ impl Assets {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_file()
-                    && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                        n.starts_with("enterprise-attack") && n.ends_with(".json")
-                    })
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("enterprise-attack") && n.ends_with(".json"))
             })
             .collect();
         found.sort();

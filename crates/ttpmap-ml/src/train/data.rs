@@ -327,16 +327,27 @@ pub fn catalog_data(
         })
     };
     for ds in sources.reports {
-        let split = dataset::split_by_report(&ds.documents, cfg.validation_fraction, cfg.split_seed)?;
+        let split =
+            dataset::split_by_report(&ds.documents, cfg.validation_fraction, cfg.split_seed)?;
         for d in &split.train {
             for s in &d.sentences {
-                push(&mut train, format!("{}:{}", ds.name, d.id), &s.text, &s.labels);
+                push(
+                    &mut train,
+                    format!("{}:{}", ds.name, d.id),
+                    &s.text,
+                    &s.labels,
+                );
             }
             *train_sources.entry(ds.name.clone()).or_default() += d.sentences.len();
         }
         for d in &split.test {
             for s in &d.sentences {
-                push(&mut validation, format!("{}:{}", ds.name, d.id), &s.text, &s.labels);
+                push(
+                    &mut validation,
+                    format!("{}:{}", ds.name, d.id),
+                    &s.text,
+                    &s.labels,
+                );
             }
             *validation_sources.entry(ds.name.clone()).or_default() += d.sentences.len();
         }
@@ -344,14 +355,25 @@ pub fn catalog_data(
     }
     for ds in sources.extra {
         for s in ds.sentences() {
-            push(&mut train, format!("{}:{}", ds.name, s.doc), &s.text, &s.labels);
+            push(
+                &mut train,
+                format!("{}:{}", ds.name, s.doc),
+                &s.text,
+                &s.labels,
+            );
         }
         *train_sources.entry(ds.name.clone()).or_default() += ds.sentences().count();
     }
     if cfg.emulation && !sources.emulation.is_empty() {
-        let split = dataset::split_queries(sources.emulation, SPLIT_FRACTIONS, cfg.emulation_split_seed)?;
+        let split =
+            dataset::split_queries(sources.emulation, SPLIT_FRACTIONS, cfg.emulation_split_seed)?;
         for s in &split.train {
-            push(&mut train, format!("emulation:{}", s.actor), &s.query(), std::slice::from_ref(&s.technique));
+            push(
+                &mut train,
+                format!("emulation:{}", s.actor),
+                &s.query(),
+                std::slice::from_ref(&s.technique),
+            );
         }
         train_sources.insert("emulation".into(), split.train.len());
     }
@@ -359,7 +381,11 @@ pub fn catalog_data(
     let mut per: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
     let mut procs: BTreeMap<&str, Vec<TechniqueId>> = BTreeMap::new();
     let mut proc_order: Vec<&str> = Vec::new();
-    for p in catalog.procedures().iter().filter(|p| active.contains(&p.technique)) {
+    for p in catalog
+        .procedures()
+        .iter()
+        .filter(|p| active.contains(&p.technique))
+    {
         let n = per.entry(&p.technique).or_default();
         if *n >= cfg.procedures_per_technique || p.description.trim().is_empty() {
             continue;
@@ -387,7 +413,12 @@ pub fn catalog_data(
             if let Some(t) = catalog.technique(id) {
                 let text = first_sentences(&t.description, 3);
                 if !text.is_empty() {
-                    push(&mut train, "attack:descriptions".into(), &text, std::slice::from_ref(id));
+                    push(
+                        &mut train,
+                        "attack:descriptions".into(),
+                        &text,
+                        std::slice::from_ref(id),
+                    );
                     n += 1;
                 }
             }

@@ -23,8 +23,8 @@ use crate::crossencoder::{
 };
 use crate::model_dir::ModelDir;
 use crate::tokenize::TextTokenizer;
-use crate::train::classifier::{self, ClassifierTrainConfig, TrainEvent};
 use crate::train::classifier::TrainData;
+use crate::train::classifier::{self, ClassifierTrainConfig, TrainEvent};
 use crate::train::data::{
     catalog_data, classifier_data, reranker_data, CatalogData, CatalogDataConfig, CatalogSources,
     RerankerDataConfig,
@@ -147,6 +147,11 @@ impl Default for CatalogTrainConfig {
                 epochs: 4,
                 seeds: vec![42],
                 frozen_layers: 4,
+                // Weighted BCE: the best loss in the few-shot regime (AnnoCTR, README), which
+                // most of the catalog's ~600 labels are in.
+                loss: crate::train::loss::LossConfig::Bce {
+                    pos_weight: Some(5.0),
+                },
                 ..ClassifierTrainConfig::default()
             },
         }
@@ -279,7 +284,12 @@ pub fn file_sha256(path: &Path) -> Result<String> {
             source,
         })?;
         if path.is_dir() {
-            hasher.update(f.strip_prefix(path).unwrap_or(f).to_string_lossy().as_bytes());
+            hasher.update(
+                f.strip_prefix(path)
+                    .unwrap_or(f)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
         }
         hasher.update(&bytes);
     }

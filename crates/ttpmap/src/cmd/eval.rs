@@ -89,6 +89,11 @@ pub struct EvalArgs {
     /// results/rerank-<dataset>-<protocol>-<split>.json).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Emulation (methods other than rerank): score only this part of the 80/10/10 query split
+    /// (seed `--split-seed`); `all` scores every step. Use `test` for a method trained on the
+    /// training part (the default method is).
+    #[arg(long, value_enum, default_value_t = crate::rerank::QuerySplitName::All)]
+    pub emulation_split: crate::rerank::QuerySplitName,
     #[command(flatten)]
     pub rerank: crate::cmd::eval_rerank::RerankEvalArgs,
 }
@@ -183,12 +188,14 @@ fn eval_sentences(
         .as_any()
         .and_then(|a| a.downcast_ref::<ClassifierScorer>());
     // A trained model's threshold comes from its own validation data, never from this split.
-    let points = classifier.map(ClassifierScorer::operating_points).or_else(|| {
-        scorer
-            .as_any()
-            .and_then(|a| a.downcast_ref::<ttpmap_ml::trained::TrainedScorer>())
-            .map(ttpmap_ml::trained::TrainedScorer::operating_points)
-    });
+    let points = classifier
+        .map(ClassifierScorer::operating_points)
+        .or_else(|| {
+            scorer
+                .as_any()
+                .and_then(|a| a.downcast_ref::<ttpmap_ml::trained::TrainedScorer>())
+                .map(ttpmap_ml::trained::TrainedScorer::operating_points)
+        });
     let held_out = args.neighbours == Neighbours::Train;
     let (threshold, source, tuned) =
         protocol::choose_threshold(args.threshold, points, held_out, &vocab, || {

@@ -25,7 +25,30 @@ pub fn run(
             report.unknown
         );
     }
+    use crate::rerank::QuerySplitName;
+    let steps = if args.emulation_split == QuerySplitName::All {
+        steps
+    } else {
+        let split = dataset::split_queries(
+            &steps,
+            ttpmap_core::rerank_data::SPLIT_FRACTIONS,
+            args.rerank.split_seed,
+        )?;
+        match args.emulation_split {
+            QuerySplitName::Train => split.train,
+            QuerySplitName::Validation => split.dev,
+            _ => split.test,
+        }
+    };
     let mut scorer = crate::methods::build(assets, catalog, &args.method)?;
+    if scorer.name() == crate::methods::trained::SPEC.name
+        && args.emulation_split != QuerySplitName::Test
+    {
+        tracing::warn!(
+            "the default model was trained on the training part of the emulation query split \
+             (seed 42): only --emulation-split test is an honest score"
+        );
+    }
     scorer.configure(&ScoreOptions {
         top_k: args.top_k,
         with_evidence: false,

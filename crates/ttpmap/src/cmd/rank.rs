@@ -34,7 +34,7 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
         return rerank(assets, &args);
     }
     if !args.method.is(crate::methods::bm25::SPEC.name) {
-        anyhow::bail!("rank supports --method bm25 only (use extract for dense and hybrid)");
+        return scored(assets, &args);
     }
     let catalog = assets.catalog()?;
     let index = bm25_index(&catalog, &args.method)?;
@@ -97,6 +97,81 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
             render_table(&["term", "tf", "df", "idf", "contribution"], &rows)
         );
     }
+    Ok(())
+}
+
+/// Any other method (the default one included): its top `--top` techniques for the text as one
+/// sentence, with the confidence `extract` and the API show and the method's evidence.
+fn scored(assets: &Assets, args: &RankArgs) -> anyhow::Result<()> {
+    let catalog = assets.catalog()?;
+    let mut scorer = crate::methods::build(assets, &catalog, &args.method)?;
+    scorer.configure(&ttpmap_core::pipeline::ScoreOptions {
+        top_k: args.top,
+        with_evidence: true,
+        label_space: None,
+    });
+    let mut preds = scorer
+        .score(&[args.text.as_str()])?
+        .pop()
+        .unwrap_or_default();
+    ttpmap_core::pipeline::sort_predictions(&mut preds);
+    preds.truncate(args.top);
+    if args.json {
+        let rows: Vec<serde_json::Value> = preds
+            .iter()
+            .enumerate()
+            .map(|(rank, p)| {
+                let name = catalog
+                    .technique(&p.technique)
+                    .map(|t| t.name.as_str())
+                    .unwrap_or("");
+                serde_json::json!({"rank": rank + 1, "technique": p.technique, "name": name,
+                    "score": p.score, "method": scorer.name(), "evidence": p.evidence.reasons})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = preds
+        .iter()
+        .enumerate()
+        .map(|(rank, p)| {
+            let t = catalog.technique(&p.technique);
+            vec![
+                (rank + 1).to_string(),
+                p.technique.to_string(),
+                t.map(|t| t.name.clone()).unwrap_or_default(),
+                t.map(|t| t.tactics.join(", ")).unwrap_or_default(),
+                format!("{:.3}", p.score),
+                p.evidence
+                    .reasons
+                    .iter()
+                    .skip(1)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(
+            &[
+                "rank",
+                "technique",
+                "name",
+                "tactics",
+                "confidence",
+                "evidence"
+            ],
+            &rows
+        )
+    );
+    println!(
+        "method {}; extract keeps a technique at confidence {:.2} or more",
+        scorer.name(),
+        scorer.default_threshold()
+    );
     Ok(())
 }
 

@@ -89,25 +89,26 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
         extra: &extra,
         emulation: &steps,
     };
-    let data = if args.package_only {
-        ttpmap_ml::train::data::catalog_data(&catalog, &sources, &cfg.data)?
-    } else {
-        let (report, data) = drive(assets.quiet(), |interrupt, p| {
-            let job = CatalogJob {
-                catalog: &catalog,
-                sources,
-                data_files: &file_refs,
-                data: &cfg.data,
-                model: &md,
-                config: &cfg.classifier,
-                target: Target::new(&args.out, args.resume, interrupt),
-                extra_files: &[("training.toml", resolved.as_bytes())],
-            };
-            train_catalog_classifier(&job, &mut |e| {
-                crate::cmd::train_classifier::render_classifier(p, e, &cfg.classifier)
-            })
-        })?;
-        eprintln!(
+    let data =
+        if args.package_only {
+            ttpmap_ml::train::data::catalog_data(&catalog, &sources, &cfg.data)?
+        } else {
+            let (report, data) = drive(assets.quiet(), |interrupt, p| {
+                let job = CatalogJob {
+                    catalog: &catalog,
+                    sources,
+                    data_files: &file_refs,
+                    data: &cfg.data,
+                    model: &md,
+                    config: &cfg.classifier,
+                    target: Target::new(&args.out, args.resume, interrupt),
+                    extra_files: &[("training.toml", resolved.as_bytes())],
+                };
+                train_catalog_classifier(&job, &mut |e| {
+                    crate::cmd::train_classifier::render_classifier(p, e, &cfg.classifier)
+                })
+            })?;
+            eprintln!(
             "full-catalog model ({} labels) written to {} (validation per-document F1 {:.2} at \
              its tuned threshold {:.2})",
             data.data.labels.len(),
@@ -115,8 +116,8 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
             100.0 * report.results.validation.metrics.per_document_f1_in_vocabulary_tuned,
             report.results.validation.metrics.tuned_threshold
         );
-        data
-    };
+            data
+        };
     eprintln!(
         "training sentences by source: {:?}; validation sentences {:?} from {:?} held-out reports",
         data.train_sources, data.validation_sources, data.validation_reports

@@ -16,14 +16,21 @@ use crate::support::shared_dir;
 fn ttpmap(cache: &Path, data: Option<&Path>) -> Command {
     let shared = shared_dir();
     let bundle = shared.join("data/attack/enterprise-attack-18.1.json");
-    assert!(bundle.is_file(), "missing {}: set TTPMAP_SHARED", bundle.display());
+    assert!(
+        bundle.is_file(),
+        "missing {}: set TTPMAP_SHARED",
+        bundle.display()
+    );
     let mut c = Command::new(env!("CARGO_BIN_EXE_ttpmap"));
     c.env("TTPMAP_ATTACK", bundle)
         .env_remove("TTPMAP_MODEL")
         .env_remove("TTPMAP_TRAINED")
         .env("TTPMAP_CACHE", cache)
         .env("TTPMAP_OFFLINE", "1")
-        .env("TTPMAP_DATA", data.map_or(shared.join("data"), Path::to_path_buf));
+        .env(
+            "TTPMAP_DATA",
+            data.map_or(shared.join("data"), Path::to_path_buf),
+        );
     c
 }
 
@@ -100,8 +107,23 @@ fn tiny_config() -> BertConfig {
 }
 
 const WORDS: &[&str] = &[
-    "the", "actor", "used", "powershell", "to", "download", "a", "payload", "and", "created",
-    "scheduled", "task", "for", "persistence", ".", "psexec", "mimikatz",
+    "the",
+    "actor",
+    "used",
+    "powershell",
+    "to",
+    "download",
+    "a",
+    "payload",
+    "and",
+    "created",
+    "scheduled",
+    "task",
+    "for",
+    "persistence",
+    ".",
+    "psexec",
+    "mimikatz",
 ];
 
 /// Every value listed, as configs/default.toml asks, at a size that trains in seconds.
@@ -126,17 +148,37 @@ eval_batch_size = 128
 
 /// Sentences of our own, labelled, as (document, text, labels).
 const SENTENCES: &[(&str, &str, &[&str])] = &[
-    ("a", "The actor used PowerShell to download a payload.", &["T1059.001"]),
-    ("a", "A scheduled task kept the implant running.", &["T1053.005"]),
+    (
+        "a",
+        "The actor used PowerShell to download a payload.",
+        &["T1059.001"],
+    ),
+    (
+        "a",
+        "A scheduled task kept the implant running.",
+        &["T1053.005"],
+    ),
     ("a", "The company was founded in 2004.", &[]),
     ("b", "They moved laterally with PsExec.", &["T1569.002"]),
-    ("b", "Credentials were dumped with Mimikatz.", &["T1003.001"]),
+    (
+        "b",
+        "Credentials were dumped with Mimikatz.",
+        &["T1003.001"],
+    ),
     ("b", "Our team thanks the reviewers.", &[]),
-    ("c", "A spearphishing attachment delivered the macro.", &["T1566.001"]),
+    (
+        "c",
+        "A spearphishing attachment delivered the macro.",
+        &["T1566.001"],
+    ),
     ("c", "The macro started cmd.exe.", &["T1059.003"]),
     ("d", "Files were encrypted for impact.", &["T1486"]),
     ("d", "Shadow copies were deleted with vssadmin.", &["T1490"]),
-    ("e", "Data was sent to cloud storage with rclone.", &["T1567.002"]),
+    (
+        "e",
+        "Data was sent to cloud storage with rclone.",
+        &["T1567.002"],
+    ),
     ("e", "The report ends here.", &[]),
 ];
 
@@ -194,12 +236,18 @@ fn train_default_runs_end_to_end_with_a_tiny_model_and_its_output_is_checked() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ship.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["format"], "ttpmap-trained-delta");
-    assert!(manifest["command"].as_str().unwrap().contains("train default"));
+    assert!(manifest["command"]
+        .as_str()
+        .unwrap()
+        .contains("train default"));
     assert!(manifest["classifier"]["labels"].as_array().unwrap().len() > 500);
     // Only the trained layer and the head ship: the frozen embeddings and layer 0 do not.
     let delta = std::fs::read(ship.join("delta-seed-42.safetensors")).unwrap();
     let names = String::from_utf8_lossy(&delta[..2000.min(delta.len())]).into_owned();
-    assert!(!names.contains("word_embeddings") && !names.contains("layer.0."), "{names}");
+    assert!(
+        !names.contains("word_embeddings") && !names.contains("layer.0."),
+        "{names}"
+    );
     // The shipped folder is used by extract over its base model.
     let report = work.path().join("r.txt");
     std::fs::write(&report, SENTENCE).unwrap();
@@ -225,7 +273,10 @@ fn train_default_runs_end_to_end_with_a_tiny_model_and_its_output_is_checked() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sha256") && err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("sha256") && err.contains("model.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -235,7 +286,11 @@ fn a_broken_shipped_model_is_an_error_naming_the_file_not_a_fallback() {
     write_random_model(&base, &tiny_config(), 7, WORDS).unwrap();
     let ship = work.path().join("ship");
     std::fs::create_dir_all(&ship).unwrap();
-    std::fs::write(ship.join("manifest.json"), "{\"format\": \"something else\"}").unwrap();
+    std::fs::write(
+        ship.join("manifest.json"),
+        "{\"format\": \"something else\"}",
+    )
+    .unwrap();
     let report = work.path().join("r.txt");
     std::fs::write(&report, SENTENCE).unwrap();
     let out = ttpmap(work.path(), None)
@@ -248,5 +303,8 @@ fn a_broken_shipped_model_is_an_error_naming_the_file_not_a_fallback() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("manifest.json") && err.contains("format"), "{err}");
+    assert!(
+        err.contains("manifest.json") && err.contains("format"),
+        "{err}"
+    );
 }

@@ -308,12 +308,14 @@ impl TrainedModel {
         }
         match raw.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(FORMAT_VERSION) => {}
-            other => return Err(bad(
-                &mpath,
-                format!(
+            other => {
+                return Err(bad(
+                    &mpath,
+                    format!(
                     "format_version {other:?} is not supported (this build reads {FORMAT_VERSION})"
                 ),
-            )),
+                ))
+            }
         }
         let manifest: DeltaManifest =
             serde_json::from_value(raw).map_err(|source| Error::Json {
@@ -547,13 +549,7 @@ impl SentenceScorer for TrainedScorer {
         self.clf.configure(options);
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
-        Some(self)
-    }
+    ttpmap_core::impl_scorer_any!();
 }
 
 /// Inputs of [`package`].

@@ -6,7 +6,6 @@
 //!   `--threshold` fixes it.
 //! - Emulation plans: each step's description is a query; P@1, Hit@3, Hit@5, MRR overall and
 //!   per actor, exact id and parent-collapsed.
-
 //!
 //! The protocols themselves (threshold policy, metrics, per-seed scores, ranking) are in
 //! `ttpmap_core::protocol`; this command picks the data and the scorer, calls them and prints
@@ -188,14 +187,7 @@ fn eval_sentences(
         .as_any()
         .and_then(|a| a.downcast_ref::<ClassifierScorer>());
     // A trained model's threshold comes from its own validation data, never from this split.
-    let points = classifier
-        .map(ClassifierScorer::operating_points)
-        .or_else(|| {
-            scorer
-                .as_any()
-                .and_then(|a| a.downcast_ref::<ttpmap_ml::trained::TrainedScorer>())
-                .map(ttpmap_ml::trained::TrainedScorer::operating_points)
-        });
+    let points = crate::methods::operating_points(scorer.as_ref());
     let held_out = args.neighbours == Neighbours::Train;
     let (threshold, source, tuned) =
         protocol::choose_threshold(args.threshold, points, held_out, &vocab, || {
@@ -232,7 +224,7 @@ fn eval_sentences(
         setup: SentenceEvalSetup {
             dataset: crate::output::enum_name(args.dataset),
             split: "test".into(),
-            method: args.method.method.clone(),
+            method: scorer.name().to_string(),
             label_space: crate::output::enum_name(args.label_space),
             top_k: args.top_k,
             neighbours: crate::output::enum_name(args.neighbours),

@@ -39,41 +39,16 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
     let catalog = assets.catalog()?;
     let index = bm25_index(&catalog, &args.method)?;
     let hits = index.search(&args.text, args.top);
-    if args.json {
-        let rows: Vec<serde_json::Value> = hits
-            .iter()
-            .enumerate()
-            .map(|(rank, h)| {
-                let name = catalog.technique(&h.technique).map(|t| t.name.as_str()).unwrap_or("");
-                serde_json::json!({"rank": rank + 1, "technique": h.technique, "name": name, "score": h.score})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    if hits.is_empty() {
+    if hits.is_empty() && !args.json {
         println!("No technique matches: no query term occurs in the ATT&CK catalog.");
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = hits
+    let rows: Vec<Row> = hits
         .iter()
-        .enumerate()
-        .map(|(rank, h)| {
-            let t = catalog.technique(&h.technique);
-            vec![
-                (rank + 1).to_string(),
-                h.technique.to_string(),
-                t.map(|t| t.name.clone()).unwrap_or_default(),
-                t.map(|t| t.tactics.join(", ")).unwrap_or_default(),
-                format!("{:.3}", h.score),
-            ]
-        })
+        .map(|h| (&h.technique, h.score, &[][..]))
         .collect();
-    print!(
-        "{}",
-        render_table(&["rank", "technique", "name", "tactics", "bm25"], &rows)
-    );
-    if args.explain {
+    print_rows(&catalog, &rows, args.json, "bm25", None)?;
+    if args.explain && !args.json {
         let top = &hits[0].technique;
         let ex = index
             .explain(&args.text, top)
@@ -100,6 +75,72 @@ pub fn run(assets: &Assets, args: RankArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One ranked technique: id, score, evidence lines.
+type Row<'a> = (&'a ttpmap_core::TechniqueId, f32, &'a [String]);
+
+/// Prints ranked techniques as JSON or a table; `method` (scorers other than BM25) adds the
+/// method's name, its evidence and the threshold `extract` keeps at.
+fn print_rows(
+    catalog: &ttpmap_core::attack::Catalog,
+    rows: &[Row],
+    json: bool,
+    score_header: &str,
+    method: Option<(&str, f32)>,
+) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(rank, (id, score, evidence))| {
+                let name = catalog.technique(id).map(|t| t.name.as_str()).unwrap_or("");
+                let mut v = serde_json::json!({"rank": rank + 1, "technique": id, "name": name, "score": score});
+                if let Some((m, _)) = method {
+                    v["method"] = m.into();
+                    v["evidence"] = serde_json::json!(evidence);
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .map(|(rank, (id, score, evidence))| {
+            let t = catalog.technique(id);
+            let mut row = vec![
+                (rank + 1).to_string(),
+                id.to_string(),
+                t.map(|t| t.name.clone()).unwrap_or_default(),
+                t.map(|t| t.tactics.join(", ")).unwrap_or_default(),
+                format!("{score:.3}"),
+            ];
+            if method.is_some() {
+                // The first reason is the score itself, already in its column.
+                row.push(
+                    evidence
+                        .iter()
+                        .skip(1)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
+            }
+            row
+        })
+        .collect();
+    let mut headers = vec!["rank", "technique", "name", "tactics", score_header];
+    if method.is_some() {
+        headers.push("evidence");
+    }
+    print!("{}", render_table(&headers, &table));
+    if let Some((m, threshold)) = method {
+        println!("method {m}; extract keeps a technique at confidence {threshold:.2} or more");
+    }
+    Ok(())
+}
+
 /// Any other method (the default one included): its top `--top` techniques for the text as one
 /// sentence, with the confidence `extract` and the API show and the method's evidence.
 fn scored(assets: &Assets, args: &RankArgs) -> anyhow::Result<()> {
@@ -116,63 +157,12 @@ fn scored(assets: &Assets, args: &RankArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     ttpmap_core::pipeline::sort_predictions(&mut preds);
     preds.truncate(args.top);
-    if args.json {
-        let rows: Vec<serde_json::Value> = preds
-            .iter()
-            .enumerate()
-            .map(|(rank, p)| {
-                let name = catalog
-                    .technique(&p.technique)
-                    .map(|t| t.name.as_str())
-                    .unwrap_or("");
-                serde_json::json!({"rank": rank + 1, "technique": p.technique, "name": name,
-                    "score": p.score, "method": scorer.name(), "evidence": p.evidence.reasons})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = preds
+    let rows: Vec<Row> = preds
         .iter()
-        .enumerate()
-        .map(|(rank, p)| {
-            let t = catalog.technique(&p.technique);
-            vec![
-                (rank + 1).to_string(),
-                p.technique.to_string(),
-                t.map(|t| t.name.clone()).unwrap_or_default(),
-                t.map(|t| t.tactics.join(", ")).unwrap_or_default(),
-                format!("{:.3}", p.score),
-                p.evidence
-                    .reasons
-                    .iter()
-                    .skip(1)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ]
-        })
+        .map(|p| (&p.technique, p.score, p.evidence.reasons.as_slice()))
         .collect();
-    print!(
-        "{}",
-        render_table(
-            &[
-                "rank",
-                "technique",
-                "name",
-                "tactics",
-                "confidence",
-                "evidence"
-            ],
-            &rows
-        )
-    );
-    println!(
-        "method {}; extract keeps a technique at confidence {:.2} or more",
-        scorer.name(),
-        scorer.default_threshold()
-    );
-    Ok(())
+    let method = (scorer.name(), scorer.default_threshold());
+    print_rows(&catalog, &rows, args.json, "confidence", Some(method))
 }
 
 /// BM25 top `--rerank-candidates`, reranked by the cross-encoder: every technique whose
@@ -226,39 +216,32 @@ fn rerank(assets: &Assets, args: &RankArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let row = |rank: usize, r: &ttpmap_ml::Ranked| {
-        let h = &hits[r.index];
-        let t = catalog.technique(&h.technique);
-        vec![
-            (rank + 1).to_string(),
-            h.technique.to_string(),
-            t.map(|t| t.name.clone()).unwrap_or_default(),
-            format!("{:.3}", r.score),
-            (r.index + 1).to_string(),
-        ]
-    };
-    let headers = ["rank", "technique", "name", "probability", "bm25 rank"];
-    if kept.is_empty() {
+    let shown: Vec<&ttpmap_ml::Ranked> = if kept.is_empty() {
         println!(
             "No technique reaches probability {:.2}; the best of {} BM25 candidates:",
             args.threshold,
             hits.len()
         );
-        let rows: Vec<Vec<String>> = ranked
-            .iter()
-            .take(args.top.min(3))
-            .enumerate()
-            .map(|(i, r)| row(i, r))
-            .collect();
-        print!("{}", render_table(&headers, &rows));
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = kept
+        ranked.iter().take(args.top.min(3)).collect()
+    } else {
+        kept.into_iter().take(args.top).collect()
+    };
+    let rows: Vec<Vec<String>> = shown
         .iter()
-        .take(args.top)
         .enumerate()
-        .map(|(i, r)| row(i, r))
+        .map(|(rank, r)| {
+            let h = &hits[r.index];
+            let t = catalog.technique(&h.technique);
+            vec![
+                (rank + 1).to_string(),
+                h.technique.to_string(),
+                t.map(|t| t.name.clone()).unwrap_or_default(),
+                format!("{:.3}", r.score),
+                (r.index + 1).to_string(),
+            ]
+        })
         .collect();
+    let headers = ["rank", "technique", "name", "probability", "bm25 rank"];
     print!("{}", render_table(&headers, &rows));
     Ok(())
 }

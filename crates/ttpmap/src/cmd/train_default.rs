@@ -30,7 +30,7 @@ pub struct DefaultArgs {
     /// Base encoder folder (default: all-MiniLM-L6-v2 as the dense methods resolve it).
     #[arg(long, env = "TTPMAP_MODEL", value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Output model folder (the full weights; `ttpmap model package` makes the shipped delta).
+    /// Output model folder (the full weights; --ship gets the shipped delta made from them).
     #[arg(long, value_name = "DIR", default_value = "models/default-full")]
     pub out: PathBuf,
     /// Continue from the checkpoints of an interrupted run with the same output folder.

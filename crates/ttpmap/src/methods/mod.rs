@@ -193,6 +193,20 @@ impl MethodArgs {
     }
 }
 
+/// The operating points (tuned and default thresholds from the model's own validation data) of
+/// a trained scorer (the classifier or the default model); `None` for untrained methods.
+pub fn operating_points(
+    scorer: &dyn SentenceScorer,
+) -> Option<ttpmap_core::protocol::OperatingPoints> {
+    let any = scorer.as_any()?;
+    any.downcast_ref::<ttpmap_ml::ClassifierScorer>()
+        .map(ttpmap_ml::ClassifierScorer::operating_points)
+        .or_else(|| {
+            any.downcast_ref::<ttpmap_ml::trained::TrainedScorer>()
+                .map(ttpmap_ml::trained::TrainedScorer::operating_points)
+        })
+}
+
 /// Where models run: the first CUDA GPU when built with the `cuda` feature and one is present,
 /// else the CPU.
 pub fn compute_device() -> Device {

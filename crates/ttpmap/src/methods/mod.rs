@@ -138,15 +138,16 @@ fn method_parser() -> clap::builder::PossibleValuesParser {
 /// `--method` and its settings, shared by extract, rank, eval and serve.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MethodArgs {
-    /// Scoring method.
+    /// Scoring method (default: trained, the full-catalog model built into the binary).
     #[arg(long, default_value = DEFAULT_METHOD, value_parser = method_parser())]
     pub method: String,
     /// BM25: leave ATT&CK procedure examples out of the technique documents.
     #[arg(long)]
     pub no_procedures: bool,
-    /// Dense/hybrid: sentence-transformers model folder or Hugging Face repo id (default:
-    /// `<cache>/models/all-MiniLM-L6-v2`, downloaded from sentence-transformers/all-MiniLM-L6-v2
-    /// when missing).
+    /// Base encoder of the default method (trained) and of dense/hybrid, or a classifier
+    /// artifact (`classifier`): a sentence-transformers model folder or Hugging Face repo id
+    /// (default: `<cache>/models/all-MiniLM-L6-v2`, then `$TTPMAP_SHARED/models`, downloaded from
+    /// sentence-transformers/all-MiniLM-L6-v2 when missing).
     #[arg(long, env = "TTPMAP_MODEL", value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Dense/hybrid: index at most this many ATT&CK procedure examples per technique (plus one

@@ -9,7 +9,8 @@
 //! written; a name of 5 or more characters also matches in any case ("mimikatz", "RCLONE")
 //! unless it is an ordinary English word (`Expand`, `Royal`, `Page`: [`COMMON_WORDS`]), which
 //! must then appear capitalised as ATT&CK writes it. Names under 3 characters (`at`) are not
-//! matched.
+//! matched. [`SoftwareIndex::technique_names`] matches technique names ("PowerShell",
+//! "Scheduled Task") the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -128,6 +129,22 @@ impl SoftwareIndex {
                 .map(str::trim)
                 .collect();
             index.add(&e.id, &e.name, names.into_iter(), u.clone());
+        }
+        index
+    }
+
+    /// Technique names as mentions: "PowerShell" or "scheduled task" in a sentence names
+    /// T1059.001 or T1053.005. Each entry's `id` is the technique id and its one `uses` the
+    /// technique; the same matching rules as software names apply.
+    pub fn technique_names(catalog: &Catalog) -> Self {
+        let mut index = SoftwareIndex::default();
+        for t in catalog.active_techniques() {
+            index.add(
+                t.id.as_str(),
+                &t.name,
+                std::iter::once(t.name.as_str()),
+                BTreeSet::from([t.id.clone()]),
+            );
         }
         index
     }

@@ -17,12 +17,13 @@
 //!
 //! Scores ([`TrainedScorer`]): per sentence and label, the ensemble probability `p` becomes
 //! the logit `z = ln(p / (1 - p))`, plus `software_boost` when a tool or malware named in the
-//! sentence uses the technique ([`ttpmap_core::software`]), then the calibrated probability
+//! sentence uses the technique ([`ttpmap_core::software`]) and `name_boost` when the sentence
+//! names the technique ("PowerShell", "scheduled task"), then the calibrated probability
 //! `sigmoid(a * z + b)` (Platt scaling fitted on the validation reports). That calibrated
 //! probability is the one score `rank`, `extract`, the API and the UI show.
 //!
 //! [`package`] makes the folder from a full training output: delta, then the validation
-//! reports scored with the delta as it ships, the boost chosen on a grid, calibration fitted,
+//! reports scored with the delta as it ships, the two boosts chosen on a grid, calibration fitted,
 //! threshold tuned for per-document F1 (all gold labels).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -174,11 +175,12 @@ pub struct DeltaValidation {
     pub sentences: usize,
     /// Per-document F1 (all gold labels) at `threshold`, with the boost and calibration.
     pub per_document_f1: f64,
-    /// Per-document F1 of the uncalibrated model without software evidence (its own best
-    /// threshold), for comparison.
+    /// Per-document F1 of the uncalibrated model without software or name evidence (its own
+    /// best threshold), for comparison.
     pub per_document_f1_without_software: f64,
-    /// Per-document F1 for each software boost tried.
-    pub software_boost_grid: Vec<(f32, f64)>,
+    /// Per-document F1 (uncalibrated, best threshold) for each (software boost, name boost)
+    /// tried.
+    pub boost_grid: Vec<(f32, f32, f64)>,
     /// Mean log-loss over (sentence, label) pairs before and after calibration.
     pub log_loss_uncalibrated: f64,
     pub log_loss_calibrated: f64,
@@ -199,6 +201,10 @@ pub struct DeltaManifest {
     pub calibration: Calibration,
     /// Added to a technique's logit when software named in the sentence uses it.
     pub software_boost: f32,
+    /// Added to a technique's logit when the sentence names it (whole words, as
+    /// [`SoftwareIndex::technique_names`] matches).
+    #[serde(default)]
+    pub name_boost: f32,
     /// Calibrated sentence threshold, tuned for per-document F1 on validation.
     pub threshold: f32,
     pub validation: DeltaValidation,
@@ -395,21 +401,20 @@ impl TrainedModel {
     }
 
     /// Calibrated probabilities `[sentence][label]` (label order of the manifest), with the
-    /// software in each sentence as evidence.
-    pub fn predict(&self, sentences: &[&str], software: &SoftwareIndex) -> Result<Vec<Vec<f32>>> {
+    /// software and technique names in each sentence as evidence.
+    pub fn predict(&self, sentences: &[&str], mentions: &Mentions) -> Result<Vec<Vec<f32>>> {
         let probs = self.artifact.predict_proba(sentences)?;
         let index = label_index(self.artifact.labels());
+        let boosts = Boosts {
+            software: self.manifest.software_boost,
+            names: self.manifest.name_boost,
+        };
         Ok(probs
             .into_iter()
             .zip(sentences)
             .map(|(row, text)| {
-                let boosted = boosted_labels(software, text, &index);
-                adjust(
-                    &row,
-                    &boosted,
-                    self.manifest.software_boost,
-                    self.manifest.calibration,
-                )
+                let found = mentions.found(text, &index);
+                adjust(&row, &found, boosts, self.manifest.calibration)
             })
             .collect())
     }
@@ -421,6 +426,46 @@ fn label_index(labels: &[TechniqueId]) -> HashMap<TechniqueId, usize> {
         .enumerate()
         .map(|(i, l)| (l.clone(), i))
         .collect()
+}
+
+/// What the default model takes as evidence besides the text itself: software (tools and
+/// malware, with the techniques they use) and technique names mentioned in a sentence.
+#[derive(Clone, Debug, Default)]
+pub struct Mentions {
+    pub software: SoftwareIndex,
+    pub names: SoftwareIndex,
+}
+
+impl Mentions {
+    /// Both indexes over `catalog`.
+    pub fn from_catalog(catalog: &ttpmap_core::attack::Catalog) -> Self {
+        Self {
+            software: SoftwareIndex::from_catalog(catalog),
+            names: SoftwareIndex::technique_names(catalog),
+        }
+    }
+
+    /// Label indexes raised by software in `text`, and by technique names in `text`.
+    fn found(&self, text: &str, index: &HashMap<TechniqueId, usize>) -> Found {
+        Found {
+            software: boosted_labels(&self.software, text, index),
+            names: boosted_labels(&self.names, text, index),
+        }
+    }
+}
+
+/// Label indexes a sentence's mentions raise.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Found {
+    software: BTreeSet<usize>,
+    names: BTreeSet<usize>,
+}
+
+/// Logit increments for software and technique-name mentions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Boosts {
+    software: f32,
+    names: f32,
 }
 
 /// Labels used by software named in `text`.
@@ -437,31 +482,40 @@ fn boosted_labels(
         .collect()
 }
 
-fn adjust(row: &[f32], boosted: &BTreeSet<usize>, boost: f32, cal: Calibration) -> Vec<f32> {
+/// The logit of label `j` with its mention boosts.
+fn boosted_logit(p: f32, j: usize, found: &Found, boosts: Boosts) -> f32 {
+    let mut z = logit(p);
+    if found.software.contains(&j) {
+        z += boosts.software;
+    }
+    if found.names.contains(&j) {
+        z += boosts.names;
+    }
+    z
+}
+
+fn adjust(row: &[f32], found: &Found, boosts: Boosts, cal: Calibration) -> Vec<f32> {
     row.iter()
         .enumerate()
-        .map(|(j, &p)| {
-            let z = logit(p) + if boosted.contains(&j) { boost } else { 0.0 };
-            cal.apply(z)
-        })
+        .map(|(j, &p)| cal.apply(boosted_logit(p, j, found, boosts)))
         .collect()
 }
 
 /// [`SentenceScorer`] of the default pipeline (see the module docs).
 pub struct TrainedScorer {
     model: TrainedModel,
-    software: SoftwareIndex,
+    mentions: Mentions,
     /// Label mapping, `top_k`, label space and evidence switch.
     clf: ClassifierScorer,
 }
 
 impl TrainedScorer {
-    /// A scorer over `model`, with `software` as evidence.
-    pub fn new(model: TrainedModel, software: SoftwareIndex) -> Self {
+    /// A scorer over `model`, with `mentions` as evidence.
+    pub fn new(model: TrainedModel, mentions: Mentions) -> Self {
         let clf = ClassifierScorer::new(model.artifact.clone());
         Self {
             model,
-            software,
+            mentions,
             clf,
         }
     }
@@ -484,7 +538,7 @@ impl TrainedScorer {
     pub fn label_scores(&self, sentences: &[&str]) -> Result<Vec<Vec<(TechniqueId, f32)>>> {
         Ok(self
             .model
-            .predict(sentences, &self.software)?
+            .predict(sentences, &self.mentions)?
             .iter()
             .map(|row| self.clf.label_scores(row))
             .collect())
@@ -504,10 +558,13 @@ impl SentenceScorer for TrainedScorer {
             .into_iter()
             .zip(sentences)
             .map(|(row, text)| {
-                let mentioned = if self.clf.with_evidence {
-                    self.software.mentions(text)
+                let (mentioned, named) = if self.clf.with_evidence {
+                    (
+                        self.mentions.software.mentions(text),
+                        self.mentions.names.mentions(text),
+                    )
                 } else {
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 };
                 row.into_iter()
                     .take(self.clf.top_k)
@@ -523,6 +580,9 @@ impl SentenceScorer for TrainedScorer {
                                 {
                                     reasons.push(format!("{}: {} uses {t}", s.name, s.id));
                                 }
+                            }
+                            if named.iter().any(|n| n.uses.contains(&technique)) {
+                                reasons.push(format!("names the technique ({technique})"));
                             }
                         }
                         Prediction {
@@ -563,15 +623,15 @@ pub struct PackageJob<'a> {
     pub validation: &'a [Example],
     /// Held-out reports per dataset (recorded).
     pub validation_reports: BTreeMap<String, usize>,
-    /// Software evidence.
-    pub software: &'a SoftwareIndex,
+    /// Software and technique-name evidence.
+    pub mentions: &'a Mentions,
     /// Output folder.
     pub out: &'a Path,
     /// The command that made the model (recorded).
     pub command: String,
 }
 
-/// Software boosts tried by [`package`].
+/// Software and name boosts tried by [`package`] (every pair).
 pub const BOOST_GRID: &[f32] = &[0.0, 0.5, 1.0, 1.5, 2.0, 3.0];
 
 /// Writes the shipped folder of `job` (see the module docs) and returns its manifest.
@@ -622,13 +682,14 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         classifier,
         calibration: Calibration::IDENTITY,
         software_boost: 0.0,
+        name_boost: 0.0,
         threshold: 0.5,
         validation: DeltaValidation {
             reports: job.validation_reports.clone(),
             sentences: job.validation.len(),
             per_document_f1: 0.0,
             per_document_f1_without_software: 0.0,
-            software_boost_grid: Vec::new(),
+            boost_grid: Vec::new(),
             log_loss_uncalibrated: 0.0,
             log_loss_calibrated: 0.0,
         },
@@ -655,9 +716,9 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         let probs = model.artifact.predict_proba(&texts)?;
         let labels = model.artifact.labels().to_vec();
         let index = label_index(&labels);
-        let boosted: Vec<BTreeSet<usize>> = texts
+        let boosted: Vec<Found> = texts
             .iter()
-            .map(|t| boosted_labels(job.software, t, &index))
+            .map(|t| job.mentions.found(t, &index))
             .collect();
         let objective = Objective::DocumentF1 {
             variant: DocF1Variant::AllGold,
@@ -665,7 +726,7 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         };
         let grid_thresholds = eval::default_grid();
         let floor = grid_thresholds.iter().copied().fold(f32::MAX, f32::min);
-        let samples = |boost: f32, cal: Calibration| -> Vec<ScoredSentence> {
+        let samples = |boost: Boosts, cal: Calibration| -> Vec<ScoredSentence> {
             probs
                 .iter()
                 .zip(&boosted)
@@ -684,23 +745,36 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
                 .collect()
         };
         let mut grid = Vec::new();
-        for &boost in BOOST_GRID {
-            let t = eval::tune_threshold(
-                &samples(boost, Calibration::IDENTITY),
-                &objective,
-                &grid_thresholds,
-            )?;
-            progress(&format!(
-                "software boost {boost}: validation per-document F1 {:.2}",
-                100.0 * t.objective_value
-            ));
-            grid.push((boost, t.objective_value));
+        for &software in BOOST_GRID {
+            for &names in BOOST_GRID {
+                let b = Boosts { software, names };
+                let t = eval::tune_threshold(
+                    &samples(b, Calibration::IDENTITY),
+                    &objective,
+                    &grid_thresholds,
+                )?;
+                progress(&format!(
+                    "software boost {software}, name boost {names}: validation per-document F1 \
+                     {:.2}",
+                    100.0 * t.objective_value
+                ));
+                grid.push((software, names, t.objective_value));
+            }
         }
-        let best =
-            grid.iter().copied().fold(
-                (0.0f32, f64::MIN),
-                |acc, g| if g.1 > acc.1 + 1e-9 { g } else { acc },
-            );
+        let best = grid
+            .iter()
+            .copied()
+            .fold((0.0f32, 0.0f32, f64::MIN), |acc, g| {
+                if g.2 > acc.2 + 1e-9 {
+                    g
+                } else {
+                    acc
+                }
+            });
+        let best_boosts = Boosts {
+            software: best.0,
+            names: best.1,
+        };
         let gold: Vec<BTreeSet<usize>> = job
             .validation
             .iter()
@@ -714,8 +788,7 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         let mut pairs = Vec::with_capacity(probs.len() * labels.len());
         for ((row, b), g) in probs.iter().zip(&boosted).zip(&gold) {
             for (j, &p) in row.iter().enumerate() {
-                let z = logit(p) + if b.contains(&j) { best.0 } else { 0.0 };
-                pairs.push((z, g.contains(&j)));
+                pairs.push((boosted_logit(p, j, b, best_boosts), g.contains(&j)));
             }
         }
         let cal = Calibration::fit(&pairs);
@@ -729,13 +802,14 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
                 .sum::<f64>()
                 / pairs.len().max(1) as f64
         };
-        let tuned = eval::tune_threshold(&samples(best.0, cal), &objective, &grid_thresholds)?;
+        let tuned = eval::tune_threshold(&samples(best_boosts, cal), &objective, &grid_thresholds)?;
         manifest.calibration = cal;
         manifest.software_boost = best.0;
+        manifest.name_boost = best.1;
         manifest.threshold = tuned.threshold;
         manifest.validation.per_document_f1 = tuned.objective_value;
-        manifest.validation.per_document_f1_without_software = grid[0].1;
-        manifest.validation.software_boost_grid = grid.clone();
+        manifest.validation.per_document_f1_without_software = grid[0].2;
+        manifest.validation.boost_grid = grid.clone();
         manifest.validation.log_loss_uncalibrated = log_loss(Calibration::IDENTITY);
         manifest.validation.log_loss_calibrated = log_loss(cal);
         write_json(&tmp.join(MANIFEST), &manifest)
@@ -780,8 +854,47 @@ mod tests {
         let index = label_index(&labels);
         let b = boosted_labels(&sw, "They ran PsExec.", &index);
         assert_eq!(b, [0].into());
-        let out = adjust(&[0.2, 0.2], &b, 1.0, Calibration::IDENTITY);
+        let found = Found {
+            software: b,
+            names: BTreeSet::new(),
+        };
+        let boosts = Boosts {
+            software: 1.0,
+            names: 0.0,
+        };
+        let out = adjust(&[0.2, 0.2], &found, boosts, Calibration::IDENTITY);
         assert!(out[0] > 0.2 && (out[1] - 0.2).abs() < 1e-6);
         assert!((logit(0.5)).abs() < 1e-6 && logit(0.0).is_finite() && logit(1.0).is_finite());
+    }
+
+    #[test]
+    fn a_named_technique_is_raised_by_the_name_boost_and_software_adds() {
+        let t = |s: &str| TechniqueId::parse(s).unwrap();
+        let mut mentions = Mentions::default();
+        mentions.names.add(
+            "T1059.001",
+            "PowerShell",
+            ["PowerShell"].into_iter(),
+            [t("T1059.001")].into(),
+        );
+        mentions.software.add(
+            "S0029",
+            "PsExec",
+            ["PsExec"].into_iter(),
+            [t("T1059.001")].into(),
+        );
+        let labels = vec![t("T1059.001"), t("T1053.005")];
+        let index = label_index(&labels);
+        let found = mentions.found("It ran powershell.exe -enc ...", &index);
+        assert_eq!(found.names, [0].into());
+        assert!(found.software.is_empty());
+        let boosts = Boosts {
+            software: 1.0,
+            names: 2.0,
+        };
+        assert!((boosted_logit(0.5, 0, &found, boosts) - 2.0).abs() < 1e-6);
+        assert!(boosted_logit(0.5, 1, &found, boosts).abs() < 1e-6);
+        let both = mentions.found("PsExec launched PowerShell.", &index);
+        assert!((boosted_logit(0.5, 0, &both, boosts) - 3.0).abs() < 1e-6);
     }
 }

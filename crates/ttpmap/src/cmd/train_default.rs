@@ -122,18 +122,30 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
         "training sentences by source: {:?}; validation sentences {:?} from {:?} held-out reports",
         data.train_sources, data.validation_sources, data.validation_reports
     );
-    let software = ttpmap_core::software::SoftwareIndex::from_catalog(&catalog);
+    let mentions = ttpmap_ml::trained::Mentions::from_catalog(&catalog);
     let command = std::env::args()
         .enumerate()
         .map(|(i, a)| if i == 0 { "ttpmap".to_string() } else { a })
         .collect::<Vec<_>>()
         .join(" ");
+    // Packaging again keeps the training command of the model it replaces.
+    let previous = std::fs::read(args.ship.join(ttpmap_ml::trained::MANIFEST))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["command"].as_str().map(str::to_string));
+    let trained_by = previous.map(|p| p.split("; packaged again").next().unwrap_or("").to_string());
+    let command = match trained_by {
+        Some(t) if args.package_only && !t.is_empty() && !t.contains("--package-only") => {
+            format!("{t}; packaged again: {command}")
+        }
+        _ => command,
+    };
     let job = ttpmap_ml::trained::PackageJob {
         full: &args.out,
         base: &md,
         validation: &data.data.validation,
         validation_reports: data.validation_reports.clone(),
-        software: &software,
+        mentions: &mentions,
         out: &args.ship,
         command,
     };
@@ -145,12 +157,13 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
     })?;
     println!(
         "default model written to {}: {} labels, validation per-document F1 {:.2} at threshold \
-         {:.2} (calibrated), software boost {}",
+         {:.2} (calibrated), software boost {}, name boost {}",
         args.ship.display(),
         m.classifier.labels.len(),
         100.0 * m.validation.per_document_f1,
         m.threshold,
-        m.software_boost
+        m.software_boost,
+        m.name_boost
     );
     Ok(())
 }

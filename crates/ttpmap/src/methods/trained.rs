@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ttpmap_core::pipeline::{Bm25Scorer, SentenceScorer};
-use ttpmap_core::software::SoftwareIndex;
-use ttpmap_ml::trained::{TrainedModel, TrainedScorer};
+use ttpmap_ml::trained::{Mentions, TrainedModel, TrainedScorer};
 use ttpmap_ml::ModelDir;
 
 use super::{bm25_index, compute_device, BuildContext, MethodSpec};
@@ -56,7 +55,7 @@ fn build(ctx: &BuildContext<'_>) -> anyhow::Result<Box<dyn SentenceScorer>> {
     }
     Ok(Box::new(TrainedScorer::new(
         model,
-        SoftwareIndex::from_catalog(ctx.catalog),
+        Mentions::from_catalog(ctx.catalog),
     )))
 }
 

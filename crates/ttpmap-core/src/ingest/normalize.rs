@@ -358,8 +358,14 @@ mod tests {
     #[test]
     fn leaves_prose_brackets_alone() {
         assert_eq!(refang("look [at] them"), "look [at] them");
-        assert_eq!(refang("a list [.] of (.) things"), "a list [.] of (.) things");
-        assert_eq!(refang("the ellipsis (...) stays"), "the ellipsis (...) stays");
+        assert_eq!(
+            refang("a list [.] of (.) things"),
+            "a list [.] of (.) things"
+        );
+        assert_eq!(
+            refang("the ellipsis (...) stays"),
+            "the ellipsis (...) stays"
+        );
     }
 
     #[test]

@@ -86,9 +86,7 @@ mod examples {
         assert!(texts
             .iter()
             .any(|t| t.starts_with("Block macros in documents")));
-        assert!(texts
-            .iter()
-            .all(|t| !t.contains("](") && !t.contains("**")));
+        assert!(texts.iter().all(|t| !t.contains("](") && !t.contains("**")));
         insta::assert_snapshot!(listing(&doc));
     }
 
@@ -130,7 +128,6 @@ mod examples {
         assert!(texts.iter().all(|t| !t.starts_with("---")));
         insta::assert_snapshot!(listing(&doc));
     }
-
 }
 
 mod tricky {

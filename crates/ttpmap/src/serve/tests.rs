@@ -667,6 +667,17 @@ async fn reports_store_review_and_export() {
     let (s, bytes, ct) = send(&app, get(&format!("/v1/reports/{id}/export?format=stix"))).await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
     assert_eq!(ct.as_deref(), Some("application/stix+json;version=2.1"));
+    let (s, event) = json(&app, get(&format!("/v1/reports/{id}/export?format=misp"))).await;
+    assert_eq!(s, StatusCode::OK, "{event}");
+    assert!(event["Event"]["Tag"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("misp-galaxy:mitre-attack-pattern=\"")
+            && t["name"].as_str().unwrap().ends_with(" - T1547.001\"")));
 
     // The list.
     let (s, l) = json(&app, get("/v1/reports")).await;

@@ -1124,6 +1124,29 @@ async fn full_ingestion_slots_say_so_and_health_counts_them() {
 }
 
 #[tokio::test]
+async fn defanged_indicators_are_served_and_exported_as_written() {
+    let app = router(bm25_state(ServeConfig::default()));
+    let text =
+        "The implant dumped LSASS memory with Mimikatz and sent it to hxxps://update-cdn[.]top/u.";
+    let body = serde_json::json!({ "text": text }).to_string();
+    let (s, v) = json(&app, post_json("/v1/extract?sentences=all", &body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["document"]["sentences"][0]["text"], text, "{v}");
+    assert_eq!(v["sentences"][0]["text"], text, "{v}");
+    for format in ["csv", "stix", "misp"] {
+        let (s, bytes, _) = send(
+            &app,
+            post_json(&format!("/v1/extract?format={format}"), &body),
+        )
+        .await;
+        let out = String::from_utf8_lossy(&bytes);
+        assert_eq!(s, StatusCode::OK, "{out}");
+        assert!(out.contains("hxxps://update-cdn[.]top"), "{format}: {out}");
+        assert!(!out.contains("https://update-cdn.top"), "{format}: {out}");
+    }
+}
+
+#[tokio::test]
 async fn sentences_all_is_capped_and_says_so() {
     let state = bm25_state(ServeConfig {
         max_sentences: 2,

@@ -13,5 +13,6 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = ingest::reflow(s, Reflow::Conservative);
         let _ = ingest::refang(s);
+        let _ = ingest::refang_text(s);
     }
 });

@@ -50,6 +50,9 @@
 //!   of a predicted sub-technique gets `showSubtechniques: true` (an unscored entry when the
 //!   parent itself was not predicted), so the sub-technique is visible when the layer opens.
 //! - STIX 2.1 ([`stix_bundle`]): see the function for the objects and the id scheme.
+//! - MISP event ([`misp_events`], module [`misp`]): one event per document, a MISP galaxy tag
+//!   (`misp-galaxy:mitre-attack-pattern="PowerShell - T1059.001"`) per technique and the
+//!   evidence sentences as `text` attributes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -61,6 +64,9 @@ use sha2::{Digest, Sha256};
 use crate::attack::{ExternalReference, Technique};
 use crate::error::{Error, Result};
 use crate::types::{DocumentTechnique, Extraction, TechniqueId};
+
+pub mod misp;
+pub use misp::{galaxy_tag, misp_events, to_misp_json, MispOptions};
 
 /// Looks a technique up by id; normally `&|id| catalog.get(id)`. The returned technique lives as
 /// long as the catalog (`'c`), not as long as the id.
@@ -913,7 +919,12 @@ struct IdMaker {
 
 impl IdMaker {
     fn make(&self, kind: &str, parts: &[&str]) -> String {
-        let uuid = if self.deterministic {
+        format!("{kind}--{}", self.uuid(kind, parts))
+    }
+
+    /// A bare UUIDv4 (random, or derived from `kind` and `parts`).
+    fn uuid(&self, kind: &str, parts: &[&str]) -> uuid::Uuid {
+        if self.deterministic {
             let mut h = Sha256::new();
             h.update(b"ttpmap-stix\0");
             h.update(kind.as_bytes());
@@ -927,8 +938,7 @@ impl IdMaker {
             uuid::Builder::from_random_bytes(bytes).into_uuid()
         } else {
             uuid::Uuid::new_v4()
-        };
-        format!("{kind}--{uuid}")
+        }
     }
 }
 
@@ -1204,17 +1214,19 @@ pub enum ExportFormat {
     Markdown,
     Navigator,
     Stix,
+    Misp,
 }
 
 impl ExportFormat {
     /// All formats, in documentation order.
-    pub const ALL: [ExportFormat; 6] = [
+    pub const ALL: [ExportFormat; 7] = [
         ExportFormat::Json,
         ExportFormat::Jsonl,
         ExportFormat::Csv,
         ExportFormat::Markdown,
         ExportFormat::Navigator,
         ExportFormat::Stix,
+        ExportFormat::Misp,
     ];
 
     /// The format's name as accepted by [`FromStr`].
@@ -1226,6 +1238,7 @@ impl ExportFormat {
             ExportFormat::Markdown => "markdown",
             ExportFormat::Navigator => "navigator",
             ExportFormat::Stix => "stix",
+            ExportFormat::Misp => "misp",
         }
     }
 
@@ -1238,13 +1251,14 @@ impl ExportFormat {
             ExportFormat::Markdown => "md",
             ExportFormat::Navigator => "layer.json",
             ExportFormat::Stix => "stix.json",
+            ExportFormat::Misp => "misp.json",
         }
     }
 
     /// The MIME type to serve it with.
     pub fn media_type(self) -> &'static str {
         match self {
-            ExportFormat::Json | ExportFormat::Navigator => "application/json",
+            ExportFormat::Json | ExportFormat::Navigator | ExportFormat::Misp => "application/json",
             ExportFormat::Jsonl => "application/x-ndjson",
             ExportFormat::Csv => "text/csv; charset=utf-8",
             ExportFormat::Markdown => "text/markdown; charset=utf-8",
@@ -1270,9 +1284,10 @@ impl FromStr for ExportFormat {
             "markdown" | "md" => ExportFormat::Markdown,
             "navigator" | "layer" => ExportFormat::Navigator,
             "stix" | "stix2" | "stix21" => ExportFormat::Stix,
+            "misp" => ExportFormat::Misp,
             _ => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown export format {s:?} (expected one of: json, jsonl, csv, markdown, navigator, stix)"
+                    "unknown export format {s:?} (expected one of: json, jsonl, csv, markdown, navigator, stix, misp)"
                 )))
             }
         };
@@ -1287,6 +1302,7 @@ pub struct ExportOptions {
     pub markdown: MarkdownOptions,
     pub navigator: NavigatorOptions,
     pub stix: StixOptions,
+    pub misp: MispOptions,
 }
 
 /// Renders `extractions` in `format`.
@@ -1303,6 +1319,7 @@ pub fn export(
         ExportFormat::Markdown => Ok(to_markdown(extractions, lookup, &opts.markdown)),
         ExportFormat::Navigator => to_navigator_json(extractions, lookup, &opts.navigator),
         ExportFormat::Stix => to_stix_json(extractions, lookup, &opts.stix),
+        ExportFormat::Misp => to_misp_json(extractions, lookup, &opts.misp),
     }
 }
 

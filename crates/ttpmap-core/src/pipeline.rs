@@ -246,10 +246,13 @@ fn extract_batched(
         .filter(|s| s.text.trim().chars().count() >= options.min_sentence_chars)
         .map(|s| s.index)
         .collect();
-    let texts: Vec<&str> = scored
+    // Scorers see indicators refanged (`hxxps://evil[.]com` -> `https://evil.com`); the
+    // extraction keeps the sentence as written.
+    let refanged: Vec<std::borrow::Cow<'_, str>> = scored
         .iter()
-        .map(|&i| doc.sentences[i].text.as_str())
+        .map(|&i| crate::ingest::refang_text(&doc.sentences[i].text))
         .collect();
+    let texts: Vec<&str> = refanged.iter().map(|t| t.as_ref()).collect();
     let mut raw = Vec::with_capacity(texts.len());
     let score_span = tracing::info_span!("score", sentences = texts.len()).entered();
     for chunk in texts.chunks(batch.max(1)) {
@@ -670,6 +673,10 @@ mod tests {
                     if lower.contains("schtasks") {
                         add("T1053.005", 0.7);
                     }
+                    // Only the refanged form: proves the scorer sees refanged text.
+                    if lower.contains("https://update-cdn.top") {
+                        add("T1071.001", 0.8);
+                    }
                     add("T1082", 0.1);
                     out
                 })
@@ -816,6 +823,37 @@ mod tests {
         for s in &ex.sentences {
             assert_eq!(&d.text[s.span.start..s.span.end], s.text);
         }
+    }
+
+    #[test]
+    fn scorers_see_refanged_text_and_the_extraction_keeps_it_as_written() {
+        let d = crate::ingest::from_text(
+            "<defanged>",
+            "The loader beacons to hxxps://update-cdn[.]top over HTTPS.",
+            crate::ingest::Format::Text,
+        )
+        .unwrap();
+        assert_eq!(
+            d.sentences[0].text,
+            "The loader beacons to hxxps://update-cdn[.]top over HTTPS."
+        );
+        let ex = extract(
+            &d,
+            &KeywordScorer,
+            &no_lookup,
+            "18.1",
+            &ExtractOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(ex.techniques[0].technique.as_str(), "T1071.001");
+        assert_eq!(
+            ex.sentences[0].text,
+            "The loader beacons to hxxps://update-cdn[.]top over HTTPS."
+        );
+        assert_eq!(
+            &d.text[ex.sentences[0].span.start..ex.sentences[0].span.end],
+            ex.sentences[0].text
+        );
     }
 
     #[test]

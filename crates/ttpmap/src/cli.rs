@@ -16,8 +16,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command accepts.
+/// Options every command accepts. In a command's `--help` they are listed apart, under
+/// "Global options", after the command's own options.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// ATT&CK Enterprise STIX bundle (enterprise-attack.json). Default: $TTPMAP_ATTACK, then
     /// the cache folder; downloaded from MITRE's ATT&CK STIX data when missing.

@@ -70,12 +70,27 @@ pub fn hf_cache_snapshot(repo: &str) -> Option<PathBuf> {
         .then_some(snap)
 }
 
+/// The message for a model path that is a file (`--model DIR/config.json`): it names the
+/// file and the folder to pass instead.
+pub fn file_not_folder(p: &Path) -> String {
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    format!(
+        "--model {} is a file, not a model folder: pass the folder containing it ({})",
+        p.display(),
+        parent.display()
+    )
+}
+
 /// The model folder for `spec` (`--model` / `$TTPMAP_MODEL`; `None` for the default model:
 /// the cache, then `<shared>/models/all-MiniLM-L6-v2` beside the data folder), downloading it
 /// when missing and allowed. Errors say what was looked for and how to fix it.
 pub fn resolve_model(assets: &Assets, spec: Option<&Path>) -> anyhow::Result<PathBuf> {
     let (repo, dest) = match spec {
         Some(p) if p.is_dir() => return Ok(p.to_path_buf()),
+        Some(p) if p.is_file() => bail!("{}", file_not_folder(p)),
         Some(p) => {
             let s = p.to_string_lossy();
             if !is_repo_id(&s) {
@@ -207,7 +222,8 @@ mod tests {
         Assets::new(&GlobalArgs {
             attack: None,
             cache_dir: Some(cache.to_path_buf()),
-            data_dir: None,
+            // Not $TTPMAP_SHARED/data: its models/ folder would answer for the default model.
+            data_dir: Some(cache.join("data")),
             offline,
             verbose: 0,
             quiet: true,
@@ -252,6 +268,15 @@ mod tests {
         );
         let err = resolve_model(&a, Some(Path::new("no/such/dir/here"))).unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+        // A file inside the model folder: say so, and name the folder to pass.
+        let config = m.join("config.json");
+        let err = format!("{:#}", resolve_model(&a, Some(&config)).unwrap_err());
+        assert!(!err.contains("does not exist"), "{err}");
+        assert!(err.contains("is a file"), "{err}");
+        assert!(
+            err.contains(&format!("pass the folder containing it ({})", m.display())),
+            "{err}"
+        );
         // A model already in our cache resolves without the network.
         let cached = dir.path().join("models").join(DEFAULT_MODEL_DIR);
         std::fs::create_dir_all(&cached).unwrap();

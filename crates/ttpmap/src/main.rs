@@ -17,26 +17,10 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {}", error_chain(&err));
+            eprintln!("error: {}", cmd::error_chain(&err));
             ExitCode::from(1)
         }
     }
-}
-
-/// The error and its causes joined by ": ", skipping a cause whose text the message before it
-/// already contains (library errors often show their source inline).
-fn error_chain(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

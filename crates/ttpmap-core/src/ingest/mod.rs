@@ -6,7 +6,9 @@
 //! plain lines).
 //!
 //! Invariants of every `Document` returned:
-//! - `text` is in the form [`normalize()`] produces (for text and PDF also [`reflow`]ed);
+//! - `text` is in the form [`normalize()`] produces (for text and PDF also [`reflow`]ed), so
+//!   defanged indicators (`hxxps://evil[.]com`) are kept as the report wrote them; scoring
+//!   refangs its own copy ([`refang_text`]);
 //! - `sentences` is non-empty, indexed from 0 in order, and for each sentence
 //!   `&doc.text[s.span.start..s.span.end] == s.text` (spans are byte offsets, on `char`
 //!   boundaries, ordered and non-overlapping; see [`segment`]);
@@ -33,7 +35,7 @@ pub mod segment;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use normalize::{normalize, refang, reflow, Reflow};
+pub use normalize::{normalize, refang, refang_text, reflow, Reflow};
 pub use segment::{split_sentences, MAX_SENTENCE_BYTES};
 
 use crate::error::{Error, Result};

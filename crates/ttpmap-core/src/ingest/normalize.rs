@@ -1,8 +1,13 @@
 //! Text normalisation that never changes what a sentence says, and refanging of defanged
-//! indicators.
+//! indicators for scoring.
 //!
-//! Owns [`normalize`] (the canonical form every [`crate::Document::text`] is in) and
-//! [`reflow`] (joining hard-wrapped lines of plain text and PDF output).
+//! Owns [`normalize`] (the canonical form every [`crate::Document::text`] is in),
+//! [`reflow`] (joining hard-wrapped lines of plain text and PDF output) and [`refang`] /
+//! [`refang_text`] (what scorers see: `hxxps://evil[.]com` -> `https://evil.com`).
+//!
+//! Analysts defang indicators on purpose, so a document's text keeps them as written: what is
+//! shown and exported is the report's own text. Only the scoring input is refanged
+//! ([`crate::pipeline::extract`] calls [`refang_text`] on each sentence).
 //!
 //! Invariants of the output of [`normalize`]:
 //! - only `\n` line breaks (no `\r`, form feeds, U+2028/2029), no other control characters;
@@ -12,7 +17,7 @@
 //! - typographic quotes and dashes are ASCII; ligatures and full-width ASCII are expanded
 //!   (NFKC is applied to those code points only, so superscripts, fractions, CJK and other
 //!   compatibility characters are left as written); the rest is NFC;
-//! - defanged indicators are refanged (`hxxp` -> `http`, `[.]` -> `.`, `[:]` -> `:`, `[@]` -> `@`).
+//! - defanged indicators are kept as written (`hxxps://evil[.]com` stays so).
 //!
 //! Lines are kept: they are the structural signal the segmenter uses (headings, list items and
 //! table rows are lines of their own).
@@ -105,7 +110,7 @@ pub fn normalize(text: &str) -> String {
             }
         }
         blank_run = 0;
-        out.push_str(&refang(&collapsed));
+        out.push_str(&collapsed);
     }
     out
 }
@@ -117,6 +122,16 @@ static BRACKETED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\s?(\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)|\{dot\}|\[:\]|\(:\)|\[://\]|\[@\]|\(@\)|\{@\}|\[at\]|\(at\))\s?")
         .expect("static regex")
 });
+
+/// [`refang`] applied to each line of `text` (a sentence may span lines); borrows when there is
+/// nothing to refang.
+pub fn refang_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['[', '(', '{']) && !text.to_ascii_lowercase().contains("xxp") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let lines: Vec<String> = text.split('\n').map(refang).collect();
+    std::borrow::Cow::Owned(lines.join("\n"))
+}
 
 /// Refangs defanged indicators in one line: `hxxp(s)` -> `http(s)` (before `://`, `[:]//`),
 /// `[.]`, `(.)`, `{.}`, `[dot]` -> `.`, `[:]` -> `:`, `[://]` -> `://`, `[@]`, `[at]`, `(at)` -> `@`.
@@ -313,25 +328,42 @@ mod tests {
     #[test]
     fn refangs_indicators() {
         assert_eq!(
-            normalize("hxxps://evil[.]example[.]com/a and hXXp[:]//10[.]0[.]0[.]1:8080"),
+            refang("hxxps://evil[.]example[.]com/a and hXXp[:]//10[.]0[.]0[.]1:8080"),
             "https://evil.example.com/a and http://10.0.0.1:8080"
         );
         assert_eq!(
-            normalize("mail ops[@]evil(.)biz or x [at] y [dot] net"),
+            refang("mail ops[@]evil(.)biz or x [at] y [dot] net"),
             "mail ops@evil.biz or x@y.net"
         );
-        assert_eq!(normalize("evil{.}com"), "evil.com");
+        assert_eq!(refang("evil{.}com"), "evil.com");
+        assert_eq!(
+            refang_text("a hxxp://x[.]io\nb y[.]net"),
+            "a http://x.io\nb y.net"
+        );
+        assert!(matches!(
+            refang_text("nothing to do"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn normalize_keeps_defanged_indicators_as_written() {
+        let s = "Beacons  to hxxps://update-cdn[.]top and ops[@]evil(.)biz";
+        assert_eq!(
+            normalize(s),
+            "Beacons to hxxps://update-cdn[.]top and ops[@]evil(.)biz"
+        );
     }
 
     #[test]
     fn leaves_prose_brackets_alone() {
-        assert_eq!(normalize("look [at] them"), "look [at] them");
+        assert_eq!(refang("look [at] them"), "look [at] them");
         assert_eq!(
-            normalize("a list [.] of (.) things"),
+            refang("a list [.] of (.) things"),
             "a list [.] of (.) things"
         );
         assert_eq!(
-            normalize("the ellipsis (...) stays"),
+            refang("the ellipsis (...) stays"),
             "the ellipsis (...) stays"
         );
     }
@@ -353,7 +385,7 @@ mod tests {
     #[test]
     fn linear_work() {
         use super::super::work::assert_linear;
-        let run = |s: &str| reflow(&normalize(s), Reflow::Aggressive);
+        let run = |s: &str| refang_text(&reflow(&normalize(s), Reflow::Aggressive)).into_owned();
         assert_linear(
             "spelled-out markers",
             5_000,

@@ -1,14 +1,15 @@
 //! Export tests: golden files (insta) for every format on a hand-built extraction with real
 //! ATT&CK 18.1 techniques, and validation of the Navigator layer and STIX bundle with the
-//! reference tools (scripts/validate_exports.py: OASIS stix2-validator, mitreattack-python).
+//! reference tools (scripts/validate_exports.py: OASIS stix2-validator, mitreattack-python),
+//! and of the MISP event with PyMISP.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ttpmap_core::attack::{ExternalReference, Technique};
 use ttpmap_core::export::{
-    self, ExportFormat, ExportOptions, MarkdownOptions, NavigatorOptions, StixObject, StixOptions,
-    TechniqueLookup,
+    self, ExportFormat, ExportOptions, MarkdownOptions, MispOptions, NavigatorOptions, StixObject,
+    StixOptions, TechniqueLookup,
 };
 use ttpmap_core::{
     DocumentTechnique, Evidence, Extraction, Prediction, SentencePredictions, Span, TechniqueId,
@@ -245,8 +246,21 @@ fn stix_opts() -> StixOptions {
     }
 }
 
+fn misp_opts() -> MispOptions {
+    MispOptions {
+        deterministic: true,
+        clock: Some(CLOCK.into()),
+    }
+}
+
 mod golden {
     use super::*;
+
+    #[test]
+    fn misp() {
+        let out = with_lookup(|l| export::to_misp_json(&[extraction()], l, &misp_opts()).unwrap());
+        insta::assert_snapshot!("misp", out);
+    }
 
     #[test]
     fn json() {
@@ -295,6 +309,73 @@ mod golden {
 
 mod behaviour {
     use super::*;
+
+    #[test]
+    fn misp_event_tags_techniques_and_keeps_the_evidence() {
+        let out = with_lookup(|l| export::to_misp_json(&[extraction()], l, &misp_opts()).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let e = &v["Event"];
+        assert_eq!(
+            e["info"],
+            "ttpmap: Demo intrusion: from a phishing email to credential theft"
+        );
+        assert_eq!(e["date"], "2026-01-15");
+        assert_eq!(e["timestamp"], "1768471200");
+        let tags: Vec<&str> = e["Tag"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                r#"misp-galaxy:mitre-attack-pattern="Spearphishing Attachment - T1566.001""#,
+                r#"misp-galaxy:mitre-attack-pattern="PowerShell - T1059.001""#,
+                r#"misp-galaxy:mitre-attack-pattern="LSASS Memory - T1003.001""#,
+            ]
+        );
+        let attrs = e["Attribute"].as_array().unwrap();
+        // The source link, then one text attribute per sentence with a prediction.
+        assert_eq!(attrs.len(), 5);
+        assert_eq!(attrs[0]["type"], "link");
+        let lsass = &attrs[3];
+        assert_eq!(lsass["type"], "text");
+        assert_eq!(lsass["category"], "External analysis");
+        assert!(lsass["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("Finally, they dumped LSASS"));
+        assert_eq!(
+            lsass["comment"],
+            "ttpmap, sentence 4: T1003.001 LSASS Memory (confidence 0.77); T1059.001 PowerShell (confidence 0.35)"
+        );
+        // Deterministic: the same input gives the same uuids; without it they differ.
+        let again =
+            with_lookup(|l| export::to_misp_json(&[extraction()], l, &misp_opts()).unwrap());
+        assert_eq!(out, again);
+        let random = |_: ()| {
+            with_lookup(|l| {
+                export::to_misp_json(&[extraction()], l, &MispOptions::default()).unwrap()
+            })
+        };
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&random(())).unwrap(),
+            serde_json::from_str(&random(())).unwrap(),
+        );
+        assert_ne!(a["Event"]["uuid"], b["Event"]["uuid"]);
+        // Several documents: MISP's restSearch shape.
+        let two = with_lookup(|l| {
+            export::to_misp_json(&[extraction(), second_extraction()], l, &misp_opts()).unwrap()
+        });
+        let two: serde_json::Value = serde_json::from_str(&two).unwrap();
+        assert_eq!(two["response"].as_array().unwrap().len(), 2);
+        let bad = MispOptions {
+            clock: Some("noon".into()),
+            ..misp_opts()
+        };
+        assert!(with_lookup(|l| export::misp_events(&[extraction()], l, &bad)).is_err());
+    }
 
     #[test]
     fn csv_round_trips_through_a_quote_aware_reader() {
@@ -540,6 +621,56 @@ mod validators {
         );
         assert_eq!(stdout.matches("STIX ok").count(), 2, "{stdout}");
         assert_eq!(stdout.matches("Navigator ok").count(), 2, "{stdout}");
+    }
+
+    /// PyMISP loads the MISP events (one document, and two with random ids), keeping every tag
+    /// and attribute (scripts/validate_exports.py --misp). PyMISP is required under CI;
+    /// elsewhere its absence is a loudly reported skip.
+    #[test]
+    fn pymisp_loads_the_misp_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        with_lookup(|l| {
+            let one = export::to_misp_json(&[extraction()], l, &misp_opts());
+            let two = export::to_misp_json(
+                &[extraction(), second_extraction()],
+                l,
+                &MispOptions::default(),
+            );
+            for (name, content) in [("misp-one.json", one), ("misp-two.json", two)] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, content.unwrap()).unwrap();
+                args.push("--misp".into());
+                args.push(path.into());
+            }
+        });
+        let script = repo_root().join("scripts/validate_exports.py");
+        let out = match Command::new("python3").arg(&script).args(&args).output() {
+            Ok(o) => o,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI: cannot run python3: {e}"
+                );
+                eprintln!("SKIPPED pymisp_loads_the_misp_events: cannot run python3: {e}");
+                return;
+            }
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(3) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI: pymisp is not installed: {stderr}"
+            );
+            eprintln!("SKIPPED pymisp_loads_the_misp_events: {stderr}");
+            return;
+        }
+        assert!(
+            out.status.success(),
+            "validation failed:\n{stdout}\n{stderr}"
+        );
+        assert_eq!(stdout.matches("MISP ok").count(), 2, "{stdout}");
     }
 
     /// Every active technique of ATT&CK 18.1, read straight from the shared STIX bundle (the

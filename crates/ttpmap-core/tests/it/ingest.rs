@@ -80,15 +80,13 @@ mod examples {
             doc.sentences.len()
         );
         let texts: Vec<&str> = doc.sentences.iter().map(|s| s.text.as_str()).collect();
-        // Refanged indicators, table rows, list items and Markdown stripped.
-        assert!(texts.contains(&"Domain | invoices-portal.net | Phishing sender domain"));
-        assert!(texts.contains(&"Email | billing@invoices-portal.net | Sender address"));
+        // Defanged indicators kept as written, table rows, list items and Markdown stripped.
+        assert!(texts.contains(&"Domain | invoices-portal[.]net | Phishing sender domain"));
+        assert!(texts.contains(&"Email | billing[@]invoices-portal[.]net | Sender address"));
         assert!(texts
             .iter()
             .any(|t| t.starts_with("Block macros in documents")));
-        assert!(texts
-            .iter()
-            .all(|t| !t.contains("](") && !t.contains("**") && !t.contains("[.]")));
+        assert!(texts.iter().all(|t| !t.contains("](") && !t.contains("**")));
         insta::assert_snapshot!(listing(&doc));
     }
 
@@ -112,9 +110,9 @@ mod examples {
             assert!(!all.contains(dropped), "{dropped:?} should be dropped");
         }
         assert!(all.contains("IPv4 | 203.0.113.77"));
-        assert!(all
-            .contains("hxxp")
-            .not_and(all.contains("http://emberxyz.onion")));
+        // Defanged indicators are shown as the analyst wrote them.
+        assert!(all.contains("hxxp://emberxyz[.]onion"));
+        assert!(!all.contains("http://emberxyz.onion"));
         insta::assert_snapshot!(listing(&doc));
     }
 
@@ -126,18 +124,9 @@ mod examples {
         let texts: Vec<&str> = doc.sentences.iter().map(|s| s.text.as_str()).collect();
         // Hard-wrapped lines are joined; underlines are not sentences; bullets are dropped.
         assert!(texts.contains(&"When opened, update.js ran under wscript.exe and collected basic host information with the commands systeminfo, whoami and nltest /domain_trusts."));
-        assert!(texts.contains(&"harbor-cdn.example"));
+        assert!(texts.contains(&"harbor-cdn[.]example"));
         assert!(texts.iter().all(|t| !t.starts_with("---")));
         insta::assert_snapshot!(listing(&doc));
-    }
-
-    trait NotAnd {
-        fn not_and(self, other: bool) -> bool;
-    }
-    impl NotAnd for bool {
-        fn not_and(self, other: bool) -> bool {
-            !self && other
-        }
     }
 }
 
@@ -166,8 +155,9 @@ hxxps://bad[.]example[.]net/gate.php served the payload to user[@]victim[.]com."
         assert!(texts.contains(&"The dropper wrote update.exe."));
         assert!(texts.contains(&"1. Open the file."));
         assert!(texts.contains(&"Version v2.2.1 replaced 1.0."));
-        assert!(texts
-            .contains(&"https://bad.example.net/gate.php served the payload to user@victim.com."));
+        assert!(texts.contains(
+            &"hxxps://bad[.]example[.]net/gate.php served the payload to user[@]victim[.]com."
+        ));
         insta::assert_snapshot!(listing(&doc));
     }
 

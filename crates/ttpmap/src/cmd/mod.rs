@@ -30,3 +30,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&assets, args),
     }
 }
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message before it
+/// already contains (library errors often show their source inline). What `main` prints.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}

@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// Address to listen on (loopback by default; expose deliberately).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
     pub addr: String,
+    /// Listen on 127.0.0.1:PORT (short for --addr 127.0.0.1:PORT).
+    #[arg(long, value_name = "PORT", conflicts_with = "addr")]
+    pub port: Option<u16>,
     #[command(flatten)]
     pub method: MethodArgs,
     /// Extraction jobs that may wait for the inference worker; more get 429.
@@ -30,9 +33,11 @@ pub struct ServeArgs {
     /// Time limit per request in seconds; slower requests get 408.
     #[arg(long, default_value_t = 60, value_name = "N")]
     pub timeout_s: u64,
-    /// The report database (SQLite; created and migrated on first start).
-    #[arg(long, default_value = "ttpmap.db", value_name = "FILE")]
-    pub db: PathBuf,
+    /// The report database (SQLite; created and migrated on first start). Default:
+    /// ttpmap.db in the cache folder (--cache-dir / $TTPMAP_CACHE, else
+    /// $XDG_CACHE_HOME/ttpmap, else ~/.cache/ttpmap); the path is printed at start.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
     /// API token(s) for writes, `NAME:SECRET` (the name is recorded with each review) or
     /// `SECRET`; comma-separated in TTPMAP_TOKEN. Without one the server is read-only.
     /// A secret on the command line is visible to every local user in `ps`: prefer
@@ -124,14 +129,23 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
     if args.open_writes && !auth.tokens.is_empty() {
         tracing::warn!("--open-writes ignored: API tokens are configured, writes need one");
     }
-    let db = Arc::new(Db::open(&args.db).context("opening the report database")?);
+    let db_path = match &args.db {
+        Some(p) => p.clone(),
+        None => {
+            let dir = assets.cache_dir();
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the cache folder {}", dir.display()))?;
+            dir.join("ttpmap.db")
+        }
+    };
+    let db = Arc::new(Db::open(&db_path).context("opening the report database")?);
     let check = db
         .integrity_check(false)
         .context("checking the report database")?;
     if check != "ok" {
         anyhow::bail!(
             "{}: the database is damaged (quick_check: {check}); restore a backup",
-            args.db.display()
+            db_path.display()
         );
     }
     let catalog = Arc::new(assets.catalog()?);
@@ -198,10 +212,14 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let addr = match args.port {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => args.addr.clone(),
+    };
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.addr)
+        let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .with_context(|| format!("listening on {}", args.addr))?;
+            .with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr()?;
         if config.auth.open_writes {
             tracing::warn!(

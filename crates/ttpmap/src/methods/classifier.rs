@@ -18,7 +18,11 @@ pub const SPEC: MethodSpec = MethodSpec {
                 ctx.args
                     .model
                     .as_ref()
-                    .map(|p| format!("; {} is not one", p.display()))
+                    .map(|p| if p.is_file() {
+                        format!("; {}", crate::hub::file_not_folder(p))
+                    } else {
+                        format!("; {} is not one", p.display())
+                    })
                     .unwrap_or_default()
             );
         }

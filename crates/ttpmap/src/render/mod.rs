@@ -27,6 +27,8 @@ pub enum OutputFormat {
     Navigator,
     /// STIX 2.1 bundle with a report referencing ATT&CK attack-patterns.
     Stix,
+    /// MISP event JSON: a MISP galaxy tag per technique, evidence sentences as attributes.
+    Misp,
 }
 
 /// Options of the layer and bundle exports.
@@ -35,10 +37,11 @@ pub struct RenderOptions {
     /// Navigator layer name (default: the document title or file name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// STIX: ids derived from content (UUIDv5) instead of random, for reproducible output.
+    /// STIX and MISP: ids derived from content instead of random, for reproducible output.
     #[arg(long)]
     pub deterministic: bool,
-    /// STIX: fixed timestamp (RFC 3339) instead of the current time, for reproducible output.
+    /// STIX and MISP: fixed timestamp (RFC 3339) instead of the current time, for reproducible
+    /// output.
     #[arg(long, value_name = "TIME")]
     pub clock: Option<String>,
 }
@@ -59,12 +62,15 @@ pub fn render_extractions(
         OutputFormat::Markdown => ExportFormat::Markdown,
         OutputFormat::Navigator => ExportFormat::Navigator,
         OutputFormat::Stix => ExportFormat::Stix,
+        OutputFormat::Misp => ExportFormat::Misp,
     };
     let mut export_opts = ExportOptions::default();
     export_opts.navigator.name = opts.name.clone();
     export_opts.navigator.attack_version = Some(catalog.version().to_string());
     export_opts.stix.deterministic = opts.deterministic;
     export_opts.stix.clock = opts.clock.clone();
+    export_opts.misp.deterministic = opts.deterministic;
+    export_opts.misp.clock = opts.clock.clone();
     Ok(export::export(format, extractions, &lookup, &export_opts)?)
 }
 

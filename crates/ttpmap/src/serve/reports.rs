@@ -295,7 +295,7 @@ pub async fn add_review(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
-    /// `json` (default), `navigator`, `stix`, `jsonl`, `csv` or `markdown`.
+    /// `json` (default), `navigator`, `stix`, `misp`, `jsonl`, `csv` or `markdown`.
     #[serde(default)]
     pub format: Option<String>,
 }

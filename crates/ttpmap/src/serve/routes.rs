@@ -189,7 +189,7 @@ pub async fn search_techniques(State(st): State<SharedState>, uri: Uri) -> ApiRe
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractQuery {
-    /// `json` (default), `navigator`, `stix`, `jsonl`, `csv` or `markdown`.
+    /// `json` (default), `navigator`, `stix`, `misp`, `jsonl`, `csv` or `markdown`.
     #[serde(default)]
     pub format: Option<String>,
     /// Confidence threshold (default: the method's).

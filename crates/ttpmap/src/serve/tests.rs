@@ -667,6 +667,17 @@ async fn reports_store_review_and_export() {
     let (s, bytes, ct) = send(&app, get(&format!("/v1/reports/{id}/export?format=stix"))).await;
     assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
     assert_eq!(ct.as_deref(), Some("application/stix+json;version=2.1"));
+    let (s, event) = json(&app, get(&format!("/v1/reports/{id}/export?format=misp"))).await;
+    assert_eq!(s, StatusCode::OK, "{event}");
+    assert!(event["Event"]["Tag"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("misp-galaxy:mitre-attack-pattern=\"")
+            && t["name"].as_str().unwrap().ends_with(" - T1547.001\"")));
 
     // The list.
     let (s, l) = json(&app, get("/v1/reports")).await;
@@ -1110,6 +1121,29 @@ async fn full_ingestion_slots_say_so_and_health_counts_them() {
     )
     .await;
     assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+}
+
+#[tokio::test]
+async fn defanged_indicators_are_served_and_exported_as_written() {
+    let app = router(bm25_state(ServeConfig::default()));
+    let text =
+        "The implant dumped LSASS memory with Mimikatz and sent it to hxxps://update-cdn[.]top/u.";
+    let body = serde_json::json!({ "text": text }).to_string();
+    let (s, v) = json(&app, post_json("/v1/extract?sentences=all", &body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["document"]["sentences"][0]["text"], text, "{v}");
+    assert_eq!(v["sentences"][0]["text"], text, "{v}");
+    for format in ["csv", "stix", "misp"] {
+        let (s, bytes, _) = send(
+            &app,
+            post_json(&format!("/v1/extract?format={format}"), &body),
+        )
+        .await;
+        let out = String::from_utf8_lossy(&bytes);
+        assert_eq!(s, StatusCode::OK, "{out}");
+        assert!(out.contains("hxxps://update-cdn[.]top"), "{format}: {out}");
+        assert!(!out.contains("https://update-cdn.top"), "{format}: {out}");
+    }
 }
 
 #[tokio::test]

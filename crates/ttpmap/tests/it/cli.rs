@@ -95,13 +95,14 @@ mod extract {
             "markdown",
             "navigator",
             "stix",
+            "misp",
         ] {
             let (code, out, err) = run(ttpmap(cache.path())
                 .args(["extract", "--format", format])
                 .arg(example_report()));
             assert_eq!(code, 0, "{format}: {err}");
             assert!(!out.trim().is_empty(), "{format} printed nothing");
-            if matches!(format, "json" | "navigator" | "stix") {
+            if matches!(format, "json" | "navigator" | "stix" | "misp") {
                 serde_json::from_str::<serde_json::Value>(&out)
                     .unwrap_or_else(|e| panic!("{format} is not JSON: {e}"));
             }
@@ -109,7 +110,7 @@ mod extract {
     }
 
     #[test]
-    fn output_file_is_written_only_on_success() {
+    fn output_file_is_written_only_when_complete_and_a_bad_input_does_not_stop_the_batch() {
         let cache = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("layer.json");
@@ -122,22 +123,83 @@ mod extract {
             serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(layer["versions"]["layer"], "4.5");
 
-        // A bad second input: nothing is written at all.
+        // A bad input among good ones: the good one's result is still written, and every
+        // failure is reported at the end with exit code 1.
         let bad = dir.path().join("empty.txt");
         std::fs::write(&bad, "").unwrap();
-        let out2 = dir.path().join("never.json");
-        let (code, _, _) = run(ttpmap(cache.path())
+        let out2 = dir.path().join("partial.json");
+        let (code, _, err) = run(ttpmap(cache.path())
             .args(["extract", "--format", "json", "-o"])
             .arg(&out2)
+            .arg(&bad)
             .arg(example_report())
-            .arg(&bad));
-        assert_eq!(code, 1);
-        assert!(!out2.exists());
+            .arg("/nonexistent/missing.md"));
+        assert_eq!(code, 1, "{err}");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out2).unwrap()).unwrap();
+        let sources: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["source"].as_str().unwrap())
+            .collect();
+        assert_eq!(sources.len(), 1, "{sources:?}");
+        assert!(sources[0].ends_with("operation-glass-lantern.md"));
+        assert!(err.contains("2 of 3 inputs failed"), "{err}");
+        assert!(
+            err.contains("empty.txt") && err.contains("/nonexistent/missing.md"),
+            "{err}"
+        );
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
-            2,
-            "no temp files left"
+            3,
+            "layer.json, empty.txt, partial.json; no temp files left"
         );
+    }
+
+    #[test]
+    fn a_missing_file_does_not_stop_the_batch_on_stdout() {
+        let cache = tempfile::tempdir().unwrap();
+        let (code, out, err) = run(ttpmap(cache.path())
+            .args(["extract", "--format", "jsonl"])
+            .arg(example_report())
+            .arg("/nonexistent/missing.md"));
+        assert_eq!(code, 1, "{err}");
+        assert!(out.contains("operation-glass-lantern.md"), "{out}");
+        assert!(err.contains("/nonexistent/missing.md"), "{err}");
+    }
+
+    #[test]
+    fn defanged_indicators_are_output_as_written() {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("defanged.txt");
+        std::fs::write(
+            &report,
+            "The loader used PowerShell to download the payload from hxxps://update-cdn[.]top/a.ps1.\n",
+        )
+        .unwrap();
+        for format in ["json", "csv", "markdown", "stix"] {
+            let (code, out, err) = run(ttpmap(cache.path())
+                .args([
+                    "extract",
+                    "--method",
+                    "bm25",
+                    "--threshold",
+                    "0",
+                    "--format",
+                    format,
+                ])
+                .arg(&report));
+            assert_eq!(code, 0, "{format}: {err}");
+            // Markdown escapes the brackets (`\[.\]` renders as `[.]`).
+            let as_written = if format == "markdown" {
+                r"hxxps://update-cdn\[.\]top"
+            } else {
+                "hxxps://update-cdn[.]top"
+            };
+            assert!(out.contains(as_written), "{format}: {out}");
+            assert!(!out.contains("https://update-cdn.top"), "{format}: {out}");
+        }
     }
 }
 
@@ -241,5 +303,93 @@ mod bad_input {
         let cache = tempfile::tempdir().unwrap();
         let (code, _, _) = run(ttpmap(cache.path()).args(["extract", "--format", "nope", "x.txt"]));
         assert_eq!(code, 2);
+    }
+}
+
+mod serve_defaults {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    #[test]
+    fn port_listens_on_loopback_and_the_database_goes_to_the_cache_folder() {
+        let cache = tempfile::tempdir().unwrap();
+        let cwd = tempfile::tempdir().unwrap();
+        let mut child = ttpmap(cache.path())
+            .current_dir(cwd.path())
+            .env_remove("TTPMAP_TOKEN")
+            .env_remove("TTPMAP_TOKEN_FILE")
+            .env_remove("TTPMAP_MODEL")
+            .args(["serve", "--method", "bm25", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Vec::new();
+        let mut listening = None;
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                listening = Some(addr.trim().to_string());
+                break;
+            }
+            lines.push(line);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let addr = listening.unwrap_or_else(|| panic!("did not listen: {lines:#?}"));
+        assert!(addr.starts_with("http://127.0.0.1:"), "{addr}");
+        let db = cache.path().join("ttpmap.db");
+        assert!(db.is_file(), "no database in the cache folder");
+        assert!(
+            lines.iter().any(|l| l.contains(&db.display().to_string())),
+            "the database path is printed: {lines:#?}"
+        );
+        assert!(
+            !cwd.path().join("ttpmap.db").exists(),
+            "nothing in the working folder"
+        );
+    }
+
+    #[test]
+    fn port_conflicts_with_addr_and_help_names_the_database_folder() {
+        let cache = tempfile::tempdir().unwrap();
+        let (code, _, err) =
+            run(ttpmap(cache.path()).args(["serve", "--port", "18650", "--addr", "127.0.0.1:1"]));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--addr") && err.contains("--port"), "{err}");
+        let (code, out, err) = run(ttpmap(cache.path()).args(["serve", "--help"]));
+        assert_eq!(code, 0, "{err}");
+        let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(out.contains("--port <PORT>"), "{out}");
+        assert!(out.contains("ttpmap.db in the cache folder"), "{out}");
+    }
+}
+
+mod help {
+    use super::*;
+
+    #[test]
+    fn global_options_are_listed_apart_in_command_help() {
+        let cache = tempfile::tempdir().unwrap();
+        let (code, out, err) = run(ttpmap(cache.path()).args(["extract", "--help"]));
+        assert_eq!(code, 0, "{err}");
+        let (own, global) = out
+            .split_once("Global options:")
+            .unwrap_or_else(|| panic!("no Global options section: {out}"));
+        assert!(own.contains("--format"), "{own}");
+        for flag in ["--cache-dir", "--attack", "--offline", "--data-dir"] {
+            assert!(
+                !own.contains(flag),
+                "{flag} mixed into the command's options"
+            );
+            assert!(global.contains(flag), "{flag} missing: {global}");
+        }
+        // Still accepted after the command.
+        let (code, _, err) = run(ttpmap(cache.path())
+            .args(["extract", "--quiet", "--method", "bm25", "--format", "json"])
+            .arg(example_report()));
+        assert_eq!(code, 0, "{err}");
     }
 }

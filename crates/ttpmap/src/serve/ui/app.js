@@ -115,7 +115,7 @@ function show(report) {
   state.report = report;
   $("report-pane").hidden = false;
   $("report-title").textContent = (report.id ? "#" + report.id + " " : "") + (report.title || report.source);
-  for (const b of ["export-navigator", "export-stix", "export-json"]) $(b).disabled = !report.id;
+  for (const b of ["export-navigator", "export-stix", "export-misp", "export-json"]) $(b).disabled = !report.id;
   renderText();
   renderTactics();
   renderPanel();
@@ -246,7 +246,7 @@ async function exportAs(format) {
     });
     $("export-output").textContent = text;
     $("export-output").dataset.format = format;
-    const ext = { navigator: "layer.json", stix: "stix.json", json: "json" }[format];
+    const ext = { navigator: "layer.json", stix: "stix.json", misp: "misp.json", json: "json" }[format];
     const a = el("a", { href: URL.createObjectURL(new Blob([text], { type: "application/json" })),
       download: "report-" + state.report.id + "." + ext });
     document.body.append(a);
@@ -269,6 +269,7 @@ async function init() {
   });
   $("export-navigator").addEventListener("click", () => exportAs("navigator"));
   $("export-stix").addEventListener("click", () => exportAs("stix"));
+  $("export-misp").addEventListener("click", () => exportAs("misp"));
   $("export-json").addEventListener("click", () => exportAs("json"));
   try {
     const h = await api("GET", "/health");

@@ -200,7 +200,8 @@ mod tests {
         Assets::new(&GlobalArgs {
             attack,
             cache_dir: Some(cache.to_path_buf()),
-            data_dir: None,
+            // A data folder without an ATT&CK bundle: the shared one is not found there.
+            data_dir: Some(cache.join("data")),
             offline,
             verbose: 0,
             quiet: true,

@@ -364,7 +364,10 @@ mod tests {
             ["trained", "bm25", "dense", "hybrid", "classifier", "rerank"]
         );
         let err = registry.get("bm24").err().unwrap().to_string();
-        assert!(err.contains("bm24") && err.contains("trained, bm25, dense"), "{err}");
+        assert!(
+            err.contains("bm24") && err.contains("trained, bm25, dense"),
+            "{err}"
+        );
         let names: Vec<String> = method_parser()
             .possible_values()
             .unwrap()

@@ -28,6 +28,12 @@ impl Assets {
         }
     }
 
+    /// The review database `ttpmap serve` and `data export-reviews` use without `--db`:
+    /// `ttpmap.db` in the cache folder.
+    pub fn review_db(&self) -> PathBuf {
+        self.cache_dir().join("ttpmap.db")
+    }
+
     /// The cache folder: --cache-dir / $TTPMAP_CACHE, $XDG_CACHE_HOME/ttpmap, ~/.cache/ttpmap.
     pub fn cache_dir(&self) -> PathBuf {
         if let Some(d) = &self.global.cache_dir {

@@ -57,7 +57,7 @@ pub struct StatsArgs {
 pub fn run(assets: &Assets, args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Stats(a) => stats(assets, a),
-        DataCommand::ExportReviews(a) => export_reviews(a),
+        DataCommand::ExportReviews(a) => export_reviews(assets, a),
         DataCommand::Pairs(a) => crate::cmd::pairs::run(assets, a),
     }
 }
@@ -188,9 +188,9 @@ pub enum ReviewFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ExportReviewsArgs {
-    /// The `ttpmap serve` database.
+    /// The `ttpmap serve` database (default: ttpmap.db in the cache folder, as `serve` uses).
     #[arg(long, value_name = "FILE")]
-    pub db: PathBuf,
+    pub db: Option<PathBuf>,
     /// Output file (written only when complete); stdout without it.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -200,13 +200,14 @@ pub struct ExportReviewsArgs {
 }
 
 /// `ttpmap data export-reviews`: see `serve::training` for what becomes a label.
-pub fn export_reviews(args: ExportReviewsArgs) -> anyhow::Result<()> {
-    if !args.db.is_file() {
-        anyhow::bail!("{}: no such database file", args.db.display());
+pub fn export_reviews(assets: &Assets, args: ExportReviewsArgs) -> anyhow::Result<()> {
+    let path = args.db.clone().unwrap_or_else(|| assets.review_db());
+    if !path.is_file() {
+        anyhow::bail!("{}: no such database file (pass --db FILE)", path.display());
     }
-    let db = Db::open(&args.db).context("opening the report database")?;
+    let db = Db::open(&path).context("opening the report database")?;
     let docs = crate::serve::training::reviewed_documents(&db)
-        .with_context(|| format!("reading reviews from {}", args.db.display()))?;
+        .with_context(|| format!("reading reviews from {}", path.display()))?;
     let format = args
         .format
         .unwrap_or(match args.output.as_ref().and_then(|p| p.extension()) {

@@ -135,7 +135,7 @@ pub fn run(assets: &Assets, args: ServeArgs) -> anyhow::Result<()> {
             let dir = assets.cache_dir();
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("creating the cache folder {}", dir.display()))?;
-            dir.join("ttpmap.db")
+            assets.review_db()
         }
     };
     let db = Arc::new(Db::open(&db_path).context("opening the report database")?);

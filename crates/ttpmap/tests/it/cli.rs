@@ -350,6 +350,18 @@ mod serve_defaults {
             !cwd.path().join("ttpmap.db").exists(),
             "nothing in the working folder"
         );
+        // export-reviews reads the same database without --db.
+        let (code, _, err) = run(ttpmap(cache.path()).args(["data", "export-reviews"]));
+        assert!(!err.contains("no such database file"), "{err}");
+        assert_eq!(code, 0, "--db is optional: {err}");
+        let empty = tempfile::tempdir().unwrap();
+        let (code, _, err) = run(ttpmap(empty.path()).args(["data", "export-reviews"]));
+        assert_eq!(code, 1, "{err}");
+        let expected = empty.path().join("ttpmap.db");
+        assert!(
+            err.contains(&expected.display().to_string()) && err.contains("pass --db FILE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
 use ttpmap_core::pipeline::{ScoreOptions, SentenceScorer};
-use ttpmap_core::software::SoftwareIndex;
+use ttpmap_core::software::{Software, SoftwareIndex};
 use ttpmap_core::{Evidence, Prediction, TechniqueId};
 
 use crate::artifact::{write_folder_atomic, write_json, Artifact, Manifest, SeedEntry};
@@ -403,6 +403,16 @@ impl TrainedModel {
     /// Calibrated probabilities `[sentence][label]` (label order of the manifest), with the
     /// software and technique names in each sentence as evidence.
     pub fn predict(&self, sentences: &[&str], mentions: &Mentions) -> Result<Vec<Vec<f32>>> {
+        let scans: Vec<SentenceMentions> = sentences.iter().map(|t| mentions.scan(t)).collect();
+        self.predict_scanned(sentences, &scans)
+    }
+
+    /// [`Self::predict`] with each sentence's mentions already found.
+    fn predict_scanned(
+        &self,
+        sentences: &[&str],
+        scans: &[SentenceMentions],
+    ) -> Result<Vec<Vec<f32>>> {
         let probs = self.artifact.predict_proba(sentences)?;
         let index = label_index(self.artifact.labels());
         let boosts = Boosts {
@@ -411,11 +421,8 @@ impl TrainedModel {
         };
         Ok(probs
             .into_iter()
-            .zip(sentences)
-            .map(|(row, text)| {
-                let found = mentions.found(text, &index);
-                adjust(&row, &found, boosts, self.manifest.calibration)
-            })
+            .zip(scans)
+            .map(|(row, scan)| adjust(&row, &scan.found(&index), boosts, self.manifest.calibration))
             .collect())
     }
 }
@@ -445,11 +452,31 @@ impl Mentions {
         }
     }
 
+    /// The software and technique names `text` mentions.
+    fn scan<'a>(&'a self, text: &str) -> SentenceMentions<'a> {
+        SentenceMentions {
+            software: self.software.mentions(text),
+            names: self.names.mentions(text),
+        }
+    }
+
     /// Label indexes raised by software in `text`, and by technique names in `text`.
     fn found(&self, text: &str, index: &HashMap<TechniqueId, usize>) -> Found {
+        self.scan(text).found(index)
+    }
+}
+
+/// One sentence's mentions: found once, used for the boosts and shown as evidence.
+struct SentenceMentions<'a> {
+    software: Vec<&'a Software>,
+    names: Vec<&'a Software>,
+}
+
+impl SentenceMentions<'_> {
+    fn found(&self, index: &HashMap<TechniqueId, usize>) -> Found {
         Found {
-            software: boosted_labels(&self.software, text, index),
-            names: boosted_labels(&self.names, text, index),
+            software: labels_used(&self.software, index),
+            names: labels_used(&self.names, index),
         }
     }
 }
@@ -468,14 +495,9 @@ struct Boosts {
     names: f32,
 }
 
-/// Labels used by software named in `text`.
-fn boosted_labels(
-    software: &SoftwareIndex,
-    text: &str,
-    index: &HashMap<TechniqueId, usize>,
-) -> BTreeSet<usize> {
-    software
-        .mentions(text)
+/// Label indexes of the techniques the mentioned software (or technique names) use.
+fn labels_used(mentioned: &[&Software], index: &HashMap<TechniqueId, usize>) -> BTreeSet<usize> {
+    mentioned
         .iter()
         .flat_map(|s| s.uses.iter())
         .filter_map(|t| index.get(t).copied())
@@ -551,28 +573,26 @@ impl SentenceScorer for TrainedScorer {
     }
 
     fn score(&self, sentences: &[&str]) -> ttpmap_core::Result<Vec<Vec<Prediction>>> {
+        // Each sentence's mentions are found once: for the boosts and for the evidence.
+        let scans: Vec<SentenceMentions> =
+            sentences.iter().map(|t| self.mentions.scan(t)).collect();
         let rows = self
-            .label_scores(sentences)
+            .model
+            .predict_scanned(sentences, &scans)
             .map_err(|e| ttpmap_core::Error::model(self.model.source(), "scoring sentences", e))?;
         Ok(rows
-            .into_iter()
-            .zip(sentences)
-            .map(|(row, text)| {
-                let (mentioned, named) = if self.clf.with_evidence {
-                    (
-                        self.mentions.software.mentions(text),
-                        self.mentions.names.mentions(text),
-                    )
-                } else {
-                    (Vec::new(), Vec::new())
-                };
-                row.into_iter()
+            .iter()
+            .zip(&scans)
+            .map(|(row, scan)| {
+                self.clf
+                    .label_scores(row)
+                    .into_iter()
                     .take(self.clf.top_k)
                     .map(|(technique, p)| {
                         let mut reasons = Vec::new();
                         if self.clf.with_evidence {
                             reasons.push(format!("calibrated probability {p:.3}"));
-                            for s in &mentioned {
+                            for s in &scan.software {
                                 if let Some(t) = s
                                     .uses
                                     .iter()
@@ -581,7 +601,7 @@ impl SentenceScorer for TrainedScorer {
                                     reasons.push(format!("{}: {} uses {t}", s.name, s.id));
                                 }
                             }
-                            if named.iter().any(|n| n.uses.contains(&technique)) {
+                            if scan.names.iter().any(|n| n.uses.contains(&technique)) {
                                 reasons.push(format!("names the technique ({technique})"));
                             }
                         }
@@ -852,7 +872,7 @@ mod tests {
         );
         let labels = vec![t("T1021.002"), t("T1059.001")];
         let index = label_index(&labels);
-        let b = boosted_labels(&sw, "They ran PsExec.", &index);
+        let b = labels_used(&sw.mentions("They ran PsExec."), &index);
         assert_eq!(b, [0].into());
         let found = Found {
             software: b,

@@ -88,7 +88,8 @@ const REGISTRY_HIVES: &[&str] = &[
 /// - command-line flags (`-encodedcommand`, `-enc`, `--no-profile`, `/c`).
 ///
 /// Every chunk is also split into its alphanumeric words, which go through stop-word removal and
-/// the S-stemmer. So `powershell.exe` yields `powershell.exe`, `powershell`, `exe`: a query
+/// the S-stemmer; single characters and one- or two-digit numbers are dropped (scores, counts
+/// and version numbers are not evidence; ports and event ids of three or more digits are kept). So `powershell.exe` yields `powershell.exe`, `powershell`, `exe`: a query
 /// that says "PowerShell" matches a document that says `powershell.exe` through the word, and
 /// an exact file name scores higher through the whole token (its idf is high). `exe` is kept:
 /// it is rare in prose and its idf is low where it is frequent.
@@ -130,7 +131,13 @@ impl Analyzer {
                     continue;
                 }
                 // A single letter carries no meaning once split from its chunk (`c` of `/c`).
-                if word.chars().count() == 1 && !word.chars().all(|c| c.is_ascii_digit()) {
+                if word.chars().count() == 1 {
+                    continue;
+                }
+                // Nor does a one- or two-digit number: scores, counts, versions ("5.0",
+                // "10 (6.0)") matched technique documents through their list numbering and
+                // version strings. Longer numbers stay: ports (445, 3389), event ids (4624).
+                if word.len() <= 2 && word.bytes().all(|b| b.is_ascii_digit()) {
                     continue;
                 }
                 if self.no_stemming {
@@ -803,6 +810,21 @@ mod tests {
         let mut s = STOP_WORDS.to_vec();
         s.sort();
         assert_eq!(s, STOP_WORDS);
+    }
+
+    #[test]
+    fn short_numbers_are_not_terms_but_ports_and_event_ids_are() {
+        let a = Analyzer::new();
+        let t = a.analyze(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) scores 0 (7.7); 5 (6.3); 10 (6.0) \
+             over port 3389, event 4624",
+        );
+        for gone in ["0", "5", "7", "10", "6", "3"] {
+            assert!(!t.contains(&gone.to_string()), "{gone} kept in {t:?}");
+        }
+        for kept in ["3389", "4624", "win64", "x64", "mozilla", "score"] {
+            assert!(t.contains(&kept.to_string()), "{kept} missing from {t:?}");
+        }
     }
 
     #[test]

@@ -191,6 +191,14 @@ pub fn to_jsonl(extractions: &[Extraction]) -> Result<String> {
 
 /// Quotes a CSV field per RFC 4180 when it holds a comma, quote, CR or LF, or starts or ends
 /// with a space.
+/// A score as people read it: two decimals, rounded down, so a score under a threshold never
+/// reads as the threshold (0.597 shows as "0.59" when 0.60 drops it). Machine formats (JSON,
+/// CSV, STIX, Navigator) keep the full value.
+pub fn shown_score(score: f32) -> String {
+    // The small slack keeps an f32 such as 0.29 (0.28999999) at "0.29".
+    format!("{:.2}", ((f64::from(score) * 100.0) + 1e-4).floor() / 100.0)
+}
+
 fn csv_field(s: &str) -> String {
     let needs = s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ');
     if needs {
@@ -320,10 +328,10 @@ pub fn to_markdown(
                 None => t.technique.to_string(),
             };
             out.push_str(&format!(
-                "| {id} | {} | {} | {:.2} | {} |\n",
+                "| {id} | {} | {} | {} | {} |\n",
                 md_escape(&technique_name(t, lookup)),
                 md_escape(&technique_tactics(t, lookup).join(", ")),
-                t.score,
+                shown_score(t.score),
                 t.sentences.len()
             ));
         }
@@ -340,8 +348,8 @@ pub fn to_markdown(
             }
             for e in items.iter().take(opts.evidence_sentences) {
                 let how = match (e.score, e.method) {
-                    (Some(s), Some(m)) => format!("score {s:.2}, {}", md_escape(m)),
-                    (Some(s), None) => format!("score {s:.2}"),
+                    (Some(s), Some(m)) => format!("score {}, {}", shown_score(s), md_escape(m)),
+                    (Some(s), None) => format!("score {}", shown_score(s)),
                     _ => "no score".to_string(),
                 };
                 out.push_str(&format!(
@@ -592,7 +600,7 @@ pub fn navigator_layer(
         for (source, e) in a.evidence.iter().take(opts.evidence_sentences) {
             let score = e
                 .score
-                .map(|s| format!("{s:.2}"))
+                .map(shown_score)
                 .unwrap_or_else(|| "-".into());
             let prefix = if multi {
                 format!("[{source}] ")
@@ -1102,10 +1110,10 @@ pub fn stix_bundle(
         )];
         for dt in &x.techniques {
             lines.push(format!(
-                "- {} {} (score {:.2}, {} sentence(s))",
+                "- {} {} (score {}, {} sentence(s))",
                 dt.technique,
                 technique_name(dt, lookup),
-                dt.score,
+                shown_score(dt.score),
                 dt.sentences.len()
             ));
         }
@@ -1154,7 +1162,7 @@ pub fn stix_bundle(
                 .map(|e| {
                     let score = e
                         .score
-                        .map(|s| format!("{s:.2}"))
+                        .map(shown_score)
                         .unwrap_or_else(|| "-".into());
                     format!(
                         "- sentence {} (score {score}): {}",
@@ -1344,6 +1352,16 @@ mod tests {
         assert_eq!(clip("ééééé", 4), "ééé…");
         assert_eq!(clip("abc def", 5), "abc…");
         assert_eq!(clip("", 5), "");
+    }
+
+    #[test]
+    fn shown_scores_round_down_so_a_dropped_score_never_reads_as_the_threshold() {
+        assert_eq!(shown_score(0.597), "0.59");
+        assert_eq!(shown_score(0.6), "0.60");
+        assert_eq!(shown_score(0.29), "0.29");
+        assert_eq!(shown_score(0.268), "0.26");
+        assert_eq!(shown_score(1.0), "1.00");
+        assert_eq!(shown_score(0.0), "0.00");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use ttpmap_core::attack::Catalog;
 use ttpmap_core::eval::render_table;
-use ttpmap_core::export::{self, ExportFormat, ExportOptions};
+use ttpmap_core::export::{self, shown_score as shown, ExportFormat, ExportOptions};
 use ttpmap_core::Extraction;
 
 /// Output formats of `extract`.
@@ -134,13 +134,6 @@ fn table(extractions: &[Extraction]) -> String {
     out
 }
 
-/// A score with two decimals, rounded down: what is shown is never above what was compared with
-/// the threshold, so a 0.597 reads "0.59" (dropped at 0.60), not "0.60".
-fn shown(score: f32) -> String {
-    // The small slack keeps an f32 such as 0.29 (0.28999999) at "0.29".
-    format!("{:.2}", ((f64::from(score) * 100.0) + 1e-4).floor() / 100.0)
-}
-
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
@@ -150,17 +143,3 @@ fn truncate(s: &str, max: usize) -> String {
     t
 }
 
-#[cfg(test)]
-mod tests {
-    use super::shown;
-
-    #[test]
-    fn shown_scores_round_down_so_a_dropped_score_never_reads_as_the_threshold() {
-        assert_eq!(shown(0.597), "0.59");
-        assert_eq!(shown(0.6), "0.60");
-        assert_eq!(shown(0.29), "0.29");
-        assert_eq!(shown(0.268), "0.26");
-        assert_eq!(shown(1.0), "1.00");
-        assert_eq!(shown(0.0), "0.00");
-    }
-}

@@ -598,10 +598,7 @@ pub fn navigator_layer(
     for (id, a) in &agg {
         let mut comment_lines = Vec::new();
         for (source, e) in a.evidence.iter().take(opts.evidence_sentences) {
-            let score = e
-                .score
-                .map(shown_score)
-                .unwrap_or_else(|| "-".into());
+            let score = e.score.map(shown_score).unwrap_or_else(|| "-".into());
             let prefix = if multi {
                 format!("[{source}] ")
             } else {
@@ -1160,10 +1157,7 @@ pub fn stix_bundle(
                 .iter()
                 .take(opts.evidence_sentences)
                 .map(|e| {
-                    let score = e
-                        .score
-                        .map(shown_score)
-                        .unwrap_or_else(|| "-".into());
+                    let score = e.score.map(shown_score).unwrap_or_else(|| "-".into());
                     format!(
                         "- sentence {} (score {score}): {}",
                         e.sentence,

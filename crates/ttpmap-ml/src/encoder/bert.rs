@@ -530,6 +530,179 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// Inference on packed tokens: `x` is `[n, hidden]`, the real tokens of every sequence one
+    /// after another. The linear layers see only real tokens; attention runs per
+    /// [`AttentionGroup`] (sequences of similar length, padded to the group's longest and
+    /// masked), so padding costs next to nothing. Equals [`Layer::forward`] on those tokens.
+    fn forward_packed(&self, x: &Tensor, plan: &PackPlan) -> Result<Tensor> {
+        let (n, h) = x.dims2()?;
+        let hd = h / self.heads;
+        // One projection for the whole batch; the query is pre-scaled in the fused weights.
+        let qkv = match &self.fused_qkv {
+            Some(qkv) => qkv.forward(x)?,
+            None => Tensor::cat(
+                &[
+                    &(self.query.forward(x)? * self.scale())?,
+                    &self.key.forward(x)?,
+                    &self.value.forward(x)?,
+                ],
+                1,
+            )?,
+        };
+        // Row `n` is zeros: what padding slots gather.
+        let qkv = Tensor::cat(
+            &[&qkv, &Tensor::zeros((1, 3 * h), qkv.dtype(), qkv.device())?],
+            0,
+        )?;
+        let mut ctx = Vec::with_capacity(plan.groups.len());
+        for g in &plan.groups {
+            let (rows, len) = (g.rows, g.len);
+            let all = qkv
+                .index_select(&g.gather, 0)?
+                .reshape((rows, len, 3, self.heads, hd))?
+                .permute((2, 0, 3, 1, 4))?
+                .contiguous()?;
+            let (q, k, v) = (all.get(0)?, all.get(1)?, all.get(2)?);
+            let mut scores = q.matmul(&k.t()?)?;
+            if let Some(bias) = &g.mask_bias {
+                scores = scores.broadcast_add(bias)?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            ctx.push(
+                probs
+                    .matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((rows * len, h))?,
+            );
+        }
+        // The groups' padded slots back to the real tokens, in packed order.
+        let ctx = Tensor::cat(&ctx, 0)?.index_select(&plan.unpermute, 0)?;
+        debug_assert_eq!(ctx.dims(), [n, h]);
+        let attn = self.attn_out.forward(&ctx)?;
+        let x = self.attn_norm.forward(&(attn + x)?, Mode::Eval)?;
+        let inter = self
+            .act
+            .apply(&self.intermediate.forward(&x)?, Mode::Eval)?;
+        let out = self.output.forward(&inter)?;
+        self.out_norm.forward(&(out + x)?, Mode::Eval)
+    }
+}
+
+/// Sequences whose attention runs together: padded to the longest of them.
+struct AttentionGroup {
+    rows: usize,
+    len: usize,
+    /// `[rows * len]` packed-token index per padded slot (`n`, the zero row, for padding).
+    gather: Tensor,
+    /// `[rows, 1, 1, len]` large negative on padding keys; `None` when nothing is padded.
+    mask_bias: Option<Tensor>,
+}
+
+/// How a right-padded batch is packed: token index, attention groups, and the permutation
+/// from the groups' order back to packed order.
+struct PackPlan {
+    /// Flat `[batch * seq]` position of each packed token.
+    index: Tensor,
+    groups: Vec<AttentionGroup>,
+    /// For each packed token, its slot among all groups' padded slots (concatenated).
+    unpermute: Tensor,
+}
+
+/// Padding a group may carry, relative to its real tokens, before a new group starts. More
+/// groups mean more (small) operations; fewer mean attention over more padding.
+const GROUP_PADDING: f64 = 0.25;
+
+impl PackPlan {
+    fn new(lengths: &[usize], seq: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let mut offsets = Vec::with_capacity(lengths.len());
+        let mut index = Vec::new();
+        for (row, &len) in lengths.iter().enumerate() {
+            offsets.push(index.len());
+            index.extend((0..len).map(|t| (row * seq + t) as u32));
+        }
+        let n = index.len();
+        // Longest first; a group grows while its padding stays under GROUP_PADDING.
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
+        order.sort_by_key(|&r| std::cmp::Reverse(lengths[r]));
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for r in order {
+            match groups.last_mut() {
+                Some(g)
+                    if {
+                        let longest = lengths[g[0]];
+                        let real: usize = g.iter().map(|&x| lengths[x]).sum::<usize>() + lengths[r];
+                        (longest * (g.len() + 1)) as f64 <= (1.0 + GROUP_PADDING) * real as f64
+                    } =>
+                {
+                    g.push(r)
+                }
+                _ => groups.push(vec![r]),
+            }
+        }
+        let mut unpermute = vec![0u32; n];
+        let mut slot = 0u32;
+        let mut built = Vec::with_capacity(groups.len());
+        for g in groups {
+            let len = lengths[g[0]];
+            let mut gather = Vec::with_capacity(g.len() * len);
+            let mut bias = Vec::with_capacity(g.len() * len);
+            for &r in &g {
+                for t in 0..len {
+                    if t < lengths[r] {
+                        gather.push((offsets[r] + t) as u32);
+                        unpermute[offsets[r] + t] = slot;
+                        bias.push(0f32);
+                    } else {
+                        gather.push(n as u32);
+                        bias.push(MASK_NEG as f32);
+                    }
+                    slot += 1;
+                }
+            }
+            let padded = bias.iter().any(|&b| b != 0.0);
+            let rows = g.len();
+            built.push(AttentionGroup {
+                rows,
+                len,
+                gather: Tensor::from_vec(gather, rows * len, device)?,
+                mask_bias: if padded {
+                    Some(Tensor::from_vec(bias, (rows, 1, 1, len), device)?.to_dtype(dtype)?)
+                } else {
+                    None
+                },
+            });
+        }
+        Ok(Self {
+            index: Tensor::from_vec(index, n, device)?,
+            groups: built,
+            unpermute: Tensor::from_vec(unpermute, n, device)?,
+        })
+    }
+}
+
+/// Packed inference is on unless `TTPMAP_PADDED_INFERENCE` is set (read once): the padded path
+/// stays available for comparison (`examples/bench_encode`) and as the reference.
+fn packing_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("TTPMAP_PADDED_INFERENCE").is_none())
+}
+
+/// Each row's number of real tokens when `mask` `[batch, seq]` pads on the right (ones, then
+/// zeros), or `None` when some row has a gap or a left pad (the padded path handles those).
+fn right_padded_lengths(mask: &Tensor) -> Result<Option<Vec<usize>>> {
+    let rows = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let mut lengths = Vec::with_capacity(rows.len());
+    for row in rows {
+        let len = row.iter().take_while(|&&m| m != 0.0).count();
+        if len == 0 || row[len..].iter().any(|&m| m != 0.0) {
+            return Ok(None);
+        }
+        lengths.push(len);
+    }
+    Ok(Some(lengths))
+}
+
 /// The BERT encoder: embeddings, `num_hidden_layers` transformer layers and an optional pooler.
 #[derive(Debug, Clone)]
 pub struct BertEncoder {
@@ -744,6 +917,16 @@ impl BertEncoder {
                 )));
             }
         }
+        if let (Mode::Eval, Some(m), true) = (mode, attention_mask, packing_enabled()) {
+            if let Some(lengths) = right_padded_lengths(m)? {
+                // Packing pays when padding is more than a group may carry (a length-sorted
+                // batch has little: the padded path is faster there).
+                let real: usize = lengths.iter().sum();
+                if (b * s) as f64 > (1.0 + GROUP_PADDING) * real as f64 {
+                    return self.forward_layers_packed(x, &lengths, layers);
+                }
+            }
+        }
         let dtype = self.embeddings.position.dtype();
         let mask_bias = match attention_mask {
             Some(m) => {
@@ -756,6 +939,28 @@ impl BertEncoder {
             x = layer.forward(&x, mask_bias.as_ref(), mode)?;
         }
         Ok(x)
+    }
+
+    /// Inference without work on padding: the real tokens of `x` `[batch, seq, hidden]` (row
+    /// `i` has `lengths[i]` of them, then padding) are packed into one `[tokens, hidden]`
+    /// matrix for the layers and scattered back at the end; padding positions come out as
+    /// zeros (every consumer masks them).
+    fn forward_layers_packed(
+        &self,
+        x: &Tensor,
+        lengths: &[usize],
+        layers: std::ops::Range<usize>,
+    ) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let plan = PackPlan::new(lengths, s, x.dtype(), x.device())?;
+        let mut packed = x.reshape((b * s, h))?.index_select(&plan.index, 0)?;
+        for layer in &self.layers[layers] {
+            packed = layer.forward_packed(&packed, &plan)?;
+        }
+        let zeros = Tensor::zeros((b * s, h), packed.dtype(), packed.device())?;
+        Ok(zeros
+            .index_add(&plan.index, &packed, 0)?
+            .reshape((b, s, h))?)
     }
 
     /// The embeddings output (input of layer 0), `[batch, seq, hidden]`.
@@ -1013,6 +1218,54 @@ mod tests {
         assert!(d < 1e-5, "{d}");
         let too_long = Tensor::zeros((1, 21), DType::U32, &dev).unwrap();
         assert!(enc.forward(&too_long, None, None, Mode::Eval).is_err());
+    }
+
+    #[test]
+    fn packed_inference_matches_each_sequence_alone() {
+        let varmap = VarMap::new();
+        let (mut enc, _) =
+            BertEncoder::trainable(&varmap, &tiny(), &TrainableOptions::default(), None).unwrap();
+        let dev = Device::Cpu;
+        let rows: [&[u32]; 3] = [&[2, 7, 9], &[2, 5, 6, 8, 3, 4], &[2, 11]];
+        let s = 6;
+        let mut ids = Vec::new();
+        let mut mask = Vec::new();
+        for r in rows {
+            ids.extend(
+                r.iter()
+                    .copied()
+                    .chain(std::iter::repeat(0).take(s - r.len())),
+            );
+            mask.extend((0..s).map(|t| u32::from(t < r.len())));
+        }
+        let ids = Tensor::from_vec(ids, (3, s), &dev).unwrap();
+        let mask = Tensor::from_vec(mask, (3, s), &dev).unwrap();
+        for fused in [false, true] {
+            if fused {
+                enc.fuse_for_inference().unwrap();
+            }
+            let batch = enc.forward(&ids, None, Some(&mask), Mode::Eval).unwrap();
+            for (i, r) in rows.iter().enumerate() {
+                let one = Tensor::new(*r, &dev).unwrap().unsqueeze(0).unwrap();
+                let alone = enc.forward(&one, None, None, Mode::Eval).unwrap();
+                let got = batch
+                    .narrow(0, i, 1)
+                    .unwrap()
+                    .narrow(1, 0, r.len())
+                    .unwrap();
+                let d = max_abs_diff(&got, &alone);
+                assert!(d < 1e-5, "row {i} (fused {fused}): {d}");
+                // Padding positions are zeros (consumers mask them).
+                if r.len() < s {
+                    let pad = batch
+                        .narrow(0, i, 1)
+                        .unwrap()
+                        .narrow(1, r.len(), s - r.len());
+                    let m = pad.unwrap().abs().unwrap().max_all().unwrap();
+                    assert_eq!(m.to_scalar::<f32>().unwrap(), 0.0);
+                }
+            }
+        }
     }
 
     #[test]

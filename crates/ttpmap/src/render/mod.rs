@@ -142,4 +142,3 @@ fn truncate(s: &str, max: usize) -> String {
     t.push('…');
     t
 }
-

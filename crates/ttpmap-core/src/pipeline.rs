@@ -693,6 +693,7 @@ mod tests {
                 index,
                 span: Span::new(start, start + s.len()),
                 text: s.to_string(),
+                block: Default::default(),
             });
             start += s.len() + 1;
         }

@@ -3,7 +3,8 @@
 //! Owns format detection ([`Format`]), input limits ([`IngestOptions`]), decoding and the
 //! checks on it, and building a [`Document`]. Submodules: [`normalize`] (canonical text form,
 //! refanging), [`segment`] (CTI sentence splitter), `markdown`/`html`/`pdf` (converters to
-//! plain lines).
+//! plain lines), [`indicators`] (IOC rows and indicator-only lines, which the pipeline does not
+//! score).
 //!
 //! Invariants of every `Document` returned:
 //! - `text` is in the form [`normalize()`] produces (for text and PDF also [`reflow`]ed), so
@@ -26,6 +27,7 @@
 //! is rejected with the byte offset of the first invalid sequence. Convert such files first.
 
 pub mod html;
+pub mod indicators;
 pub mod markdown;
 pub mod normalize;
 #[cfg(feature = "pdf")]

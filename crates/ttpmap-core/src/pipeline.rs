@@ -6,6 +6,8 @@
 //! - every kept prediction has `score >= threshold`, and a sentence keeps at most
 //!   `max_per_sentence` of them, best first (ties broken by technique id);
 //! - `Extraction::sentences` lists only sentences with a prediction, in document order;
+//! - sentences shorter than `min_sentence_chars` and lists of indicators (IOC table rows,
+//!   lines of hashes and addresses: [`crate::ingest::indicators`]) are not scored;
 //! - the document technique set is exactly the union of the kept sentence predictions, best
 //!   score first; a technique's `sentences` are ordered by that technique's score.
 //!
@@ -244,6 +246,7 @@ fn extract_batched(
         .sentences
         .iter()
         .filter(|s| s.text.trim().chars().count() >= options.min_sentence_chars)
+        .filter(|s| !crate::ingest::indicators::carries_no_technique(&s.text, s.block))
         .map(|s| s.index)
         .collect();
     // Scorers see indicators refanged (`hxxps://evil[.]com` -> `https://evil.com`); the
@@ -693,6 +696,7 @@ mod tests {
                 index,
                 span: Span::new(start, start + s.len()),
                 text: s.to_string(),
+                block: Default::default(),
             });
             start += s.len() + 1;
         }

@@ -115,6 +115,50 @@ impl Span {
     }
 }
 
+/// The kind of block (line of [`Document::text`]) a sentence belongs to, as the converter saw
+/// it: a Markdown `#` line or HTML `<h2>` is a heading, a `- item` or `<li>` a list item, a
+/// `| a | b |` or `<tr>` a table row, a fenced block or `<pre>` line code. Plain text and PDF
+/// only know list items and table rows (by their look); everything else is a paragraph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Block {
+    #[default]
+    Paragraph,
+    Heading,
+    ListItem,
+    TableRow,
+    Code,
+}
+
+impl Block {
+    /// `paragraph`, `heading`, `list_item`, `table_row` or `code` (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Block::Paragraph => "paragraph",
+            Block::Heading => "heading",
+            Block::ListItem => "list_item",
+            Block::TableRow => "table_row",
+            Block::Code => "code",
+        }
+    }
+
+    /// The inverse of [`Block::as_str`]; anything else is a paragraph.
+    pub fn from_name(s: &str) -> Block {
+        match s {
+            "heading" => Block::Heading,
+            "list_item" => Block::ListItem,
+            "table_row" => Block::TableRow,
+            "code" => Block::Code,
+            _ => Block::Paragraph,
+        }
+    }
+
+    /// True for [`Block::Paragraph`] (the default, left out of serialised sentences).
+    pub fn is_paragraph(&self) -> bool {
+        *self == Block::Paragraph
+    }
+}
+
 /// One sentence (or list item / table row) of a document.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sentence {
@@ -124,6 +168,9 @@ pub struct Sentence {
     pub span: Span,
     /// The sentence text, equal to `&doc.text[span.start..span.end]`.
     pub text: String,
+    /// The kind of line the sentence is on (all sentences of one line share it).
+    #[serde(default, skip_serializing_if = "Block::is_paragraph")]
+    pub block: Block,
 }
 
 /// A normalised document split into sentences.

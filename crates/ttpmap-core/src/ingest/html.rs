@@ -21,6 +21,8 @@
 use scraper::node::Node;
 use scraper::{ElementRef, Html, Selector};
 
+use crate::types::Block;
+
 /// scraper's node reference (ego-tree's `NodeRef<'a, Node>`), named without depending on
 /// ego-tree.
 type NodeRef<'a> = <ElementRef<'a> as std::ops::Deref>::Target;
@@ -87,6 +89,8 @@ pub struct HtmlText {
     pub title: Option<String>,
     /// One block per line.
     pub text: String,
+    /// The kind of each line of `text`.
+    pub blocks: Vec<Block>,
     /// What was left out by [`cap_depth`] (empty for ordinary pages).
     pub warnings: Vec<String>,
 }
@@ -110,10 +114,11 @@ pub fn convert(html: &str) -> HtmlText {
     #[cfg(test)]
     super::work::add(depth_sum(&doc));
     let title = first_text(&doc, "title").or_else(|| first_text(&doc, "h1"));
-    let text = walk(doc.root_element());
+    let (text, blocks) = walk(doc.root_element());
     HtmlText {
         title,
         text,
+        blocks,
         warnings,
     }
 }
@@ -173,6 +178,10 @@ fn collapse(s: &str) -> String {
 struct Writer {
     out: String,
     line: String,
+    /// The kind of each line written to `out`.
+    kinds: Vec<Block>,
+    /// The kind of the line being collected (that of the innermost heading or list item).
+    kind: Block,
 }
 
 impl Writer {
@@ -196,10 +205,11 @@ impl Writer {
         }
     }
 
-    fn raw_line(&mut self, text: &str) {
+    fn raw_line(&mut self, text: &str, kind: Block) {
         self.end_line();
         self.out.push_str(text);
         self.out.push('\n');
+        self.kinds.push(kind);
     }
 
     fn end_line(&mut self) {
@@ -207,6 +217,7 @@ impl Writer {
         if !l.is_empty() {
             self.out.push_str(l);
             self.out.push('\n');
+            self.kinds.push(self.kind);
         }
         self.line.clear();
     }
@@ -219,8 +230,8 @@ enum Task<N> {
     Node(N, bool),
     /// Visit this node and then its following siblings.
     Seq(Option<N>, bool),
-    /// End the line of a block element.
-    EndBlock,
+    /// End the line of a block element, then go back to this line kind.
+    EndBlock(Block),
     /// Visit the `td`/`th` cells among this node and its following siblings.
     Cells(Option<N>, bool),
     /// Start collecting a cell's text.
@@ -231,8 +242,9 @@ enum Task<N> {
     FinishRow,
 }
 
-/// Walks the tree from `root` with an explicit stack (no recursion, whatever the depth).
-fn walk(root: ElementRef<'_>) -> String {
+/// Walks the tree from `root` with an explicit stack (no recursion, whatever the depth);
+/// returns the text and the kind of each of its lines.
+fn walk(root: ElementRef<'_>) -> (String, Vec<Block>) {
     // writers[0] is the document; a table cell collects its text in a writer of its own.
     let mut writers = vec![Writer::default()];
     let mut rows: Vec<Vec<String>> = Vec::new();
@@ -243,7 +255,10 @@ fn walk(root: ElementRef<'_>) -> String {
             break;
         };
         match task {
-            Task::EndBlock => w.end_line(),
+            Task::EndBlock(kind) => {
+                w.end_line();
+                w.kind = kind;
+            }
             Task::BeginCell => writers.push(Writer::default()),
             Task::EndCell => {
                 if writers.len() > 1 {
@@ -259,7 +274,7 @@ fn walk(root: ElementRef<'_>) -> String {
             Task::FinishRow => {
                 let cells = rows.pop().unwrap_or_default();
                 if !cells.is_empty() {
-                    w.raw_line(&cells.join(" | "));
+                    w.raw_line(&cells.join(" | "), Block::TableRow);
                 }
             }
             Task::Cells(mut next, in_article) => {
@@ -294,7 +309,7 @@ fn walk(root: ElementRef<'_>) -> String {
     }
     let mut w = writers.swap_remove(0);
     w.end_line();
-    w.out
+    (w.out, w.kinds)
 }
 
 /// Handles one element: writes what needs no children and pushes the tasks for the rest.
@@ -324,7 +339,7 @@ fn enter<'a>(
             w.end_line();
             let text: String = el.text().collect();
             for line in text.lines() {
-                w.raw_line(line);
+                w.raw_line(line, Block::Code);
             }
         }
         "img" => {
@@ -335,7 +350,12 @@ fn enter<'a>(
         _ => {
             if BLOCKS.contains(&name) {
                 w.end_line();
-                tasks.push(Task::EndBlock);
+                tasks.push(Task::EndBlock(w.kind));
+                match name {
+                    "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => w.kind = Block::Heading,
+                    "li" | "dt" | "dd" => w.kind = Block::ListItem,
+                    _ => {}
+                }
             }
             tasks.push(Task::Seq(el.first_child(), in_article));
         }
@@ -1316,7 +1336,7 @@ net user</pre><script>alert(1)</script><div hidden>secret</div></article>
             .spawn(move || {
                 let doc = Html::parse_document(&html);
                 assert!(max_depth(&doc) > 50_000);
-                walk(doc.root_element())
+                walk(doc.root_element()).0
             })
             .expect("spawn")
             .join()

@@ -20,6 +20,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::types::Block;
+
 static ATX: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$").expect("static regex")
 });
@@ -39,18 +41,28 @@ static LINK_DEF: LazyLock<Regex> =
 
 /// Converts Markdown to `(title, text)`; the text has one block per line.
 pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
-    let mut out: Vec<String> = Vec::new();
+    let (title, text, _) = markdown_to_blocks(md);
+    (title, text)
+}
+
+/// [`markdown_to_text`] plus the kind of each line of the text (one entry per `\n`-ended
+/// line, blank separator lines included as paragraphs).
+pub fn markdown_to_blocks(md: &str) -> (Option<String>, String, Vec<Block>) {
+    let mut out: Vec<(String, Block)> = Vec::new();
     let mut para: Vec<String> = Vec::new();
+    // The kind of the pending paragraph: a list item's continuation lines stay a list item.
+    let mut para_kind = Block::Paragraph;
     let mut first_h1: Option<String> = None;
     let mut first_heading: Option<String> = None;
     let mut fence: Option<String> = None;
     let lines: Vec<&str> = md.lines().collect();
 
-    let flush = |para: &mut Vec<String>, out: &mut Vec<String>| {
+    let flush = |para: &mut Vec<String>, out: &mut Vec<(String, Block)>, kind: &mut Block| {
         if !para.is_empty() {
-            out.push(para.join(" "));
+            out.push((para.join(" "), *kind));
             para.clear();
         }
+        *kind = Block::Paragraph;
     };
 
     // YAML front matter (`---` ... `---` or `...` at the very top) is metadata, not text; its
@@ -90,23 +102,23 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
                     .is_empty()
             {
                 fence = None;
-                out.push(String::new());
+                out.push((String::new(), Block::Paragraph));
             } else if !trimmed.is_empty() {
-                out.push(trimmed.to_string());
+                out.push((trimmed.to_string(), Block::Code));
             }
             continue;
         }
         if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
-            flush(&mut para, &mut out);
+            flush(&mut para, &mut out, &mut para_kind);
             let ch = trimmed.chars().next().unwrap_or('`');
             let n = trimmed.chars().take_while(|&c| c == ch).count();
             fence = Some(std::iter::repeat_n(ch, n).collect());
             continue;
         }
         if trimmed.is_empty() {
-            flush(&mut para, &mut out);
-            if out.last().is_some_and(|l| !l.is_empty()) {
-                out.push(String::new());
+            flush(&mut para, &mut out, &mut para_kind);
+            if out.last().is_some_and(|l| !l.0.is_empty()) {
+                out.push((String::new(), Block::Paragraph));
             }
             continue;
         }
@@ -121,16 +133,17 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
                 first_h1 = Some(heading.clone());
             }
             first_heading.get_or_insert_with(|| heading.clone());
-            out.push(heading);
-            out.push(String::new());
+            out.push((heading, Block::Heading));
+            out.push((String::new(), Block::Paragraph));
+            para_kind = Block::Paragraph;
             continue;
         }
         if RULE.is_match(raw) {
-            flush(&mut para, &mut out);
+            flush(&mut para, &mut out, &mut para_kind);
             continue;
         }
         if let Some(c) = ATX.captures(raw) {
-            flush(&mut para, &mut out);
+            flush(&mut para, &mut out, &mut para_kind);
             let level = c.get(1).map_or(1, |m| m.as_str().len());
             let text = inline(c.get(2).map_or("", |m| m.as_str()));
             if !text.is_empty() {
@@ -138,8 +151,8 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
                     first_h1 = Some(text.clone());
                 }
                 first_heading.get_or_insert_with(|| text.clone());
-                out.push(text);
-                out.push(String::new());
+                out.push((text, Block::Heading));
+                out.push((String::new(), Block::Paragraph));
             }
             continue;
         }
@@ -149,7 +162,7 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
             if TABLE_SEP.is_match(raw) {
                 continue;
             }
-            flush(&mut para, &mut out);
+            flush(&mut para, &mut out, &mut para_kind);
             let row = trimmed.strip_prefix('|').unwrap_or(trimmed);
             let row = row.strip_suffix('|').unwrap_or(row);
             let cells: Vec<String> = split_cells(row)
@@ -158,7 +171,7 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
                 .filter(|c| !c.is_empty())
                 .collect();
             if !cells.is_empty() {
-                out.push(cells.join(" | "));
+                out.push((cells.join(" | "), Block::TableRow));
             }
             continue;
         }
@@ -166,13 +179,14 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
             continue;
         }
         if let Some(c) = ITEM.captures(raw) {
-            flush(&mut para, &mut out);
+            flush(&mut para, &mut out, &mut para_kind);
             para.push(inline(c.get(1).map_or("", |m| m.as_str())));
+            para_kind = Block::ListItem;
             continue;
         }
         // Indented code (4 spaces) outside a paragraph or list item: a line of its own.
         if para.is_empty() && (raw.starts_with("    ") || raw.starts_with('\t')) {
-            out.push(trimmed.to_string());
+            out.push((trimmed.to_string(), Block::Code));
             continue;
         }
         let text = trimmed.trim_start_matches('>').trim();
@@ -180,10 +194,15 @@ pub fn markdown_to_text(md: &str) -> (Option<String>, String) {
             para.push(inline(text));
         }
     }
-    flush(&mut para, &mut out);
-    let mut text = out.join("\n");
-    text.push('\n');
-    (first_h1.or(front_title).or(first_heading), text)
+    flush(&mut para, &mut out, &mut para_kind);
+    let mut text = String::new();
+    let mut kinds = Vec::with_capacity(out.len());
+    for (line, kind) in out {
+        text.push_str(&line);
+        text.push('\n');
+        kinds.push(kind);
+    }
+    (first_h1.or(front_title).or(first_heading), text, kinds)
 }
 
 /// Splits a table row on `|` not escaped with a backslash and not inside a code span.

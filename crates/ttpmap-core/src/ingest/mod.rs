@@ -3,7 +3,8 @@
 //! Owns format detection ([`Format`]), input limits ([`IngestOptions`]), decoding and the
 //! checks on it, and building a [`Document`]. Submodules: [`normalize`] (canonical text form,
 //! refanging), [`segment`] (CTI sentence splitter), `markdown`/`html`/`pdf` (converters to
-//! plain lines).
+//! plain lines), [`indicators`] (IOC rows and indicator-only lines, which the pipeline does not
+//! score).
 //!
 //! Invariants of every `Document` returned:
 //! - `text` is in the form [`normalize()`] produces (for text and PDF also [`reflow`]ed), so
@@ -26,6 +27,7 @@
 //! is rejected with the byte offset of the first invalid sequence. Convert such files first.
 
 pub mod html;
+pub mod indicators;
 pub mod markdown;
 pub mod normalize;
 #[cfg(feature = "pdf")]
@@ -39,7 +41,7 @@ pub use normalize::{normalize, refang, refang_text, reflow, Reflow};
 pub use segment::{split_sentences, MAX_SENTENCE_BYTES};
 
 use crate::error::{Error, Result};
-use crate::types::{Document, Sentence};
+use crate::types::{Block, Document, Sentence};
 
 /// Operation counter for the linear-time tests: `add(n)` counts `n` units of work (bytes
 /// scanned, nodes visited). Compiled to nothing outside tests.
@@ -276,7 +278,7 @@ fn pdf_document(source: &str, bytes: &[u8]) -> Result<Document> {
         ));
     }
     let out = pdf::extract(source, bytes, &pdf::PdfLimits::default())?;
-    let mut doc = build(source, out.title, &out.text, Some(Reflow::Aggressive))?;
+    let mut doc = build(source, out.title, &out.text, None, Some(Reflow::Aggressive))?;
     doc.warnings.extend(out.warnings);
     Ok(doc)
 }
@@ -296,11 +298,11 @@ pub fn from_text(source: &str, text: &str, format: Format) -> Result<Document> {
         return Err(Error::invalid(source, "empty (no text)"));
     }
     match format {
-        Format::Text => build(source, None, text, Some(Reflow::Conservative)),
-        Format::Pdf => build(source, None, text, Some(Reflow::Aggressive)),
+        Format::Text => build(source, None, text, None, Some(Reflow::Conservative)),
+        Format::Pdf => build(source, None, text, None, Some(Reflow::Aggressive)),
         Format::Markdown => {
-            let (title, body) = markdown::markdown_to_text(text);
-            build(source, title, &body, None)
+            let (title, body, kinds) = markdown::markdown_to_blocks(text);
+            build(source, title, &body, Some(&kinds), None)
         }
         Format::Html => {
             let html = html::convert(text);
@@ -310,25 +312,48 @@ pub fn from_text(source: &str, text: &str, format: Format) -> Result<Document> {
                     "HTML has no readable text (only scripts, styles or navigation)",
                 ));
             }
-            let mut doc = build(source, html.title, &html.text, None)?;
+            let mut doc = build(source, html.title, &html.text, Some(&html.blocks), None)?;
             doc.warnings = html.warnings;
             Ok(doc)
         }
     }
 }
 
-fn build(source: &str, title: Option<String>, raw: &str, flow: Option<Reflow>) -> Result<Document> {
+/// Normalises (and reflows) `raw` and splits it into sentences. `raw_kinds` is the converter's
+/// kind of each line of `raw`; without it lines are classified by their look.
+fn build(
+    source: &str,
+    title: Option<String>,
+    raw: &str,
+    raw_kinds: Option<&[Block]>,
+    flow: Option<Reflow>,
+) -> Result<Document> {
     let mut text = normalize(raw);
     if let Some(mode) = flow {
         text = reflow(&text, mode);
     }
+    let kinds = line_kinds(raw, raw_kinds, &text);
+    let mut line_starts = text
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .zip(kinds.iter().skip(1).copied())
+        .peekable();
+    let mut kind = kinds.first().copied().unwrap_or_default();
     let sentences: Vec<Sentence> = split_sentences(&text)
         .into_iter()
         .enumerate()
-        .map(|(index, span)| Sentence {
-            index,
-            span,
-            text: text[span.start..span.end].to_string(),
+        .map(|(index, span)| {
+            // Spans are ordered and never cross a line break: advance to the span's line.
+            while let Some(&(_, k)) = line_starts.peek().filter(|(at, _)| *at <= span.start) {
+                kind = k;
+                line_starts.next();
+            }
+            Sentence {
+                index,
+                span,
+                text: text[span.start..span.end].to_string(),
+                block: kind,
+            }
         })
         .collect();
     if sentences.is_empty() {
@@ -345,6 +370,65 @@ fn build(source: &str, title: Option<String>, raw: &str, flow: Option<Reflow>) -
         sentences,
         warnings: Vec::new(),
     })
+}
+
+/// The kind of each line of `text` (the normalised form of `raw`). With the converter's kinds
+/// (one per line of `raw`), each line of `raw` is normalised on its own and matched, in order,
+/// to the lines of `text` (normalising keeps lines, but drops blank ones; a line that matches
+/// nothing within a few lines is a paragraph). Without them (plain text, PDF) a line that
+/// starts with a bullet or a list number is a list item and one with two ` | ` a table row.
+fn line_kinds(raw: &str, raw_kinds: Option<&[Block]>, text: &str) -> Vec<Block> {
+    const WINDOW: usize = 4;
+    let Some(raw_kinds) = raw_kinds else {
+        return text.split('\n').map(kind_by_look).collect();
+    };
+    let known: Vec<(String, Block)> = raw
+        .split('\n')
+        .zip(raw_kinds.iter().copied())
+        .map(|(line, kind)| (normalize(line), kind))
+        .filter(|(line, _)| !line.is_empty())
+        .collect();
+    let mut next = 0;
+    text.split('\n')
+        .map(|line| {
+            if line.is_empty() {
+                return Block::Paragraph;
+            }
+            let end = known.len().min(next + WINDOW);
+            match known[next.min(end)..end]
+                .iter()
+                .position(|(l, _)| l == line)
+            {
+                Some(k) => {
+                    next += k + 1;
+                    known[next - 1].1
+                }
+                None => Block::Paragraph,
+            }
+        })
+        .collect()
+}
+
+/// A plain-text line's kind by its look: bullets and list numbers, table rows.
+fn kind_by_look(line: &str) -> Block {
+    let l = line.trim_start();
+    let numbered = {
+        let digits = l.bytes().take_while(u8::is_ascii_digit).count();
+        (1..=3).contains(&digits)
+            && matches!(l.as_bytes().get(digits), Some(b'.' | b')'))
+            && l.as_bytes().get(digits + 1) == Some(&b' ')
+    };
+    if numbered
+        || ["- ", "* ", "\u{2022} ", "\u{2023} ", "\u{25E6} "]
+            .iter()
+            .any(|b| l.starts_with(b))
+    {
+        Block::ListItem
+    } else if l.matches(" | ").count() >= 2 {
+        Block::TableRow
+    } else {
+        Block::Paragraph
+    }
 }
 
 /// Decodes text formats: UTF-8 (BOM stripped) or UTF-16 with a BOM; rejects binary data and
@@ -479,6 +563,66 @@ mod tests {
             assert_eq!(s.index, i);
             assert_eq!(&doc.text[s.span.start..s.span.end], s.text);
         }
+    }
+
+    #[test]
+    fn sentences_know_their_block() {
+        let kinds = |doc: &Document| -> Vec<(String, Block)> {
+            doc.sentences
+                .iter()
+                .map(|s| (s.text.clone(), s.block))
+                .collect()
+        };
+        let md = "# Title\n\nFirst one. Second one.\n\n- item one\n  continued\n2. item two\n\n\
+                  | Type | Indicator |\n|---|---|\n| IPv4 | 10.0.0.1 |\n\n```\ncmd.exe /c whoami\n```\n";
+        let doc = from_text("a.md", md, Format::Markdown).expect("md");
+        use Block::*;
+        let want: Vec<(String, Block)> = [
+            ("Title", Heading),
+            ("First one.", Paragraph),
+            ("Second one.", Paragraph),
+            ("item one continued", ListItem),
+            ("item two", ListItem),
+            ("Type | Indicator", TableRow),
+            ("IPv4 | 10.0.0.1", TableRow),
+            ("cmd.exe /c whoami", Code),
+        ]
+        .into_iter()
+        .map(|(t, k)| (t.to_string(), k))
+        .collect();
+        assert_eq!(kinds(&doc), want);
+
+        let html =
+            "<html><body><h2>Sub\u{00A0}title</h2><p>Para.</p><ul><li>An <b>item</b></li></ul>\
+                    <table><tr><td>a</td><td>b</td></tr></table><pre>x = 1</pre></body></html>";
+        let doc = from_text("a.html", html, Format::Html).expect("html");
+        let want: Vec<(String, Block)> = [
+            ("Sub title", Heading),
+            ("Para.", Paragraph),
+            ("An item", ListItem),
+            ("a | b", TableRow),
+            ("x = 1", Code),
+        ]
+        .into_iter()
+        .map(|(t, k)| (t.to_string(), k))
+        .collect();
+        assert_eq!(kinds(&doc), want);
+
+        let doc = from_text(
+            "a.txt",
+            "Intro line.\n\n- bullet one\n3) third\nA | B | C\n",
+            Format::Text,
+        )
+        .expect("txt");
+        let got: Vec<Block> = doc.sentences.iter().map(|s| s.block).collect();
+        assert_eq!(got, [Paragraph, ListItem, ListItem, TableRow]);
+        // Serialised sentences name their block unless it is a paragraph.
+        let json = serde_json::to_value(&doc.sentences[1]).unwrap();
+        assert_eq!(json["block"], "list_item");
+        assert!(serde_json::to_value(&doc.sentences[0])
+            .unwrap()
+            .get("block")
+            .is_none());
     }
 
     #[test]

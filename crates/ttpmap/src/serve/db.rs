@@ -15,10 +15,11 @@
 //!   technique) pair is its latest decision;
 //! - a database with a newer schema than this build knows is refused, never rewritten.
 //!
-//! Schema (version 1):
+//! Schema (version 2; version 1 had no `sentences.block`):
 //! - `reports(id, title, source, text, method, threshold, attack_version, created_at, created_by)`
-//! - `sentences(report_id, idx, start, end, text)`: every sentence of the document; `start`
-//!   and `end` are byte offsets into `reports.text`;
+//! - `sentences(report_id, idx, start, end, text, block)`: every sentence of the document;
+//!   `start` and `end` are byte offsets into `reports.text`; `block` is the kind of line
+//!   ([`Block::as_str`]: `paragraph`, `heading`, `list_item`, `table_row`, `code`);
 //! - `predictions(report_id, sentence, technique, score, raw_score, evidence)`: the kept
 //!   predictions (`evidence` is the JSON of [`Evidence`]);
 //! - `reviews(id, report_id, sentence, technique, decision, who, at)`: `decision` is `accept`,
@@ -31,12 +32,13 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use ttpmap_core::review::{self, Decisions};
-use ttpmap_core::{Document, Extraction, Prediction, Span, TechniqueId};
+use ttpmap_core::{Block, Document, Extraction, Prediction, Span, TechniqueId};
 
 pub use ttpmap_core::review::{Decision, Review};
 
 /// Migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE reports (
     id INTEGER PRIMARY KEY,
     title TEXT,
@@ -77,7 +79,12 @@ CREATE TABLE reviews (
     FOREIGN KEY (report_id, sentence) REFERENCES sentences(report_id, idx) ON DELETE CASCADE
 );
 CREATE INDEX reviews_by_report ON reviews(report_id, sentence, technique, id);
-"#];
+"#,
+    // Version 2: the kind of line each sentence is on (reports stored before it read as paragraphs).
+    r#"
+ALTER TABLE sentences ADD COLUMN block TEXT NOT NULL DEFAULT 'paragraph';
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -126,6 +133,7 @@ pub struct StoredSentence {
     pub index: i64,
     pub span: Span,
     pub text: String,
+    pub block: Block,
     pub predictions: Vec<Prediction>,
 }
 
@@ -296,7 +304,7 @@ impl Db {
         let id = tx.last_insert_rowid();
         {
             let mut st = tx.prepare(
-                "INSERT INTO sentences (report_id, idx, start, end, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sentences (report_id, idx, start, end, text, block) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for s in &doc.sentences {
                 st.execute(params![
@@ -304,7 +312,8 @@ impl Db {
                     s.index as i64,
                     s.span.start as i64,
                     s.span.end as i64,
-                    s.text
+                    s.text,
+                    s.block.as_str()
                 ])?;
             }
             let mut st = tx.prepare(
@@ -394,13 +403,14 @@ impl Db {
         };
         {
             let mut st = tx.prepare(
-                "SELECT idx, start, end, text FROM sentences WHERE report_id = ?1 ORDER BY idx",
+                "SELECT idx, start, end, text, block FROM sentences WHERE report_id = ?1 ORDER BY idx",
             )?;
             let rows = st.query_map([id], |r| {
                 Ok(StoredSentence {
                     index: r.get(0)?,
                     span: Span::new(r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize),
                     text: r.get(3)?,
+                    block: Block::from_name(&r.get::<_, String>(4)?),
                     predictions: Vec::new(),
                 })
             })?;
@@ -543,5 +553,38 @@ impl Db {
             "PRAGMA quick_check"
         };
         Ok(self.conn().query_row(sql, [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by a version-1 build (no `sentences.block`) opens, is migrated, and
+    /// its sentences read as paragraphs.
+    #[test]
+    fn version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1i64).unwrap();
+            conn.execute_batch(
+                "INSERT INTO reports (id, title, source, text, method, threshold, attack_version, created_at, created_by)
+                 VALUES (1, 'Old', 'old.txt', 'Old text.', 'bm25', 0.5, '18.1', '2026-01-01T00:00:00.000Z', 'alice');
+                 INSERT INTO sentences (report_id, idx, start, end, text) VALUES (1, 0, 0, 9, 'Old text.');",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let version: i64 = db
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let r = db.get_report(1).unwrap().unwrap();
+        assert_eq!(r.sentences[0].text, "Old text.");
+        assert_eq!(r.sentences[0].block, Block::Paragraph);
     }
 }

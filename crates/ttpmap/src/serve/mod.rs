@@ -171,6 +171,7 @@ pub fn routes() -> Vec<RouteSpec> {
         r("/health", &["get"], get(routes::health)),
         r("/metrics", &["get"], get(routes::metrics)),
         r("/openapi.json", &["get"], get(routes::openapi)),
+        r("/v1/tactics", &["get"], get(routes::tactics)),
         r("/v1/techniques", &["get"], get(routes::search_techniques)),
         r("/v1/techniques/{id}", &["get"], get(routes::get_technique)),
         r("/v1/extract", &["post"], post(routes::extract)),

@@ -77,6 +77,11 @@ pub struct SentenceState {
     pub index: i64,
     pub span: ttpmap_core::Span,
     pub text: String,
+    /// The kind of line the sentence is on (`paragraph`, `heading`, `list_item`, `table_row`,
+    /// `code`).
+    pub block: ttpmap_core::Block,
+    /// The line of the report text it is on (from 0): sentences sharing it form one block.
+    pub line: usize,
     pub techniques: Vec<TechniqueState>,
 }
 
@@ -109,10 +114,12 @@ fn view(st: &SharedState, r: StoredReport) -> ReportView {
     };
     let lookup = |id: &TechniqueId| st.catalog.technique(id);
     let reviewed = r.reviewed_extraction(&lookup);
+    let lines = super::routes::line_numbers(&r.text, r.sentences.iter().map(|s| s.span.start));
     let sentences = r
         .sentences
         .iter()
-        .map(|s| {
+        .zip(lines)
+        .map(|(s, line)| {
             let mut techniques: Vec<TechniqueState> = s
                 .predictions
                 .iter()
@@ -158,6 +165,8 @@ fn view(st: &SharedState, r: StoredReport) -> ReportView {
                 index: s.index,
                 span: s.span,
                 text: s.text.clone(),
+                block: s.block,
+                line,
                 techniques,
             }
         })

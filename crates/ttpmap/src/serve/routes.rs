@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use ttpmap_core::export::{self, ExportFormat, ExportOptions};
 use ttpmap_core::pipeline::ExtractOptions;
-use ttpmap_core::{Extraction, Span, TechniqueId};
+use ttpmap_core::{Block, Extraction, Span, TechniqueId};
 
 use super::body;
 use super::error::{ApiError, ApiResult};
@@ -59,6 +59,32 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// `GET /openapi.json`.
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// A tactic as `GET /v1/tactics` shows it.
+#[derive(Debug, Serialize)]
+struct TacticView<'a> {
+    id: &'a str,
+    shortname: &'a str,
+    name: &'a str,
+    url: Option<&'a str>,
+}
+
+/// `GET /v1/tactics`: the catalog's tactics in ATT&CK matrix order (the columns of the UI's
+/// matrix view; techniques name their tactics by `shortname`).
+pub async fn tactics(State(st): State<SharedState>) -> Json<serde_json::Value> {
+    let rows: Vec<TacticView<'_>> = st
+        .catalog
+        .tactics()
+        .iter()
+        .map(|t| TacticView {
+            id: &t.id,
+            shortname: &t.shortname,
+            name: &t.name,
+            url: t.url.as_deref(),
+        })
+        .collect();
+    Json(serde_json::json!({ "attack_version": st.catalog.version(), "tactics": rows }))
 }
 
 /// A technique as the API shows it.
@@ -239,6 +265,28 @@ pub struct SentenceView<'a> {
     pub index: usize,
     pub span: Span,
     pub text: &'a str,
+    /// The kind of line the sentence is on: `paragraph`, `heading`, `list_item`, `table_row`
+    /// or `code`.
+    pub block: Block,
+    /// The line of the document text the sentence is on (from 0): sentences with the same
+    /// `line` form one block.
+    pub line: usize,
+}
+
+/// The line (from 0) of `text` each span starts on; spans are in order. A span outside `text`
+/// (never, for an ingested document) stays on the previous line.
+pub fn line_numbers(text: &str, starts: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut line = 0;
+    let mut at = 0;
+    starts
+        .map(|start| {
+            if let Some(gap) = text.get(at..start) {
+                line += gap.bytes().filter(|&b| b == b'\n').count();
+                at = start;
+            }
+            line
+        })
+        .collect()
 }
 
 /// `document` of a `?sentences=all` answer: the first `--max-sentences` sentences.
@@ -298,20 +346,25 @@ pub async fn extract(State(st): State<SharedState>, req: Request) -> ApiResult<R
     let (doc, extraction) = st.worker.extract(doc, options).await?;
     if format == ExportFormat::Json {
         let limit = st.config.max_sentences;
-        let document = all.then(|| DocumentView {
-            sentences: doc
-                .sentences
-                .iter()
-                .take(limit)
-                .map(|s| SentenceView {
-                    index: s.index,
-                    span: s.span,
-                    text: &s.text,
-                })
-                .collect(),
-            sentence_count: doc.sentences.len(),
-            truncated: doc.sentences.len() > limit,
-            sentences_limit: limit,
+        let document = all.then(|| {
+            let shown = &doc.sentences[..doc.sentences.len().min(limit)];
+            let lines = line_numbers(&doc.text, shown.iter().map(|s| s.span.start));
+            DocumentView {
+                sentences: shown
+                    .iter()
+                    .zip(lines)
+                    .map(|(s, line)| SentenceView {
+                        index: s.index,
+                        span: s.span,
+                        text: &s.text,
+                        block: s.block,
+                        line,
+                    })
+                    .collect(),
+                sentence_count: doc.sentences.len(),
+                truncated: doc.sentences.len() > limit,
+                sentences_limit: limit,
+            }
         });
         let view = ExtractView {
             extraction: &extraction,

@@ -1363,3 +1363,72 @@ async fn a_timed_out_extraction_is_skipped_or_stopped_and_frees_the_worker() {
     let batches = std::iter::from_fn(|| started.try_recv().ok()).count();
     assert!(batches <= 1, "{batches} batches scored after the time-out");
 }
+
+/// A Markdown report with a heading, a list and an IOC table.
+const MD_REPORT: &str = "# Lantern\n\n## Execution\n\n\
+The actors ran encoded PowerShell commands and scripts on the host. They dumped credentials from LSASS process memory with Mimikatz.\n\n\
+- A scheduled task created with schtasks ran the loader at every reboot.\n\
+- PowerShell scripts ran on the host.\n\n\
+| Type | Indicator | Notes |\n|---|---|---|\n\
+| File | powershell-loader.ps1 | PowerShell scripts loader |\n\
+| IPv4 | 185.243.115[.]42 | Mimikatz credentials host |\n";
+
+#[tokio::test]
+async fn tactics_are_listed_and_sentences_keep_their_blocks() {
+    let app = router(bm25_with_auth(tokens()));
+    let (s, t) = json(&app, get("/v1/tactics")).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    // The test bundle has no matrix: tactics by id.
+    let ids: Vec<&str> = t["tactics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["TA0002", "TA0003", "TA0006"]);
+    assert_eq!(t["tactics"][0]["shortname"], "execution");
+    assert_eq!(t["tactics"][0]["name"], "Execution");
+
+    let body = serde_json::json!({"text": MD_REPORT, "format": "markdown"}).to_string();
+    let (s, v) = json(&app, authed(post_json("/v1/reports", &body))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sentences = v["sentences"].as_array().unwrap();
+    let kinds: Vec<(&str, u64)> = sentences
+        .iter()
+        .map(|s| (s["block"].as_str().unwrap(), s["line"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("heading", 0),
+            ("heading", 2),
+            ("paragraph", 4),
+            ("paragraph", 4),
+            ("list_item", 6),
+            ("list_item", 7),
+            ("table_row", 9),
+            ("table_row", 10),
+            ("table_row", 11),
+        ],
+        "{v}"
+    );
+    // The IOC rows name PowerShell and Mimikatz in their notes but carry no technique.
+    for row in &sentences[7..] {
+        assert!(row["techniques"].as_array().unwrap().is_empty(), "{row}");
+    }
+    assert!(!sentences[2]["techniques"].as_array().unwrap().is_empty());
+    // The stored report reads back the same; the preview (extract) says the same.
+    let id = v["id"].as_i64().unwrap();
+    let (_, again) = json(&app, get(&format!("/v1/reports/{id}"))).await;
+    assert_eq!(again["sentences"], v["sentences"]);
+    let (s, x) = json(&app, post_json("/v1/extract?sentences=all", &body)).await;
+    assert_eq!(s, StatusCode::OK, "{x}");
+    let doc = x["document"]["sentences"].as_array().unwrap();
+    assert_eq!(doc[4]["block"], "list_item");
+    assert_eq!(doc[4]["line"], 6);
+    assert!(x["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["sentence"].as_u64().unwrap() < 7));
+}

@@ -1,7 +1,18 @@
-//! End-to-end test of the review UI in a real headless Chromium (Debian `chromium` +
-//! `chromium-driver`, driven over WebDriver with fantoccini): upload a report file, accept one
-//! prediction, reject one, add a technique, export JSON / Navigator / STIX, and check the
-//! exported JSON. Saves a screenshot to `target/serve-browser.png`.
+//! End-to-end tests of the review UI in a real headless Chromium (Debian `chromium` +
+//! `chromium-driver`, driven over WebDriver with fantoccini):
+//! - [`review_ui_upload_review_export`]: upload a report file, accept one prediction, reject
+//!   one, add a technique, export JSON / Navigator / STIX, and check the exported JSON;
+//! - [`review_workbench`]: the report keeps its headings, lists and IOC table; confidence
+//!   bands; the matrix view (tactic columns in ATT&CK order, cells by band and review state,
+//!   a click jumps to the evidence and cycles); keys j/k/a/r; the progress count; "unreviewed
+//!   only"; "next unreviewed"; bulk accept above a confidence; CSV and Markdown exports; and
+//!   the preview (no stored report): names and tactics, a real title, Markdown as blocks,
+//!   disabled exports.
+//!
+//! Each saves a screenshot of where it ended under `target/`. With `TTPMAP_SCREENSHOTS=DIR`
+//! (relative to the workspace root, e.g. `docs`) the workbench test also writes
+//! `DIR/ui-review.png` and `DIR/ui-matrix.png`, the pictures the README shows; CI leaves it
+//! unset, so tracked files are never rewritten by a test run.
 //!
 //! Skipped (with a message) only when chromedriver is missing and `$CI` is unset; under CI
 //! it must run (`.ci/run` installs the packages).
@@ -67,8 +78,15 @@ fn start_chromedriver() -> (Driver, u16) {
     panic!("chromedriver did not listen on port {port}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn review_ui_upload_review_export() {
+/// A server, a chromedriver and a WebDriver session on them; `None` when the test is skipped.
+struct Session {
+    server: Server,
+    client: fantoccini::Client,
+    dir: tempfile::TempDir,
+    _driver: Driver,
+}
+
+async fn start_session(window: (u32, u32)) -> Option<Session> {
     if !Path::new(CHROMEDRIVER).is_file() {
         if std::env::var_os("CI").is_some() {
             panic!(
@@ -78,7 +96,7 @@ async fn review_ui_upload_review_export() {
         eprintln!(
             "SKIPPED serve_browser: {CHROMEDRIVER} not found (apt-get install chromium chromium-driver)"
         );
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
@@ -87,13 +105,13 @@ async fn review_ui_upload_review_export() {
         &format!("analyst:{SECRET}"),
         &[],
     );
-    let (_driver, port) = start_chromedriver();
+    let (driver, port) = start_chromedriver();
     let profile = dir.path().join("chromium-profile");
     let mut chrome = serde_json::json!({
         "args": [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--window-size=1400,1000",
+            "--disable-dev-shm-usage", format!("--window-size={},{}", window.0, window.1),
             format!("--user-data-dir={}", profile.display()),
         ],
     });
@@ -108,17 +126,38 @@ async fn review_ui_upload_review_export() {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("a WebDriver session with headless Chromium");
+    Some(Session {
+        server,
+        client: c,
+        dir,
+        _driver: driver,
+    })
+}
 
-    let result = drive(&c, &server, dir.path()).await;
-    // Screenshot whatever happened, then end the session.
-    if let Ok(png) = c.screenshot().await {
-        let out = target_dir().join("serve-browser.png");
-        let _ = std::fs::create_dir_all(target_dir());
-        std::fs::write(&out, png).unwrap();
-        eprintln!("screenshot: {}", out.display());
+impl Session {
+    /// Screenshots whatever happened to `target/NAME`, ends the session, then fails the test
+    /// when `result` is an error.
+    async fn finish(self, name: &str, result: Result<(), String>) {
+        if let Ok(png) = self.client.screenshot().await {
+            let out = target_dir().join(name);
+            let _ = std::fs::create_dir_all(target_dir());
+            std::fs::write(&out, png).unwrap();
+            eprintln!("screenshot: {}", out.display());
+        }
+        let _ = self.client.close().await;
+        drop(self.server);
+        drop(self.dir);
+        result.unwrap();
     }
-    let _ = c.close().await;
-    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_ui_upload_review_export() {
+    let Some(s) = start_session((1400, 1000)).await else {
+        return;
+    };
+    let result = drive(&s.client, &s.server, s.dir.path()).await;
+    s.finish("serve-browser.png", result).await;
 }
 
 async fn text_prop(c: &fantoccini::Client, css: &str) -> String {
@@ -336,5 +375,498 @@ async fn drive(c: &fantoccini::Client, server: &Server, tmp: &Path) -> Result<()
         .any(|t| t["techniqueID"] == "T1547.001"));
     let bundle = export(c, "stix").await?;
     assert_eq!(bundle["type"], "bundle");
+    Ok(())
+}
+
+fn s(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Waits (bounded) for an element matching `css`.
+async fn wait_css(
+    c: &fantoccini::Client,
+    css: &str,
+) -> Result<fantoccini::elements::Element, String> {
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css(css))
+        .await
+        .map_err(|e| format!("no element {css}: {e}"))
+}
+
+async fn click(c: &fantoccini::Client, css: &str) -> Result<(), String> {
+    wait_css(c, css).await?.click().await.map_err(s)
+}
+
+async fn attr(e: &fantoccini::elements::Element, name: &str) -> Result<String, String> {
+    Ok(e.attr(name).await.map_err(s)?.unwrap_or_default())
+}
+
+async fn count(c: &fantoccini::Client, css: &str) -> Result<usize, String> {
+    Ok(c.find_all(Locator::Css(css)).await.map_err(s)?.len())
+}
+
+/// Presses and releases one key (a real keyboard event, as a person types it).
+async fn key(c: &fantoccini::Client, k: char) -> Result<(), String> {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: k })
+        .then(KeyAction::Up { value: k });
+    c.perform_actions(keys).await.map_err(s)
+}
+
+/// The `data-index` of the selected sentence, once one with `index` is selected.
+async fn wait_selected(c: &fantoccini::Client, index: i64) -> Result<(), String> {
+    wait_css(
+        c,
+        &format!("#report-text .sentence.selected[data-index='{index}']"),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn selected(c: &fantoccini::Client) -> Result<i64, String> {
+    let e = wait_css(c, "#report-text .sentence.selected").await?;
+    attr(&e, "data-index").await?.parse().map_err(s)
+}
+
+/// The stored report as the API shows it.
+fn report_json(server: &Server, id: i64) -> Value {
+    let (code, body) = crate::support::get(
+        &crate::support::agent(),
+        &server.url(&format!("/v1/reports/{id}")),
+    );
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// (sentence, technique, score, status) of every model prediction.
+fn predictions(report: &Value) -> Vec<(i64, String, f64, String)> {
+    let mut out = Vec::new();
+    for sen in report["sentences"].as_array().unwrap() {
+        for t in sen["techniques"].as_array().unwrap() {
+            if t["origin"] == "model" {
+                out.push((
+                    sen["index"].as_i64().unwrap(),
+                    t["technique"].as_str().unwrap().to_string(),
+                    t["score"].as_f64().unwrap(),
+                    t["status"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Writes the current window to `$TTPMAP_SCREENSHOTS/NAME` when that is set.
+async fn doc_screenshot(c: &fantoccini::Client, name: &str) -> Result<(), String> {
+    let Some(dir) = std::env::var_os("TTPMAP_SCREENSHOTS") else {
+        return Ok(());
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(dir);
+    std::fs::create_dir_all(&dir).map_err(s)?;
+    c.execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .map_err(s)?;
+    let png = c.screenshot().await.map_err(s)?;
+    std::fs::write(dir.join(name), png).map_err(s)?;
+    eprintln!("screenshot: {}", dir.join(name).display());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_workbench() {
+    let Some(sess) = start_session((1400, 900)).await else {
+        return;
+    };
+    let result = workbench(&sess.client, &sess.server, sess.dir.path()).await;
+    sess.finish("serve-browser-workbench.png", result).await;
+}
+
+async fn workbench(c: &fantoccini::Client, server: &Server, tmp: &Path) -> Result<(), String> {
+    c.goto(&server.url("/")).await.map_err(s)?;
+    wait_css(c, "#token")
+        .await?
+        .send_keys(SECRET)
+        .await
+        .map_err(s)?;
+    let report = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/reports/operation-glass-lantern.md")
+        .canonicalize()
+        .unwrap();
+    let upload = tmp.join("operation-glass-lantern.md");
+    std::fs::copy(&report, &upload).unwrap();
+    wait_css(c, "#file")
+        .await?
+        .send_keys(&upload.display().to_string())
+        .await
+        .map_err(s)?;
+    click(c, "#submit").await?;
+    wait_status(c, "Stored as report").await?;
+    let id: i64 = text_prop(c, "#status")
+        .await
+        .trim_start_matches("Stored as report ")
+        .trim_end_matches('.')
+        .parse()
+        .map_err(s)?;
+    let stored = report_json(server, id);
+    let preds = predictions(&stored);
+    assert!(preds.len() >= 10, "{preds:?}");
+
+    // Structure: headings, list items and the IOC table keep their shape; no IOC row is tagged.
+    let headings = c
+        .find_all(Locator::Css("#report-text h3.b-heading"))
+        .await
+        .map_err(s)?;
+    let mut heading_texts = Vec::new();
+    for h in &headings {
+        heading_texts.push(h.text().await.map_err(s)?);
+    }
+    assert!(
+        heading_texts
+            .iter()
+            .any(|t| t.starts_with("Initial access"))
+            && heading_texts
+                .iter()
+                .any(|t| t.starts_with("Indicators of compromise")),
+        "{heading_texts:?}"
+    );
+    assert!(count(c, "#report-text ul > li").await? >= 8, "list items");
+    assert_eq!(count(c, "#report-text table tr.sentence").await?, 7);
+    assert_eq!(count(c, "#report-text table tr.sentence td").await?, 21);
+    assert_eq!(count(c, "#report-text table tr.sentence.has").await?, 0);
+
+    // Bands: a model prediction in [0.60, 0.80) is "high" (the old bands started at 0.80).
+    let best: Vec<(i64, f64)> = stored["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|sen| {
+            let m = sen["techniques"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["score"].as_f64().unwrap())
+                .fold(f64::NAN, f64::max);
+            (!m.is_nan()).then(|| (sen["index"].as_i64().unwrap(), m))
+        })
+        .collect();
+    let (hi, _) = best
+        .iter()
+        .find(|(_, m)| (0.6..0.8).contains(m))
+        .or_else(|| best.iter().find(|(_, m)| *m >= 0.6))
+        .ok_or("no prediction at or above 0.60")?;
+    wait_css(
+        c,
+        &format!("#report-text .sentence.high[data-index='{hi}']"),
+    )
+    .await?;
+    assert!(text_prop(c, "#legend").await.contains("high ≥ 0.60"));
+
+    // Progress and help.
+    let progress = text_prop(c, "#progress").await;
+    assert_eq!(
+        progress,
+        format!("0 of {} predictions reviewed", preds.len())
+    );
+    assert!(text_prop(c, "#help").await.contains("accept/reject"));
+
+    // Keys: j/k walk the sentences with predictions, a/r decide the focused prediction.
+    let with: Vec<i64> = {
+        let mut v: Vec<i64> = preds.iter().map(|p| p.0).collect();
+        v.dedup();
+        v
+    };
+    click(c, "#report-title").await?;
+    key(c, 'j').await?;
+    wait_selected(c, with[0]).await?;
+    key(c, 'j').await?;
+    wait_selected(c, with[1]).await?;
+    key(c, 'k').await?;
+    wait_selected(c, with[0]).await?;
+    let first = |i: i64| {
+        preds
+            .iter()
+            .find(|p| p.0 == i)
+            .map(|p| p.1.clone())
+            .unwrap()
+    };
+    key(c, 'a').await?;
+    wait_status(
+        c,
+        &format!("accept {} on sentence {}: saved", first(with[0]), with[0]),
+    )
+    .await?;
+    key(c, 'j').await?;
+    wait_selected(c, with[1]).await?;
+    key(c, 'r').await?;
+    wait_status(
+        c,
+        &format!("reject {} on sentence {}: saved", first(with[1]), with[1]),
+    )
+    .await?;
+    assert_eq!(
+        text_prop(c, "#progress").await,
+        format!("2 of {} predictions reviewed", preds.len())
+    );
+    let after = report_json(server, id);
+    let st = |i: i64, t: &str| {
+        predictions(&after)
+            .into_iter()
+            .find(|p| p.0 == i && p.1 == t)
+            .map(|p| p.3)
+    };
+    assert_eq!(st(with[0], &first(with[0])).as_deref(), Some("accepted"));
+    assert_eq!(st(with[1], &first(with[1])).as_deref(), Some("rejected"));
+
+    // "Unreviewed only": every highlighted sentence still has an open prediction.
+    click(c, "#only-unreviewed").await?;
+    let open: std::collections::BTreeSet<i64> = predictions(&after)
+        .into_iter()
+        .filter(|p| p.3 == "predicted")
+        .map(|p| p.0)
+        .collect();
+    let shown = c
+        .find_all(Locator::Css("#report-text .sentence.has"))
+        .await
+        .map_err(s)?;
+    assert_eq!(shown.len(), open.len());
+    for e in &shown {
+        let i: i64 = attr(e, "data-index").await?.parse().map_err(s)?;
+        assert!(open.contains(&i), "sentence {i} shown but fully reviewed");
+    }
+    click(c, "#only-unreviewed").await?;
+
+    // "Next unreviewed" from the first sentence skips the reviewed one.
+    click(
+        c,
+        &format!("#report-text .sentence[data-index='{}']", with[0]),
+    )
+    .await?;
+    click(c, "#next-unreviewed").await?;
+    let next = *open.iter().find(|&&i| i > with[0]).unwrap();
+    wait_selected(c, next).await?;
+    let focused = wait_css(c, "#sentence-panel .tech.focused").await?;
+    assert!(attr(&focused, "class").await?.contains("predicted"));
+    doc_screenshot(c, "ui-review.png").await?;
+
+    // Matrix: one column per tactic in ATT&CK order, cells coloured and marked.
+    let (code, body) = crate::support::get(&crate::support::agent(), &server.url("/v1/tactics"));
+    assert_eq!(code, 200);
+    let tactics: Value = serde_json::from_str(&body).unwrap();
+    let order: Vec<String> = tactics["tactics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["shortname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order.len(), 14);
+    assert!(!wait_css(c, "#matrix")
+        .await?
+        .is_displayed()
+        .await
+        .map_err(s)?);
+    click(c, "#view-matrix").await?;
+    wait_css(c, "#matrix-pane:not([hidden]) #matrix .mcol").await?;
+    assert!(!wait_css(c, "#report-text")
+        .await?
+        .is_displayed()
+        .await
+        .map_err(s)?);
+    assert!(wait_css(c, "#matrix")
+        .await?
+        .is_displayed()
+        .await
+        .map_err(s)?);
+    let cols = c.find_all(Locator::Css("#matrix .mcol")).await.map_err(s)?;
+    let mut names = Vec::new();
+    for col in &cols {
+        names.push(attr(col, "data-tactic").await?);
+    }
+    assert_eq!(names, order);
+    let accepted = first(with[0]);
+    let cell = wait_css(c, &format!("#matrix .cell[data-technique='{accepted}']")).await?;
+    let class = attr(&cell, "class").await?;
+    assert!(
+        class.contains("high") || class.contains("mid") || class.contains("low"),
+        "{class}"
+    );
+    // Reviewed cells say so; a technique with an open prediction elsewhere stays unreviewed.
+    assert!(count(c, "#matrix .cell.unreviewed").await? > 0);
+    assert!(count(c, "#matrix .cell.accepted, #matrix .cell.unreviewed").await? > 0);
+    let tname = text_prop(c, &format!("#matrix .cell[data-technique='{accepted}']")).await;
+    assert!(tname.len() > accepted.len() + 2, "no name in {tname:?}");
+
+    // A cell jumps to its evidence, and again to the next one (cycling); so does the summary.
+    let evidence: Vec<i64> = {
+        let mut v: Vec<i64> = predictions(&after)
+            .into_iter()
+            .filter(|p| p.1 == accepted && p.3 != "rejected")
+            .map(|p| p.0)
+            .collect();
+        v.dedup();
+        v
+    };
+    cell.click().await.map_err(s)?;
+    wait_css(c, "#report-text:not([hidden])").await?;
+    wait_selected(c, evidence[0]).await?;
+    wait_status(c, &format!("{accepted}: evidence 1 of {}", evidence.len())).await?;
+    click(c, &format!("#tactics li[data-technique='{accepted}']")).await?;
+    let second = evidence[1 % evidence.len()];
+    wait_status(
+        c,
+        &format!(
+            "{accepted}: evidence {} of {}",
+            1 % evidence.len() + 1,
+            evidence.len()
+        ),
+    )
+    .await?;
+    assert_eq!(selected(c).await?, second);
+
+    // Bulk accept of every unreviewed prediction at or above 0.6.
+    let bulk = wait_css(c, "#bulk-min").await?;
+    bulk.clear().await.map_err(s)?;
+    bulk.send_keys("0.6").await.map_err(s)?;
+    let todo = predictions(&report_json(server, id))
+        .into_iter()
+        .filter(|p| p.3 == "predicted" && p.2 >= 0.6)
+        .count();
+    assert!(todo > 0);
+    wait_css(c, "#bulk-accept:not([disabled])").await?;
+    assert_eq!(text_prop(c, "#bulk-accept").await, format!("Accept {todo}"));
+    click(c, "#bulk-accept").await?;
+    wait_status(c, &format!("Accepted {todo} predictions at or above 0.60")).await?;
+    let done = predictions(&report_json(server, id));
+    assert!(done.iter().all(|p| p.2 < 0.6 || p.3 != "predicted"));
+    let reviewed = done.iter().filter(|p| p.3 != "predicted").count();
+    assert_eq!(
+        text_prop(c, "#progress").await,
+        format!("{reviewed} of {} predictions reviewed", done.len())
+    );
+    // Every cell shows its technique's review state: open while any prediction is, else
+    // accepted when one was accepted, else rejected.
+    click(c, "#view-matrix").await?;
+    wait_css(c, "#matrix .cell.accepted").await?;
+    let mut want = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for p in &done {
+        want.entry(p.1.clone()).or_default().push(p.3.clone());
+    }
+    for cell in c.find_all(Locator::Css("#matrix .cell")).await.map_err(s)? {
+        let t = attr(&cell, "data-technique").await?;
+        let st = &want[&t];
+        let expect = if st.iter().any(|x| x == "predicted") {
+            "unreviewed"
+        } else if st.iter().any(|x| x == "accepted") {
+            "accepted"
+        } else {
+            "rejected"
+        };
+        assert_eq!(attr(&cell, "data-review").await?, expect, "{t}: {st:?}");
+        assert!(attr(&cell, "class").await?.contains(expect));
+    }
+    doc_screenshot(c, "ui-matrix.png").await?;
+    click(c, "#view-text").await?;
+
+    // CSV and Markdown exports.
+    click(c, "#export-csv").await?;
+    wait_status(c, "Exported csv").await?;
+    let csv = text_prop(c, "#export-output").await;
+    assert!(
+        csv.starts_with("source,sentence,start,end,technique,name,score,method,text\n"),
+        "{csv}"
+    );
+    assert!(csv.contains(&accepted));
+    click(c, "#export-markdown").await?;
+    wait_status(c, "Exported markdown").await?;
+    let md = text_prop(c, "#export-output").await;
+    assert!(
+        md.contains("| Technique | Name |") && md.contains(&accepted),
+        "{md}"
+    );
+
+    // Preview of pasted plain text: a title for people, not the "<text>" placeholder.
+    c.execute(
+        "document.getElementById('file').value = '';\
+         document.getElementById('text').value = arguments[0];",
+        vec![Value::String(
+            "They dumped credentials from LSASS memory with Mimikatz.".into(),
+        )],
+    )
+    .await
+    .map_err(s)?;
+    click(c, "#preview").await?;
+    wait_css(c, "#report-title[data-preview='true']").await?;
+    assert_eq!(
+        text_prop(c, "#report-title").await,
+        "Untitled report (preview)"
+    );
+    // Preview of pasted Markdown: nothing stored, nothing to export.
+    c.execute(
+        "document.getElementById('file').value = '';\
+         document.getElementById('text').value = arguments[0];",
+        vec![Value::String(
+            "Prepared by the CERT.\n\n## Credential access\n\nThey dumped credentials from LSASS memory with Mimikatz.\n\n\
+             - The actors created a scheduled task named LanternUpdate that runs every 30 minutes.\n\
+             - They ran whoami /all to check their privileges.\n"
+                .into(),
+        )],
+    )
+    .await
+    .map_err(s)?;
+    click(c, "#preview").await?;
+    wait_status(c, "Preview (not stored)").await?;
+    let h = wait_css(c, "#report-text h3.b-heading").await?;
+    let title = text_prop(c, "#report-title").await;
+    assert!(!title.contains('<') && !title.is_empty(), "{title}");
+    for f in ["navigator", "stix", "misp", "json", "csv", "markdown"] {
+        let b = wait_css(c, &format!("#export-{f}")).await?;
+        assert_eq!(
+            b.prop("disabled").await.map_err(s)?.as_deref(),
+            Some("true")
+        );
+        let opacity = c
+            .execute(
+                "return getComputedStyle(document.getElementById(arguments[0])).opacity;",
+                vec![Value::String(format!("export-{f}"))],
+            )
+            .await
+            .map_err(s)?;
+        let o: f64 = opacity.as_str().unwrap_or("1").parse().map_err(s)?;
+        assert!(o < 0.9, "export-{f} looks enabled (opacity {o})");
+    }
+    assert!(h.text().await.map_err(s)?.starts_with("Credential access"));
+    assert_eq!(count(c, "#report-text ul > li").await?, 2);
+    let text = text_prop(c, "#report-text").await;
+    assert!(
+        !text.contains("##") && !text.contains("- The actors"),
+        "{text}"
+    );
+    let groups = c
+        .find_all(Locator::Css("#tactics .tactic h4"))
+        .await
+        .map_err(s)?;
+    assert!(!groups.is_empty());
+    for g in &groups {
+        let t = g.text().await.map_err(s)?;
+        assert!(
+            !t.is_empty() && !t.to_lowercase().contains("no tactic"),
+            "{t:?}"
+        );
+    }
+    for li in c.find_all(Locator::Css("#tactics li")).await.map_err(s)? {
+        let t = li.text().await.map_err(s)?;
+        let name = t.split_whitespace().nth(1).unwrap_or("");
+        assert!(
+            name.chars().next().is_some_and(char::is_alphabetic),
+            "blank name in {t:?}"
+        );
+    }
+    // No review controls in a preview.
+    click(c, "#report-text .sentence.has").await?;
+    wait_css(c, "#sentence-panel .tech").await?;
+    assert_eq!(count(c, "#sentence-panel button.accept").await?, 0);
     Ok(())
 }

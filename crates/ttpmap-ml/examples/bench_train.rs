@@ -25,6 +25,12 @@ fn main() -> ttpmap_ml::Result<()> {
         // SAFETY: single-threaded at this point.
         unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "1") };
     }
+    // As `ttpmap` itself does (main.rs): keep freed buffers instead of re-faulting them.
+    // SAFETY: mallopt only changes glibc allocator parameters; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
     let args: Vec<String> = std::env::args().collect();
     let model = args.get(1).map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/all-MiniLM-L6-v2")

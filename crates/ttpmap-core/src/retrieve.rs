@@ -56,7 +56,7 @@ const STOP_WORDS: &[&str] = &[
 ];
 
 /// File extensions for which `name.ext` is kept whole as an extra token.
-const FILE_EXTENSIONS: &[&str] = &[
+pub(crate) const FILE_EXTENSIONS: &[&str] = &[
     "exe", "dll", "sys", "ps1", "psm1", "bat", "cmd", "vbs", "vbe", "js", "jse", "hta", "lnk",
     "scr", "msi", "doc", "docx", "docm", "xls", "xlsx", "xlsm", "ppt", "pptx", "pdf", "rtf", "zip",
     "rar", "7z", "iso", "img", "jar", "py", "sh", "elf", "so", "dylib", "plist", "cpl", "ocx",

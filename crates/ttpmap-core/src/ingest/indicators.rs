@@ -7,12 +7,13 @@
 //! "download", and `Domain | invoices-portal[.]net | Phishing sender domain` T1566.
 //!
 //! A token is an *indicator* when, refanged, it is a URL, an IPv4 or IPv6 address, an e-mail
-//! address, a hex hash (32 or more hex digits), a Windows path or a dotted name (domain or file
-//! name, `lnt64.dll`); a *number* when it has digits and no letters. A sentence carries no
-//! technique when
-//! - it has no word that is neither (a line of hashes, addresses, counts), or
-//! - it is a table row with at least one indicator, no cell longer than
-//!   [`MAX_NOTE_WORDS`] words, and no ATT&CK technique id (a mapping table's rows are evidence).
+//! address, a hex hash (32 or more hex digits) or a domain; a *file* when it is a Windows path or
+//! a file name with a known extension (`lnt64.dll`); a *number* when it has digits and no
+//! letters. A sentence carries no technique when
+//! - it has no word that is none of these (a line of hashes, addresses, file names, counts), or
+//! - it is a table row with at least one indicator (a file name alone does not count: a
+//!   "tool | what it was used for" row is evidence), no cell longer than [`MAX_NOTE_WORDS`]
+//!   words, and no ATT&CK technique id (a mapping table's rows are evidence).
 //!
 //! Work is linear in the sentence.
 
@@ -25,6 +26,7 @@ pub const MAX_NOTE_WORDS: usize = 4;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Token {
     Indicator,
+    File,
     Number,
     Word,
 }
@@ -64,7 +66,16 @@ fn classify(raw: &str) -> Option<Token> {
                 .last()
                 .is_some_and(|p| p.chars().any(|c| c.is_ascii_alphabetic()))
     };
-    if hex || url || email || win_path || ipv6 || dotted {
+    let file = win_path
+        || (dotted
+            && lower
+                .rsplit('.')
+                .next()
+                .is_some_and(|ext| crate::retrieve::FILE_EXTENSIONS.contains(&ext)));
+    if file && !url {
+        return Some(Token::File);
+    }
+    if hex || url || email || ipv6 || dotted {
         return Some(Token::Indicator);
     }
     if !r.chars().any(char::is_alphabetic) {
@@ -158,5 +169,14 @@ mod tests {
             Block::TableRow
         ));
         assert!(!carries_no_technique("", Block::Paragraph));
+        // A tool table: a file name and what it was used for is evidence.
+        assert!(!carries_no_technique(
+            "PsExec.exe | Lateral movement to servers",
+            Block::TableRow
+        ));
+        assert!(!carries_no_technique(
+            "rclone.exe | Exfiltration to Mega",
+            Block::TableRow
+        ));
     }
 }

@@ -69,7 +69,7 @@ pub fn training_step(
 ) {
     pb.set_position(step as u64);
     pb.set_message(format!("loss {loss:.4}"));
-    if pb.is_hidden() && step % (total / 20).max(1) == 0 {
+    if pb.is_hidden() && step.is_multiple_of((total / 20).max(1)) {
         line(pb, quiet, &status());
     }
 }

@@ -11,9 +11,10 @@
 //! a file name with a known extension (`lnt64.dll`); a *number* when it has digits and no
 //! letters. A sentence carries no technique when
 //! - it has no word that is none of these (a line of hashes, addresses, file names, counts), or
-//! - it is a table row with at least one indicator (a file name alone does not count: a
-//!   "tool | what it was used for" row is evidence), no cell longer than [`MAX_NOTE_WORDS`]
-//!   words, and no ATT&CK technique id (a mapping table's rows are evidence).
+//! - it is a table row with at least one indicator (a file name counts only in a typed IOC
+//!   table, whose first cell is a type such as "File" or "SHA256": a "tool | what it was used
+//!   for" row is evidence), no cell longer than [`MAX_NOTE_WORDS`] words, and no ATT&CK
+//!   technique id (a mapping table's rows are evidence).
 //!
 //! Work is linear in the sentence.
 
@@ -22,6 +23,34 @@ use crate::types::Block;
 /// Longest cell (in words other than indicators and numbers) of an indicator table row: notes
 /// such as "Phishing sender domain" are short; a procedure description is longer.
 pub const MAX_NOTE_WORDS: usize = 4;
+
+/// First cells (lower case) that mark a row of a typed IOC table.
+const IOC_TYPES: &[&str] = &[
+    "file",
+    "filename",
+    "file name",
+    "path",
+    "hash",
+    "md5",
+    "sha1",
+    "sha-1",
+    "sha256",
+    "sha-256",
+    "url",
+    "uri",
+    "domain",
+    "hostname",
+    "host",
+    "ip",
+    "ipv4",
+    "ipv6",
+    "ip address",
+    "email",
+    "e-mail",
+    "mutex",
+    "registry",
+    "registry key",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Token {
@@ -104,7 +133,18 @@ pub fn carries_no_technique(text: &str, block: Block) -> bool {
     if !tokens.contains(&Token::Word) {
         return true;
     }
-    if block != Block::TableRow || !tokens.contains(&Token::Indicator) || has_technique_id(text) {
+    if block != Block::TableRow || has_technique_id(text) {
+        return false;
+    }
+    // A file name counts as an indicator only in a typed IOC table ("File | x.ps1 | ...").
+    let typed = text
+        .split(" | ")
+        .next()
+        .is_some_and(|c| IOC_TYPES.contains(&c.trim().to_ascii_lowercase().as_str()));
+    if !tokens
+        .iter()
+        .any(|t| *t == Token::Indicator || (typed && *t == Token::File))
+    {
         return false;
     }
     text.split(" | ").all(|cell| {
@@ -169,6 +209,11 @@ mod tests {
             Block::TableRow
         ));
         assert!(!carries_no_technique("", Block::Paragraph));
+        // A typed IOC table's file row is an indicator row.
+        assert!(carries_no_technique(
+            "File | powershell-loader.ps1 | PowerShell scripts loader",
+            Block::TableRow
+        ));
         // A tool table: a file name and what it was used for is evidence.
         assert!(!carries_no_technique(
             "PsExec.exe | Lateral movement to servers",

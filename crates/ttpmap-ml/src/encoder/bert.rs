@@ -22,6 +22,7 @@ use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::bf16::{Bf16Linear, Precision};
 use crate::{Error, Result};
 
 /// Activation of the feed-forward block, as named by `hidden_act` in `config.json`.
@@ -186,7 +187,7 @@ impl Config {
                 return Err(Error::InvalidArgument(format!("config {name} must be > 0")));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::InvalidArgument(format!(
                 "config hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -434,6 +435,9 @@ struct Layer {
     /// `[3h, h]` / `[3h]` concatenation of query, key, value, set by
     /// [`BertEncoder::fuse_for_inference`] and used only in [`Mode::Eval`].
     fused_qkv: Option<Linear>,
+    /// bf16 copies of the inference weights (fused qkv, attention output, intermediate,
+    /// output), set by [`BertEncoder::fuse_for_inference_with`] with [`Precision::Bf16`].
+    bf16: Option<Box<[Bf16Linear; 4]>>,
     heads: usize,
     act: HiddenAct,
     hidden_dropout: f64,
@@ -454,6 +458,7 @@ impl Layer {
             output: linear(&vb.pp("output").pp("dense"), i, h)?,
             out_norm: LayerNorm::load(&vb.pp("output").pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             fused_qkv: None,
+            bf16: None,
             heads: cfg.num_attention_heads,
             act: cfg.hidden_act,
             hidden_dropout: cfg.hidden_dropout_prob,
@@ -483,6 +488,38 @@ impl Layer {
         Ok(())
     }
 
+    /// The bf16 copies of the inference weights (after [`Layer::fuse`]).
+    fn make_bf16(&mut self) -> Result<()> {
+        let qkv = self.fused_qkv.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("bf16 weights are made from the fused layer".into())
+        })?;
+        let b = |l: &Linear| Bf16Linear::new(l.weight(), l.bias());
+        self.bf16 = Some(Box::new([
+            b(qkv)?,
+            b(&self.attn_out)?,
+            b(&self.intermediate)?,
+            b(&self.output)?,
+        ]));
+        Ok(())
+    }
+
+    /// Linear `i` of the inference path (0 fused qkv, 1 attention output, 2 intermediate,
+    /// 3 output) in the layer's inference precision.
+    fn infer_linear(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        if let Some(b) = &self.bf16 {
+            return b[i].forward(x);
+        }
+        let l = match i {
+            0 => self.fused_qkv.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("the inference path needs fused weights".into())
+            })?,
+            1 => &self.attn_out,
+            2 => &self.intermediate,
+            _ => &self.output,
+        };
+        Ok(l.forward(x)?)
+    }
+
     fn scale(&self) -> f64 {
         let hd = self.query.weight().dim(0).unwrap_or(1) / self.heads.max(1);
         1.0 / (hd.max(1) as f64).sqrt()
@@ -497,10 +534,10 @@ impl Layer {
                 .contiguous()?)
         };
         let (q, k, v) = match (&self.fused_qkv, mode) {
-            (Some(qkv), Mode::Eval) => {
+            (Some(_), Mode::Eval) => {
                 // [b, s, 3h] -> [3, b, heads, s, hd] in one copy; query already scaled.
-                let all = qkv
-                    .forward(x)?
+                let all = self
+                    .infer_linear(0, x)?
                     .reshape((b, s, 3, self.heads, hd))?
                     .permute((2, 0, 3, 1, 4))?
                     .contiguous()?;
@@ -522,6 +559,15 @@ impl Layer {
         };
         let probs = dropout(probs, self.attn_dropout, mode)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        if mode == Mode::Eval && self.bf16.is_some() {
+            let x = self
+                .attn_norm
+                .forward(&(self.infer_linear(1, &ctx)? + x)?, mode)?;
+            let inter = self.act.apply(&self.infer_linear(2, &x)?, mode)?;
+            return self
+                .out_norm
+                .forward(&(self.infer_linear(3, &inter)? + x)?, mode);
+        }
         let attn = dropout(self.attn_out.forward(&ctx)?, self.hidden_dropout, mode)?;
         let x = self.attn_norm.forward(&(attn + x)?, mode)?;
         let inter = self.act.apply(&self.intermediate.forward(&x)?, mode)?;
@@ -540,7 +586,7 @@ impl Layer {
         let hd = h / self.heads;
         // One projection for the whole batch; the query is pre-scaled in the fused weights.
         let qkv = match &self.fused_qkv {
-            Some(qkv) => qkv.forward(x)?,
+            Some(_) => self.infer_linear(0, x)?,
             None => Tensor::cat(
                 &[
                     &(self.query.forward(x)? * self.scale())?,
@@ -579,12 +625,10 @@ impl Layer {
         // The groups' padded slots back to the real tokens, in packed order.
         let ctx = Tensor::cat(&ctx, 0)?.index_select(&plan.unpermute, 0)?;
         debug_assert_eq!(ctx.dims(), [n, h]);
-        let attn = self.attn_out.forward(&ctx)?;
+        let attn = self.infer_linear(1, &ctx)?;
         let x = self.attn_norm.forward(&(attn + x)?, Mode::Eval)?;
-        let inter = self
-            .act
-            .apply(&self.intermediate.forward(&x)?, Mode::Eval)?;
-        let out = self.output.forward(&inter)?;
+        let inter = self.act.apply(&self.infer_linear(2, &x)?, Mode::Eval)?;
+        let out = self.infer_linear(3, &inter)?;
         self.out_norm.forward(&(out + x)?, Mode::Eval)
     }
 }
@@ -845,10 +889,35 @@ impl BertEncoder {
     /// used by [`Mode::Eval`] (one larger matmul instead of three). The copies are detached
     /// snapshots, so call this only on frozen weights; [`Mode::Train`] never uses them.
     pub fn fuse_for_inference(&mut self) -> Result<()> {
+        self.fuse_for_inference_with(Precision::detect())
+    }
+
+    /// [`BertEncoder::fuse_for_inference`] in a given precision: [`Precision::Bf16`] also
+    /// keeps bf16 copies of every layer's inference weights (an error on a CPU without
+    /// AVX512_BF16); [`Precision::Fp32`] is the reference path.
+    pub fn fuse_for_inference_with(&mut self, precision: Precision) -> Result<()> {
+        if precision == Precision::Bf16 && !super::bf16::bf16_supported() {
+            return Err(Error::InvalidArgument(
+                "bf16 inference needs a CPU with AVX512_BF16".into(),
+            ));
+        }
         for layer in &mut self.layers {
             layer.fuse()?;
+            layer.bf16 = None;
+            if precision == Precision::Bf16 {
+                layer.make_bf16()?;
+            }
         }
         Ok(())
+    }
+
+    /// The precision of the inference path: bf16 once fused in bf16, else f32.
+    pub fn precision(&self) -> Precision {
+        if self.layers.iter().any(|l| l.bf16.is_some()) {
+            Precision::Bf16
+        } else {
+            Precision::Fp32
+        }
     }
 
     /// Runs the encoder and returns `last_hidden_state`, `[batch, seq, hidden]`.
@@ -1231,11 +1300,7 @@ mod tests {
         let mut ids = Vec::new();
         let mut mask = Vec::new();
         for r in rows {
-            ids.extend(
-                r.iter()
-                    .copied()
-                    .chain(std::iter::repeat(0).take(s - r.len())),
-            );
+            ids.extend(r.iter().copied().chain(std::iter::repeat_n(0, s - r.len())));
             mask.extend((0..s).map(|t| u32::from(t < r.len())));
         }
         let ids = Tensor::from_vec(ids, (3, s), &dev).unwrap();

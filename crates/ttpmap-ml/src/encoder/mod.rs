@@ -2,5 +2,7 @@
 //! the paper, a `Config` mirroring Hugging Face's `config.json`, and `load(vb, &cfg)`.
 
 pub mod bert;
+pub mod bf16;
 
 pub use bert::{BertEncoder, Config, HiddenAct, LoadReport, Mode, TrainableOptions};
+pub use bf16::Precision;

@@ -42,11 +42,12 @@ pub enum HiddenAct {
 impl HiddenAct {
     fn apply(self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         Ok(match self {
-            HiddenAct::Gelu
-                if mode == Mode::Eval && x.dtype() == DType::F32 && x.device().is_cpu() =>
-            {
-                x.contiguous()?.apply_op1_no_bwd(&FastGeluErf)?
-            }
+            HiddenAct::Gelu if x.dtype() == DType::F32 && x.device().is_cpu() => match mode {
+                Mode::Eval => x.contiguous()?.apply_op1_no_bwd(&FastGeluErf)?,
+                // Same values, with the gradient from the same fast erf (candle's `gelu_erf`
+                // runs erf in f64 element by element, forward and backward).
+                Mode::Train => x.contiguous()?.apply_op1(FastGeluErf)?,
+            },
             HiddenAct::Gelu => x.gelu_erf()?,
             HiddenAct::GeluNew => x.gelu()?,
             HiddenAct::Relu => x.relu()?,
@@ -79,9 +80,30 @@ fn erf_f32(x: f32) -> f32 {
     x * p / q
 }
 
-impl candle_core::CustomOp1 for FastGeluErf {
+/// d/dx GELU(x) = Phi(x) + x phi(x), with the erf of [`erf_f32`].
+struct FastGeluErfGrad;
+
+fn map_f32(
+    name: &str,
+    storage: &candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    f: impl Fn(f32) -> f32,
+) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{name}: input not contiguous")))?;
+    match storage {
+        candle_core::CpuStorage::F32(data) => Ok((
+            candle_core::CpuStorage::F32(data[start..end].iter().map(|&x| f(x)).collect()),
+            layout.shape().clone(),
+        )),
+        _ => Err(candle_core::Error::Msg(format!("{name}: f32 only"))),
+    }
+}
+
+impl candle_core::CustomOp1 for FastGeluErfGrad {
     fn name(&self) -> &'static str {
-        "fast-gelu-erf"
+        "fast-gelu-erf-grad"
     }
 
     fn cpu_fwd(
@@ -89,19 +111,38 @@ impl candle_core::CustomOp1 for FastGeluErf {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("fast-gelu-erf: input not contiguous".into()))?;
-        match storage {
-            candle_core::CpuStorage::F32(data) => {
-                let out: Vec<f32> = data[start..end]
-                    .iter()
-                    .map(|&x| 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2)))
-                    .collect();
-                Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
-            }
-            _ => Err(candle_core::Error::Msg("fast-gelu-erf: f32 only".into())),
-        }
+        // 1 / sqrt(2 pi).
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        map_f32(self.name(), storage, layout, |x| {
+            0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+                + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+        })
+    }
+}
+
+impl candle_core::CustomOp1 for FastGeluErf {
+    fn name(&self) -> &'static str {
+        "fast-gelu-erf"
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let d = arg.contiguous()?.apply_op1_no_bwd(&FastGeluErfGrad)?;
+        Ok(Some(grad_res.mul(&d)?))
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        map_f32(self.name(), storage, layout, |x| {
+            0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+        })
     }
 }
 
@@ -1331,6 +1372,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fast_gelu_gradient_matches_candles_exact_gelu_gradient() {
+        let xs: Vec<f32> = (-600..=600).map(|i| i as f32 * 0.01).collect();
+        let n = xs.len();
+        let dev = Device::Cpu;
+        let grad_of = |fast: bool| -> Vec<f32> {
+            let v = Var::from_vec(xs.clone(), n, &dev).unwrap();
+            let y = if fast {
+                HiddenAct::Gelu.apply(v.as_tensor(), Mode::Train).unwrap()
+            } else {
+                v.as_tensor().gelu_erf().unwrap()
+            };
+            let g = y.sum_all().unwrap().backward().unwrap();
+            g.get(v.as_tensor()).unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (fast, exact) = (grad_of(true), grad_of(false));
+        let worst = fast
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{worst}");
     }
 
     #[test]

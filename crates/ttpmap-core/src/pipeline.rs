@@ -3,8 +3,9 @@
 //!
 //! Models plug in through [`SentenceScorer`] (BM25 here; dense, classifier and reranker scorers
 //! live in ttpmap-ml). Invariants of [`extract`]'s output:
-//! - every kept prediction has `score >= threshold`, and a sentence keeps at most
-//!   `max_per_sentence` of them, best first (ties broken by technique id);
+//! - every kept prediction has `score >= threshold`, and a sentence keeps those of at most
+//!   `max_per_sentence` technique families (a sub-technique and its parent count once), best
+//!   first (ties: a sub-technique before its parent, then by technique id);
 //! - `Extraction::sentences` lists only sentences with a prediction, in document order;
 //! - sentences shorter than `min_sentence_chars` and lists of indicators (IOC table rows,
 //!   lines of hashes and addresses: [`crate::ingest::indicators`]) are not scored;
@@ -284,7 +285,7 @@ fn extract_batched(
         }
         sort_predictions(&mut preds);
         dedup_by_technique(&mut preds);
-        preds.truncate(options.max_per_sentence);
+        keep_families(&mut preds, options.max_per_sentence);
         let s = &doc.sentences[index];
         sentences.push(SentencePredictions {
             sentence: s.index,
@@ -306,12 +307,29 @@ fn extract_batched(
     }))
 }
 
-/// Best score first; ties by technique id so output is deterministic.
+/// Best score first; ties list sub-techniques (the more specific answer, e.g. a parent raised
+/// to its sub-technique's score) before parents, then go by technique id, so output is
+/// deterministic.
 pub fn sort_predictions(preds: &mut [Prediction]) {
     preds.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
+            .then_with(|| {
+                b.technique
+                    .is_subtechnique()
+                    .cmp(&a.technique.is_subtechnique())
+            })
             .then_with(|| a.technique.cmp(&b.technique))
+    });
+}
+
+/// Keeps the predictions of the first `max` technique families (a technique and its
+/// sub-techniques); `preds` must be sorted.
+fn keep_families(preds: &mut Vec<Prediction>, max: usize) {
+    let mut families = BTreeSet::new();
+    preds.retain(|p| {
+        let family = p.technique.parent();
+        families.contains(&family) || { families.len() < max && families.insert(family) }
     });
 }
 
@@ -355,6 +373,11 @@ pub fn aggregate(
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
+            .then_with(|| {
+                b.technique
+                    .is_subtechnique()
+                    .cmp(&a.technique.is_subtechnique())
+            })
             .then_with(|| a.technique.cmp(&b.technique))
     });
     out
@@ -723,6 +746,43 @@ mod tests {
                 reasons: vec![format!("{t}@{score}")],
             },
         }
+    }
+
+    /// A parent raised to its sub-technique's score ranks after it, and the two count as one
+    /// of a sentence's `max_per_sentence` techniques.
+    #[test]
+    fn a_sub_technique_and_its_parent_are_one_family_and_the_sub_technique_ranks_first() {
+        let mut preds = vec![
+            pred("T1059", 0.6),
+            pred("T1105", 0.4),
+            pred("T1059.001", 0.6),
+            pred("T1027", 0.3),
+            pred("T1053.005", 0.2),
+        ];
+        sort_predictions(&mut preds);
+        let ids = |p: &[Prediction]| {
+            p.iter()
+                .map(|p| p.technique.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(&preds),
+            ["T1059.001", "T1059", "T1105", "T1027", "T1053.005"]
+        );
+        keep_families(&mut preds, 3);
+        assert_eq!(ids(&preds), ["T1059.001", "T1059", "T1105", "T1027"]);
+        keep_families(&mut preds, 1);
+        assert_eq!(ids(&preds), ["T1059.001", "T1059"]);
+        // The document summary orders ties the same way.
+        let sentences = vec![SentencePredictions {
+            sentence: 0,
+            span: Span::new(0, 1),
+            text: "x".into(),
+            predictions: preds,
+        }];
+        let techniques = aggregate(&sentences, &no_lookup);
+        let doc_ids: Vec<String> = techniques.iter().map(|t| t.technique.to_string()).collect();
+        assert_eq!(doc_ids, ["T1059.001", "T1059"]);
     }
 
     #[test]

@@ -379,7 +379,13 @@ impl ClassifierScorer {
                 None => best.push((id, p)),
             }
         }
-        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Ties (a parent raised to its sub-technique's probability) list the sub-technique,
+        // the more specific answer, first.
+        best.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then(b.0.is_subtechnique().cmp(&a.0.is_subtechnique()))
+                .then(a.0.cmp(&b.0))
+        });
         best
     }
 

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
@@ -144,6 +145,27 @@ pub struct Example {
     pub text: String,
     /// Its techniques (empty: unlabelled).
     pub labels: Vec<TechniqueId>,
+    /// The labels its annotators assigned from, when their source was annotated for a fixed
+    /// label set (TRAM2's 50 techniques): the sentence is a negative only for these, other
+    /// labels are unknown (no loss, and not scored in validation). `None`: every label.
+    pub label_space: Option<Arc<BTreeSet<TechniqueId>>>,
+}
+
+impl Example {
+    /// An example whose source was annotated over every label.
+    pub fn new(doc: impl Into<String>, text: impl Into<String>, labels: Vec<TechniqueId>) -> Self {
+        Self {
+            doc: doc.into(),
+            text: text.into(),
+            labels,
+            label_space: None,
+        }
+    }
+
+    /// Whether `label` was annotated for this sentence (its gold says yes or no for it).
+    pub fn annotates(&self, label: &TechniqueId) -> bool {
+        self.label_space.as_ref().is_none_or(|s| s.contains(label))
+    }
 }
 
 /// Prepared data: the label set, one text per label (for query initialisation), the training
@@ -253,11 +275,13 @@ pub struct FitOutcome {
 
 pub use crate::train::fit::FitSetup;
 
+/// The batch's 0/1 targets, and its loss mask when a member was annotated for a fixed label
+/// set (1 where the label was annotated, 0 where it is unknown).
 fn targets(
     examples: &[&Example],
     index: &HashMap<&TechniqueId, usize>,
     l: usize,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Option<Tensor>)> {
     let mut t = vec![0f32; examples.len() * l];
     for (i, e) in examples.iter().enumerate() {
         for lab in &e.labels {
@@ -266,7 +290,27 @@ fn targets(
             }
         }
     }
-    Ok(Tensor::from_vec(t, (examples.len(), l), &Device::Cpu)?)
+    let mask = if examples.iter().any(|e| e.label_space.is_some()) {
+        let mut m = vec![1f32; examples.len() * l];
+        for (i, e) in examples.iter().enumerate() {
+            if let Some(space) = &e.label_space {
+                let row = &mut m[i * l..(i + 1) * l];
+                row.fill(0.0);
+                for lab in space.iter().chain(&e.labels) {
+                    if let Some(&j) = index.get(lab) {
+                        row[j] = 1.0;
+                    }
+                }
+            }
+        }
+        Some(Tensor::from_vec(m, (examples.len(), l), &Device::Cpu)?)
+    } else {
+        None
+    };
+    Ok((
+        Tensor::from_vec(t, (examples.len(), l), &Device::Cpu)?,
+        mask,
+    ))
 }
 
 /// Batches of one epoch: labelled sentences plus a seeded sample of unlabelled ones, grouped
@@ -304,10 +348,11 @@ fn macro_f1(probs: &[Vec<f32>], data: &[Example], labels: &[TechniqueId], t: f32
         .collect();
     let pred: Vec<BTreeSet<TechniqueId>> = probs
         .iter()
-        .map(|row| {
+        .zip(data)
+        .map(|(row, e)| {
             row.iter()
                 .zip(labels)
-                .filter(|(p, _)| **p >= t)
+                .filter(|(p, l)| **p >= t && e.annotates(l))
                 .map(|(_, l)| l.clone())
                 .collect()
         })
@@ -322,7 +367,12 @@ fn scored(probs: &[Vec<f32>], data: &[Example], labels: &[TechniqueId]) -> Vec<S
         .map(|(row, e)| ScoredSentence {
             doc: e.doc.clone(),
             gold: e.labels.iter().cloned().collect(),
-            scores: labels.iter().cloned().zip(row.iter().copied()).collect(),
+            scores: labels
+                .iter()
+                .cloned()
+                .zip(row.iter().copied())
+                .filter(|(l, _)| e.annotates(l))
+                .collect(),
         })
         .collect()
 }
@@ -436,6 +486,13 @@ fn fingerprint(cfg: &ClassifierTrainConfig, data: &TrainData) -> Result<String> 
                 h.update([0]);
                 h.update(l.to_string().as_bytes());
             }
+            if let Some(space) = &e.label_space {
+                h.update([1]);
+                for l in space.iter() {
+                    h.update([0]);
+                    h.update(l.to_string().as_bytes());
+                }
+            }
             h.update([0xff]);
         }
     }
@@ -500,9 +557,8 @@ impl Trainee for SeedTrainee<'_> {
             None => net.forward(&batch, Mode::Train)?,
         };
         let l = self.data.labels.len();
-        self.cfg
-            .loss
-            .compute(&logits, &targets(&ex, self.index, l)?)
+        let (t, mask) = targets(&ex, self.index, l)?;
+        self.cfg.loss.compute_masked(&logits, &t, mask.as_ref())
     }
 
     /// Validation macro-F1 at 0.5.
@@ -812,4 +868,34 @@ pub fn fit(
         tuned_threshold: validation.tuned_threshold,
         validation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_mask_only_the_labels_outside_a_sentences_label_space() {
+        let labels: Vec<TechniqueId> = ["T1003", "T1059", "T1566"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let index: HashMap<&TechniqueId, usize> =
+            labels.iter().enumerate().map(|(i, l)| (l, i)).collect();
+        let plain = Example::new("a", "x", vec![labels[1].clone()]);
+        let (t, mask) = targets(&[&plain], &index, 3).unwrap();
+        assert_eq!(t.to_vec2::<f32>().unwrap(), vec![vec![0.0, 1.0, 0.0]]);
+        assert!(mask.is_none(), "no fixed label space: no mask");
+        let mut fixed = Example::new("b", "y", vec![]);
+        fixed.label_space = Some(Arc::new([labels[0].clone(), labels[2].clone()].into()));
+        let (t, mask) = targets(&[&plain, &fixed], &index, 3).unwrap();
+        assert_eq!(
+            t.to_vec2::<f32>().unwrap(),
+            vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 0.0]]
+        );
+        assert_eq!(
+            mask.unwrap().to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 1.0, 1.0], vec![1.0, 0.0, 1.0]]
+        );
+    }
 }

@@ -81,9 +81,38 @@ impl Default for LossConfig {
 impl LossConfig {
     /// The configured loss of `logits` against `targets`; a scalar (mean over elements).
     pub fn compute(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::Bce { pos_weight } => bce_with_logits(logits, targets, *pos_weight),
-            Self::Asl(cfg) => asymmetric_loss(logits, targets, cfg),
+        self.compute_masked(logits, targets, None)
+    }
+
+    /// As [`Self::compute`], with the elements where `mask` is 0 left out (labels a sentence
+    /// was not annotated for). The sum is still divided by the number of all elements, so a
+    /// batch without masked elements has the same loss as [`Self::compute`] and a masked
+    /// element adds nothing instead of re-weighting the others.
+    pub fn compute_masked(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let per = match self {
+            Self::Bce { pos_weight } => bce_elements(logits, targets, *pos_weight)?,
+            Self::Asl(cfg) => asl_elements(logits, targets, cfg)?,
+        };
+        match mask {
+            None => Ok(per.mean_all()?),
+            Some(m) => {
+                if m.dims() != per.dims() {
+                    return Err(Error::InvalidArgument(format!(
+                        "loss: mask has shape {:?} but logits {:?}",
+                        m.dims(),
+                        per.dims()
+                    )));
+                }
+                let n = per.elem_count() as f64;
+                Ok((per * m.to_dtype(logits.dtype())?)?
+                    .sum_all()?
+                    .affine(1.0 / n, 0.0)?)
+            }
         }
     }
 }
@@ -130,6 +159,11 @@ pub fn bce_with_logits(
     targets: &Tensor,
     pos_weight: Option<f64>,
 ) -> Result<Tensor> {
+    Ok(bce_elements(logits, targets, pos_weight)?.mean_all()?)
+}
+
+/// [`bce_with_logits`] per element.
+fn bce_elements(logits: &Tensor, targets: &Tensor, pos_weight: Option<f64>) -> Result<Tensor> {
     check_inputs(logits, targets)?;
     let per = match pos_weight {
         None => ((logits.relu()? - (logits * targets)?)? + log1p_exp_neg_abs(logits)?)?,
@@ -144,7 +178,7 @@ pub fn bce_with_logits(
             (neg_term + (weight * softplus(&logits.neg()?)?)?)?
         }
     };
-    Ok(per.mean_all()?)
+    Ok(per)
 }
 
 /// Lower clamp for `p_m` before `log` in `p_m^gamma = exp(gamma * log p_m)`: below it the weight
@@ -159,6 +193,11 @@ const POW_FLOOR: f64 = 1e-30;
 /// `log p = -softplus(-x)`, `(1 - p)^g = exp(-g * softplus(x))`; with `clip = 0`,
 /// `log(1 - p) = -softplus(x)` and `p^g = exp(-g * softplus(-x))`.
 pub fn asymmetric_loss(logits: &Tensor, targets: &Tensor, cfg: &AslConfig) -> Result<Tensor> {
+    Ok(asl_elements(logits, targets, cfg)?.mean_all()?)
+}
+
+/// [`asymmetric_loss`] per element.
+fn asl_elements(logits: &Tensor, targets: &Tensor, cfg: &AslConfig) -> Result<Tensor> {
     check_inputs(logits, targets)?;
     cfg.validate()?;
     let ln_eps = cfg.eps.ln();
@@ -203,7 +242,7 @@ pub fn asymmetric_loss(logits: &Tensor, targets: &Tensor, cfg: &AslConfig) -> Re
     if let Some(w) = weight_neg {
         neg = (neg * w)?;
     }
-    Ok((pos + neg)?.mean_all()?.neg()?)
+    Ok((pos + neg)?.neg()?)
 }
 
 #[cfg(test)]
@@ -256,6 +295,43 @@ mod tests {
 
     const XS: [f64; 8] = [-3.0, -0.5, 0.0, 0.25, 1.0, 2.5, -1.5, 4.0];
     const YS: [f64; 8] = [0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+
+    #[test]
+    fn masked_elements_add_no_loss_and_no_gradient_and_a_full_mask_changes_nothing() {
+        let dev = Device::Cpu;
+        let y = Tensor::new(&[[1f32, 0.0, 0.0], [0.0, 1.0, 0.0]], &dev).unwrap();
+        let mask = Tensor::new(&[[1f32, 1.0, 1.0], [0.0, 1.0, 0.0]], &dev).unwrap();
+        let ones = Tensor::ones((2, 3), DType::F32, &dev).unwrap();
+        for cfg in [
+            LossConfig::Bce { pos_weight: None },
+            LossConfig::Bce {
+                pos_weight: Some(5.0),
+            },
+            LossConfig::Asl(AslConfig::default()),
+        ] {
+            let x = Var::new(&[[0.5f32, -1.0, 2.0], [3.0, 0.2, -0.7]], &dev).unwrap();
+            let plain = scalar(&cfg.compute(x.as_tensor(), &y).unwrap());
+            let full = scalar(&cfg.compute_masked(x.as_tensor(), &y, Some(&ones)).unwrap());
+            assert!((plain - full).abs() < 1e-7, "{cfg:?}: {plain} vs {full}");
+            let masked = cfg.compute_masked(x.as_tensor(), &y, Some(&mask)).unwrap();
+            let grads = masked.backward().unwrap();
+            let g = grads.get(&x).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!((g[1][0], g[1][2]), (0.0, 0.0), "{cfg:?}: {g:?}");
+            assert!(g[0].iter().chain([&g[1][1]]).all(|v| *v != 0.0), "{g:?}");
+            // A masked logit can be anything: the loss does not move.
+            let moved = Tensor::new(&[[0.5f32, -1.0, 2.0], [-9.0, 0.2, 9.0]], &dev).unwrap();
+            let a = scalar(&masked);
+            let b = scalar(&cfg.compute_masked(&moved, &y, Some(&mask)).unwrap());
+            assert!((a - b).abs() < 1e-7, "{cfg:?}: {a} vs {b}");
+            // Still divided by all 6 elements: the 4 kept ones' mean times 4/6.
+            assert!(a < plain, "{cfg:?}");
+        }
+        let bad = Tensor::ones((3, 2), DType::F32, &dev).unwrap();
+        let x = Tensor::zeros((2, 3), DType::F32, &dev).unwrap();
+        assert!(LossConfig::default()
+            .compute_masked(&x, &y, Some(&bad))
+            .is_err());
+    }
 
     #[test]
     fn bce_hand_values() {

@@ -495,22 +495,22 @@ mod fit {
         let mut validation = Vec::new();
         for i in 0..12 {
             for (j, (t, w)) in words.iter().enumerate() {
-                let ex = Example {
-                    doc: format!("d{}", i % 3),
-                    text: format!("the attacker used {w} ."),
-                    labels: vec![t.parse().unwrap()],
-                };
+                let ex = Example::new(
+                    format!("d{}", i % 3),
+                    format!("the attacker used {w} ."),
+                    vec![t.parse().unwrap()],
+                );
                 if (i + j) % 4 == 0 {
                     validation.push(ex);
                 } else {
                     train.push(ex);
                 }
             }
-            train.push(Example {
-                doc: format!("d{}", i % 3),
-                text: "the the run key .".into(),
-                labels: vec![],
-            });
+            train.push(Example::new(
+                format!("d{}", i % 3),
+                "the the run key .",
+                vec![],
+            ));
         }
         TrainData {
             labels: labels(),
@@ -611,10 +611,8 @@ mod fit {
     fn validation_metrics_score_both_thresholds() {
         use ttpmap_ml::train::classifier::validation_metrics;
         let labels: Vec<TechniqueId> = vec!["T1059".parse().unwrap(), "T1566".parse().unwrap()];
-        let ex = |doc: &str, l: &[&str]| Example {
-            doc: doc.into(),
-            text: String::new(),
-            labels: l.iter().map(|t| t.parse().unwrap()).collect(),
+        let ex = |doc: &str, l: &[&str]| {
+            Example::new(doc, "", l.iter().map(|t| t.parse().unwrap()).collect())
         };
         let data = vec![ex("a", &["T1059"]), ex("a", &[]), ex("b", &["T1566"])];
         // Every gold label at 0.3, everything else at 0.1: nothing reaches 0.5.
@@ -626,6 +624,28 @@ mod fit {
         assert_eq!(m.per_document_f1_in_vocabulary_tuned, 1.0);
         assert_eq!(m.micro_f1_tuned, 1.0);
         assert_eq!(m.macro_f1_tuned, 1.0);
+    }
+
+    /// A sentence annotated for a fixed label set (TRAM2's) is not wrong about labels outside
+    /// it: a high score there is neither a false positive nor a true one.
+    #[test]
+    fn validation_ignores_labels_outside_a_sentences_label_space() {
+        use std::sync::Arc;
+        use ttpmap_ml::train::classifier::validation_metrics;
+        let labels: Vec<TechniqueId> = vec!["T1059".parse().unwrap(), "T1566".parse().unwrap()];
+        let mut fixed = Example::new("a", "", vec!["T1059".parse().unwrap()]);
+        let plain = fixed.clone();
+        fixed.label_space = Some(Arc::new([labels[0].clone()].into()));
+        // The gold label and the other one both at 0.9.
+        let probs = vec![vec![0.9, 0.9]];
+        let m = validation_metrics(&probs, &[fixed], &labels).unwrap();
+        assert_eq!(m.per_document_f1_in_vocabulary_at_0_5, 1.0);
+        assert_eq!(m.micro_f1_at_0_5, 1.0);
+        let m = validation_metrics(&probs, &[plain], &labels).unwrap();
+        assert!(
+            (m.per_document_f1_in_vocabulary_at_0_5 - 2.0 / 3.0).abs() < 1e-9,
+            "{m:?}"
+        );
     }
 
     /// `frozen_layers`: the embeddings and the lowest layers keep their initial values exactly

@@ -75,6 +75,23 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
         extra.push(ds);
         files.push(p.clone());
     }
+    let mut validation_only = Vec::new();
+    if cfg.data.annoctr_dev {
+        let raw = assets.data_dir().join("annoctr").join("raw");
+        let (mut ds, _) = dataset::load_annoctr_raw(&raw, "dev")?;
+        ds.name = "annoctr-dev".into();
+        crate::assets::remap_labels(&mut ds, &catalog);
+        // Fingerprint the dev reports' own files, not the folder (which holds the test split).
+        files.push(raw.join("splits.tsv"));
+        for d in &ds.documents {
+            files.push(raw.join("text").join(format!("{}.txt", d.id)));
+            files.push(
+                raw.join("linking_mitre_only")
+                    .join(format!("{}.json", d.id)),
+            );
+        }
+        validation_only.push(ds);
+    }
     let steps = if cfg.data.emulation {
         files.push(assets.data_dir().join("emulation"));
         crate::rerank::emulation_steps(assets, &catalog)?
@@ -87,6 +104,7 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
     let sources = ttpmap_ml::train::data::CatalogSources {
         reports: &reports,
         extra: &extra,
+        validation_only: &validation_only,
         emulation: &steps,
     };
     let data =

@@ -135,6 +135,9 @@ procedures_per_technique = 1
 descriptions = false
 emulation = false
 emulation_split_seed = 42
+fixed_label_space = ["tram2"]
+fixed_label_space_loss = true
+annoctr_dev = false
 
 [classifier]
 epochs = 1
@@ -248,6 +251,38 @@ fn train_default_runs_end_to_end_with_a_tiny_model_and_its_output_is_checked() {
         !names.contains("word_embeddings") && !names.contains("layer.0."),
         "{names}"
     );
+    assert_eq!(
+        manifest["validation"]["implied_parents_grid"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // A shipped folder can be packaged again (new validation data or tuning) without the
+    // full weights, but only over the base it was made for.
+    let again = work.path().join("again");
+    let repackage = |base: &Path| {
+        ttpmap(work.path(), Some(&data))
+            .args(["--quiet", "train", "default", "--package-only", "--config"])
+            .arg(&cfg)
+            .arg("--model")
+            .arg(base)
+            .arg("--out")
+            .arg(&ship)
+            .arg("--ship")
+            .arg(&again)
+            .output()
+            .unwrap()
+    };
+    let out = repackage(&base);
+    assert!(
+        out.status.success(),
+        "package again failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(again.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m2["classifier"]["labels"], manifest["classifier"]["labels"]);
     // The shipped folder is used by extract over its base model.
     let report = work.path().join("r.txt");
     std::fs::write(&report, SENTENCE).unwrap();
@@ -260,6 +295,21 @@ fn train_default_runs_end_to_end_with_a_tiny_model_and_its_output_is_checked() {
         .output()
         .unwrap());
     assert_eq!(v["method"], "trained");
+    // Packaged again, it is the same model: the same scores for the same sentence.
+    let scores = |ship: &Path| {
+        let v = ok(&ttpmap(work.path(), None)
+            .args(["rank", "--json", "--trained"])
+            .arg(ship)
+            .arg("--model")
+            .arg(&base)
+            .arg(SENTENCE)
+            .output()
+            .unwrap());
+        v.to_string()
+    };
+    let (first, second) = (scores(&ship), scores(&again));
+    assert!(first.contains("T1"), "{first}");
+    assert_eq!(first, second);
     // Another base model (same shapes, other weights) is refused by its sha256.
     let other = work.path().join("other");
     write_random_model(&other, &tiny_config(), 8, WORDS).unwrap();
@@ -275,6 +325,13 @@ fn train_default_runs_end_to_end_with_a_tiny_model_and_its_output_is_checked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("sha256") && err.contains("model.safetensors"),
+        "{err}"
+    );
+    let out = repackage(&other);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sha256") && err.contains("manifest.json"),
         "{err}"
     );
 }

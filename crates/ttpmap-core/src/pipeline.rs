@@ -3,6 +3,8 @@
 //!
 //! Models plug in through [`SentenceScorer`] (BM25 here; dense, classifier and reranker scorers
 //! live in ttpmap-ml). Invariants of [`extract`]'s output:
+//! - scores are the scorer's, except that under the scorer's [`DocumentRule`] a technique's
+//!   best sentence may carry the document's confidence (with a reason saying so);
 //! - every kept prediction has `score >= threshold`, and a sentence keeps those of at most
 //!   `max_per_sentence` technique families (a sub-technique and its parent count once), best
 //!   first (ties: a sub-technique before its parent, then by technique id);
@@ -46,6 +48,12 @@ pub trait SentenceScorer: Send + Sync {
     /// The extraction threshold used when the caller gives none. Default 0.5.
     fn default_threshold(&self) -> f32 {
         0.5
+    }
+
+    /// How a document's techniques follow from its sentences' scores (the threshold applies
+    /// to the result). Default [`DocumentRule::AnySentence`].
+    fn document_rule(&self) -> DocumentRule {
+        DocumentRule::AnySentence
     }
 
     /// Applies the caller's settings (candidates per sentence, evidence, label space); a
@@ -138,6 +146,83 @@ pub fn find_scorer_mut<T: 'static>(scorer: &mut dyn SentenceScorer) -> Option<&m
         .parts_mut()
         .into_iter()
         .find_map(find_scorer_mut::<T>)
+}
+
+/// How a document's techniques follow from its sentences' scores.
+///
+/// With [`DocumentRule::NoisyOr`], each technique's best sentence carries the document's
+/// confidence: `1 - (1 - p1)(1 - p2)...(1 - pk)` over the technique's `top` best sentence
+/// scores (several sentences with middling evidence add up; `top` keeps a long report from
+/// adding up many weak ones). The other sentences keep their own scores, so the document set
+/// is still the union of the sentence predictions at the threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DocumentRule {
+    /// A technique is in the document when one of its sentences reaches the threshold.
+    #[default]
+    AnySentence,
+    /// Noisy-OR of each technique's `top` best sentence scores (`top` >= 1).
+    NoisyOr { top: usize },
+}
+
+/// One raised score of [`DocumentRule::lifts`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lift {
+    /// Row (sentence) and entry (within the row) of the technique's best sentence score.
+    pub sentence: usize,
+    pub entry: usize,
+    /// The document confidence it is raised to.
+    pub score: f32,
+    /// The sentence scores it combines, best first (the first is the entry's own).
+    pub support: Vec<f32>,
+}
+
+impl DocumentRule {
+    /// The raises this rule makes to the `(technique, score)` rows of one document's
+    /// sentences (none for [`DocumentRule::AnySentence`], or where one sentence is all the
+    /// evidence). Deterministic: ties go to the earlier sentence.
+    pub fn lifts(&self, rows: &[Vec<(&TechniqueId, f32)>]) -> Vec<Lift> {
+        let top = match *self {
+            DocumentRule::AnySentence => return Vec::new(),
+            DocumentRule::NoisyOr { top } => top.max(1),
+        };
+        let mut by_tech: BTreeMap<&TechniqueId, Vec<(f32, usize, usize)>> = BTreeMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            for (j, (t, p)) in row.iter().enumerate() {
+                if p.is_finite() && *p > 0.0 {
+                    let hits = by_tech.entry(*t).or_default();
+                    // A technique listed twice for one sentence counts once, at its best.
+                    match hits.last_mut() {
+                        Some(h) if h.1 == i => {
+                            if p.min(1.0) > h.0 {
+                                *h = (p.min(1.0), i, j);
+                            }
+                        }
+                        _ => hits.push((p.min(1.0), i, j)),
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (_, mut hits) in by_tech {
+            if hits.len() < 2 {
+                continue;
+            }
+            hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            hits.truncate(top);
+            let miss: f32 = hits.iter().map(|h| 1.0 - h.0).product();
+            let score = (1.0 - miss).clamp(0.0, 1.0);
+            if hits.len() >= 2 && score > hits[0].0 {
+                out.push(Lift {
+                    sentence: hits[0].1,
+                    entry: hits[0].2,
+                    score,
+                    support: hits.iter().map(|h| h.0).collect(),
+                });
+            }
+        }
+        out
+    }
 }
 
 /// Looks up catalog metadata for a technique (the catalog, in the application).
@@ -275,6 +360,7 @@ fn extract_batched(
         raw.extend(scored);
     }
     drop(score_span);
+    lift_predictions(&mut raw, scorer.document_rule());
 
     let _aggregate = tracing::info_span!("aggregate").entered();
     let mut sentences = Vec::new();
@@ -305,6 +391,31 @@ fn extract_batched(
         sentences,
         techniques,
     }))
+}
+
+/// Applies `rule` to one document's sentence predictions: a raised prediction gets the
+/// document confidence as its score and a reason saying where it comes from.
+pub fn lift_predictions(raw: &mut [Vec<Prediction>], rule: DocumentRule) {
+    let lifts = {
+        let rows: Vec<Vec<(&TechniqueId, f32)>> = raw
+            .iter()
+            .map(|r| r.iter().map(|p| (&p.technique, p.score)).collect())
+            .collect();
+        rule.lifts(&rows)
+    };
+    for l in lifts {
+        let p = &mut raw[l.sentence][l.entry];
+        let list: Vec<String> = l.support.iter().map(|s| format!("{s:.3}")).collect();
+        p.evidence.reasons.push(format!(
+            "document confidence {:.3}: this sentence {:.3} with {} other sentence{} ({})",
+            l.score,
+            p.score,
+            l.support.len() - 1,
+            if l.support.len() == 2 { "" } else { "s" },
+            list[1..].join(", ")
+        ));
+        p.score = l.score;
+    }
 }
 
 /// Best score first; ties list sub-techniques (the more specific answer, e.g. a parent raised
@@ -783,6 +894,89 @@ mod tests {
         let techniques = aggregate(&sentences, &no_lookup);
         let doc_ids: Vec<String> = techniques.iter().map(|t| t.technique.to_string()).collect();
         assert_eq!(doc_ids, ["T1059.001", "T1059"]);
+    }
+
+    #[test]
+    fn noisy_or_lifts_each_techniques_best_sentence_to_the_document_confidence() {
+        let a = TechniqueId::parse("T1059").unwrap();
+        let b = TechniqueId::parse("T1105").unwrap();
+        let rows = vec![
+            vec![(&a, 0.5), (&b, 0.9)],
+            vec![(&a, 0.4)],
+            vec![(&a, 0.3)],
+            vec![],
+        ];
+        assert!(DocumentRule::AnySentence.lifts(&rows).is_empty());
+        // Best two of T1059: 1 - 0.5 * 0.6 = 0.7 on sentence 0; T1105 has one sentence.
+        let lifts = DocumentRule::NoisyOr { top: 2 }.lifts(&rows);
+        assert_eq!(lifts.len(), 1, "{lifts:?}");
+        assert_eq!((lifts[0].sentence, lifts[0].entry), (0, 0));
+        assert!((lifts[0].score - 0.7).abs() < 1e-6);
+        assert_eq!(lifts[0].support, vec![0.5, 0.4]);
+        // All three: 1 - 0.5 * 0.6 * 0.7 = 0.79.
+        let lifts = DocumentRule::NoisyOr { top: 3 }.lifts(&rows);
+        assert!((lifts[0].score - 0.79).abs() < 1e-6);
+        // One sentence listing a technique twice is one sentence.
+        let rows = vec![vec![(&a, 0.5), (&a, 0.6)]];
+        assert!(DocumentRule::NoisyOr { top: 3 }.lifts(&rows).is_empty());
+        // Ties go to the earlier sentence.
+        let rows = vec![vec![(&a, 0.5)], vec![(&a, 0.5)]];
+        let lifts = DocumentRule::NoisyOr { top: 3 }.lifts(&rows);
+        assert_eq!(lifts[0].sentence, 0);
+        assert!((lifts[0].score - 0.75).abs() < 1e-6);
+    }
+
+    /// A scorer giving every sentence the same T1059 score, with a document rule.
+    struct Flat(DocumentRule, f32);
+
+    impl SentenceScorer for Flat {
+        fn name(&self) -> &str {
+            "flat"
+        }
+        fn score(&self, sentences: &[&str]) -> Result<Vec<Vec<Prediction>>> {
+            Ok(sentences
+                .iter()
+                .map(|_| vec![pred("T1059", self.1)])
+                .collect())
+        }
+        fn document_rule(&self) -> DocumentRule {
+            self.0
+        }
+    }
+
+    #[test]
+    fn extraction_applies_the_scorers_document_rule() {
+        let d = doc(&[
+            "The actor ran a script on the host.",
+            "Another script ran on the server.",
+        ]);
+        let opts = ExtractOptions {
+            threshold: 0.5,
+            ..ExtractOptions::default()
+        };
+        let any = extract(
+            &d,
+            &Flat(DocumentRule::AnySentence, 0.3),
+            &no_lookup,
+            "18.1",
+            &opts,
+        )
+        .unwrap();
+        assert!(any.techniques.is_empty() && any.sentences.is_empty());
+        let rule = DocumentRule::NoisyOr { top: 3 };
+        let x = extract(&d, &Flat(rule, 0.3), &no_lookup, "18.1", &opts).unwrap();
+        // 1 - 0.7 * 0.7 = 0.51 on the first sentence; the second keeps its own 0.3.
+        assert_eq!(x.techniques.len(), 1);
+        assert!((x.techniques[0].score - 0.51).abs() < 1e-6);
+        assert_eq!(x.sentences.len(), 1);
+        assert_eq!(x.sentences[0].sentence, 0);
+        let reasons = &x.sentences[0].predictions[0].evidence.reasons;
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("document confidence 0.510") && r.contains("1 other sentence")),
+            "{reasons:?}"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
-use ttpmap_core::pipeline::{ScoreOptions, SentenceScorer};
+use ttpmap_core::pipeline::{DocumentRule, ScoreOptions, SentenceScorer};
 use ttpmap_core::software::{Software, SoftwareIndex};
 use ttpmap_core::{Evidence, Prediction, TechniqueId};
 
@@ -180,10 +180,11 @@ pub struct DeltaValidation {
     /// `per_document_f1` of each dataset's held-out reports alone.
     #[serde(default)]
     pub per_dataset: BTreeMap<String, f64>,
-    /// Per-document F1 with and without implied parents (calibrated, each at its own best
-    /// threshold); `implied_parents` is the better one.
+    /// Per-document F1 of each (implied parents, document rule) tried, calibrated, each at
+    /// its own best threshold: `(implied_parents, document_rule, threshold, F1)`; the manifest
+    /// keeps the best.
     #[serde(default)]
-    pub implied_parents_grid: Vec<(bool, f32, f64)>,
+    pub decision_grid: Vec<(bool, DocumentRule, f32, f64)>,
     /// Per-document F1 of the uncalibrated model without software or name evidence (its own
     /// best threshold), for comparison.
     pub per_document_f1_without_software: f64,
@@ -220,7 +221,12 @@ pub struct DeltaManifest {
     /// (false).
     #[serde(default)]
     pub implied_parents: bool,
-    /// Calibrated sentence threshold, tuned for per-document F1 on validation.
+    /// How the document's techniques follow from its sentences (any sentence at the
+    /// threshold, or noisy-OR over a technique's best sentences). Chosen on validation; absent
+    /// in older manifests (any sentence).
+    #[serde(default)]
+    pub document_rule: DocumentRule,
+    /// Calibrated threshold, tuned for per-document F1 on validation.
     pub threshold: f32,
     pub validation: DeltaValidation,
     /// The command that made the model.
@@ -686,6 +692,11 @@ impl SentenceScorer for TrainedScorer {
         self.model.manifest.threshold
     }
 
+    /// The document rule chosen with that threshold.
+    fn document_rule(&self) -> DocumentRule {
+        self.model.manifest.document_rule
+    }
+
     fn configure(&mut self, options: &ScoreOptions) {
         self.clf.configure(options);
     }
@@ -711,6 +722,10 @@ pub struct PackageJob<'a> {
     /// The command that made the model (recorded).
     pub command: String,
 }
+
+/// Document rules tried by [`package`] (each with and without implied parents).
+pub const DOCUMENT_RULES: [DocumentRule; 2] =
+    [DocumentRule::AnySentence, DocumentRule::NoisyOr { top: 3 }];
 
 /// Software and name boosts tried by [`package`] (every pair).
 pub const BOOST_GRID: &[f32] = &[0.0, 0.5, 1.0, 1.5, 2.0, 3.0];
@@ -799,13 +814,14 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         software_boost: 0.0,
         name_boost: 0.0,
         implied_parents: false,
+        document_rule: DocumentRule::AnySentence,
         threshold: 0.5,
         validation: DeltaValidation {
             reports: job.validation_reports.clone(),
             sentences: job.validation.len(),
             per_document_f1: 0.0,
             per_dataset: BTreeMap::new(),
-            implied_parents_grid: Vec::new(),
+            decision_grid: Vec::new(),
             per_document_f1_without_software: 0.0,
             boost_grid: Vec::new(),
             log_loss_uncalibrated: 0.0,
@@ -845,36 +861,48 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         let grid_thresholds = eval::default_grid();
         let floor = grid_thresholds.iter().copied().fold(f32::MAX, f32::min);
         let pairs = parent_pairs(&labels);
-        let samples = |boost: Boosts, cal: Calibration, implied: bool| -> Vec<ScoredSentence> {
-            probs
+        let samples = |boost: Boosts,
+                       cal: Calibration,
+                       implied: bool,
+                       rule: DocumentRule|
+         -> Vec<ScoredSentence> {
+            let mut out: Vec<ScoredSentence> = probs
                 .iter()
                 .zip(&boosted)
-                .zip(job.validation)
-                .map(|((row, b), e)| {
+                .map(|(row, b)| {
                     let mut p = adjust(row, b, boost, cal);
                     if implied {
                         imply_parents(&mut p, &pairs);
                     }
-                    ScoredSentence {
-                        doc: e.doc.clone(),
-                        gold: e.labels.iter().cloned().collect(),
-                        // Scores under the lowest grid threshold can never be predicted.
-                        scores: labels
-                            .iter()
-                            .cloned()
-                            .zip(p)
-                            .filter(|(l, p)| *p >= floor && e.annotates(l))
-                            .collect(),
-                    }
+                    p
                 })
-                .collect()
+                .zip(job.validation)
+                .map(|(p, e)| ScoredSentence {
+                    doc: e.doc.clone(),
+                    gold: e.labels.iter().cloned().collect(),
+                    // Scores under 0.01 are dropped: they move a document's noisy-OR by
+                    // under 0.01 each (extraction keeps each sentence's 20 best instead).
+                    scores: labels
+                        .iter()
+                        .cloned()
+                        .zip(p)
+                        .filter(|(_, p)| *p >= 0.01)
+                        .collect(),
+                })
+                .collect();
+            ttpmap_core::protocol::sentences::apply_document_rule(&mut out, rule);
+            for (s, e) in out.iter_mut().zip(job.validation) {
+                // Scores under the lowest grid threshold can never be predicted.
+                s.scores.retain(|(l, p)| *p >= floor && e.annotates(l));
+            }
+            out
         };
         let mut grid = Vec::new();
         for &software in BOOST_GRID {
             for &names in BOOST_GRID {
                 let b = Boosts { software, names };
                 let t = eval::tune_threshold(
-                    &samples(b, Calibration::IDENTITY, false),
+                    &samples(b, Calibration::IDENTITY, false, DocumentRule::AnySentence),
                     &objective,
                     &grid_thresholds,
                 )?;
@@ -930,40 +958,43 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
                 .sum::<f64>()
                 / pairs.len().max(1) as f64
         };
-        let mut tuned = None;
-        for implied in [false, true] {
-            let t = eval::tune_threshold(
-                &samples(best_boosts, cal, implied),
-                &objective,
-                &grid_thresholds,
-            )?;
-            progress(&format!(
-                "implied parents {implied}: validation per-document F1 {:.2} at {:.2}",
-                100.0 * t.objective_value,
-                t.threshold
-            ));
-            manifest.validation.implied_parents_grid.push((
-                implied,
-                t.threshold,
-                t.objective_value,
-            ));
-            if tuned
-                .as_ref()
-                .is_none_or(|(_, b): &(bool, eval::TunedThreshold)| {
-                    t.objective_value > b.objective_value + 1e-9
-                })
-            {
-                tuned = Some((implied, t));
+        let mut tuned: Option<(bool, DocumentRule, eval::TunedThreshold)> = None;
+        for rule in DOCUMENT_RULES {
+            for implied in [false, true] {
+                let t = eval::tune_threshold(
+                    &samples(best_boosts, cal, implied, rule),
+                    &objective,
+                    &grid_thresholds,
+                )?;
+                progress(&format!(
+                    "implied parents {implied}, document rule {rule:?}: validation \
+                     per-document F1 {:.2} at {:.2}",
+                    100.0 * t.objective_value,
+                    t.threshold
+                ));
+                manifest.validation.decision_grid.push((
+                    implied,
+                    rule,
+                    t.threshold,
+                    t.objective_value,
+                ));
+                if tuned
+                    .as_ref()
+                    .is_none_or(|b| t.objective_value > b.2.objective_value + 1e-9)
+                {
+                    tuned = Some((implied, rule, t));
+                }
             }
         }
-        let (implied, tuned) = tuned.expect("two candidates");
+        let (implied, rule, tuned) = tuned.expect("candidates were tried");
+        manifest.document_rule = rule;
         manifest.calibration = cal;
         manifest.software_boost = best.0;
         manifest.name_boost = best.1;
         manifest.implied_parents = implied;
         manifest.threshold = tuned.threshold;
         manifest.validation.per_document_f1 = tuned.objective_value;
-        let tuned_samples = samples(best_boosts, cal, implied);
+        let tuned_samples = samples(best_boosts, cal, implied, rule);
         for name in job.validation_reports.keys() {
             let prefix = format!("{name}:");
             let part: Vec<ScoredSentence> = tuned_samples

@@ -45,7 +45,31 @@ pub fn score_dataset(
         }
         progress(out.len());
     }
+    apply_document_rule(&mut out, scorer.document_rule());
     Ok(out)
+}
+
+/// Applies `rule` to each document of `samples` (grouped by `doc`), as extraction does.
+pub fn apply_document_rule(samples: &mut [ScoredSentence], rule: crate::pipeline::DocumentRule) {
+    if rule == crate::pipeline::DocumentRule::AnySentence {
+        return;
+    }
+    let mut docs: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, s) in samples.iter().enumerate() {
+        docs.entry(s.doc.clone()).or_default().push(i);
+    }
+    for idx in docs.values() {
+        let lifts = {
+            let rows: Vec<Vec<(&TechniqueId, f32)>> = idx
+                .iter()
+                .map(|&i| samples[i].scores.iter().map(|(t, p)| (t, *p)).collect())
+                .collect();
+            rule.lifts(&rows)
+        };
+        for l in lifts {
+            samples[idx[l.sentence]].scores[l.entry].1 = l.score;
+        }
+    }
 }
 
 /// Bootstrap settings of the confidence intervals.
@@ -466,6 +490,26 @@ mod tests {
             gold: gold.iter().map(|g| id(g)).collect(),
             scores: scores.iter().map(|(t, p)| (id(t), *p)).collect(),
         }
+    }
+
+    #[test]
+    fn the_document_rule_is_applied_within_each_document_only() {
+        let mut samples = vec![
+            sentence("a", &["T1059"], &[("T1059", 0.3)]),
+            sentence("b", &[], &[("T1059", 0.3)]),
+            sentence("a", &[], &[("T1059", 0.3)]),
+        ];
+        let before = samples.clone();
+        apply_document_rule(&mut samples, crate::pipeline::DocumentRule::AnySentence);
+        assert_eq!(samples, before);
+        apply_document_rule(
+            &mut samples,
+            crate::pipeline::DocumentRule::NoisyOr { top: 3 },
+        );
+        // Document a: 1 - 0.7^2 = 0.51 on its first sentence; b has one sentence.
+        assert!((samples[0].scores[0].1 - 0.51).abs() < 1e-6);
+        assert_eq!(samples[1].scores[0].1, 0.3);
+        assert_eq!(samples[2].scores[0].1, 0.3);
     }
 
     /// Two documents; at 0.5 document a predicts {T1059} (gold {T1059, T1003}: P 1, R 0.5,

@@ -252,11 +252,11 @@ fn train_default_runs_end_to_end_with_a_tiny_model_and_its_output_is_checked() {
         "{names}"
     );
     assert_eq!(
-        manifest["validation"]["implied_parents_grid"]
+        manifest["validation"]["decision_grid"]
             .as_array()
             .unwrap()
             .len(),
-        2
+        4
     );
     // A shipped folder can be packaged again (new validation data or tuning) without the
     // full weights, but only over the base it was made for.

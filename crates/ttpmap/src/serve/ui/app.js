@@ -50,7 +50,8 @@ function status(msg, isError) {
 }
 
 // Confidence bands on the calibrated scale (a score is the estimated chance that the technique
-// is right; the default model keeps predictions from 0.22 and rarely scores above 0.9):
+// is right; the default model keeps predictions from 0.36, and a technique's best sentence
+// carries the document's confidence, which several sentences raise):
 // high >= 0.60 (probably right), medium 0.40-0.60 (a coin flip), low < 0.40 (probably wrong,
 // read the sentence). Analyst additions are "added".
 function level(t) {

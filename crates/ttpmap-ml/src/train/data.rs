@@ -685,6 +685,41 @@ mod tests {
     }
 
     #[test]
+    fn validation_only_reports_go_whole_into_validation_and_are_counted() {
+        let catalog = tiny_catalog();
+        let reports = [report_dataset("tram2", &["T1059"])];
+        let dev = [report_dataset("annoctr-dev", &["T1486", "T1003"])];
+        let sources = CatalogSources {
+            reports: &reports,
+            validation_only: &dev,
+            ..CatalogSources::default()
+        };
+        let cfg = CatalogDataConfig {
+            validation_fraction: 0.25,
+            emulation: false,
+            ..CatalogDataConfig::default()
+        };
+        let out = catalog_data(&catalog, &sources, &cfg).unwrap();
+        let dev_val: Vec<&Example> = out
+            .data
+            .validation
+            .iter()
+            .filter(|e| e.doc.starts_with("annoctr-dev:"))
+            .collect();
+        assert_eq!(dev_val.len(), 8, "all 4 reports, 2 sentences each");
+        assert!(dev_val.iter().all(|e| e.label_space.is_none()));
+        assert!(!out
+            .data
+            .train
+            .iter()
+            .any(|e| e.doc.starts_with("annoctr-dev:")));
+        assert_eq!(out.validation_reports["annoctr-dev"], 4);
+        assert_eq!(out.validation_sources["annoctr-dev"], 8);
+        // A label only validation reports carry does not become a model label.
+        assert!(!out.data.labels.contains(&tid("T1486")));
+    }
+
+    #[test]
     fn label_text_is_id_name_and_first_sentence() {
         assert_eq!(label_text(None, &tid("T1003")), "T1003");
     }

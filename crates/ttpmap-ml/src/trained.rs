@@ -721,6 +721,11 @@ pub struct PackageJob<'a> {
     pub out: &'a Path,
     /// The command that made the model (recorded).
     pub command: String,
+    /// Also write the validation sentences' scores here (JSON lines `{doc, gold, scores}`,
+    /// calibrated, with the chosen evidence weights and implied parents, before the document
+    /// rule; scores under 0.02 left out), for analyses such as
+    /// `scripts/validation_bootstrap.py`.
+    pub dump_validation: Option<&'a Path>,
 }
 
 /// Document rules tried by [`package`] (each with and without implied parents).
@@ -994,6 +999,19 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         manifest.implied_parents = implied;
         manifest.threshold = tuned.threshold;
         manifest.validation.per_document_f1 = tuned.objective_value;
+        if let Some(path) = job.dump_validation {
+            let mut out = String::new();
+            for s in samples(best_boosts, cal, implied, DocumentRule::AnySentence) {
+                let scores: Vec<_> = s.scores.iter().filter(|(_, p)| *p >= 0.02).collect();
+                let line = serde_json::json!({"doc": s.doc, "gold": s.gold, "scores": scores});
+                out.push_str(&line.to_string());
+                out.push('\n');
+            }
+            std::fs::write(path, out).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
         let tuned_samples = samples(best_boosts, cal, implied, rule);
         for name in job.validation_reports.keys() {
             let prefix = format!("{name}:");

@@ -43,6 +43,10 @@ pub struct DefaultArgs {
     /// Skip training: package the existing full weights in --out into --ship again.
     #[arg(long)]
     pub package_only: bool,
+    /// Also write the validation sentences' scores (JSON lines) to FILE when packaging, for
+    /// scripts/validation_bootstrap.py.
+    #[arg(long, value_name = "FILE")]
+    pub dump_validation: Option<PathBuf>,
 }
 
 fn report_dataset(assets: &Assets, name: &str) -> anyhow::Result<(Dataset, PathBuf)> {
@@ -166,6 +170,7 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
         mentions: &mentions,
         out: &args.ship,
         command,
+        dump_validation: args.dump_validation.as_deref(),
     };
     let quiet = assets.quiet();
     let m = ttpmap_ml::trained::package(&job, &mut |msg| {

@@ -271,6 +271,8 @@ fn train_default_runs_end_to_end_with_a_tiny_model_and_its_output_is_checked() {
             .arg(&ship)
             .arg("--ship")
             .arg(&again)
+            .arg("--dump-validation")
+            .arg(work.path().join("validation.jsonl"))
             .output()
             .unwrap()
     };
@@ -283,6 +285,13 @@ fn train_default_runs_end_to_end_with_a_tiny_model_and_its_output_is_checked() {
     let m2: serde_json::Value =
         serde_json::from_slice(&std::fs::read(again.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m2["classifier"]["labels"], manifest["classifier"]["labels"]);
+    // The validation scores were dumped, one JSON line per validation sentence.
+    let dump = std::fs::read_to_string(work.path().join("validation.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(dump.lines().next().unwrap()).unwrap();
+    assert!(
+        first["doc"].is_string() && first["scores"].is_array(),
+        "{first}"
+    );
     // The shipped folder is used by extract over its base model.
     let report = work.path().join("r.txt");
     std::fs::write(&report, SENTENCE).unwrap();

@@ -418,20 +418,19 @@ pub fn lift_predictions(raw: &mut [Vec<Prediction>], rule: DocumentRule) {
     }
 }
 
-/// Best score first; ties list sub-techniques (the more specific answer, e.g. a parent raised
-/// to its sub-technique's score) before parents, then go by technique id, so output is
+/// The order of scored techniques everywhere (sentence predictions, the document summary,
+/// `rank`): best score first; ties list sub-techniques (the more specific answer, e.g. a parent
+/// raised to its sub-technique's score) before parents, then go by technique id, so output is
 /// deterministic.
+pub fn rank_order(a: (&TechniqueId, f32), b: (&TechniqueId, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1)
+        .then_with(|| b.0.is_subtechnique().cmp(&a.0.is_subtechnique()))
+        .then_with(|| a.0.cmp(b.0))
+}
+
+/// Sorts predictions by [`rank_order`].
 pub fn sort_predictions(preds: &mut [Prediction]) {
-    preds.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| {
-                b.technique
-                    .is_subtechnique()
-                    .cmp(&a.technique.is_subtechnique())
-            })
-            .then_with(|| a.technique.cmp(&b.technique))
-    });
+    preds.sort_by(|a, b| rank_order((&a.technique, a.score), (&b.technique, b.score)));
 }
 
 /// Keeps the predictions of the first `max` technique families (a technique and its
@@ -481,16 +480,7 @@ pub fn aggregate(
             }
         })
         .collect();
-    out.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| {
-                b.technique
-                    .is_subtechnique()
-                    .cmp(&a.technique.is_subtechnique())
-            })
-            .then_with(|| a.technique.cmp(&b.technique))
-    });
+    out.sort_by(|a, b| rank_order((&a.technique, a.score), (&b.technique, b.score)));
     out
 }
 

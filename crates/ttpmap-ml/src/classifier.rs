@@ -379,13 +379,7 @@ impl ClassifierScorer {
                 None => best.push((id, p)),
             }
         }
-        // Ties (a parent raised to its sub-technique's probability) list the sub-technique,
-        // the more specific answer, first.
-        best.sort_by(|a, b| {
-            b.1.total_cmp(&a.1)
-                .then(b.0.is_subtechnique().cmp(&a.0.is_subtechnique()))
-                .then(a.0.cmp(&b.0))
-        });
+        best.sort_by(|a, b| ttpmap_core::pipeline::rank_order((&a.0, a.1), (&b.0, b.1)));
         best
     }
 

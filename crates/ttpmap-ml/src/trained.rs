@@ -740,17 +740,15 @@ pub const BOOST_GRID: &[f32] = &[0.0, 0.5, 1.0, 1.5, 2.0, 3.0];
 /// be packaged again (new validation data, new tuning) without its full weights.
 fn source_manifest(dir: &Path, base: &ModelDir) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
-    let shipped = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    let bytes = std::fs::read(&path).ok();
+    let shipped = bytes
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
         .is_some_and(|v| v["format"] == FORMAT);
-    if !shipped {
+    let Some(bytes) = bytes.filter(|_| shipped) else {
+        // A full model folder (Artifact::open names what is missing or wrong).
         return Ok(Artifact::open(dir, &Device::Cpu)?.manifest().clone());
-    }
-    let bytes = std::fs::read(&path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
+    };
     let m: DeltaManifest = serde_json::from_slice(&bytes)
         .map_err(|e| bad(&path, format!("not a shipped model manifest: {e}")))?;
     let sha = sha256_file(base.weights_path())?;

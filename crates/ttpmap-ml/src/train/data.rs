@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use ttpmap_core::attack::{Catalog, ProcedureExample, Technique};
-use ttpmap_core::dataset::{self, Dataset, EmulationStep};
+use ttpmap_core::dataset::{self, Dataset, EmulationStep, LabeledDocument};
 use ttpmap_core::rerank_data::{
     active_pool, candidate_sets, candidate_texts, procedure_queries, queries_from_steps,
     CandidateSet, CandidateSetConfig, CandidateTextConfig, SPLIT_FRACTIONS,
@@ -334,6 +334,23 @@ pub fn catalog_data(
     let push = |to: &mut Vec<Example>, doc: String, text: &str, labels: &[TechniqueId]| {
         to.push(Example::new(doc, text, keep(labels)))
     };
+    // Every sentence of `docs` (document ids prefixed with the dataset name), counted per
+    // dataset in `counts`.
+    let push_reports = |to: &mut Vec<Example>,
+                        counts: &mut BTreeMap<String, usize>,
+                        name: &str,
+                        docs: &[LabeledDocument],
+                        space: Option<&Arc<BTreeSet<TechniqueId>>>| {
+        for d in docs {
+            for s in &d.sentences {
+                let mut e =
+                    Example::new(format!("{name}:{}", d.id), s.text.as_str(), keep(&s.labels));
+                e.label_space = space.cloned();
+                to.push(e);
+            }
+            *counts.entry(name.to_string()).or_default() += d.sentences.len();
+        }
+    };
     for name in &cfg.fixed_label_space {
         if !sources.reports.iter().any(|ds| &ds.name == name) {
             return Err(crate::Error::InvalidArgument(format!(
@@ -360,53 +377,31 @@ pub fn catalog_data(
                         .collect(),
                 )
             });
-        let (train_from, validation_from) = (train.len(), validation.len());
-        for d in &split.train {
-            for s in &d.sentences {
-                push(
-                    &mut train,
-                    format!("{}:{}", ds.name, d.id),
-                    &s.text,
-                    &s.labels,
-                );
-            }
-            *train_sources.entry(ds.name.clone()).or_default() += d.sentences.len();
-        }
-        for d in &split.test {
-            for s in &d.sentences {
-                push(
-                    &mut validation,
-                    format!("{}:{}", ds.name, d.id),
-                    &s.text,
-                    &s.labels,
-                );
-            }
-            *validation_sources.entry(ds.name.clone()).or_default() += d.sentences.len();
-        }
-        if space.is_some() {
-            for e in &mut validation[validation_from..] {
-                e.label_space = space.clone();
-            }
-            if cfg.fixed_label_space_loss {
-                for e in &mut train[train_from..] {
-                    e.label_space = space.clone();
-                }
-            }
-        }
+        let train_space = space.as_ref().filter(|_| cfg.fixed_label_space_loss);
+        push_reports(
+            &mut train,
+            &mut train_sources,
+            &ds.name,
+            &split.train,
+            train_space,
+        );
+        push_reports(
+            &mut validation,
+            &mut validation_sources,
+            &ds.name,
+            &split.test,
+            space.as_ref(),
+        );
         validation_reports.insert(ds.name.clone(), split.test.len());
     }
     for ds in sources.validation_only {
-        for d in &ds.documents {
-            for s in &d.sentences {
-                push(
-                    &mut validation,
-                    format!("{}:{}", ds.name, d.id),
-                    &s.text,
-                    &s.labels,
-                );
-            }
-            *validation_sources.entry(ds.name.clone()).or_default() += d.sentences.len();
-        }
+        push_reports(
+            &mut validation,
+            &mut validation_sources,
+            &ds.name,
+            &ds.documents,
+            None,
+        );
         *validation_reports.entry(ds.name.clone()).or_default() += ds.documents.len();
     }
     for ds in sources.extra {

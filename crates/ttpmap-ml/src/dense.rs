@@ -27,6 +27,7 @@ use ttpmap_core::attack::Catalog;
 use ttpmap_core::pipeline::{ScoreOptions, SentenceScorer};
 use ttpmap_core::types::{Evidence, Prediction, TechniqueId};
 
+use crate::dense_store::EmbeddingStore;
 use crate::embed::Embedder;
 use crate::model_dir::ModelDir;
 use crate::{Error, Result};
@@ -187,25 +188,49 @@ impl DenseIndex {
         entries: &[(TechniqueId, String)],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<DenseIndex> {
+        Ok(Self::build_with_store(embedder, entries, None, progress)?.0)
+    }
+
+    /// [`DenseIndex::build`] taking the vectors of texts that `store` holds from it (the caller
+    /// checks that the store was made by `embedder`'s model); only the other texts are encoded.
+    /// Returns the index and how many texts were encoded. `progress(done, total)` counts the
+    /// stored texts as done from the start.
+    pub fn build_with_store(
+        embedder: &Embedder,
+        entries: &[(TechniqueId, String)],
+        store: Option<&EmbeddingStore>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(DenseIndex, usize)> {
         let dim = embedder.dim();
-        let mut data = Vec::with_capacity(entries.len() * dim);
-        progress(0, entries.len());
-        for (i, chunk) in entries.chunks(BUILD_CHUNK).enumerate() {
-            let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
-            for v in embedder.encode(&texts)? {
-                data.extend_from_slice(&v);
+        let store = store.filter(|s| s.header().dim == dim);
+        let mut rows: Vec<Option<Vec<f32>>> = entries
+            .iter()
+            .map(|(_, t)| store.and_then(|s| s.get(t)))
+            .collect();
+        let missing: Vec<usize> = (0..entries.len()).filter(|&i| rows[i].is_none()).collect();
+        let stored = entries.len() - missing.len();
+        progress(stored, entries.len());
+        for (i, chunk) in missing.chunks(BUILD_CHUNK).enumerate() {
+            let texts: Vec<&str> = chunk.iter().map(|&r| entries[r].1.as_str()).collect();
+            for (&r, v) in chunk.iter().zip(embedder.encode(&texts)?) {
+                rows[r] = Some(v);
             }
             progress(
-                (i * BUILD_CHUNK + chunk.len()).min(entries.len()),
+                stored + (i * BUILD_CHUNK + chunk.len()).min(missing.len()),
                 entries.len(),
             );
         }
-        Ok(DenseIndex {
+        let mut data = Vec::with_capacity(entries.len() * dim);
+        for v in rows.into_iter().flatten() {
+            data.extend_from_slice(&v);
+        }
+        let index = DenseIndex {
             dim,
             labels: entries.iter().map(|(t, _)| t.clone()).collect(),
             texts: entries.iter().map(|(_, t)| t.clone()).collect(),
             data,
-        })
+        };
+        Ok((index, missing.len()))
     }
 
     /// Number of rows.
@@ -231,6 +256,11 @@ impl DenseIndex {
     /// Row texts.
     pub fn texts(&self) -> &[String] {
         &self.texts
+    }
+
+    /// Row `i`'s unit-norm vector (`dim` values). Panics when `i >= len()`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
     }
 
     /// Cosine of `query` (unit norm, length `dim`) to every row.
@@ -323,13 +353,15 @@ impl DenseIndex {
     }
 
     /// Loads the cached index for `key` under `cache_dir`, or builds it from `entries` and
-    /// caches it (any load failure means a rebuild). Returns the index and whether it was
-    /// built.
+    /// caches it (any load failure means a rebuild). A `store` made by the same model
+    /// (`key.model`) provides the vectors of the texts it holds; another model's store is
+    /// ignored. Returns the index and whether it was built.
     pub fn load_or_build(
         cache_dir: &Path,
         key: &IndexKey,
         embedder: &Embedder,
         entries: &[(TechniqueId, String)],
+        store: Option<&EmbeddingStore>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(DenseIndex, bool)> {
         let path = key.cache_path(cache_dir);
@@ -338,7 +370,15 @@ impl DenseIndex {
                 return Ok((index, false));
             }
         }
-        let index = DenseIndex::build(embedder, entries, progress)?;
+        let store = store.filter(|s| s.header().model == key.model);
+        let (index, encoded) = DenseIndex::build_with_store(embedder, entries, store, progress)?;
+        if store.is_some() {
+            tracing::info!(
+                "dense index: {} of {} texts from the shipped embeddings, {encoded} encoded",
+                entries.len() - encoded,
+                entries.len()
+            );
+        }
         index.save(&path, key)?;
         Ok((index, true))
     }
@@ -643,13 +683,110 @@ mod tests {
         let (md2, emb2) = minilm();
         let _ = md2;
         let (rebuilt, built) =
-            DenseIndex::load_or_build(dir.path(), &key, &emb2, &entries, &mut |_, _| {}).unwrap();
+            DenseIndex::load_or_build(dir.path(), &key, &emb2, &entries, None, &mut |_, _| {})
+                .unwrap();
         assert!(built);
         assert_eq!(rebuilt.labels(), index.labels());
         let (cached, built) =
-            DenseIndex::load_or_build(dir.path(), &key, &emb2, &entries, &mut |_, _| {}).unwrap();
+            DenseIndex::load_or_build(dir.path(), &key, &emb2, &entries, None, &mut |_, _| {})
+                .unwrap();
         assert!(!built);
         assert_eq!(cached, rebuilt);
+    }
+
+    #[test]
+    fn stored_texts_are_not_encoded_again_and_another_models_store_is_ignored() {
+        let (md, emb) = minilm();
+        let entries = entries();
+        let full = DenseIndex::build(&emb, &entries, &mut |_, _| {}).unwrap();
+        let fingerprint = model_fingerprint(&md).unwrap();
+        // A store holding every text but the last.
+        let header = crate::dense_store::StoreHeader {
+            format: 0,
+            model: fingerprint.clone(),
+            model_name: "all-MiniLM-L6-v2".into(),
+            dim: 0,
+            rows: 0,
+            source: "test".into(),
+            command: "test".into(),
+        };
+        let held = entries.len() - 1;
+        let store = EmbeddingStore::new(
+            header.clone(),
+            full.dim(),
+            (0..held).map(|i| {
+                (
+                    full.texts()[i].as_str(),
+                    &full.data[i * full.dim()..(i + 1) * full.dim()],
+                )
+            }),
+        )
+        .unwrap();
+        let mut calls = Vec::new();
+        let (index, encoded) =
+            DenseIndex::build_with_store(&emb, &entries, Some(&store), &mut |d, t| {
+                calls.push((d, t))
+            })
+            .unwrap();
+        assert_eq!(encoded, 1, "only the text the store lacks is encoded");
+        assert_eq!(calls.first(), Some(&(held, entries.len())));
+        assert_eq!(calls.last(), Some(&(entries.len(), entries.len())));
+        assert_eq!(index.labels(), full.labels());
+        assert_eq!(index.texts(), full.texts());
+        let d = full.dim();
+        for i in 0..entries.len() {
+            let cos: f32 = index.data[i * d..(i + 1) * d]
+                .iter()
+                .zip(&full.data[i * d..(i + 1) * d])
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!(cos > 0.9999, "row {i}: cosine {cos} to the encoded vector");
+        }
+        // The encoded row is exactly what build gives.
+        assert_eq!(index.data[held * d..], full.data[held * d..]);
+
+        // load_or_build uses the store only when it was made by the key's model.
+        let dir = tempfile::tempdir().unwrap();
+        let key = IndexKey {
+            model: fingerprint,
+            catalog: "cat".into(),
+            max_examples: 20,
+        };
+        let (a, built) = DenseIndex::load_or_build(
+            dir.path(),
+            &key,
+            &emb,
+            &entries,
+            Some(&store),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(built);
+        assert_eq!(a, index);
+        let flat = vec![1.0 / (d as f32).sqrt(); d];
+        let other = EmbeddingStore::new(
+            crate::dense_store::StoreHeader {
+                model: "another model".into(),
+                ..header
+            },
+            d,
+            (0..held).map(|i| (full.texts()[i].as_str(), flat.as_slice())),
+        )
+        .unwrap();
+        let key2 = IndexKey {
+            catalog: "cat2".into(),
+            ..key
+        };
+        let (b, _) = DenseIndex::load_or_build(
+            dir.path(),
+            &key2,
+            &emb,
+            &entries,
+            Some(&other),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(b, full, "another model's vectors are not used");
     }
 
     /// A 4-row index in the model's width with hand-made unit vectors: rows 0-1 (T1486) point

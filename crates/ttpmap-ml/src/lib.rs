@@ -1,7 +1,7 @@
 //! ttpmap-ml: models on candle for ttpmap.
 //!
 //! Owns the BERT encoder ([`encoder::bert`]), tokenisation ([`tokenize`]), Hugging Face model
-//! folders ([`model_dir`]), the sentence embedder ([`embed`]), dense kNN retrieval ([`dense`]),
+//! folders ([`model_dir`]), the sentence embedder ([`embed`]), dense kNN retrieval ([`dense`], with shipped text embeddings in [`dense_store`]),
 //! the label-attention classifier ([`head`], [`classifier`]) and its model directory
 //! ([`artifact`]), the cross-encoder reranker ([`crossencoder`], [`rerank`]), and the training primitives ([`train`]: losses, fused AdamW with layer-wise
 //! LR decay, schedules, EMA/SWA, atomic checkpoints). Inference types hold frozen,
@@ -11,6 +11,7 @@ pub mod artifact;
 pub mod classifier;
 pub mod crossencoder;
 pub mod dense;
+pub mod dense_store;
 pub mod embed;
 pub mod encoder;
 pub mod error;

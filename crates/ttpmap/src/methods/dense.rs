@@ -3,7 +3,30 @@
 
 use anyhow::Context;
 use ttpmap_ml::dense::{index_entries, model_fingerprint, DenseIndex, DenseScorer, IndexKey, VoteRule};
+use ttpmap_ml::dense_store::{embedded_source, EmbeddingStore};
 use ttpmap_ml::{Embedder, EmbedderConfig, ModelDir};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedding_stores.rs"));
+}
+
+/// The shipped embeddings of ATT&CK's texts (`models/embeddings/`, compiled into the binary)
+/// made by the model with fingerprint `model`, if any. A store that does not parse is an error
+/// naming it (the build embedded a broken file).
+pub fn shipped_store(model: &str) -> anyhow::Result<Option<EmbeddingStore>> {
+    for (name, bytes) in embedded::FILES {
+        let store = EmbeddingStore::from_bytes(bytes, &embedded_source(&format!("models/embeddings/{name}")))?;
+        if store.header().model == model {
+            return Ok(Some(store));
+        }
+    }
+    Ok(None)
+}
+
+/// Names of the shipped embedding stores (for tests and `attack info`).
+pub fn shipped_store_names() -> Vec<&'static str> {
+    embedded::FILES.iter().map(|(n, _)| *n).collect()
+}
 
 use super::{compute_device, model_path, BuildContext, MethodSpec};
 
@@ -47,7 +70,8 @@ impl From<DenseVote> for VoteRule {
 }
 
 /// The dense scorer: opens the model on the CPU and loads its index from the cache, building
-/// it (with a progress bar) when the model, ATT&CK bundle or example cap changed.
+/// it (with a progress bar) when the model, ATT&CK bundle or example cap changed. The build
+/// takes the shipped embeddings of the texts they hold (same model only) and encodes the rest.
 pub fn dense_scorer(ctx: &BuildContext<'_>) -> anyhow::Result<DenseScorer> {
     let (assets, catalog, args) = (ctx.assets, ctx.catalog, ctx.args);
     let path = model_path(assets, args)?;
@@ -66,11 +90,13 @@ pub fn dense_scorer(ctx: &BuildContext<'_>) -> anyhow::Result<DenseScorer> {
         "embedding ATT&CK examples (once per model and ATT&CK version)",
         assets.quiet(),
     );
+    let store = shipped_store(&key.model)?;
     let (index, built) = DenseIndex::load_or_build(
         &assets.cache_dir(),
         &key,
         &embedder,
         &entries,
+        store.as_ref(),
         &mut |done, _| pb.set_position(done as u64),
     )
     .context("building the dense index")?;
@@ -109,4 +135,52 @@ pub fn add_training_neighbours(
     )?;
     pb.finish_and_clear();
     Ok(validation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn shared_dir() -> PathBuf {
+        std::env::var_os("TTPMAP_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+    }
+
+    /// The shipped store was made by the shared all-MiniLM-L6-v2 from ATT&CK 18.1: it holds
+    /// every text of the full dense index, and its vectors point where a fresh encoding does.
+    #[test]
+    fn shipped_embeddings_cover_attack_and_match_a_fresh_encoding() {
+        let shared = shared_dir();
+        let md = ModelDir::open(&shared.join("models/all-MiniLM-L6-v2")).expect("shared model");
+        let fingerprint = model_fingerprint(&md).unwrap();
+        assert_eq!(shipped_store_names(), ["all-MiniLM-L6-v2.ttpemb"]);
+        let store = shipped_store(&fingerprint)
+            .unwrap()
+            .expect("a shipped store for the shared all-MiniLM-L6-v2");
+        assert!(shipped_store("another model").unwrap().is_none());
+        let catalog = ttpmap_core::attack::Catalog::from_path(
+            &shared.join("data/attack/enterprise-attack-18.1.json"),
+        )
+        .unwrap();
+        let entries = index_entries(&catalog, usize::MAX);
+        assert_eq!(entries.len(), 16_708);
+        let missing: Vec<&str> = entries
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .filter(|t| store.get(t).is_none())
+            .collect();
+        assert!(missing.is_empty(), "{} texts missing, e.g. {:?}", missing.len(), &missing[..1]);
+        let embedder =
+            Embedder::from_model_dir(&md, EmbedderConfig::default(), &ttpmap_ml::Device::Cpu)
+                .unwrap();
+        // Every 557th text: descriptions and procedure examples of all lengths.
+        let sample: Vec<&str> = entries.iter().step_by(557).map(|(_, t)| t.as_str()).collect();
+        for (text, fresh) in sample.iter().zip(embedder.encode(&sample).unwrap()) {
+            let stored = store.get(text).unwrap();
+            let cos: f32 = stored.iter().zip(&fresh).map(|(a, b)| a * b).sum();
+            assert!(cos > 0.9995, "cosine {cos} for {text:?}");
+        }
+    }
 }

@@ -151,8 +151,9 @@ pub struct MethodArgs {
     #[arg(long, env = "TTPMAP_MODEL", value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Dense/hybrid: index at most this many ATT&CK procedure examples per technique (plus one
-    /// description per technique). 20 keeps a cold index build to a few minutes on a CPU;
-    /// the index is cached per model and ATT&CK version.
+    /// description per technique). The index is cached per model and ATT&CK version; texts
+    /// whose embeddings ship with ttpmap (all of ATT&CK 18.1 for all-MiniLM-L6-v2) are not
+    /// encoded again, others are (minutes for thousands of texts on a CPU).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub dense_max_examples: usize,
     /// Dense/hybrid: how the nearest neighbours vote (max cosine, or similarity-weighted

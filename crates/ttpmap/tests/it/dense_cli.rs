@@ -1,5 +1,6 @@
-//! `--method dense|hybrid` argument handling of the built `ttpmap` binary (no model work: a
-//! full dense index build takes minutes and is measured separately, see README).
+//! `--method dense|hybrid` argument handling of the built `ttpmap` binary, and a cold dense
+//! run that takes ATT&CK's text embeddings from the shipped store (a full encoding takes
+//! minutes and is measured separately, see docs/results.md).
 //! Uses the ATT&CK bundle from ../shared (or $TTPMAP_SHARED); nothing is downloaded.
 
 use crate::support::shared_dir;
@@ -58,4 +59,39 @@ fn rank_with_dense_needs_the_model() {
     assert!(!out.status.success());
     // rank takes every method; dense needs its model, which this offline run cannot fetch.
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --model DIR"));
+}
+
+#[test]
+fn a_cold_dense_index_takes_every_attack_text_from_the_shipped_embeddings() {
+    let cache = tempfile::tempdir().unwrap();
+    let report = cache.path().join("r.txt");
+    std::fs::write(&report, "The actor dumped LSASS memory with Mimikatz.").unwrap();
+    let model = shared_dir().join("models/all-MiniLM-L6-v2");
+    let out = ttpmap(cache.path())
+        .args(["-v", "extract", "--method", "dense", "--format", "json"])
+        .args(["--dense-max-examples", "100000", "--model"])
+        .arg(&model)
+        .arg(&report)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("16708 of 16708 texts from the shipped embeddings, 0 encoded"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v.to_string().contains("T1003.001"),
+        "LSASS dumping not found: {v}"
+    );
+    // The built index is cached like one that was encoded.
+    let cached: Vec<_> = std::fs::read_dir(cache.path().join("dense"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cached.iter().any(|n| n.ends_with("-m100000.bin")),
+        "{cached:?}"
+    );
 }

@@ -78,6 +78,69 @@ pub const COMMON_WORDS: &[&str] = &[
     "ping",
 ];
 
+/// A technique id written in a text ("T1059.001", or a revoked "T1086"), with the active
+/// technique it stands for in the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Citation {
+    /// The id as written.
+    pub written: TechniqueId,
+    /// The active technique it resolves to ([`Catalog::resolve`]; the same id unless revoked).
+    pub current: TechniqueId,
+}
+
+/// Finds technique ids a text cites ("Execution | T1059.001 PowerShell", an ATT&CK mapping
+/// table of a report): the strongest evidence a report gives, written by its author. Ids are
+/// matched as whole words (`T` and four digits, optionally `.` and three); an id the catalog
+/// does not know, or one deprecated or revoked without a replacement, is not a citation.
+#[derive(Clone, Debug, Default)]
+pub struct CitedIds {
+    current: BTreeMap<TechniqueId, TechniqueId>,
+}
+
+static ID_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\bT\d{4}(?:\.\d{3})?\b").expect("static regex is valid")
+});
+
+impl CitedIds {
+    /// Every id of `catalog` that resolves to an active technique.
+    pub fn from_catalog(catalog: &Catalog) -> Self {
+        let current = catalog
+            .techniques()
+            .iter()
+            .filter_map(|t| {
+                let r = catalog.resolve(&t.id);
+                r.current().map(|c| (t.id.clone(), c.clone()))
+            })
+            .collect();
+        Self { current }
+    }
+
+    /// Adds one id and the active technique it stands for (tests and hand-made indexes).
+    pub fn add(&mut self, written: TechniqueId, current: TechniqueId) {
+        self.current.insert(written, current);
+    }
+
+    /// The citations in `text`, in order, each written id once.
+    pub fn find(&self, text: &str) -> Vec<Citation> {
+        let mut out: Vec<Citation> = Vec::new();
+        for m in ID_RE.find_iter(text) {
+            let Ok(id) = TechniqueId::parse(m.as_str()) else {
+                continue;
+            };
+            if out.iter().any(|c| c.written == id) {
+                continue;
+            }
+            if let Some(current) = self.current.get(&id) {
+                out.push(Citation {
+                    written: id,
+                    current: current.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
 /// One tool or malware of the catalog with the techniques it uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Software {
@@ -233,6 +296,33 @@ fn whole_word(hay: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cited_ids_are_whole_words_known_to_the_catalog_and_follow_revocations() {
+        let t = |s: &str| TechniqueId::parse(s).unwrap();
+        let mut ids = CitedIds::default();
+        ids.add(t("T1059.001"), t("T1059.001"));
+        ids.add(t("T1027"), t("T1027"));
+        ids.add(t("T1086"), t("T1059.001"));
+        let found = ids.find(
+            "Execution | T1059.001 PowerShell; T1027, T1086 (old), T1059.001 again, T9999, \
+             XT1027, T10270, T1027.9",
+        );
+        let pairs: Vec<(String, String)> = found
+            .iter()
+            .map(|c| (c.written.to_string(), c.current.to_string()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("T1059.001".to_string(), "T1059.001".to_string()),
+                ("T1027".into(), "T1027".into()),
+                ("T1086".into(), "T1059.001".into()),
+            ]
+        );
+        assert!(ids.find("").is_empty());
+        assert!(ids.find("t1059.001 in lower case").is_empty());
+    }
 
     fn tid(s: &str) -> TechniqueId {
         TechniqueId::parse(s).unwrap()

@@ -19,8 +19,11 @@
 //! the logit `z = ln(p / (1 - p))`, plus `software_boost` when a tool or malware named in the
 //! sentence uses the technique ([`ttpmap_core::software`]) and `name_boost` when the sentence
 //! names the technique ("PowerShell", "scheduled task"), then the calibrated probability
-//! `sigmoid(a * z + b)` (Platt scaling fitted on the validation reports). That calibrated
-//! probability is the one score `rank`, `extract`, the API and the UI show.
+//! `sigmoid(a * z + b)` (Platt scaling fitted on the validation reports). A technique id the
+//! sentence cites ("T1059.001", a revoked id as its replacement) raises that technique to at
+//! least [`CITED_CONFIDENCE`] (a cited id outside the model's labels raises its parent when the
+//! parent is one); implied parents follow. That calibrated probability is the one score
+//! `rank`, `extract`, the API and the UI show.
 //!
 //! [`package`] makes the folder from a full training output: delta, then the validation
 //! reports scored with the delta as it ships, the two boosts chosen on a grid, calibration fitted,
@@ -36,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
 use ttpmap_core::pipeline::{DocumentRule, ScoreOptions, SentenceScorer};
-use ttpmap_core::software::{Software, SoftwareIndex};
+use ttpmap_core::software::{Citation, CitedIds, Software, SoftwareIndex};
 use ttpmap_core::{Evidence, Prediction, TechniqueId};
 
 use crate::artifact::{write_folder_atomic, write_json, Artifact, Manifest, SeedEntry};
@@ -465,28 +468,37 @@ fn label_index(labels: &[TechniqueId]) -> HashMap<TechniqueId, usize> {
         .collect()
 }
 
+/// The probability a technique whose id a sentence cites gets at least: the report's author
+/// names it ("Execution | T1059.001 PowerShell"), so it is kept at any threshold the model
+/// ships with. Not tuned: the validation reports cite no ids.
+pub const CITED_CONFIDENCE: f32 = 0.95;
+
 /// What the default model takes as evidence besides the text itself: software (tools and
-/// malware, with the techniques they use) and technique names mentioned in a sentence.
+/// malware, with the techniques they use), technique names and technique ids mentioned in a
+/// sentence.
 #[derive(Clone, Debug, Default)]
 pub struct Mentions {
     pub software: SoftwareIndex,
     pub names: SoftwareIndex,
+    pub ids: CitedIds,
 }
 
 impl Mentions {
-    /// Both indexes over `catalog`.
+    /// The three indexes over `catalog`.
     pub fn from_catalog(catalog: &ttpmap_core::attack::Catalog) -> Self {
         Self {
             software: SoftwareIndex::from_catalog(catalog),
             names: SoftwareIndex::technique_names(catalog),
+            ids: CitedIds::from_catalog(catalog),
         }
     }
 
-    /// The software and technique names `text` mentions.
+    /// The software, technique names and technique ids `text` mentions.
     fn scan<'a>(&'a self, text: &str) -> SentenceMentions<'a> {
         SentenceMentions {
             software: self.software.mentions(text),
             names: self.names.mentions(text),
+            cited: self.ids.find(text),
         }
     }
 
@@ -500,6 +512,7 @@ impl Mentions {
 struct SentenceMentions<'a> {
     software: Vec<&'a Software>,
     names: Vec<&'a Software>,
+    cited: Vec<Citation>,
 }
 
 impl SentenceMentions<'_> {
@@ -507,8 +520,34 @@ impl SentenceMentions<'_> {
         Found {
             software: labels_used(&self.software, index),
             names: labels_used(&self.names, index),
+            cited: self
+                .cited
+                .iter()
+                .filter_map(|c| cited_label(&c.current, index))
+                .collect(),
         }
     }
+
+    /// The citation that names `technique` (itself, or a sub-technique of it that is not a
+    /// label of the model), if any.
+    fn citation_of(
+        &self,
+        technique: &TechniqueId,
+        index: &HashMap<TechniqueId, usize>,
+    ) -> Option<&Citation> {
+        self.cited.iter().find(|c| {
+            c.current == *technique
+                || (c.current.parent() == *technique && !index.contains_key(&c.current))
+        })
+    }
+}
+
+/// The label a cited technique raises: itself, else its parent (both must be labels).
+fn cited_label(current: &TechniqueId, index: &HashMap<TechniqueId, usize>) -> Option<usize> {
+    index
+        .get(current)
+        .or_else(|| index.get(&current.parent()))
+        .copied()
 }
 
 /// Label indexes a sentence's mentions raise.
@@ -516,6 +555,8 @@ impl SentenceMentions<'_> {
 struct Found {
     software: BTreeSet<usize>,
     names: BTreeSet<usize>,
+    /// Labels whose technique id the sentence cites.
+    cited: BTreeSet<usize>,
 }
 
 /// Logit increments for software and technique-name mentions.
@@ -567,10 +608,19 @@ fn imply_parents(row: &mut [f32], pairs: &[(usize, usize)]) {
     }
 }
 
+/// Calibrated probabilities of one sentence: boosted logits through the calibration, then the
+/// cited techniques raised to [`CITED_CONFIDENCE`].
 fn adjust(row: &[f32], found: &Found, boosts: Boosts, cal: Calibration) -> Vec<f32> {
     row.iter()
         .enumerate()
-        .map(|(j, &p)| cal.apply(boosted_logit(p, j, found, boosts)))
+        .map(|(j, &p)| {
+            let q = cal.apply(boosted_logit(p, j, found, boosts));
+            if found.cited.contains(&j) {
+                q.max(CITED_CONFIDENCE)
+            } else {
+                q
+            }
+        })
         .collect()
 }
 
@@ -580,16 +630,20 @@ pub struct TrainedScorer {
     mentions: Mentions,
     /// Label mapping, `top_k`, label space and evidence switch.
     clf: ClassifierScorer,
+    /// Label index of each of the model's labels.
+    index: HashMap<TechniqueId, usize>,
 }
 
 impl TrainedScorer {
     /// A scorer over `model`, with `mentions` as evidence.
     pub fn new(model: TrainedModel, mentions: Mentions) -> Self {
         let clf = ClassifierScorer::new(model.artifact.clone());
+        let index = label_index(model.artifact.labels());
         Self {
             model,
             mentions,
             clf,
+            index,
         }
     }
 
@@ -665,6 +719,13 @@ impl SentenceScorer for TrainedScorer {
                             }
                             if scan.names.iter().any(|n| n.uses.contains(&technique)) {
                                 reasons.push(format!("names the technique ({technique})"));
+                            }
+                            if let Some(c) = scan.citation_of(&technique, &self.index) {
+                                reasons.push(if c.written == c.current {
+                                    format!("cites {}", c.written)
+                                } else {
+                                    format!("cites {} (revoked; now {})", c.written, c.current)
+                                });
                             }
                             if self.model.manifest.implied_parents && !technique.is_subtechnique() {
                                 if let Some(sub) = self.implied_by(&technique, row, p) {
@@ -1096,6 +1157,7 @@ mod tests {
         let found = Found {
             software: b,
             names: BTreeSet::new(),
+            cited: BTreeSet::new(),
         };
         let boosts = Boosts {
             software: 1.0,
@@ -1135,5 +1197,58 @@ mod tests {
         assert!(boosted_logit(0.5, 1, &found, boosts).abs() < 1e-6);
         let both = mentions.found("PsExec launched PowerShell.", &index);
         assert!((boosted_logit(0.5, 0, &both, boosts) - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_cited_id_is_kept_with_its_parent_and_says_why() {
+        let t = |s: &str| TechniqueId::parse(s).unwrap();
+        let mut mentions = Mentions::default();
+        mentions.ids.add(t("T1059.001"), t("T1059.001"));
+        mentions.ids.add(t("T1086"), t("T1059.001"));
+        mentions.ids.add(t("T1547.014"), t("T1547.014"));
+        // T1547.014 is not a label: its parent is raised instead.
+        let labels = vec![t("T1059"), t("T1059.001"), t("T1547"), t("T1053.005")];
+        let index = label_index(&labels);
+        let scan = mentions.scan("Execution | T1086; Persistence | T1547.014 Active Setup");
+        let found = scan.found(&index);
+        assert_eq!(found.cited, [1, 2].into());
+        let boosts = Boosts {
+            software: 1.0,
+            names: 1.0,
+        };
+        let mut out = adjust(
+            &[0.01, 0.02, 0.03, 0.6],
+            &found,
+            boosts,
+            Calibration::IDENTITY,
+        );
+        imply_parents(&mut out, &parent_pairs(&labels));
+        assert_eq!(out[1], CITED_CONFIDENCE);
+        assert_eq!(out[0], CITED_CONFIDENCE, "the parent is implied");
+        assert_eq!(out[2], CITED_CONFIDENCE);
+        assert!((out[3] - 0.6).abs() < 1e-6, "other labels keep their score");
+        // A score above the floor is kept.
+        let high = adjust(
+            &[0.01, 0.999, 0.03, 0.6],
+            &found,
+            boosts,
+            Calibration::IDENTITY,
+        );
+        assert!(high[1] > CITED_CONFIDENCE);
+        let c = scan.citation_of(&t("T1059.001"), &index).unwrap();
+        assert_eq!(
+            (c.written.as_str(), c.current.as_str()),
+            ("T1086", "T1059.001")
+        );
+        assert_eq!(
+            scan.citation_of(&t("T1547"), &index)
+                .unwrap()
+                .written
+                .as_str(),
+            "T1547.014"
+        );
+        assert!(scan.citation_of(&t("T1053.005"), &index).is_none());
+        // Nothing cited, nothing raised.
+        assert!(mentions.found("No ids here.", &index).cited.is_empty());
     }
 }

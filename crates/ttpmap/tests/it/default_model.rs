@@ -75,6 +75,36 @@ fn the_built_in_default_finds_powershell_and_the_scheduled_task() {
 }
 
 #[test]
+fn technique_ids_a_report_cites_are_found_with_the_citation_as_evidence() {
+    let cache = tempfile::tempdir().unwrap();
+    let report = cache.path().join("mapping.md");
+    std::fs::write(
+        &report,
+        "# ATT&CK mapping\n\n| Tactic | Technique |\n| --- | --- |\n\
+         | Execution | T1059.001 PowerShell |\n| Defense Evasion | T1027 |\n\
+         | Command and Control | T1071.001 Web Protocols |\n\n\
+         The actor relied on T1218.011 to proxy execution, and on T1086 before that.\n",
+    )
+    .unwrap();
+    let v = ok(&ttpmap(cache.path(), None)
+        .args(["extract", "--format", "json"])
+        .arg(&report)
+        .output()
+        .unwrap());
+    assert_eq!(v["method"], "trained");
+    let found = techniques(&v);
+    for t in ["T1059.001", "T1059", "T1027", "T1071.001", "T1218.011"] {
+        assert!(found.iter().any(|f| f == t), "{t} not in {found:?}");
+    }
+    let text = v.to_string();
+    assert!(text.contains("cites T1027"), "{text}");
+    assert!(
+        text.contains("cites T1086 (revoked; now T1059.001)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn without_the_base_model_the_default_falls_back_to_bm25_and_says_so() {
     let cache = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();

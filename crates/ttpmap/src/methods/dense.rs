@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn shipped_embeddings_cover_attack_and_match_a_fresh_encoding() {
         let shared = shared_dir();
-        let md = ModelDir::open(&shared.join("models/all-MiniLM-L6-v2")).expect("shared model");
+        let md = ModelDir::open(shared.join("models/all-MiniLM-L6-v2")).expect("shared model");
         let fingerprint = model_fingerprint(&md).unwrap();
         assert_eq!(shipped_store_names(), ["all-MiniLM-L6-v2.ttpemb"]);
         let store = shipped_store(&fingerprint)

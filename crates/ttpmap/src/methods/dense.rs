@@ -1,10 +1,13 @@
 //! `--method dense`: nearest neighbours among embedded ATT&CK procedure examples and technique
-//! descriptions (`ttpmap_ml::dense`), with the index cached per model and ATT&CK version.
+//! descriptions (`ttpmap_ml::dense`), with the index cached per model and ATT&CK version and
+//! built from the shipped text embeddings where they apply (`ttpmap_ml::dense_store`).
 
 use anyhow::Context;
 use ttpmap_ml::dense::{index_entries, model_fingerprint, DenseIndex, DenseScorer, IndexKey, VoteRule};
 use ttpmap_ml::dense_store::{embedded_source, EmbeddingStore};
 use ttpmap_ml::{Embedder, EmbedderConfig, ModelDir};
+
+use super::{compute_device, model_path, BuildContext, MethodSpec};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedding_stores.rs"));
@@ -15,7 +18,8 @@ mod embedded {
 /// naming it (the build embedded a broken file).
 pub fn shipped_store(model: &str) -> anyhow::Result<Option<EmbeddingStore>> {
     for (name, bytes) in embedded::FILES {
-        let store = EmbeddingStore::from_bytes(bytes, &embedded_source(&format!("models/embeddings/{name}")))?;
+        let source = embedded_source(&format!("models/embeddings/{name}"));
+        let store = EmbeddingStore::from_bytes(bytes, &source)?;
         if store.header().model == model {
             return Ok(Some(store));
         }
@@ -23,12 +27,10 @@ pub fn shipped_store(model: &str) -> anyhow::Result<Option<EmbeddingStore>> {
     Ok(None)
 }
 
-/// Names of the shipped embedding stores (for tests and `attack info`).
+/// Names of the shipped embedding stores.
 pub fn shipped_store_names() -> Vec<&'static str> {
     embedded::FILES.iter().map(|(n, _)| *n).collect()
 }
-
-use super::{compute_device, model_path, BuildContext, MethodSpec};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "dense",

@@ -16,7 +16,6 @@
 //! [`DenseIndex::build_with_store`]: crate::dense::DenseIndex::build_with_store
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -164,31 +163,18 @@ impl EmbeddingStore {
         Ok(out)
     }
 
-    /// Writes the store atomically to `path` (temporary file in the same folder, then rename).
+    /// Writes the store atomically to `path` (temporary file in the same folder, then rename),
+    /// creating its folder.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
         let bytes = self.to_bytes()?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        let dir = dir.unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("store"),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        ttpmap_core::attack::write_atomically(path, &bytes)?;
+        Ok(())
     }
 
     /// Reads a store from `bytes`; `source` (a file, or where embedded bytes came from) names

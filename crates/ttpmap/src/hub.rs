@@ -231,10 +231,7 @@ mod tests {
     }
 
     fn shared_model() -> PathBuf {
-        std::env::var_os("TTPMAP_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-            .join("models/all-MiniLM-L6-v2")
+        crate::test_support::shared_dir().join("models/all-MiniLM-L6-v2")
     }
 
     #[test]

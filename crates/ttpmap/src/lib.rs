@@ -15,3 +15,16 @@ pub mod progress;
 pub mod render;
 pub mod rerank;
 pub mod serve;
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Helpers of the crate's unit tests.
+    use std::path::{Path, PathBuf};
+
+    /// The shared data folder: `$TTPMAP_SHARED`, else `../shared` beside the checkout.
+    pub fn shared_dir() -> PathBuf {
+        std::env::var_os("TTPMAP_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+    }
+}

@@ -142,13 +142,7 @@ pub fn add_training_neighbours(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
-
-    fn shared_dir() -> PathBuf {
-        std::env::var_os("TTPMAP_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-    }
+    use crate::test_support::shared_dir;
 
     /// The shipped store was made by the shared all-MiniLM-L6-v2 from ATT&CK 18.1: it holds
     /// every text of the full dense index, and its vectors point where a fresh encoding does.

@@ -45,6 +45,17 @@ fn ok(out: &Output) -> serde_json::Value {
     v[0].clone()
 }
 
+/// `extract --format json` of `text` written to `cache/name` with the built-in default.
+fn extract_json(cache: &Path, name: &str, text: &str) -> serde_json::Value {
+    let report = cache.join(name);
+    std::fs::write(&report, text).unwrap();
+    ok(&ttpmap(cache, None)
+        .args(["extract", "--format", "json"])
+        .arg(&report)
+        .output()
+        .unwrap())
+}
+
 fn techniques(v: &serde_json::Value) -> Vec<String> {
     v["techniques"]
         .as_array()
@@ -60,13 +71,7 @@ const SENTENCE: &str =
 #[test]
 fn the_built_in_default_finds_powershell_and_the_scheduled_task() {
     let cache = tempfile::tempdir().unwrap();
-    let report = cache.path().join("r.txt");
-    std::fs::write(&report, SENTENCE).unwrap();
-    let v = ok(&ttpmap(cache.path(), None)
-        .args(["extract", "--format", "json"])
-        .arg(&report)
-        .output()
-        .unwrap());
+    let v = extract_json(cache.path(), "r.txt", SENTENCE);
     assert_eq!(v["method"], "trained");
     let found = techniques(&v);
     for t in ["T1059.001", "T1053.005"] {
@@ -77,20 +82,14 @@ fn the_built_in_default_finds_powershell_and_the_scheduled_task() {
 #[test]
 fn technique_ids_a_report_cites_are_found_with_the_citation_as_evidence() {
     let cache = tempfile::tempdir().unwrap();
-    let report = cache.path().join("mapping.md");
-    std::fs::write(
-        &report,
+    let v = extract_json(
+        cache.path(),
+        "mapping.md",
         "# ATT&CK mapping\n\n| Tactic | Technique |\n| --- | --- |\n\
          | Execution | T1059.001 PowerShell |\n| Defense Evasion | T1027 |\n\
          | Command and Control | T1071.001 Web Protocols |\n\n\
          The actor relied on T1218.011 to proxy execution, and on T1086 before that.\n",
-    )
-    .unwrap();
-    let v = ok(&ttpmap(cache.path(), None)
-        .args(["extract", "--format", "json"])
-        .arg(&report)
-        .output()
-        .unwrap());
+    );
     assert_eq!(v["method"], "trained");
     let found = techniques(&v);
     for t in ["T1059.001", "T1059", "T1027", "T1071.001", "T1218.011"] {

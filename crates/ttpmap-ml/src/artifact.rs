@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use ttpmap_core::TechniqueId;
 
 use crate::classifier::ClassifierModel;
-use crate::encoder::bert::Config as BertConfig;
+use crate::encoder::bert::{Config as BertConfig, Mode};
 use crate::head::HeadConfig;
 use crate::tokenize::{Encoded, TextTokenizer};
 use crate::train::classifier::{SeedResult, ValidationMetrics};
@@ -387,6 +387,9 @@ pub struct Artifact {
     dir: PathBuf,
     manifest: Manifest,
     models: Vec<ClassifierModel>,
+    /// Transformer layers (with the embeddings) every seed has the same weights for: run once
+    /// per batch for the whole ensemble (see [`Artifact::with_shared_layers`]).
+    shared_layers: usize,
 }
 
 impl Artifact {
@@ -488,6 +491,7 @@ impl Artifact {
             dir,
             manifest,
             models,
+            shared_layers: 0,
         })
     }
 
@@ -498,7 +502,23 @@ impl Artifact {
             dir,
             manifest,
             models,
+            shared_layers: 0,
         }
+    }
+
+    /// Declares that every seed has the same embeddings and first `layers` transformer layers
+    /// (seeds fine-tuned with those layers frozen over one base, as `ttpmap train default`
+    /// does): the ensemble then runs them once per batch and only the layers above and the head
+    /// per seed. The caller vouches for the sameness (`crate::trained` checks it from the
+    /// deltas); clamped to the encoder's depth.
+    pub fn with_shared_layers(mut self, layers: usize) -> Self {
+        self.shared_layers = layers.min(self.manifest.encoder.num_hidden_layers);
+        self
+    }
+
+    /// See [`Artifact::with_shared_layers`] (0: each seed runs its whole encoder).
+    pub fn shared_layers(&self) -> usize {
+        self.shared_layers
     }
 
     /// The folder.
@@ -557,10 +577,44 @@ impl Artifact {
 
     /// Per-seed probabilities of inputs tokenised with [`Self::encode`].
     pub fn predict_per_seed_encoded(&self, encodings: &[Encoded]) -> Result<Vec<Vec<Vec<f32>>>> {
-        self.models
-            .iter()
-            .map(|m| m.predict_tokenized(encodings))
-            .collect()
+        match self.models.first() {
+            Some(first) if self.models.len() > 1 && self.shared_layers > 0 => {
+                self.predict_shared(first, encodings)
+            }
+            _ => self
+                .models
+                .iter()
+                .map(|m| m.predict_tokenized(encodings))
+                .collect(),
+        }
+    }
+
+    /// [`Self::predict_per_seed_encoded`] running the shared lower layers once per batch
+    /// (length-sorted batches, as [`crate::classifier::predict_encoded`]).
+    fn predict_shared(
+        &self,
+        first: &ClassifierModel,
+        encodings: &[Encoded],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let k = self.shared_layers;
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].ids.len());
+        let mut out = vec![vec![Vec::new(); encodings.len()]; self.models.len()];
+        for chunk in order.chunks(first.batch_size()) {
+            let members: Vec<Encoded> = chunk.iter().map(|&i| encodings[i].clone()).collect();
+            let batch = first.tokenizer().pad(&members, first.device())?;
+            let lower = first.network().lower_states(&batch, k)?;
+            for (m, seed_out) in self.models.iter().zip(out.iter_mut()) {
+                let logits =
+                    m.network()
+                        .forward_from(&lower, &batch.attention_mask, k, Mode::Eval)?;
+                let probs = candle_nn::ops::sigmoid(&logits)?;
+                for (&i, row) in chunk.iter().zip(probs.to_vec2::<f32>()?) {
+                    seed_out[i] = row;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Ensemble probabilities: the mean over seeds, `[sentence][label]`.

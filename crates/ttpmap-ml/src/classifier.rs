@@ -193,6 +193,16 @@ impl ClassifierModel {
         &self.tokenizer
     }
 
+    /// Sentences per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// The weights file (empty for [`ClassifierModel::from_network`]).
     pub fn weights_path(&self) -> &Path {
         &self.weights

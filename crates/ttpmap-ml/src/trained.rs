@@ -371,11 +371,16 @@ impl TrainedModel {
         let tokenizer = base.tokenizer(clf.max_length.min(clf.encoder.max_position_embeddings))?;
         let head = clf.head_config();
         let mut models = Vec::with_capacity(clf.seeds.len());
+        let mut shared = clf.encoder.num_hidden_layers;
         for seed in &clf.seeds {
             let path = source.join(&seed.weights);
             let bytes = read(&seed.weights)?;
             let delta = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
                 .map_err(|e| bad(&path, format!("not a readable safetensors file: {e}")))?;
+            shared = shared.min(first_changed_layer(
+                delta.keys(),
+                clf.encoder.num_hidden_layers,
+            ));
             let mut map = base_map.clone();
             for (name, t) in delta {
                 if let Some(b) = map.get(&name) {
@@ -401,7 +406,9 @@ impl TrainedModel {
                 device,
             )?);
         }
-        let artifact = Artifact::from_parts(source.to_path_buf(), clf.clone(), models);
+        // Seeds that left the lower layers at the base share them: the ensemble runs them once.
+        let artifact = Artifact::from_parts(source.to_path_buf(), clf.clone(), models)
+            .with_shared_layers(shared);
         Ok(Self {
             manifest,
             artifact,
@@ -458,6 +465,21 @@ impl TrainedModel {
             })
             .collect())
     }
+}
+
+/// The first encoder layer a delta's tensor names change (`encoder.encoder.layer.<i>.*`); 0 when
+/// it changes the embeddings or any other encoder tensor, `layers` when it changes none (a
+/// head-only delta).
+fn first_changed_layer<'a>(names: impl Iterator<Item = &'a String>, layers: usize) -> usize {
+    names
+        .filter(|n| n.starts_with("encoder."))
+        .map(|n| {
+            n.strip_prefix("encoder.encoder.layer.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .fold(layers, usize::min)
 }
 
 fn label_index(labels: &[TechniqueId]) -> HashMap<TechniqueId, usize> {
@@ -1120,6 +1142,28 @@ mod tests {
         let mut row = vec![0.1, 0.8, 0.7, 0.4, 0.9];
         imply_parents(&mut row, &pairs);
         assert_eq!(row[1], 0.8);
+    }
+
+    #[test]
+    fn the_first_changed_layer_is_read_from_a_deltas_tensor_names() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let top = names(&[
+            "head.queries",
+            "encoder.encoder.layer.5.output.dense.weight",
+            "encoder.encoder.layer.4.attention.self.query.bias",
+        ]);
+        assert_eq!(first_changed_layer(top.iter(), 6), 4);
+        let emb = names(&[
+            "encoder.embeddings.word_embeddings.weight",
+            "encoder.encoder.layer.5.x",
+        ]);
+        assert_eq!(first_changed_layer(emb.iter(), 6), 0);
+        assert_eq!(first_changed_layer(names(&["head.queries"]).iter(), 6), 6);
+        // An encoder tensor of unknown place counts as changing everything.
+        assert_eq!(
+            first_changed_layer(names(&["encoder.pooler.dense.weight"]).iter(), 6),
+            0
+        );
     }
 
     #[test]

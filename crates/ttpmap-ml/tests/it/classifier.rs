@@ -218,6 +218,51 @@ fn save_load_predict_round_trips() {
 }
 
 #[test]
+fn an_ensemble_sharing_its_lower_layers_runs_them_once_with_the_same_result() {
+    let cfg = tiny_config(WORDS.len());
+    let work = tempfile::tempdir().unwrap();
+    let tok = tokenizer(work.path(), 16);
+    // Seed 123 takes seed 42's embeddings and layer 0: what fine-tuning with one frozen layer
+    // over one base gives.
+    let a = trained(&cfg, 42);
+    let b = trained(&cfg, 123);
+    let lower = |n: &str| n.contains(".embeddings.") || n.contains(".layer.0.");
+    let from_a: std::collections::HashMap<String, candle_core::Tensor> =
+        a.tensors().unwrap().into_iter().collect();
+    for (name, var) in b.named_vars().unwrap() {
+        if lower(&name) {
+            var.set(&from_a[&name]).unwrap();
+        }
+    }
+    let dir = work.path().join("model");
+    let weights: Vec<_> = [(42, &a), (123, &b)]
+        .into_iter()
+        .map(|(s, t)| (s, "base".to_string(), t.tensors().unwrap()))
+        .collect();
+    write_artifact(
+        &dir,
+        &manifest(&cfg, 16),
+        &tok,
+        &weights,
+        &serde_json::json!({}),
+    )
+    .unwrap();
+    let whole = Artifact::open(&dir, &Device::Cpu).unwrap();
+    assert_eq!(whole.shared_layers(), 0);
+    let shared = whole.clone().with_shared_layers(1);
+    assert_eq!(shared.shared_layers(), 1);
+    assert_eq!(whole.clone().with_shared_layers(9).shared_layers(), 2);
+    let want = whole.predict_per_seed(SENTENCES).unwrap();
+    let got = shared.predict_per_seed(SENTENCES).unwrap();
+    assert_eq!(got.len(), 2);
+    for (g, w) in got.iter().zip(&want) {
+        assert!(max_diff(g, w) < 1e-5, "{}", max_diff(g, w));
+    }
+    // The seeds still differ above the shared layer, so the check is not vacuous.
+    assert!(max_diff(&got[0], &got[1]) > 1e-3);
+}
+
+#[test]
 fn rewriting_replaces_the_artifact_and_leaves_no_temp_folder() {
     let cfg = fixture_config(WORDS.len());
     let tmp = tempfile::tempdir().unwrap();

@@ -377,6 +377,9 @@ impl ClassifierScorer {
     pub fn label_scores(&self, probs: &[f32]) -> Vec<(TechniqueId, f32)> {
         let labels = self.artifact.labels();
         let mut best: Vec<(TechniqueId, f32)> = Vec::new();
+        // Position of each id in `best` (labels are unique, but two may map to one parent).
+        let mut at: std::collections::HashMap<TechniqueId, usize> =
+            std::collections::HashMap::with_capacity(labels.len());
         for (label, &p) in labels.iter().zip(probs) {
             let id = match &self.label_space {
                 None => Some(label.clone()),
@@ -384,9 +387,12 @@ impl ClassifierScorer {
                 Some(ls) => Some(label.parent()).filter(|p| ls.contains(p)),
             };
             let Some(id) = id else { continue };
-            match best.iter_mut().find(|(t, _)| *t == id) {
-                Some((_, q)) => *q = q.max(p),
-                None => best.push((id, p)),
+            match at.get(&id) {
+                Some(&i) => best[i].1 = best[i].1.max(p),
+                None => {
+                    at.insert(id.clone(), best.len());
+                    best.push((id, p));
+                }
             }
         }
         best.sort_by(|a, b| ttpmap_core::pipeline::rank_order((&a.0, a.1), (&b.0, b.1)));

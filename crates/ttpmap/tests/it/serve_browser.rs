@@ -767,6 +767,30 @@ async fn workbench(c: &fantoccini::Client, server: &Server, tmp: &Path) -> Resul
         assert_eq!(attr(&cell, "data-review").await?, expect, "{t}: {st:?}");
         assert!(attr(&cell, "class").await?.contains(expect));
     }
+    // As in ATT&CK Navigator, a sub-technique sits under its parent when the parent is in the
+    // same column (nested), and nowhere else is nested.
+    for col in c.find_all(Locator::Css("#matrix .mcol")).await.map_err(s)? {
+        let mut cells = Vec::new();
+        for cell in col.find_all(Locator::Css(".cell")).await.map_err(s)? {
+            let t = attr(&cell, "data-technique").await?;
+            let nested = attr(&cell, "class").await?.split(' ').any(|c| c == "sub");
+            cells.push((t, nested));
+        }
+        let column: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.0.as_str()).collect();
+        let mut group: Option<&str> = None;
+        for (t, nested) in &cells {
+            let parent = t.split('.').next().unwrap_or(t);
+            let has_parent = t.contains('.') && column.contains(parent);
+            assert_eq!(*nested, has_parent, "{t} in {cells:?}");
+            if *nested {
+                assert_eq!(group, Some(parent), "{t} is not under its parent in {cells:?}");
+            } else if !t.contains('.') {
+                group = Some(t.as_str());
+            } else {
+                group = None;
+            }
+        }
+    }
     doc_screenshot(c, "ui-matrix.png").await?;
     click(c, "#view-text").await?;
 

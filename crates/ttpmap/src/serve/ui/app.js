@@ -336,6 +336,28 @@ function matrixVisible(x) {
   return x.origin === "analyst" || x.score >= state.min;
 }
 
+// A column's cells as ATT&CK Navigator lays them out: each parent technique followed by its
+// sub-techniques (marked `nested` when the parent is in the column too), groups by their best
+// score, a group's sub-techniques by score.
+function nestSubTechniques(cells) {
+  const parentOf = (t) => t.split(".")[0];
+  const groups = new Map();
+  for (const x of cells) {
+    const p = parentOf(x.technique);
+    if (!groups.has(p)) groups.set(p, []);
+    groups.get(p).push(x);
+  }
+  const best = (xs) => Math.max(...xs.map((x) => x.score));
+  const out = [];
+  for (const xs of [...groups.values()].sort((a, b) => best(b) - best(a))) {
+    const parent = xs.find((x) => !x.technique.includes("."));
+    const subs = xs.filter((x) => x !== parent).sort((a, b) => b.score - a.score);
+    if (parent) out.push({ ...parent, nested: false });
+    for (const x of subs) out.push({ ...x, nested: !!parent });
+  }
+  return out;
+}
+
 function renderMatrix() {
   const m = $("matrix");
   m.replaceChildren();
@@ -350,15 +372,14 @@ function renderMatrix() {
   const untagged = summary.filter((x) => !x.tactics.length);
   if (untagged.length) columns.push({ short: "", name: "Other", id: "" });
   for (const c of columns) {
-    const cells = summary.filter((x) => (c.short ? x.tactics.includes(c.short) : !x.tactics.length))
-      .sort((a, b) => b.score - a.score);
+    const cells = nestSubTechniques(summary.filter((x) => (c.short ? x.tactics.includes(c.short) : !x.tactics.length)));
     const col = el("section", { class: "mcol" + (cells.length ? "" : " empty"), dataset: { tactic: c.short },
       title: c.name + (c.id ? " (" + c.id + ")" : "") },
       el("h4", {}, c.name, cells.length ? el("span", { class: "count" }, cells.length + " technique" + (cells.length > 1 ? "s" : "")) : ""));
     for (const x of cells) {
       const mark = x.review === "accepted" ? "✓" : x.review === "rejected" ? "✗" : "•";
       col.append(el("div", {
-        class: "cell " + level(x) + " " + x.review, role: "button", tabindex: "0",
+        class: "cell " + level(x) + " " + x.review + (x.nested ? " sub" : ""), role: "button", tabindex: "0",
         dataset: { technique: x.technique, review: x.review },
         title: x.technique + " " + (x.name || "") + ": best " + x.score.toFixed(2) + ", " + x.review +
           ", " + x.sentences.length + " sentence" + (x.sentences.length > 1 ? "s" : "") + " (click for evidence)",

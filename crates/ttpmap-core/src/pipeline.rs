@@ -73,6 +73,13 @@ pub trait SentenceScorer: Send + Sync {
         None
     }
 
+    /// Whether its predictions already take the technique ids a sentence cites as evidence
+    /// (see [`crate::software::CitingScorer`], which gives that to any method). Default: when
+    /// one of its [`parts`](SentenceScorer::parts) does.
+    fn reads_citations(&self) -> bool {
+        self.parts().iter().any(|p| p.reads_citations())
+    }
+
     /// The scorers a composite scorer is made of (hybrid: both; reranker: its first stage).
     /// Default: none.
     fn parts(&self) -> Vec<&dyn SentenceScorer> {

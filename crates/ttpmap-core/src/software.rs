@@ -16,7 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::attack::{Catalog, EntityKind};
-use crate::types::TechniqueId;
+use crate::pipeline::{DocumentRule, ScoreOptions, SentenceScorer};
+use crate::types::{Evidence, Prediction, TechniqueId};
 
 /// Software names that are also ordinary words: matched only as ATT&CK writes them.
 pub const COMMON_WORDS: &[&str] = &[
@@ -294,6 +295,122 @@ fn whole_word(hay: &str, needle: &str) -> bool {
     false
 }
 
+/// The confidence a technique whose id a sentence cites gets at least, whatever the method: the
+/// report's author names it ("Execution | T1059.001 PowerShell"), so it is kept at any threshold
+/// a method ships with. Not tuned on data: a constant (on the default model's validation reports
+/// it changed per-document F1 by -0.02 points, docs/results.md).
+pub const CITED_CONFIDENCE: f32 = 0.95;
+
+impl Citation {
+    /// The evidence line: "cites T1027", or "cites T1086 (revoked; now T1059.001)".
+    pub fn reason(&self) -> String {
+        if self.written == self.current {
+            format!("cites {}", self.written)
+        } else {
+            format!("cites {} (revoked; now {})", self.written, self.current)
+        }
+    }
+}
+
+/// Any method with the technique ids a sentence cites as evidence: each cited technique (or,
+/// under a label space that lacks it, its parent when the space has that) is raised to at least
+/// [`CITED_CONFIDENCE`], or added with it, and the citation is its first reason. The method's
+/// own predictions are otherwise untouched. Methods that read citations themselves (the default
+/// model, which raises them before calibration's implied parents) are not wrapped.
+pub struct CitingScorer {
+    inner: Box<dyn SentenceScorer>,
+    ids: CitedIds,
+    with_evidence: bool,
+    label_space: Option<BTreeSet<TechniqueId>>,
+}
+
+impl CitingScorer {
+    /// `inner` reading the citations `ids` finds.
+    pub fn new(inner: Box<dyn SentenceScorer>, ids: CitedIds) -> Self {
+        Self {
+            inner,
+            ids,
+            with_evidence: true,
+            label_space: None,
+        }
+    }
+
+    /// The technique a citation raises under the label space, if any.
+    fn target(&self, c: &Citation) -> Option<TechniqueId> {
+        match &self.label_space {
+            None => Some(c.current.clone()),
+            Some(ls) if ls.contains(&c.current) => Some(c.current.clone()),
+            Some(ls) => Some(c.current.parent()).filter(|p| ls.contains(p)),
+        }
+    }
+}
+
+impl SentenceScorer for CitingScorer {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn score(&self, sentences: &[&str]) -> crate::Result<Vec<Vec<Prediction>>> {
+        let mut out = self.inner.score(sentences)?;
+        for (text, preds) in sentences.iter().zip(out.iter_mut()) {
+            for c in self.ids.find(text) {
+                let Some(target) = self.target(&c) else {
+                    continue;
+                };
+                let reason = || {
+                    if self.with_evidence {
+                        vec![c.reason()]
+                    } else {
+                        Vec::new()
+                    }
+                };
+                match preds.iter_mut().find(|p| p.technique == target) {
+                    Some(p) => {
+                        p.score = p.score.max(CITED_CONFIDENCE);
+                        p.evidence.reasons.splice(0..0, reason());
+                    }
+                    None => preds.push(Prediction {
+                        technique: target,
+                        score: CITED_CONFIDENCE,
+                        raw_score: CITED_CONFIDENCE,
+                        evidence: Evidence {
+                            method: self.inner.name().to_string(),
+                            reasons: reason(),
+                        },
+                    }),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn default_threshold(&self) -> f32 {
+        self.inner.default_threshold()
+    }
+
+    fn document_rule(&self) -> DocumentRule {
+        self.inner.document_rule()
+    }
+
+    fn configure(&mut self, options: &ScoreOptions) {
+        self.with_evidence = options.with_evidence;
+        self.label_space = options.label_space.clone();
+        self.inner.configure(options);
+    }
+
+    fn reads_citations(&self) -> bool {
+        true
+    }
+
+    fn parts(&self) -> Vec<&dyn SentenceScorer> {
+        vec![self.inner.as_ref()]
+    }
+
+    fn parts_mut(&mut self) -> Vec<&mut dyn SentenceScorer> {
+        vec![self.inner.as_mut()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +444,102 @@ mod tests {
 
     fn tid(s: &str) -> TechniqueId {
         TechniqueId::parse(s).unwrap()
+    }
+
+    /// Proposes T1059 at 0.3 for every sentence.
+    struct Fixed;
+
+    impl SentenceScorer for Fixed {
+        fn name(&self) -> &str {
+            "fixed"
+        }
+
+        fn score(&self, sentences: &[&str]) -> crate::Result<Vec<Vec<Prediction>>> {
+            Ok(sentences
+                .iter()
+                .map(|_| {
+                    vec![Prediction {
+                        technique: tid("T1059"),
+                        score: 0.3,
+                        raw_score: 7.0,
+                        evidence: Evidence {
+                            method: "fixed".into(),
+                            reasons: vec!["terms".into()],
+                        },
+                    }]
+                })
+                .collect())
+        }
+
+        fn default_threshold(&self) -> f32 {
+            0.42
+        }
+    }
+
+    #[test]
+    fn any_method_reads_the_ids_a_sentence_cites() {
+        let mut ids = CitedIds::default();
+        ids.add(tid("T1059"), tid("T1059"));
+        ids.add(tid("T1218.011"), tid("T1218.011"));
+        ids.add(tid("T1086"), tid("T1059.001"));
+        let mut scorer = CitingScorer::new(Box::new(Fixed), ids);
+        assert!(scorer.reads_citations() && !Fixed.reads_citations());
+        assert_eq!((scorer.name(), scorer.default_threshold()), ("fixed", 0.42));
+        let out = scorer
+            .score(&[
+                "No ids here.",
+                "Execution | T1059 and T1218.011.",
+                "They used T1086.",
+            ])
+            .unwrap();
+        // Nothing cited: the method's own predictions as they were.
+        assert_eq!(out[0], Fixed.score(&["x"]).unwrap()[0]);
+        // A cited technique the method proposed is raised and says why first; one it did not
+        // propose is added with the citation as its reason.
+        let found: Vec<(String, f32, Vec<String>)> = out[1]
+            .iter()
+            .map(|p| (p.technique.to_string(), p.score, p.evidence.reasons.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "T1059".to_string(),
+                    CITED_CONFIDENCE,
+                    vec!["cites T1059".to_string(), "terms".into()]
+                ),
+                (
+                    "T1218.011".to_string(),
+                    CITED_CONFIDENCE,
+                    vec!["cites T1218.011".to_string()]
+                ),
+            ]
+        );
+        assert_eq!(out[2][1].technique, tid("T1059.001"));
+        assert_eq!(
+            out[2][1].evidence.reasons,
+            ["cites T1086 (revoked; now T1059.001)"]
+        );
+        assert_eq!(out[2][1].evidence.method, "fixed");
+        // Under a label space a citation falls back to its parent, or is dropped.
+        scorer.configure(&ScoreOptions {
+            top_k: 5,
+            with_evidence: false,
+            label_space: Some([tid("T1218"), tid("T1059")].into()),
+        });
+        let out = scorer
+            .score(&["Execution | T1059 and T1218.011.", "They used T1086."])
+            .unwrap();
+        let techniques = |row: &[Prediction]| -> Vec<String> {
+            row.iter().map(|p| p.technique.to_string()).collect()
+        };
+        assert_eq!(techniques(&out[0]), ["T1059", "T1218"]);
+        assert!(
+            out[0][1].evidence.reasons.is_empty(),
+            "evidence was turned off"
+        );
+        assert_eq!(techniques(&out[1]), ["T1059"]);
+        assert_eq!(out[1][0].score, CITED_CONFIDENCE);
     }
 
     fn index() -> SoftwareIndex {

@@ -166,6 +166,12 @@ impl SentenceScorer for RerankScorer {
 
     ttpmap_core::impl_scorer_any!();
 
+    /// Its scores are the cross-encoder's, whatever the first stage read: citations are applied
+    /// after it (`CitingScorer`).
+    fn reads_citations(&self) -> bool {
+        false
+    }
+
     fn parts(&self) -> Vec<&dyn SentenceScorer> {
         vec![self.first.as_ref()]
     }

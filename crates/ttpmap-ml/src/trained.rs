@@ -490,11 +490,9 @@ fn label_index(labels: &[TechniqueId]) -> HashMap<TechniqueId, usize> {
         .collect()
 }
 
-/// The probability a technique whose id a sentence cites gets at least: the report's author
-/// names it ("Execution | T1059.001 PowerShell"), so it is kept at any threshold the model
-/// ships with. Not tuned on data: a constant (on the validation reports it changed per-document
-/// F1 by -0.02 points, docs/results.md).
-pub const CITED_CONFIDENCE: f32 = 0.95;
+/// The probability a technique whose id a sentence cites gets at least (core's constant, which
+/// every other method gets through `CitingScorer`).
+pub use ttpmap_core::software::CITED_CONFIDENCE;
 
 /// What the default model takes as evidence besides the text itself: software (tools and
 /// malware, with the techniques they use), technique names and technique ids mentioned in a
@@ -707,6 +705,11 @@ impl TrainedScorer {
 }
 
 impl SentenceScorer for TrainedScorer {
+    fn reads_citations(&self) -> bool {
+        // Raised with the other evidence, before implied parents (see `adjust`).
+        true
+    }
+
     fn name(&self) -> &str {
         "trained"
     }
@@ -744,11 +747,7 @@ impl SentenceScorer for TrainedScorer {
                                 reasons.push(format!("names the technique ({technique})"));
                             }
                             if let Some(c) = scan.citation_of(&technique, &self.index) {
-                                reasons.push(if c.written == c.current {
-                                    format!("cites {}", c.written)
-                                } else {
-                                    format!("cites {} (revoked; now {})", c.written, c.current)
-                                });
+                                reasons.push(c.reason());
                             }
                             if self.model.manifest.implied_parents && !technique.is_subtechnique() {
                                 if let Some(sub) = self.implied_by(&technique, row, p) {

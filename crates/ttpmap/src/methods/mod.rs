@@ -107,7 +107,16 @@ impl Registry {
         } else {
             args.method.as_str()
         };
-        (self.get(name)?.build)(ctx)
+        let scorer = (self.get(name)?.build)(ctx)?;
+        // Every method reads the technique ids a report cites (the default model already does).
+        Ok(if scorer.reads_citations() {
+            scorer
+        } else {
+            Box::new(ttpmap_core::software::CitingScorer::new(
+                scorer,
+                ttpmap_core::software::CitedIds::from_catalog(ctx.catalog),
+            ))
+        })
     }
 }
 

@@ -108,7 +108,7 @@ fn without_the_base_model_the_default_falls_back_to_bm25_and_says_so() {
     let cache = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
     let report = cache.path().join("r.txt");
-    std::fs::write(&report, SENTENCE).unwrap();
+    std::fs::write(&report, format!("{SENTENCE} The loader was packed (T1027).")).unwrap();
     let out = ttpmap(cache.path(), Some(empty.path()))
         .args(["extract", "--format", "json"])
         .arg(&report)
@@ -121,6 +121,9 @@ fn without_the_base_model_the_default_falls_back_to_bm25_and_says_so() {
         err.contains("Falling back to BM25") && err.contains("TTPMAP_MODEL"),
         "{err}"
     );
+    // BM25 reads the ids a report cites too (as every method does).
+    assert!(techniques(&v).iter().any(|t| t == "T1027"), "{v}");
+    assert!(v.to_string().contains("cites T1027"), "{v}");
 }
 
 fn tiny_config() -> BertConfig {

@@ -783,7 +783,11 @@ async fn workbench(c: &fantoccini::Client, server: &Server, tmp: &Path) -> Resul
             let has_parent = t.contains('.') && column.contains(parent);
             assert_eq!(*nested, has_parent, "{t} in {cells:?}");
             if *nested {
-                assert_eq!(group, Some(parent), "{t} is not under its parent in {cells:?}");
+                assert_eq!(
+                    group,
+                    Some(parent),
+                    "{t} is not under its parent in {cells:?}"
+                );
             } else if !t.contains('.') {
                 group = Some(t.as_str());
             } else {

@@ -1,6 +1,7 @@
 //! Software named in text: ATT&CK's tools and malware (names and aliases) and the techniques
 //! their `uses` relationships document ("PsExec: S0029 uses T1021.002"); also technique names
-//! and the technique ids a text cites ([`CitedIds`]).
+//! and the technique ids a text cites ([`CitedIds`]), which [`CitingScorer`] gives any method as
+//! evidence.
 //!
 //! A mention is evidence, never a verdict: Mimikatz uses a dozen techniques, so the default
 //! pipeline only raises the scores of the techniques the model already sees, by an amount

@@ -797,6 +797,18 @@ mod model_folder {
         assert!(!report.pooler_loaded);
         assert_eq!(report.initialised.len(), 2);
         assert_eq!(run(&et), run(&eb));
+        // The missing pooler has the seeded initialisation's values, as if every tensor had been
+        // initialised (the draws are taken only when a tensor is missing, but then in full).
+        let init =
+            init_tensors(b.config(), true, opts.seed, DType::F32, &Device::Cpu).expect("init");
+        let data = varmap.data().lock().expect("lock");
+        for (name, t) in init.iter().filter(|(n, _)| n.starts_with("pooler.")) {
+            let v = data.get(name).expect("pooler variable");
+            let diff = (v.as_tensor() - t)
+                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                .expect("diff");
+            assert_eq!(diff, 0.0, "{name}");
+        }
     }
 
     #[test]

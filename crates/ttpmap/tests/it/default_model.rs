@@ -108,7 +108,11 @@ fn without_the_base_model_the_default_falls_back_to_bm25_and_says_so() {
     let cache = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
     let report = cache.path().join("r.txt");
-    std::fs::write(&report, format!("{SENTENCE} The loader was packed (T1027).")).unwrap();
+    std::fs::write(
+        &report,
+        format!("{SENTENCE} The loader was packed (T1027)."),
+    )
+    .unwrap();
     let out = ttpmap(cache.path(), Some(empty.path()))
         .args(["extract", "--format", "json"])
         .arg(&report)

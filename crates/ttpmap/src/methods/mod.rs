@@ -97,12 +97,11 @@ impl Registry {
     /// Builds the method the flags ask for (see [`build`]).
     pub fn build(&self, ctx: &BuildContext<'_>) -> anyhow::Result<Box<dyn SentenceScorer>> {
         let args = ctx.args;
-        // `--reranker` reranks the chosen method's candidates.
-        if args.reranker.is_some() && args.method != rerank::SPEC.name {
-            return (self.get(rerank::SPEC.name)?.build)(ctx);
-        }
-        // A classifier artifact as `--model` with the default method: the classifier.
-        let name = if args.method == DEFAULT_METHOD && classifier::model_is_artifact(args) {
+        // `--reranker` reranks the chosen method's candidates; a classifier artifact as `--model`
+        // with the default method is the classifier.
+        let name = if args.reranker.is_some() && args.method != rerank::SPEC.name {
+            rerank::SPEC.name
+        } else if args.method == DEFAULT_METHOD && classifier::model_is_artifact(args) {
             classifier::SPEC.name
         } else {
             args.method.as_str()

@@ -119,6 +119,20 @@ impl ScoreOptions {
     }
 }
 
+/// The technique `id` counts as under `label_space` (see [`ScoreOptions::label_space`]): itself
+/// when the space has it or there is no space, else its parent when the space has that, else
+/// none.
+pub fn in_label_space(
+    id: &TechniqueId,
+    label_space: Option<&BTreeSet<TechniqueId>>,
+) -> Option<TechniqueId> {
+    match label_space {
+        None => Some(id.clone()),
+        Some(ls) if ls.contains(id) => Some(id.clone()),
+        Some(ls) => Some(id.parent()).filter(|p| ls.contains(p)),
+    }
+}
+
 /// Implements [`SentenceScorer::as_any`] and [`SentenceScorer::as_any_mut`] as `Some(self)`
 /// inside an `impl SentenceScorer for T` block, so that [`find_scorer`] finds a `T` (a
 /// `'static` type): `ttpmap_core::impl_scorer_any!();`.

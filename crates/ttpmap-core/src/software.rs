@@ -338,11 +338,7 @@ impl CitingScorer {
 
     /// The technique a citation raises under the label space, if any.
     fn target(&self, c: &Citation) -> Option<TechniqueId> {
-        match &self.label_space {
-            None => Some(c.current.clone()),
-            Some(ls) if ls.contains(&c.current) => Some(c.current.clone()),
-            Some(ls) => Some(c.current.parent()).filter(|p| ls.contains(p)),
-        }
+        crate::pipeline::in_label_space(&c.current, self.label_space.as_ref())
     }
 }
 

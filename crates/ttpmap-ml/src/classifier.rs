@@ -381,12 +381,10 @@ impl ClassifierScorer {
         let mut at: std::collections::HashMap<TechniqueId, usize> =
             std::collections::HashMap::with_capacity(labels.len());
         for (label, &p) in labels.iter().zip(probs) {
-            let id = match &self.label_space {
-                None => Some(label.clone()),
-                Some(ls) if ls.contains(label) => Some(label.clone()),
-                Some(ls) => Some(label.parent()).filter(|p| ls.contains(p)),
+            let Some(id) = ttpmap_core::pipeline::in_label_space(label, self.label_space.as_ref())
+            else {
+                continue;
             };
-            let Some(id) = id else { continue };
             match at.get(&id) {
                 Some(&i) => best[i].1 = best[i].1.max(p),
                 None => {

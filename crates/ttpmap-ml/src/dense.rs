@@ -474,11 +474,7 @@ impl DenseScorer {
         self.index
             .labels
             .iter()
-            .map(|t| match &self.label_space {
-                None => Some(t.clone()),
-                Some(ls) if ls.contains(t) => Some(t.clone()),
-                Some(ls) => Some(t.parent()).filter(|p| ls.contains(p)),
-            })
+            .map(|t| ttpmap_core::pipeline::in_label_space(t, self.label_space.as_ref()))
             .collect()
     }
 

@@ -38,7 +38,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
-use ttpmap_core::pipeline::{DocumentRule, ScoreOptions, SentenceScorer};
+use ttpmap_core::pipeline::{rank_order, DocumentRule, ScoreOptions, SentenceScorer};
 use ttpmap_core::software::{Citation, CitedIds, Software, SoftwareIndex};
 use ttpmap_core::{Evidence, Prediction, TechniqueId};
 
@@ -57,6 +57,11 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
 /// The base encoder every shipped delta applies to.
 pub const BASE_NAME: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// Techniques a sentence proposes (its best, after calibration) before the document rule and
+/// the threshold: what `extract` keeps by default, what `eval` scores (`--top-k` 20) and what
+/// [`package`] tunes the threshold on, so the three see the same candidates.
+pub const CANDIDATES_PER_SENTENCE: usize = 20;
 
 /// The base encoder a delta applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -658,7 +663,8 @@ pub struct TrainedScorer {
 impl TrainedScorer {
     /// A scorer over `model`, with `mentions` as evidence.
     pub fn new(model: TrainedModel, mentions: Mentions) -> Self {
-        let clf = ClassifierScorer::new(model.artifact.clone());
+        let mut clf = ClassifierScorer::new(model.artifact.clone());
+        clf.top_k = CANDIDATES_PER_SENTENCE;
         let index = label_index(model.artifact.labels());
         Self {
             model,
@@ -963,17 +969,17 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
                     p
                 })
                 .zip(job.validation)
-                .map(|(p, e)| ScoredSentence {
-                    doc: e.doc.clone(),
-                    gold: e.labels.iter().cloned().collect(),
-                    // Scores under 0.01 are dropped: they move a document's noisy-OR by
-                    // under 0.01 each (extraction keeps each sentence's 20 best instead).
-                    scores: labels
-                        .iter()
-                        .cloned()
-                        .zip(p)
-                        .filter(|(_, p)| *p >= 0.01)
-                        .collect(),
+                .map(|(p, e)| {
+                    // Each sentence's best, as the scorer proposes them to extraction.
+                    let mut scores: Vec<(TechniqueId, f32)> =
+                        labels.iter().cloned().zip(p).collect();
+                    scores.sort_by(|a, b| rank_order((&a.0, a.1), (&b.0, b.1)));
+                    scores.truncate(CANDIDATES_PER_SENTENCE);
+                    ScoredSentence {
+                        doc: e.doc.clone(),
+                        gold: e.labels.iter().cloned().collect(),
+                        scores,
+                    }
                 })
                 .collect();
             ttpmap_core::protocol::sentences::apply_document_rule(&mut out, rule);

@@ -70,8 +70,9 @@ pub struct EvalArgs {
     /// Techniques a retrieval method may propose on sentence datasets.
     #[arg(long, value_enum, default_value_t = LabelSpace::Catalog)]
     pub label_space: LabelSpace,
-    /// Candidates ranked per query (emulation) or proposed per sentence.
-    #[arg(long, default_value_t = 20)]
+    /// Candidates ranked per query (emulation) or proposed per sentence (by default as many
+    /// as the default model proposes to `extract`).
+    #[arg(long, default_value_t = ttpmap_ml::trained::CANDIDATES_PER_SENTENCE)]
     pub top_k: usize,
     /// Bootstrap resamples for the 95% confidence intervals.
     #[arg(long, default_value_t = eval::DEFAULT_BOOTSTRAP_RESAMPLES)]

@@ -38,7 +38,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ttpmap_core::eval::{self, DocF1Variant, Objective, ScoredSentence};
-use ttpmap_core::pipeline::{rank_order, DocumentRule, ScoreOptions, SentenceScorer};
+use ttpmap_core::pipeline::{DocumentRule, ScoreOptions, SentenceScorer};
 use ttpmap_core::software::{Citation, CitedIds, Software, SoftwareIndex};
 use ttpmap_core::{Evidence, Prediction, TechniqueId};
 
@@ -953,6 +953,8 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         let grid_thresholds = eval::default_grid();
         let floor = grid_thresholds.iter().copied().fold(f32::MAX, f32::min);
         let pairs = parent_pairs(&labels);
+        // The scorer's ranking of a row (no label space): what extraction proposes.
+        let ranking = ClassifierScorer::new(model.artifact.clone());
         let samples = |boost: Boosts,
                        cal: Calibration,
                        implied: bool,
@@ -969,17 +971,15 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
                     p
                 })
                 .zip(job.validation)
-                .map(|(p, e)| {
+                .map(|(p, e)| ScoredSentence {
+                    doc: e.doc.clone(),
+                    gold: e.labels.iter().cloned().collect(),
                     // Each sentence's best, as the scorer proposes them to extraction.
-                    let mut scores: Vec<(TechniqueId, f32)> =
-                        labels.iter().cloned().zip(p).collect();
-                    scores.sort_by(|a, b| rank_order((&a.0, a.1), (&b.0, b.1)));
-                    scores.truncate(CANDIDATES_PER_SENTENCE);
-                    ScoredSentence {
-                        doc: e.doc.clone(),
-                        gold: e.labels.iter().cloned().collect(),
-                        scores,
-                    }
+                    scores: ranking
+                        .label_scores(&p)
+                        .into_iter()
+                        .take(CANDIDATES_PER_SENTENCE)
+                        .collect(),
                 })
                 .collect();
             ttpmap_core::protocol::sentences::apply_document_rule(&mut out, rule);

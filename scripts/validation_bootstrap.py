@@ -2,7 +2,7 @@
 """Paired bootstrap of two document decisions on the default model's validation reports.
 
 Each side is DUMP:RULE:THRESHOLD, where DUMP is a file written by
-`ttpmap train default --package-only --dump-validation DUMP ...` (JSON lines {doc, gold, scores}:
+`ttpmap train default --package-only --dump-validation DUMP ...` (JSON lines {doc, text, gold, scores}:
 calibrated sentence scores with the chosen evidence weights and implied parents, TRAM2 reports
 already restricted to TRAM2's labels) and RULE is `max` (any sentence at the threshold) or
 `noisyorK` (noisy-OR of a technique's K best sentence scores). Per-document F1 is the mean over

@@ -5,7 +5,7 @@
 families (a technique and its sub-techniques count once, default 3), after the document rule has
 raised each technique's best sentence to the document confidence; `eval` and `package` score the
 sentence candidates without that cap. This replays both on a dump written by
-`ttpmap train default --package-only --dump-validation DUMP ...` (JSON lines {doc, gold, scores},
+`ttpmap train default --package-only --dump-validation DUMP ...` (JSON lines {doc, text, gold, scores},
 see scripts/validation_bootstrap.py) with the noisy-OR of the best 3 sentences, for caps 1-5 and
 none. Note: TRAM2 rows in the dump are already restricted to TRAM2's labels, so a capped family
 outside them is not counted there (the cap is slightly kinder than in extraction on TRAM2).

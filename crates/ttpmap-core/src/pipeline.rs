@@ -56,6 +56,15 @@ pub trait SentenceScorer: Send + Sync {
         DocumentRule::AnySentence
     }
 
+    /// Whether it reads `passage`, a text given as one input (a `rank` query, an emulation
+    /// step's description), as it is, or sentence by sentence (see [`score_passages`]).
+    /// Default: as it is (retrieval methods: BM25's bag of words, one dense vector, a
+    /// cross-encoder pair).
+    fn reads_whole(&self, passage: &str) -> bool {
+        let _ = passage;
+        true
+    }
+
     /// Applies the caller's settings (candidates per sentence, evidence, label space); a
     /// composite scorer passes them on to its parts. Default: ignores them.
     fn configure(&mut self, options: &ScoreOptions) {
@@ -244,6 +253,73 @@ impl DocumentRule {
         }
         out
     }
+}
+
+/// Scores each passage the way `scorer` reads one ([`SentenceScorer::reads_whole`]): as it is
+/// (the scorer's answer unchanged), or split into sentences ([`crate::ingest::split_sentences`])
+/// with each technique's passage score following the scorer's document rule over them, as
+/// `extract` scores a document ([`lift_predictions`]): with the noisy-OR rule, two sentences
+/// that each describe a technique raise it above either. A model trained on single sentences
+/// of at most 64 tokens would otherwise read only a long passage's first tokens. All texts go
+/// to the scorer in one call. A passage read by sentence gets its candidates sorted by
+/// [`rank_order`], one per technique (its best), with the sentence it comes from as evidence.
+pub fn score_passages(
+    scorer: &dyn SentenceScorer,
+    passages: &[&str],
+) -> Result<Vec<Vec<Prediction>>> {
+    let mut pieces: Vec<&str> = Vec::new();
+    let mut ranges = Vec::with_capacity(passages.len());
+    for &p in passages {
+        let start = pieces.len();
+        let parts: Vec<&str> = if scorer.reads_whole(p) {
+            Vec::new()
+        } else {
+            crate::ingest::split_sentences(p)
+                .iter()
+                .map(|s| p[s.start..s.end].trim())
+                .filter(|t| !t.is_empty())
+                .collect()
+        };
+        if parts.len() > 1 {
+            pieces.extend(parts);
+        } else {
+            pieces.push(p);
+        }
+        ranges.push(start..pieces.len());
+    }
+    let scored = scorer.score(&pieces)?;
+    if scored.len() != pieces.len() {
+        return Err(Error::InvalidArgument(format!(
+            "scorer {} returned {} results for {} sentences",
+            scorer.name(),
+            scored.len(),
+            pieces.len()
+        )));
+    }
+    let mut scored = scored.into_iter();
+    let rule = scorer.document_rule();
+    Ok(ranges
+        .into_iter()
+        .map(|r| {
+            let n = r.len();
+            let mut rows: Vec<Vec<Prediction>> = scored.by_ref().take(n).collect();
+            if n == 1 {
+                return rows.pop().unwrap_or_default();
+            }
+            lift_predictions(&mut rows, rule);
+            for (i, row) in rows.iter_mut().enumerate() {
+                for p in row.iter_mut().filter(|p| !p.evidence.reasons.is_empty()) {
+                    p.evidence
+                        .reasons
+                        .push(format!("sentence {} of {n}", i + 1));
+                }
+            }
+            let mut preds: Vec<Prediction> = rows.into_iter().flatten().collect();
+            sort_predictions(&mut preds);
+            dedup_by_technique(&mut preds);
+            preds
+        })
+        .collect())
 }
 
 /// Looks up catalog metadata for a technique (the catalog, in the application).
@@ -905,6 +981,83 @@ mod tests {
         let techniques = aggregate(&sentences, &no_lookup);
         let doc_ids: Vec<String> = techniques.iter().map(|t| t.technique.to_string()).collect();
         assert_eq!(doc_ids, ["T1059.001", "T1059"]);
+    }
+
+    /// [`KeywordScorer`] that reads a passage of more than 40 bytes sentence by sentence, with
+    /// the noisy-OR of the best 3, counting the texts it is given.
+    struct BySentence(std::sync::atomic::AtomicUsize);
+
+    impl SentenceScorer for BySentence {
+        fn name(&self) -> &str {
+            "by-sentence"
+        }
+        fn score(&self, sentences: &[&str]) -> Result<Vec<Vec<Prediction>>> {
+            self.0
+                .fetch_add(sentences.len(), std::sync::atomic::Ordering::Relaxed);
+            let mut out = KeywordScorer.score(sentences)?;
+            for p in out.iter_mut().flatten() {
+                p.evidence.reasons.push(format!("keyword {:.1}", p.score));
+            }
+            Ok(out)
+        }
+        fn document_rule(&self) -> DocumentRule {
+            DocumentRule::NoisyOr { top: 3 }
+        }
+        fn reads_whole(&self, passage: &str) -> bool {
+            passage.len() <= 40
+        }
+    }
+
+    #[test]
+    fn a_passage_is_read_whole_or_sentence_by_sentence_as_the_scorer_says() {
+        let passages = [
+            "They ran PowerShell. Then schtasks made it persist. PowerShell ran again.",
+            "One sentence with powershell",
+            "",
+            "Short: powershell. And schtasks.",
+        ];
+        // Whole: the scorer's own answer for each text.
+        assert_eq!(
+            score_passages(&KeywordScorer, &passages).unwrap(),
+            KeywordScorer.score(&passages).unwrap()
+        );
+        let scorer = BySentence(Default::default());
+        let out = score_passages(&scorer, &passages).unwrap();
+        // 3 sentences, then each one-sentence, empty or short passage as it is, in one call.
+        assert_eq!(scorer.0.load(std::sync::atomic::Ordering::Relaxed), 6);
+        assert_eq!(out.len(), 4);
+        let got = |i: usize| -> Vec<(String, f32)> {
+            out[i]
+                .iter()
+                .map(|p| (p.technique.to_string(), p.score))
+                .collect()
+        };
+        // T1059.001 in two sentences: 1 - 0.4 * 0.4; T1053.005 from its one sentence; T1082 in
+        // all three: 1 - 0.9^3. Best first, one entry per technique.
+        let first = got(0);
+        assert_eq!(
+            first.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+            ["T1059.001", "T1053.005", "T1082"]
+        );
+        for ((_, got), want) in first.iter().zip([0.84, 0.7, 0.271]) {
+            assert!((got - want).abs() < 1e-5, "{first:?}");
+        }
+        // The evidence says which sentence and how the confidence was combined.
+        let reasons = &out[0][0].evidence.reasons;
+        assert!(reasons[0].starts_with("keyword 0.6"), "{reasons:?}");
+        assert!(
+            reasons[1].starts_with("document confidence 0.840"),
+            "{reasons:?}"
+        );
+        assert_eq!(reasons.last().unwrap(), "sentence 1 of 3");
+        assert_eq!(
+            out[0][1].evidence.reasons.last().unwrap(),
+            "sentence 2 of 3"
+        );
+        // A passage of one sentence (or none), or one the scorer reads whole, is scored as it is.
+        for i in 1..4 {
+            assert_eq!(out[i], scorer.score(&[passages[i]]).unwrap()[0]);
+        }
     }
 
     #[test]

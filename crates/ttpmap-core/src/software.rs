@@ -389,6 +389,10 @@ impl SentenceScorer for CitingScorer {
         self.inner.document_rule()
     }
 
+    fn reads_whole(&self, passage: &str) -> bool {
+        self.inner.reads_whole(passage)
+    }
+
     fn configure(&mut self, options: &ScoreOptions) {
         self.with_evidence = options.with_evidence;
         self.label_space = options.label_space.clone();

@@ -617,6 +617,15 @@ impl Artifact {
         Ok(out)
     }
 
+    /// Whether `text` is read in full: it fits in the seeds' `max_length` tokens with its
+    /// special tokens (true for an artifact without seeds).
+    pub fn fits(&self, text: &str) -> Result<bool> {
+        match self.models.first() {
+            Some(m) => m.tokenizer().fits(text),
+            None => Ok(true),
+        }
+    }
+
     /// Ensemble probabilities: the mean over seeds, `[sentence][label]`.
     pub fn predict_proba(&self, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
         Ok(ensemble_mean(&self.predict_per_seed(sentences)?))

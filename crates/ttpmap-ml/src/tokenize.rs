@@ -183,6 +183,12 @@ impl TextTokenizer {
         self.encode_inner(text, true)
     }
 
+    /// Whether `text` fits in `max_length` tokens with its special tokens (encoding it would
+    /// truncate nothing).
+    pub fn fits(&self, text: &str) -> Result<bool> {
+        Ok(!self.encode_inner(text, false)?.truncated)
+    }
+
     fn encode_inner(&self, text: &str, warn: bool) -> Result<Encoded> {
         let enc = self.inner.encode(text, true).map_err(tok_err(None))?;
         Ok(self.finish(enc, warn, || preview(text)))

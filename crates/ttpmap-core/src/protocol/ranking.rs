@@ -15,7 +15,9 @@ use serde::Serialize;
 use crate::dataset::EmulationStep;
 use crate::error::{Error, Result};
 use crate::eval::{rank_metrics, render_table, RankOptions, RankReport, RankSummary, RankedQuery};
-use crate::pipeline::{reciprocal_rank_fusion, sort_predictions, PairScorer, SentenceScorer};
+use crate::pipeline::{
+    reciprocal_rank_fusion, score_passages, sort_predictions, PairScorer, SentenceScorer,
+};
 use crate::rerank_data::RerankQuery;
 use crate::retrieve::Bm25Index;
 use crate::TechniqueId;
@@ -84,7 +86,8 @@ impl EmulationReport {
 }
 
 /// Ranks every step's query (name and description) with `scorer` (configured by the caller
-/// for `top_k` candidates); `progress` gets the steps done after each chunk.
+/// for `top_k` candidates), read as the scorer reads a passage
+/// ([`crate::pipeline::score_passages`]); `progress` gets the steps done after each chunk.
 pub fn rank_queries(
     steps: &[EmulationStep],
     scorer: &dyn SentenceScorer,
@@ -96,7 +99,7 @@ pub fn rank_queries(
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut queries = Vec::with_capacity(steps.len());
     for (chunk_steps, chunk) in steps.chunks(64).zip(texts.chunks(64)) {
-        for (step, mut preds) in chunk_steps.iter().zip(scorer.score(chunk)?) {
+        for (step, mut preds) in chunk_steps.iter().zip(score_passages(scorer, chunk)?) {
             sort_predictions(&mut preds);
             queries.push(RankedQuery {
                 gold: BTreeSet::from([step.technique.clone()]),

@@ -7,7 +7,8 @@ use crate::methods::{bm25_index, MethodArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct RankArgs {
-    /// The text to rank techniques for (a sentence or a short description).
+    /// The text to rank techniques for (a sentence or a passage; the default model reads a
+    /// passage sentence by sentence).
     #[arg(value_name = "TEXT")]
     pub text: String,
     /// How many techniques to print.
@@ -141,8 +142,10 @@ fn print_rows(
     Ok(())
 }
 
-/// Any other method (the default one included): its top `--top` techniques for the text as one
-/// sentence, with the confidence `extract` and the API show and the method's evidence.
+/// Any other method (the default one included): its top `--top` techniques for the text, read
+/// as the method reads a passage (the default model: sentence by sentence, combined by its
+/// document rule, as `extract` would score the text as a document), with the confidence
+/// `extract` and the API show and the method's evidence.
 fn scored(assets: &Assets, args: &RankArgs) -> anyhow::Result<()> {
     let catalog = assets.catalog()?;
     let mut scorer = crate::methods::build(assets, &catalog, &args.method)?;
@@ -151,8 +154,7 @@ fn scored(assets: &Assets, args: &RankArgs) -> anyhow::Result<()> {
         with_evidence: true,
         label_space: None,
     });
-    let mut preds = scorer
-        .score(&[args.text.as_str()])?
+    let mut preds = ttpmap_core::pipeline::score_passages(scorer.as_ref(), &[args.text.as_str()])?
         .pop()
         .unwrap_or_default();
     ttpmap_core::pipeline::sort_predictions(&mut preds);

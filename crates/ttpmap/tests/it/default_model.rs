@@ -79,6 +79,45 @@ fn the_built_in_default_finds_powershell_and_the_scheduled_task() {
     }
 }
 
+/// `rank` of a passage longer than the model's 64 tokens reads it sentence by sentence (the
+/// model was trained on single sentences): a technique's confidence is what its sentence gets
+/// alone, and the evidence names the sentence. A passage that fits is read whole.
+#[test]
+fn rank_reads_a_long_passage_sentence_by_sentence() {
+    let cache = tempfile::tempdir().unwrap();
+    let second = "They created a scheduled task for persistence.";
+    let first = "The intrusion began in early March, when the operators, who had been active \
+                 against logistics, shipping and freight forwarding companies across three \
+                 continents since at least the previous autumn according to several vendors and \
+                 national agencies that tracked the same infrastructure, returned to a network \
+                 they had already mapped in detail.";
+    let rank = |text: &str| {
+        let out = ttpmap(cache.path(), None)
+            .args(["rank", "--json", "-k", "5", text])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().unwrap().clone()
+    };
+    let (long, alone) = (rank(&format!("{first} {second}")), rank(second));
+    assert_eq!(long[0]["technique"], "T1053.005", "{long:?}");
+    assert_eq!(alone[0]["technique"], "T1053.005", "{alone:?}");
+    assert_eq!(long[0]["score"], alone[0]["score"]);
+    let evidence = long[0]["evidence"].to_string();
+    assert!(evidence.contains("sentence 2 of 2"), "{evidence}");
+    // Short enough to read at once: no sentence is singled out.
+    let short = rank(&format!("The actor used PowerShell. {second}"));
+    assert!(
+        !short[0]["evidence"].to_string().contains("of 2"),
+        "{short:?}"
+    );
+}
+
 #[test]
 fn technique_ids_a_report_cites_are_found_with_the_citation_as_evidence() {
     let cache = tempfile::tempdir().unwrap();

@@ -306,7 +306,7 @@ pub fn score_passages(
             if n == 1 {
                 return rows.pop().unwrap_or_default();
             }
-            lift_predictions(&mut rows, rule);
+            lift_predictions(&mut rows, rule, &pieces[r.clone()]);
             for (i, row) in rows.iter_mut().enumerate() {
                 for p in row.iter_mut().filter(|p| !p.evidence.reasons.is_empty()) {
                     p.evidence
@@ -457,7 +457,7 @@ fn extract_batched(
         raw.extend(scored);
     }
     drop(score_span);
-    lift_predictions(&mut raw, scorer.document_rule());
+    lift_predictions(&mut raw, scorer.document_rule(), &texts);
 
     let _aggregate = tracing::info_span!("aggregate").entered();
     let mut sentences = Vec::new();
@@ -490,13 +490,40 @@ fn extract_batched(
     }))
 }
 
-/// Applies `rule` to one document's sentence predictions: a raised prediction gets the
-/// document confidence as its score and a reason saying where it comes from.
-pub fn lift_predictions(raw: &mut [Vec<Prediction>], rule: DocumentRule) {
+/// For each of one document's sentence texts, whether the same text (case and whitespace
+/// aside) came earlier in it: a repeated line (a PDF's running header or footer, a pull quote
+/// that repeats the body) is one piece of evidence, so the document rule counts it once (it
+/// keeps its own score).
+pub fn repeated_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::new();
+    texts
+        .into_iter()
+        .map(|t| {
+            let key: String = t
+                .split_whitespace()
+                .flat_map(|w| w.chars().chain([' ']))
+                .flat_map(char::to_lowercase)
+                .collect();
+            !seen.insert(key)
+        })
+        .collect()
+}
+
+/// Applies `rule` to one document's sentence predictions (`texts`: the sentences, for
+/// [`repeated_texts`]): a raised prediction gets the document confidence as its score and a
+/// reason saying where it comes from.
+pub fn lift_predictions(raw: &mut [Vec<Prediction>], rule: DocumentRule, texts: &[&str]) {
     let lifts = {
+        let repeated = repeated_texts(texts.iter().copied());
         let rows: Vec<Vec<(&TechniqueId, f32)>> = raw
             .iter()
-            .map(|r| r.iter().map(|p| (&p.technique, p.score)).collect())
+            .zip(repeated.iter().chain(std::iter::repeat(&false)))
+            .map(|(r, &again)| {
+                r.iter()
+                    .filter(|_| !again)
+                    .map(|p| (&p.technique, p.score))
+                    .collect()
+            })
             .collect();
         rule.lifts(&rows)
     };
@@ -1006,6 +1033,43 @@ mod tests {
         fn reads_whole(&self, passage: &str) -> bool {
             passage.len() <= 40
         }
+    }
+
+    /// A line repeated in a document (a PDF's running header) is one piece of evidence for the
+    /// document rule; another sentence saying the same is a second one.
+    #[test]
+    fn a_repeated_line_counts_once_in_the_document_rule() {
+        let scorer = BySentence(Default::default());
+        let header = "ACME report: schtasks persistence";
+        let run = |sentences: &[&str]| -> Vec<f32> {
+            let out = extract(
+                &doc(sentences),
+                &scorer,
+                &no_lookup,
+                "18.1",
+                &ExtractOptions::default(),
+            )
+            .unwrap();
+            out.sentences
+                .iter()
+                .flat_map(|s| &s.predictions)
+                .filter(|p| p.technique.to_string() == "T1053.005")
+                .map(|p| p.score)
+                .collect()
+        };
+        let repeated = run(&[
+            header,
+            "Body text here.",
+            header,
+            "acme REPORT:  schtasks persistence",
+        ]);
+        assert_eq!(repeated, [0.7, 0.7, 0.7], "{repeated:?}");
+        let distinct = run(&[header, "They ran schtasks again later."]);
+        assert!((distinct[0] - 0.91).abs() < 1e-5, "{distinct:?}");
+        assert_eq!(
+            repeated_texts(["a  b", "c", "A b", "a b c"]),
+            [false, false, true, false]
+        );
     }
 
     #[test]

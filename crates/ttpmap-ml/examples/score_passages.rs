@@ -76,7 +76,11 @@ fn main() -> BoxResult<()> {
             rows.iter_mut()
                 .for_each(|r| ttpmap_core::pipeline::sort_predictions(r));
             rows.into_iter()
-                .map(|r| r.into_iter().map(|p| (p.technique.to_string(), p.score)).collect())
+                .map(|r| {
+                    r.into_iter()
+                        .map(|p| (p.technique.to_string(), p.score))
+                        .collect()
+                })
                 .collect()
         };
         for (row, text) in ranked.into_iter().zip(chunk) {

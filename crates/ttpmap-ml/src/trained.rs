@@ -964,6 +964,7 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         let pairs = parent_pairs(&labels);
         // The scorer's ranking of a row (no label space): what extraction proposes.
         let ranking = ClassifierScorer::new(model.artifact.clone());
+        let texts: Vec<&str> = job.validation.iter().map(|e| e.text.as_str()).collect();
         let samples = |boost: Boosts,
                        cal: Calibration,
                        implied: bool,
@@ -991,7 +992,7 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
                         .collect(),
                 })
                 .collect();
-            ttpmap_core::protocol::sentences::apply_document_rule(&mut out, rule);
+            ttpmap_core::protocol::sentences::apply_document_rule(&mut out, rule, &texts);
             for (s, e) in out.iter_mut().zip(job.validation) {
                 // Scores under the lowest grid threshold can never be predicted.
                 s.scores.retain(|(l, p)| *p >= floor && e.annotates(l));

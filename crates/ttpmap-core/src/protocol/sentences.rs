@@ -33,6 +33,7 @@ pub fn score_dataset(
 ) -> Result<Vec<ScoredSentence>> {
     let sentences: Vec<_> = ds.documents.iter().flat_map(|d| &d.sentences).collect();
     let mut out = Vec::with_capacity(sentences.len());
+    let texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
     for chunk in sentences.chunks(CHUNK) {
         let texts: Vec<&str> = chunk.iter().map(|s| s.text.as_str()).collect();
         let preds = scorer.score(&texts)?;
@@ -45,12 +46,18 @@ pub fn score_dataset(
         }
         progress(out.len());
     }
-    apply_document_rule(&mut out, scorer.document_rule());
+    apply_document_rule(&mut out, scorer.document_rule(), &texts);
     Ok(out)
 }
 
-/// Applies `rule` to each document of `samples` (grouped by `doc`), as extraction does.
-pub fn apply_document_rule(samples: &mut [ScoredSentence], rule: crate::pipeline::DocumentRule) {
+/// Applies `rule` to each document of `samples` (grouped by `doc`), as extraction does;
+/// `texts` are the sentences of `samples` (a text repeated within a document counts once,
+/// [`crate::pipeline::repeated_texts`]).
+pub fn apply_document_rule(
+    samples: &mut [ScoredSentence],
+    rule: crate::pipeline::DocumentRule,
+    texts: &[&str],
+) {
     if rule == crate::pipeline::DocumentRule::AnySentence {
         return;
     }
@@ -60,9 +67,24 @@ pub fn apply_document_rule(samples: &mut [ScoredSentence], rule: crate::pipeline
     }
     for idx in docs.values() {
         let lifts = {
+            // Without one text per sample (a caller's mistake) nothing counts as repeated.
+            debug_assert_eq!(texts.len(), samples.len());
+            let repeated = if texts.len() == samples.len() {
+                crate::pipeline::repeated_texts(idx.iter().map(|&i| texts[i]))
+            } else {
+                vec![false; idx.len()]
+            };
             let rows: Vec<Vec<(&TechniqueId, f32)>> = idx
                 .iter()
-                .map(|&i| samples[i].scores.iter().map(|(t, p)| (t, *p)).collect())
+                .zip(repeated)
+                .map(|(&i, again)| {
+                    samples[i]
+                        .scores
+                        .iter()
+                        .filter(|_| !again)
+                        .map(|(t, p)| (t, *p))
+                        .collect()
+                })
                 .collect();
             rule.lifts(&rows)
         };
@@ -500,16 +522,30 @@ mod tests {
             sentence("a", &[], &[("T1059", 0.3)]),
         ];
         let before = samples.clone();
-        apply_document_rule(&mut samples, crate::pipeline::DocumentRule::AnySentence);
+        let texts = ["One.", "Two.", "Three."];
+        apply_document_rule(
+            &mut samples,
+            crate::pipeline::DocumentRule::AnySentence,
+            &texts,
+        );
         assert_eq!(samples, before);
         apply_document_rule(
             &mut samples,
             crate::pipeline::DocumentRule::NoisyOr { top: 3 },
+            &texts,
         );
         // Document a: 1 - 0.7^2 = 0.51 on its first sentence; b has one sentence.
         assert!((samples[0].scores[0].1 - 0.51).abs() < 1e-6);
         assert_eq!(samples[1].scores[0].1, 0.3);
         assert_eq!(samples[2].scores[0].1, 0.3);
+        // The same sentence twice in a document (a running header) is one piece of evidence.
+        let mut again = before.clone();
+        apply_document_rule(
+            &mut again,
+            crate::pipeline::DocumentRule::NoisyOr { top: 3 },
+            &["Header  line", "Two.", "header line"],
+        );
+        assert_eq!(again, before);
     }
 
     /// Two documents; at 0.5 document a predicts {T1059} (gold {T1059, T1003}: P 1, R 0.5,

@@ -146,7 +146,7 @@ pub fn extract(source: &str, bytes: &[u8], limits: &PdfLimits) -> Result<PdfText
         stats,
     } = loaded;
     let title = info_title(&doc);
-    let mut text = String::new();
+    let mut page_texts: Vec<String> = Vec::new();
     let mut read = 0;
     let mut failed = Vec::new();
     let mut spent = 0u64;
@@ -180,8 +180,7 @@ pub fn extract(source: &str, bytes: &[u8], limits: &PdfLimits) -> Result<PdfText
                 if page_text.chars().any(char::is_alphanumeric) {
                     read += 1;
                 }
-                text.push_str(&page_text);
-                text.push('\n');
+                page_texts.push(page_text);
             }
             Ok(Err(e)) => {
                 failed.push(n);
@@ -196,6 +195,15 @@ pub fn extract(source: &str, bytes: &[u8], limits: &PdfLimits) -> Result<PdfText
                 ));
             }
         }
+    }
+    let running = strip_running_lines(&mut page_texts);
+    if !running.is_empty() {
+        tracing::debug!(source, lines = ?running, "running headers and footers removed");
+    }
+    let mut text = String::new();
+    for page in &page_texts {
+        text.push_str(page);
+        text.push('\n');
     }
     if !text.chars().any(char::is_alphanumeric) {
         if !failed.is_empty() {
@@ -219,6 +227,93 @@ pub fn extract(source: &str, bytes: &[u8], limits: &PdfLimits) -> Result<PdfText
         pages_read: read,
         stats,
     })
+}
+
+/// Lines within this many non-empty lines of a page's top or bottom can be running headers or
+/// footers.
+const RUNNING_EDGE: usize = 3;
+
+/// Removes running headers and footers: a line near the top or bottom of a page
+/// ([`RUNNING_EDGE`]) whose text, with digits taken as equal ("Page 3 of 20", "ACME | April
+/// 2026 | 7"), recurs near the top or bottom of at least half of the pages (and at least 3).
+/// Extracted as text they would be scored on every page (and counted as repeated evidence) and
+/// split the sentences that run across a page break. Returns the distinct lines removed (first
+/// occurrence). Documents of fewer than 3 pages are left as they are; lines over 150
+/// characters never count as running. Linear in the text.
+fn strip_running_lines(pages: &mut [String]) -> Vec<String> {
+    use std::collections::{HashMap, HashSet};
+    if pages.len() < 3 {
+        return Vec::new();
+    }
+    let key = |line: &str| -> Option<String> {
+        let k: String = line
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .flat_map(char::to_lowercase)
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        (!k.is_empty() && k.chars().count() <= 150).then_some(k)
+    };
+    // Indices (into the page's lines) of the edge lines of a page.
+    let edges = |lines: &[&str]| -> Vec<usize> {
+        let filled: Vec<usize> = (0..lines.len())
+            .filter(|&i| !lines[i].trim().is_empty())
+            .collect();
+        let mut e: Vec<usize> = filled.iter().take(RUNNING_EDGE).copied().collect();
+        e.extend(filled.iter().rev().take(RUNNING_EDGE).copied());
+        e.sort_unstable();
+        e.dedup();
+        e
+    };
+    let mut pages_with: HashMap<String, usize> = HashMap::new();
+    for page in pages.iter() {
+        let lines: Vec<&str> = page.split('\n').collect();
+        let keys: HashSet<String> = edges(&lines)
+            .into_iter()
+            .filter_map(|i| key(lines[i]))
+            .collect();
+        for k in keys {
+            *pages_with.entry(k).or_default() += 1;
+        }
+    }
+    let needed = pages.len().div_ceil(2).max(3);
+    let running: HashSet<&String> = pages_with
+        .iter()
+        .filter(|(_, &n)| n >= needed)
+        .map(|(k, _)| k)
+        .collect();
+    if running.is_empty() {
+        return Vec::new();
+    }
+    let mut removed: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for page in pages.iter_mut() {
+        let lines: Vec<&str> = page.split('\n').collect();
+        let drop: HashSet<usize> = edges(&lines)
+            .into_iter()
+            .filter(|&i| key(lines[i]).is_some_and(|k| running.contains(&k)))
+            .collect();
+        if drop.is_empty() {
+            continue;
+        }
+        let mut first: Vec<usize> = drop.iter().copied().collect();
+        first.sort_unstable();
+        for i in first {
+            if seen.insert(key(lines[i]).unwrap_or_default()) {
+                removed.push(lines[i].trim().to_string());
+            }
+        }
+        let kept: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !drop.contains(i))
+            .map(|(_, l)| *l)
+            .collect();
+        *page = kept.join("\n");
+    }
+    removed
 }
 
 /// `/Title` of the document information dictionary, when it is a non-empty string.
@@ -360,6 +455,97 @@ mod tests {
         let ok = run(pdf, 64 << 20).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(ok.text.contains("Hello bomb test"), "{name}: {}", ok.text);
         assert!(ok.stats.bytes_decoded >= 4 << 20, "{name}");
+    }
+
+    /// A PDF of `pages`, each a list of lines drawn top down in Helvetica.
+    fn pdf_of_pages(pages: &[Vec<String>]) -> Vec<u8> {
+        let n = pages.len();
+        let kids: Vec<String> = (0..n).map(|i| format!("{} 0 R", 4 + 2 * i)).collect();
+        let mut objs: Vec<Vec<u8>> = vec![
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            format!("<< /Type /Pages /Kids [{}] /Count {n} >>", kids.join(" ")).into_bytes(),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
+        ];
+        for (i, lines) in pages.iter().enumerate() {
+            objs.push(
+                format!(
+                    "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {} 0 R \
+                     /Resources << /Font << /F1 3 0 R >> >> >>",
+                    5 + 2 * i
+                )
+                .into_bytes(),
+            );
+            let content: String = lines
+                .iter()
+                .enumerate()
+                .map(|(j, l)| format!("BT /F1 10 Tf 72 {} Td ({l}) Tj ET\n", 760 - 20 * j))
+                .collect();
+            objs.push(
+                format!(
+                    "<< /Length {} >>\nstream\n{content}\nendstream",
+                    content.len()
+                )
+                .into_bytes(),
+            );
+        }
+        write_pdf(&objs, "")
+    }
+
+    /// Running headers and footers (digits aside) are removed from every page of a document of
+    /// 3 or more pages; body lines, and lines that recur on fewer than half the pages, stay.
+    #[test]
+    fn running_headers_and_footers_are_removed() {
+        let page = |i: usize, body: &[&str]| -> Vec<String> {
+            let mut v = vec!["ACME Threat Intelligence | Spearphishing Campaign".to_string()];
+            v.extend(body.iter().map(|b| b.to_string()));
+            v.push(format!("Page {i} of 4"));
+            v
+        };
+        let pages = vec![
+            page(1, &["The actor sent emails with a macro.", "Summary"]),
+            page(2, &["They ran PowerShell to download a payload."]),
+            page(3, &["Summary", "A scheduled task kept it running."]),
+            page(4, &["Indicators follow."]),
+        ];
+        let out = run(&pdf_of_pages(&pages), 1 << 20).unwrap();
+        for body in [
+            "The actor sent emails with a macro.",
+            "They ran PowerShell to download a payload.",
+            "A scheduled task kept it running.",
+            "Indicators follow.",
+        ] {
+            assert!(out.text.contains(body), "{body}: {}", out.text);
+        }
+        // "Summary" is at an edge of 2 of the 4 pages: under the 3 needed.
+        assert_eq!(out.text.matches("Summary").count(), 2, "{}", out.text);
+        assert!(!out.text.contains("ACME"), "{}", out.text);
+        assert!(!out.text.contains("Page "), "{}", out.text);
+        // Two pages: nothing is taken for a running line.
+        let out = run(&pdf_of_pages(&pages[..2]), 1 << 20).unwrap();
+        assert_eq!(out.text.matches("ACME").count(), 2, "{}", out.text);
+    }
+
+    #[test]
+    fn strip_running_lines_looks_at_page_edges_only() {
+        let words = ["alpha", "bravo", "charlie", "delta"];
+        let mut pages: Vec<String> = (1..=4)
+            .map(|i| {
+                let w = words[i - 1];
+                format!(
+                    "\n  Report  {i}\nOne {w}.\nTwo {w}.\nThree {w}.\nReport {i}\nFour {w}.\n\
+                     Five {w}.\nSix {w}.\n{i}\n"
+                )
+            })
+            .collect();
+        let removed = strip_running_lines(&mut pages);
+        assert_eq!(removed, ["Report  1", "1"]);
+        // The "Report" line in the middle of each page (not within 3 lines of an edge) stays,
+        // and so do the body lines.
+        assert_eq!(
+            pages[1],
+            "\nOne bravo.\nTwo bravo.\nThree bravo.\nReport 2\nFour bravo.\nFive bravo.\n\
+             Six bravo.\n"
+        );
     }
 
     #[test]

@@ -513,6 +513,13 @@ impl SentenceScorer for ClassifierScorer {
         self.tuned_threshold()
     }
 
+    /// Trained on single sentences of at most `max_length` tokens, like the default model: a
+    /// longer passage is read sentence by sentence (best sentence per technique, its document
+    /// rule), one that fits whole.
+    fn reads_whole(&self, passage: &str) -> bool {
+        self.artifact.fits(passage).unwrap_or(true)
+    }
+
     fn configure(&mut self, options: &ScoreOptions) {
         options.store(
             &mut self.top_k,

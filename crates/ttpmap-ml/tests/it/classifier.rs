@@ -856,3 +856,36 @@ mod fit {
         );
     }
 }
+
+/// A passage over the classifier's `max_length` (16 tokens in the fixture) is read sentence by
+/// sentence: each technique gets its best sentence score (the classifier's rule is any
+/// sentence); a passage that fits is read whole.
+#[test]
+fn a_long_passage_is_read_sentence_by_sentence() {
+    use ttpmap_core::pipeline::{score_passages, SentenceScorer};
+    use ttpmap_ml::ClassifierScorer;
+    let mut scorer = ClassifierScorer::new(Artifact::open(fixture_dir(), &Device::Cpu).unwrap());
+    scorer.top_k = 1000;
+    let (a, b) = (SENTENCES[0], SENTENCES[1]);
+    assert!(scorer.reads_whole(a) && scorer.reads_whole(b));
+    let passage = format!("{a} {b}");
+    assert!(!scorer.reads_whole(&passage));
+    let got = score_passages(&scorer, &[&passage, a]).unwrap();
+    let alone = scorer.score(&[a, b]).unwrap();
+    let best = |t: &ttpmap_core::TechniqueId| {
+        alone
+            .iter()
+            .flatten()
+            .filter(|p| &p.technique == t)
+            .map(|p| p.score)
+            .fold(f32::MIN, f32::max)
+    };
+    assert!(!got[0].is_empty());
+    for p in &got[0] {
+        assert_eq!(p.score, best(&p.technique), "{}", p.technique);
+    }
+    // One prediction per technique, best first.
+    assert!(got[0].windows(2).all(|w| w[0].score >= w[1].score));
+    // The short one: the classifier's own answer.
+    assert_eq!(got[1], alone[0]);
+}

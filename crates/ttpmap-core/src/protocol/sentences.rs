@@ -33,7 +33,7 @@ pub fn score_dataset(
 ) -> Result<Vec<ScoredSentence>> {
     let sentences: Vec<_> = ds.documents.iter().flat_map(|d| &d.sentences).collect();
     let mut out = Vec::with_capacity(sentences.len());
-    let texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
+    let all_texts: Vec<&str> = sentences.iter().map(|s| s.text.as_str()).collect();
     for chunk in sentences.chunks(CHUNK) {
         let texts: Vec<&str> = chunk.iter().map(|s| s.text.as_str()).collect();
         let preds = scorer.score(&texts)?;
@@ -46,7 +46,7 @@ pub fn score_dataset(
         }
         progress(out.len());
     }
-    apply_document_rule(&mut out, scorer.document_rule(), &texts);
+    apply_document_rule(&mut out, scorer.document_rule(), &all_texts);
     Ok(out)
 }
 

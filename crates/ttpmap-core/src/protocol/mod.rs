@@ -21,7 +21,7 @@ pub use ranking::{
     RerankRows,
 };
 pub use sentences::{
-    choose_threshold, metrics_at, per_seed_results, score_dataset, AtThreshold, Bootstrap,
-    OperatingPoints, SeedInfo, SeedScores, SeedTest, SentenceEvalReport, SentenceEvalSetup,
-    ThresholdSource,
+    candidate_recall, choose_threshold, metrics_at, per_seed_results, score_dataset, AtThreshold,
+    Bootstrap, CandidateRecall, OperatingPoints, SeedInfo, SeedScores, SeedTest,
+    SentenceEvalReport, SentenceEvalSetup, ThresholdSource,
 };

@@ -346,6 +346,59 @@ pub fn per_seed_results(
         .collect()
 }
 
+/// Candidate recall: of the gold techniques of the labelled sentences (each sentence and
+/// technique counted once), the share among that sentence's own `top_k` candidates (after the
+/// document rule): what the candidate stage hands on, whatever the threshold. (Per document it
+/// says little: a report's sentences together propose nearly every technique.)
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CandidateRecall {
+    pub top_k: usize,
+    /// Gold labels in the vocabulary, and all gold labels.
+    pub in_vocabulary: f64,
+    pub all_gold: f64,
+    /// Gold (sentence, technique) pairs counted, in the vocabulary and all.
+    pub gold_in_vocabulary: usize,
+    pub gold_all: usize,
+}
+
+/// [`CandidateRecall`] of `scores` (the candidates as scored; a scorer that lists every label,
+/// such as the classifier's per-seed pass, is cut to its best `top_k`); `vocab` is the training
+/// split's label set.
+pub fn candidate_recall(
+    scores: &[ScoredSentence],
+    top_k: usize,
+    vocab: &BTreeSet<TechniqueId>,
+) -> CandidateRecall {
+    let (mut found, mut gold, mut found_v, mut gold_v) = (0usize, 0usize, 0usize, 0usize);
+    for s in scores.iter().filter(|s| !s.gold.is_empty()) {
+        let mut ranked: Vec<(&TechniqueId, f32)> = s
+            .scores
+            .iter()
+            .filter(|(_, p)| *p > 0.0)
+            .map(|(t, p)| (t, *p))
+            .collect();
+        ranked.sort_by(|a, b| crate::pipeline::rank_order(*a, *b));
+        ranked.truncate(top_k);
+        for g in &s.gold {
+            let hit = ranked.iter().any(|(t, _)| *t == g);
+            gold += 1;
+            found += usize::from(hit);
+            if vocab.contains(g) {
+                gold_v += 1;
+                found_v += usize::from(hit);
+            }
+        }
+    }
+    let share = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    CandidateRecall {
+        top_k,
+        in_vocabulary: share(found_v, gold_v),
+        all_gold: share(found, gold),
+        gold_in_vocabulary: gold_v,
+        gold_all: gold,
+    }
+}
+
 /// How the evaluation was set up (names as the CLI spells them).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SentenceEvalSetup {
@@ -373,6 +426,8 @@ pub struct SentenceEvalReport {
     pub classifier_thresholds: Option<OperatingPoints>,
     /// A trained model's figures at its untuned threshold.
     pub at_default_threshold: Option<AtThreshold>,
+    /// The most any threshold could find (see [`CandidateRecall`]).
+    pub candidate_recall: CandidateRecall,
     pub per_seed: Vec<SeedTest>,
     /// Sentences and documents of the test split.
     pub sentences: usize,
@@ -431,6 +486,23 @@ impl SentenceEvalReport {
         push_at(String::new(), h);
         if let Some(d) = &self.at_default_threshold {
             push_at(format!(", at {:.2}", d.threshold), d);
+        }
+        let c = &self.candidate_recall;
+        for (name, v) in [
+            ("in-vocabulary", c.in_vocabulary),
+            ("all gold labels", c.all_gold),
+        ] {
+            rows.push(vec![
+                format!("candidate recall@{} of labelled sentences, {name}", c.top_k),
+                pct(v),
+                String::new(),
+                if name == "in-vocabulary" {
+                    c.gold_in_vocabulary
+                } else {
+                    c.gold_all
+                }
+                .to_string(),
+            ]);
         }
         out += &render_table(&["metric", "value", "95% CI", "n"], &rows);
         if !self.per_seed.is_empty() {
@@ -546,6 +618,28 @@ mod tests {
             &["Header  line", "Two.", "header line"],
         );
         assert_eq!(again, before);
+    }
+
+    #[test]
+    fn candidate_recall_is_the_share_of_gold_among_each_sentences_best_k() {
+        let samples = vec![
+            sentence("a", &["T1059", "T1003"], &[("T1059", 0.01), ("T1105", 0.9)]),
+            sentence("a", &[], &[("T1027", 0.5), ("T1003", 0.2)]),
+            sentence("b", &["T1566"], &[("T1566", 0.3), ("T1003", 0.0)]),
+            sentence("c", &["T1003"], &[("T1003", 0.0)]),
+        ];
+        let vocab: BTreeSet<TechniqueId> = ["T1059", "T1566"]
+            .iter()
+            .map(|t| TechniqueId::parse(t).unwrap())
+            .collect();
+        // Top 2: T1059 and T1566 found, T1003 of a (only in another sentence) and of c (score
+        // 0) not: 2 of 4; in the vocabulary 2 of 2.
+        let r = candidate_recall(&samples, 2, &vocab);
+        assert_eq!((r.gold_all, r.gold_in_vocabulary), (4, 2));
+        assert_eq!((r.all_gold, r.in_vocabulary), (0.5, 1.0));
+        // Top 1: a's T1105 first, so only T1566.
+        let r = candidate_recall(&samples, 1, &vocab);
+        assert_eq!((r.top_k, r.all_gold, r.in_vocabulary), (1, 0.25, 0.5));
     }
 
     /// Two documents; at 0.5 document a predicts {T1059} (gold {T1059, T1003}: P 1, R 0.5,

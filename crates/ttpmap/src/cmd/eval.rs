@@ -238,6 +238,7 @@ fn eval_sentences(
         train_objective_per_document_f1_in_vocabulary: tuned.map(|t| t.objective_value),
         classifier_thresholds: points,
         at_default_threshold: at_default,
+        candidate_recall: protocol::candidate_recall(&test_scores, args.top_k, &vocab),
         per_seed,
         sentences: test_scores.len(),
         documents: test.documents.len(),

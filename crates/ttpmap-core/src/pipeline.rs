@@ -287,16 +287,7 @@ pub fn score_passages(
         }
         ranges.push(start..pieces.len());
     }
-    let scored = scorer.score(&pieces)?;
-    if scored.len() != pieces.len() {
-        return Err(Error::InvalidArgument(format!(
-            "scorer {} returned {} results for {} sentences",
-            scorer.name(),
-            scored.len(),
-            pieces.len()
-        )));
-    }
-    let mut scored = scored.into_iter();
+    let mut scored = score_each(scorer, &pieces)?.into_iter();
     let rule = scorer.document_rule();
     Ok(ranges
         .into_iter()
@@ -320,6 +311,20 @@ pub fn score_passages(
             preds
         })
         .collect())
+}
+
+/// `scorer.score(texts)`, checked to give one result per text.
+fn score_each(scorer: &dyn SentenceScorer, texts: &[&str]) -> Result<Vec<Vec<Prediction>>> {
+    let scored = scorer.score(texts)?;
+    if scored.len() != texts.len() {
+        return Err(Error::InvalidArgument(format!(
+            "scorer {} returned {} results for {} sentences",
+            scorer.name(),
+            scored.len(),
+            texts.len()
+        )));
+    }
+    Ok(scored)
 }
 
 /// Looks up catalog metadata for a technique (the catalog, in the application).
@@ -445,16 +450,7 @@ fn extract_batched(
         if cancelled() {
             return Ok(None);
         }
-        let scored = scorer.score(chunk)?;
-        if scored.len() != chunk.len() {
-            return Err(Error::InvalidArgument(format!(
-                "scorer {} returned {} results for {} sentences",
-                scorer.name(),
-                scored.len(),
-                chunk.len()
-            )));
-        }
-        raw.extend(scored);
+        raw.extend(score_each(scorer, chunk)?);
     }
     drop(score_span);
     lift_predictions(&mut raw, scorer.document_rule(), &texts);

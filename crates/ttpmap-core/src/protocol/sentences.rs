@@ -65,10 +65,10 @@ pub fn apply_document_rule(
     for (i, s) in samples.iter().enumerate() {
         docs.entry(s.doc.clone()).or_default().push(i);
     }
+    // Without one text per sample (a caller's mistake) nothing counts as repeated.
+    debug_assert_eq!(texts.len(), samples.len());
     for idx in docs.values() {
         let lifts = {
-            // Without one text per sample (a caller's mistake) nothing counts as repeated.
-            debug_assert_eq!(texts.len(), samples.len());
             let repeated = if texts.len() == samples.len() {
                 crate::pipeline::repeated_texts(idx.iter().map(|&i| texts[i]))
             } else {

@@ -34,15 +34,19 @@ fn ttpmap(cache: &Path, data: Option<&Path>) -> Command {
     c
 }
 
-fn ok(out: &Output) -> serde_json::Value {
+/// The JSON a successful command printed.
+fn json_of(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn ok(out: &Output) -> serde_json::Value {
     // One extraction per input file.
-    v[0].clone()
+    json_of(out)[0].clone()
 }
 
 /// `extract --format json` of `text` written to `cache/name` with the built-in default.
@@ -96,13 +100,7 @@ fn rank_reads_a_long_passage_sentence_by_sentence() {
             .args(["rank", "--json", "-k", "5", text])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array().unwrap().clone()
+        json_of(&out).as_array().unwrap().clone()
     };
     let (long, alone) = (rank(&format!("{first} {second}")), rank(second));
     assert_eq!(long[0]["technique"], "T1053.005", "{long:?}");

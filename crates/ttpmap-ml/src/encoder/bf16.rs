@@ -7,11 +7,13 @@
 //! rounds the activations to bf16 (`vcvtne2ps2bf16`) and accumulates in f32, so the only error
 //! is the two roundings (8-bit mantissas).
 //!
-//! Measured (docs/results.md, "Speed"): on our 2-vCPU Xeon with AVX512_BF16 this path is
-//! *slower* than candle's f32 GEMM (75-85 vs 118 sentences/s): there `vdpbf16ps` issues at
-//! the rate of the two f32 FMA ports together, so bf16 doubles nothing, and gemm's f32 kernel is
-//! the better tuned one. f32 therefore stays the default ([`Precision::detect`]); bf16 is
-//! opt-in (`TTPMAP_PRECISION=bf16`) for CPUs where it pays, with its own parity tolerance.
+//! Where the CPU has AMX (Sapphire Rapids and later) and the OS grants the tile state, the
+//! same panels feed AMX tiles (`tdpbf16ps`, [`amx`]), and that is the default there
+//! ([`Precision::detect`]): 1.3-1.6x the f32 encoder with per-document F1 and P@1 within 0.1
+//! points (docs/results.md, "Speed"). The AVX512_BF16 kernel alone is *slower* than candle's
+//! f32 GEMM (75-85 vs 118 sentences/s on a 2-vCPU Xeon: `vdpbf16ps` issues at the rate of the
+//! two f32 FMA ports together, so bf16 doubles nothing), so without AMX f32 stays the default
+//! and that kernel is opt-in (`TTPMAP_PRECISION=bf16`); bf16 has its own parity tolerance.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -27,19 +29,41 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The inference precision: bf16 when `TTPMAP_PRECISION=bf16` and this CPU has
-    /// AVX512_BF16, else f32 (the default: the faster one on the CPUs we measured).
+    /// The inference precision. `TTPMAP_PRECISION=fp32` or `=bf16` chooses (bf16 only where
+    /// the CPU has AVX512_BF16, else f32); otherwise bf16 where this CPU and OS offer AMX
+    /// tiles ([`amx_supported`]: 1.3-1.6x the f32 encoder, per-document F1 and P@1 within
+    /// 0.1 points of f32, docs/results.md) and f32 everywhere else (the AVX512_BF16 kernel
+    /// alone was slower than f32 on the CPUs we measured).
     pub fn detect() -> Precision {
         static P: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
         *P.get_or_init(|| {
-            let asked_bf16 =
-                std::env::var("TTPMAP_PRECISION").is_ok_and(|v| v.eq_ignore_ascii_case("bf16"));
-            if asked_bf16 && bf16_supported() {
-                Precision::Bf16
-            } else {
-                Precision::Fp32
+            let asked = std::env::var("TTPMAP_PRECISION").ok();
+            match asked.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Some("fp32" | "f32") => Precision::Fp32,
+                Some("bf16") if bf16_supported() => Precision::Bf16,
+                Some("bf16") => {
+                    tracing::warn!("TTPMAP_PRECISION=bf16: this CPU has no AVX512_BF16, using f32");
+                    Precision::Fp32
+                }
+                Some(other) if !other.is_empty() => {
+                    tracing::warn!(
+                        "TTPMAP_PRECISION={other} is not a precision (fp32 or bf16); choosing \
+                         by CPU"
+                    );
+                    Self::by_cpu()
+                }
+                _ => Self::by_cpu(),
             }
         })
+    }
+
+    /// bf16 where AMX tiles run it, else f32.
+    fn by_cpu() -> Precision {
+        if amx_supported() {
+            Precision::Bf16
+        } else {
+            Precision::Fp32
+        }
     }
 }
 
@@ -54,6 +78,42 @@ pub fn bf16_supported() -> bool {
     {
         false
     }
+}
+
+/// Whether this CPU has AMX bf16 tiles (`tdpbf16ps`: a 16x32 by 32x16 bf16 product into
+/// 16x16 f32 per instruction) and the OS lets this process use them (Linux asks each process
+/// to request the tile state, `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`).
+/// `TTPMAP_AMX=0` turns the tiles off (the AVX512_BF16 kernel is used instead).
+pub fn amx_supported() -> bool {
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| {
+        if std::env::var("TTPMAP_AMX").is_ok_and(|v| v == "0") || !bf16_supported() {
+            return false;
+        }
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a request for a permission; it changes no memory of ours.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
+            };
+            r == 0
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
 }
 
 /// Columns per packed weight panel (two zmm registers of f32 accumulators).
@@ -135,6 +195,12 @@ impl Bf16Linear {
 
     /// `x` `[.., k]` (f32) -> `[.., n]`. Errors on a CPU without AVX512_BF16.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, self.uses_amx())
+    }
+
+    /// [`Bf16Linear::forward`] on AMX tiles (`tiles`, which needs [`Bf16Linear::uses_amx`])
+    /// or on the AVX512_BF16 kernel.
+    fn forward_with(&self, x: &Tensor, tiles: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let k = *dims.last().unwrap_or(&0);
         if k != self.k {
@@ -148,36 +214,74 @@ impl Bf16Linear {
                 "bf16 linear layers need AVX512_BF16 (use the f32 path)".into(),
             ));
         }
+        if tiles && !self.uses_amx() {
+            return Err(Error::InvalidArgument(
+                "AMX tiles are not available for this layer (use the AVX512_BF16 kernel)".into(),
+            ));
+        }
         let m = x.elem_count() / k.max(1);
-        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let a = self.round_rows(&xs, m);
-        let mut out = vec![0f32; m * self.n];
-        let threads = candle_core::utils::get_num_threads().clamp(1, m.div_ceil(ROWS).max(1));
-        let rows_per = m.div_ceil(threads).div_ceil(ROWS) * ROWS;
-        std::thread::scope(|s| {
-            let mut rest: &mut [f32] = &mut out;
+        // The input's own memory when it is a contiguous f32 tensor (the encoder's always
+        // are), else a copy.
+        let copy;
+        let (storage, layout) = x.storage_and_layout();
+        let xs: &[f32] = match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(cpu), Some((from, to))) if x.dtype() == DType::F32 => {
+                &cpu.as_slice::<f32>()?[from..to]
+            }
+            _ => {
+                copy = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                &copy
+            }
+        };
+        // AMX works on whole 16-row tiles, two at a time: rows are padded to 32 with zeros
+        // and the padding's output dropped.
+        let (unit, m_pad) = if tiles {
+            (amx::ROWS, m.div_ceil(amx::ROWS) * amx::ROWS)
+        } else {
+            (ROWS, m)
+        };
+        let n = self.n;
+        let mut out: Vec<f32> = Vec::with_capacity(m_pad * n);
+        let threads = candle_core::utils::get_num_threads().clamp(1, m_pad.div_ceil(unit).max(1));
+        let rows_per = m_pad.div_ceil(threads).div_ceil(unit) * unit;
+        // On the thread pool candle runs on (warm threads, no spawn per call).
+        rayon::scope(|s| {
+            let mut rest = &mut out.spare_capacity_mut()[..m_pad * n];
             let mut start = 0;
-            while start < m {
-                let rows = rows_per.min(m - start);
-                let (chunk, tail) = rest.split_at_mut(rows * self.n);
+            while start < m_pad {
+                let rows = rows_per.min(m_pad - start);
+                let (chunk, tail) = rest.split_at_mut(rows * n);
                 rest = tail;
-                let a = &a[start * self.k2 / 2..(start + rows) * self.k2 / 2];
-                s.spawn(move || self.rows_into(a, rows, chunk));
+                // The real rows of this chunk (the rest is padding).
+                let x = &xs[(start * k).min(xs.len())..((start + rows) * k).min(xs.len())];
+                s.spawn(move |_| {
+                    let a = self.round_rows(x, rows);
+                    // Both kernels write every value of their rows (AMX stores whole tiles,
+                    // the AVX512_BF16 kernel every column j < n of every row), so the
+                    // chunk is initialised after `rows_into`; zeroed first all the same for
+                    // the AVX512_BF16 kernel, which writes through a `&mut [f32]`.
+                    if !tiles {
+                        chunk.fill(std::mem::MaybeUninit::new(0.0));
+                    }
+                    self.rows_into(&a, rows, chunk, tiles);
+                });
                 start += rows;
             }
         });
+        // SAFETY: the chunks cover `m_pad * n` values and every one was written above.
+        unsafe { out.set_len(m_pad * n) };
+        out.truncate(m * n);
         let mut shape = dims;
-        *shape.last_mut().unwrap() = self.n;
+        *shape.last_mut().unwrap() = n;
         Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
     }
 
-    /// Rows of `x` (`m` x `k` f32) as bf16 pairs, each row padded to `k2`.
-    fn round_rows(&self, x: &[f32], m: usize) -> Vec<u32> {
+    /// The `x.len() / k` rows of `x` (f32) as bf16 pairs, each row padded to `k2`, and then
+    /// zero rows up to `rows`.
+    fn round_rows(&self, x: &[f32], rows: usize) -> Vec<u32> {
         let pairs = self.k2 / 2;
-        let mut a = vec![0u32; m * pairs];
-        for r in 0..m {
-            let row = &x[r * self.k..(r + 1) * self.k];
-            let dst = &mut a[r * pairs..(r + 1) * pairs];
+        let mut a = vec![0u32; rows * pairs];
+        for (row, dst) in x.chunks_exact(self.k).zip(a.chunks_exact_mut(pairs)) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forward checked AVX512_BF16 + AVX512F; slices are bounds-checked.
             unsafe {
@@ -193,16 +297,44 @@ impl Bf16Linear {
         a
     }
 
-    /// `rows` rows of bf16 pairs `a` into `out` (`rows` x `n`), bias added.
-    fn rows_into(&self, a: &[u32], rows: usize, out: &mut [f32]) {
+    /// Whether [`Bf16Linear::forward`] runs on AMX tiles: the CPU and OS allow them and the
+    /// shape is whole tiles (k a multiple of 32, n of 32; MiniLM's 384 and 1536 are).
+    pub fn uses_amx(&self) -> bool {
+        self.k2 % 32 == 0 && self.n % PANEL == 0 && amx_supported()
+    }
+
+    /// `rows` rows of bf16 pairs `a` into `out` (`rows` x `n`), bias added; on AMX tiles
+    /// when `tiles` (then `rows` is a multiple of [`amx::ROWS`]).
+    fn rows_into(
+        &self,
+        a: &[u32],
+        rows: usize,
+        out: &mut [std::mem::MaybeUninit<f32>],
+        tiles: bool,
+    ) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: forward checked AVX512_BF16 + AVX512F; the kernel indexes within the packed
-        // panels (zero-padded to whole panels and k-pairs) and the given slices.
-        unsafe {
-            kernel::gemm(self, a, rows, out)
-        };
+        if tiles {
+            // SAFETY: `tiles` comes from `uses_amx` (AMX-BF16 present, permission granted,
+            // k2 and n whole tiles); `rows` is whole tiles; the kernel reads within `a`
+            // (`rows` x k2/2 words) and the packed panels and writes the `rows` x n values
+            // of `out`, every one of them (whole tiles).
+            unsafe { amx::gemm(self, a, rows, out.as_mut_ptr().cast::<f32>()) };
+            // SAFETY: every value of `out` was written by the tile stores.
+            let out = unsafe { &mut *(out as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            for row in out.chunks_exact_mut(self.n) {
+                for (y, b) in row.iter_mut().zip(&self.bias) {
+                    *y += b;
+                }
+            }
+        } else {
+            // SAFETY: `forward_with` zeroed `out` before this call.
+            let out = unsafe { &mut *(out as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            // SAFETY: forward checked AVX512_BF16 + AVX512F; the kernel indexes within the
+            // packed panels (zero-padded to whole panels and k-pairs) and the given slices.
+            unsafe { kernel::gemm(self, a, rows, out) };
+        }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (a, rows, out);
+        let _ = (a, rows, out, tiles);
     }
 }
 
@@ -302,6 +434,120 @@ mod kernel {
     }
 }
 
+/// The AMX kernel: 2x2 tiles of 16x16 f32 (a 32-row by 32-column block of the output) per
+/// pass over k, 32 bf16 of k per `tdpbf16ps`. The weight panels of [`Bf16Linear`] are already
+/// AMX's layout for the second operand (rows of k-pairs, 16 columns of 2 bf16 per row): a
+/// panel's left and right halves are two tiles with a 128-byte row stride.
+#[cfg(not(target_arch = "x86_64"))]
+mod amx {
+    pub(super) const ROWS: usize = 32;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::{Bf16Linear, PANEL};
+    use std::arch::asm;
+
+    /// Output rows per block (two tiles of 16).
+    pub(super) const ROWS: usize = 32;
+    /// Rows of the output computed against one weight panel before the next panel (64: the
+    /// input rows stay in L1/L2 across the panels; 64-256 measured within 5% of each other).
+    const BLOCK: usize = 2 * ROWS;
+
+    /// The tile configuration (palette 1): tmm0-3 accumulators, tmm4-5 rows of the input,
+    /// tmm6-7 the weight panel's halves; all 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    impl Config {
+        fn new() -> Self {
+            let mut c = [0u8; 64];
+            c[0] = 1;
+            for t in 0..8 {
+                c[16 + 2 * t] = 64; // bytes per row (little-endian u16)
+                c[48 + t] = 16; // rows
+            }
+            Config(c)
+        }
+    }
+
+    /// `out` (`rows` x n, `rows` a multiple of [`ROWS`]) = `a` (`rows` x k2/2 bf16 pairs)
+    /// times the packed weights, no bias; every value of `out` is written.
+    ///
+    /// # Safety
+    /// The CPU has AMX-BF16 and the process has the tile permission ([`super::amx_supported`]);
+    /// `l.k2` is a multiple of 32 and `l.n` of 32; `a` holds `rows * k2/2` words and `out`
+    /// points to `rows * n` writable values.
+    pub(super) unsafe fn gemm(l: &Bf16Linear, a: &[u32], rows: usize, out: *mut f32) {
+        let pairs = l.k2 / 2;
+        let panels = l.n / PANEL;
+        debug_assert!(rows % ROWS == 0 && pairs % 16 == 0 && l.n % PANEL == 0);
+        debug_assert!(a.len() >= rows * pairs);
+        let cfg = Config::new();
+        let a_stride = pairs * 4;
+        let c_stride = l.n * 4;
+        let b_stride = PANEL * 4;
+        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        let mut b0 = 0;
+        while b0 < rows {
+            let b1 = (b0 + BLOCK).min(rows);
+            for p in 0..panels {
+                let panel = l.packed.as_ptr().add(p * pairs * PANEL);
+                let mut r = b0;
+                while r < b1 {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    );
+                    let a0 = a.as_ptr().add(r * pairs);
+                    let a1 = a.as_ptr().add((r + 16) * pairs);
+                    let mut q = 0;
+                    while q < pairs {
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sa}*1]",
+                            "tileloadd tmm5, [{a1} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            "tdpbf16ps tmm2, tmm5, tmm6",
+                            "tdpbf16ps tmm3, tmm5, tmm7",
+                            a0 = in(reg) a0.add(q),
+                            a1 = in(reg) a1.add(q),
+                            b0 = in(reg) panel.add(q * PANEL),
+                            b1 = in(reg) panel.add(q * PANEL + 16),
+                            sa = in(reg) a_stride,
+                            sb = in(reg) b_stride,
+                            options(nostack, readonly)
+                        );
+                        q += 16;
+                    }
+                    let c0 = out.add(r * l.n + p * PANEL);
+                    let c1 = out.add((r + 16) * l.n + p * PANEL);
+                    asm!(
+                        "tilestored [{c0} + {sc}*1], tmm0",
+                        "tilestored [{c0x} + {sc}*1], tmm1",
+                        "tilestored [{c1} + {sc}*1], tmm2",
+                        "tilestored [{c1x} + {sc}*1], tmm3",
+                        c0 = in(reg) c0,
+                        c0x = in(reg) c0.add(16),
+                        c1 = in(reg) c1,
+                        c1x = in(reg) c1.add(16),
+                        sc = in(reg) c_stride,
+                        options(nostack)
+                    );
+                    r += ROWS;
+                }
+            }
+            b0 = b1;
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,7 +582,8 @@ mod tests {
             return;
         }
         // Odd sizes: partial row tiles, a partial panel and an odd k.
-        for (m, n, k) in [(13, 70, 33), (1, 32, 2), (64, 384, 384)] {
+        // (45, 64, 96) and (64, 384, 384) are whole AMX tiles in k and n, with a partial row block.
+        for (m, n, k) in [(13, 70, 33), (1, 32, 2), (45, 64, 96), (64, 384, 384)] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
                 .collect();
@@ -365,6 +612,27 @@ mod tests {
                 .fold(0f32, f32::max);
             // Two bf16 roundings (2^-9 relative each) over k products.
             assert!(worst / scale < 2e-2, "{m}x{n}x{k}: {worst} of {scale}");
+            if lin.uses_amx() {
+                // The same roundings on the AVX512_BF16 kernel: only the order of the f32
+                // sums differs.
+                let x = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+                let fallback = lin
+                    .forward_with(&x, false)
+                    .unwrap()
+                    .to_vec2::<f32>()
+                    .unwrap();
+                let diff = y
+                    .iter()
+                    .zip(fallback.concat())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    diff / scale < 1e-5,
+                    "{m}x{n}x{k}: AMX vs AVX512_BF16 {diff}"
+                );
+            } else {
+                eprintln!("{m}x{n}x{k}: AVX512_BF16 kernel (no AMX tiles here or partial tiles)");
+            }
         }
     }
 }

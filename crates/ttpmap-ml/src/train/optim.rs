@@ -736,10 +736,12 @@ mod tests {
         ];
         for (name, group, lr, wd) in expect {
             let g = group_of(name);
-            assert_eq!(
-                (g.name.as_str(), g.lr, g.weight_decay),
-                (group, lr, wd),
-                "{name}"
+            assert_eq!((g.name.as_str(), g.weight_decay), (group, wd), "{name}");
+            // powi may round differently in an optimised build (constant folding).
+            assert!(
+                (g.lr - lr).abs() <= 1e-12 * lr,
+                "{name}: lr {} vs {lr}",
+                g.lr
             );
         }
         let order: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();

@@ -300,7 +300,7 @@ impl Bf16Linear {
     /// Whether [`Bf16Linear::forward`] runs on AMX tiles: the CPU and OS allow them and the
     /// shape is whole tiles (k a multiple of 32, n of 32; MiniLM's 384 and 1536 are).
     pub fn uses_amx(&self) -> bool {
-        self.k2 % 32 == 0 && self.n % PANEL == 0 && amx_supported()
+        self.k2.is_multiple_of(32) && self.n.is_multiple_of(PANEL) && amx_supported()
     }
 
     /// `rows` rows of bf16 pairs `a` into `out` (`rows` x `n`), bias added; on AMX tiles
@@ -481,7 +481,9 @@ mod amx {
     pub(super) unsafe fn gemm(l: &Bf16Linear, a: &[u32], rows: usize, out: *mut f32) {
         let pairs = l.k2 / 2;
         let panels = l.n / PANEL;
-        debug_assert!(rows % ROWS == 0 && pairs % 16 == 0 && l.n % PANEL == 0);
+        debug_assert!(
+            rows.is_multiple_of(ROWS) && pairs.is_multiple_of(16) && l.n.is_multiple_of(PANEL)
+        );
         debug_assert!(a.len() >= rows * pairs);
         let cfg = Config::new();
         let a_stride = pairs * 4;

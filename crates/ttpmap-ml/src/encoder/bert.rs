@@ -107,22 +107,28 @@ fn map_f32(
     layout: &candle_core::Layout,
     f: impl Fn(f32) -> f32 + Sync,
 ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-    use rayon::prelude::*;
     let src = f32_input(name, storage, layout)?;
-    let mut out = vec![0f32; src.len()];
-    let map = |(dst, src): (&mut [f32], &[f32])| {
+    let out = par_chunks(src, MAP_CHUNK, |dst, src| {
         for (y, &x) in dst.iter_mut().zip(src) {
             *y = f(x);
         }
-    };
-    if src.len() > MAP_CHUNK {
-        out.par_chunks_mut(MAP_CHUNK)
-            .zip(src.par_chunks(MAP_CHUNK))
-            .for_each(map);
-    } else {
-        map((&mut out, src));
-    }
+    });
     Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+}
+
+/// A new vector the length of `src`, filled by `f(dst_chunk, src_chunk)` over chunks of
+/// `chunk` values, on the thread pool when there is more than one chunk.
+fn par_chunks(src: &[f32], chunk: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = vec![0f32; src.len()];
+    if src.len() > chunk {
+        out.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(dst, src)| f(dst, src));
+    } else {
+        f(&mut out, src);
+    }
+    out
 }
 
 /// `exp(x)` in f32 without a libm call, so that a loop over it vectorises: `x = n ln2 + r`,
@@ -171,23 +177,15 @@ impl candle_core::CustomOp1 for FastSoftmaxLastDim {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
         let src = f32_input(self.name(), storage, layout)?;
         let dim = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut out = vec![0f32; src.len()];
-        let rows = |(dst, src): (&mut [f32], &[f32])| {
+        // Whole rows per chunk.
+        let chunk = (MAP_CHUNK / dim).max(1) * dim;
+        let out = par_chunks(src, chunk, |dst, src| {
             for (dst, src) in dst.chunks_exact_mut(dim).zip(src.chunks_exact(dim)) {
                 softmax_row(src, dst);
             }
-        };
-        let chunk = (MAP_CHUNK / dim).max(1) * dim;
-        if src.len() > chunk {
-            out.par_chunks_mut(chunk)
-                .zip(src.par_chunks(chunk))
-                .for_each(rows);
-        } else {
-            rows((&mut out, src));
-        }
+        });
         Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Where the CPU has AMX (Sapphire Rapids and later) and the OS grants the tile state, the
 //! same panels feed AMX tiles (`tdpbf16ps`, [`amx`]), and that is the default there
-//! ([`Precision::detect`]): 1.3-1.7x the f32 encoder with per-document F1 and P@1 within 0.1
+//! ([`Precision::detect`]): 1.4-1.9x the f32 encoder with per-document F1 and P@1 within 0.2
 //! points (docs/results.md, "Speed"). The AVX512_BF16 kernel alone is *slower* than candle's
 //! f32 GEMM (75-85 vs 118 sentences/s on a 2-vCPU Xeon: `vdpbf16ps` issues at the rate of the
 //! two f32 FMA ports together, so bf16 doubles nothing), so without AMX f32 stays the default
@@ -31,8 +31,8 @@ pub enum Precision {
 impl Precision {
     /// The inference precision. `TTPMAP_PRECISION=fp32` or `=bf16` chooses (bf16 only where
     /// the CPU has AVX512_BF16, else f32); otherwise bf16 where this CPU and OS offer AMX
-    /// tiles ([`amx_supported`]: 1.3-1.7x the f32 encoder, per-document F1 and P@1 within
-    /// 0.1 points of f32, docs/results.md) and f32 everywhere else (the AVX512_BF16 kernel
+    /// tiles ([`amx_supported`]: 1.4-1.9x the f32 encoder, per-document F1 and P@1 within
+    /// 0.2 points of f32, docs/results.md) and f32 everywhere else (the AVX512_BF16 kernel
     /// alone was slower than f32 on the CPUs we measured).
     pub fn detect() -> Precision {
         static P: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
@@ -319,13 +319,6 @@ impl Bf16Linear {
             // (`rows` x k2/2 words) and the packed panels and writes the `rows` x n values
             // of `out`, every one of them (whole tiles).
             unsafe { amx::gemm(self, a, rows, out.as_mut_ptr().cast::<f32>()) };
-            // SAFETY: every value of `out` was written by the tile stores.
-            let out = unsafe { &mut *(out as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-            for row in out.chunks_exact_mut(self.n) {
-                for (y, b) in row.iter_mut().zip(&self.bias) {
-                    *y += b;
-                }
-            }
         } else {
             // SAFETY: `forward_with` zeroed `out` before this call.
             let out = unsafe { &mut *(out as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
@@ -472,7 +465,7 @@ mod amx {
     }
 
     /// `out` (`rows` x n, `rows` a multiple of [`ROWS`]) = `a` (`rows` x k2/2 bf16 pairs)
-    /// times the packed weights, no bias; every value of `out` is written.
+    /// times the packed weights plus the bias; every value of `out` is written.
     ///
     /// # Safety
     /// The CPU has AMX-BF16 and the process has the tile permission ([`super::amx_supported`]);
@@ -497,12 +490,18 @@ mod amx {
                 let panel = l.packed.as_ptr().add(p * pairs * PANEL);
                 let mut r = b0;
                 while r < b1 {
+                    // The accumulators start at the bias: its 16 values for each tile's
+                    // columns, loaded into all 16 rows (row stride 0).
+                    let bias = l.bias.as_ptr().add(p * PANEL);
                     asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        "tilezero tmm3",
-                        options(nostack, nomem)
+                        "tileloadd tmm0, [{b0} + {zero}*1]",
+                        "tileloadd tmm1, [{b1} + {zero}*1]",
+                        "tileloadd tmm2, [{b0} + {zero}*1]",
+                        "tileloadd tmm3, [{b1} + {zero}*1]",
+                        b0 = in(reg) bias,
+                        b1 = in(reg) bias.add(16),
+                        zero = in(reg) 0usize,
+                        options(nostack, readonly)
                     );
                     let a0 = a.as_ptr().add(r * pairs);
                     let a1 = a.as_ptr().add((r + 16) * pairs);

@@ -80,6 +80,26 @@ fn erf_f32(x: f32) -> f32 {
     x * p / q
 }
 
+/// Exact GELU with the erf of [`erf_f32`].
+#[inline(always)]
+fn gelu_erf_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// [`gelu_erf_f32`] over `v` in place, on the AVX-512 path where there is one: the epilogue of
+/// the bf16 intermediate layer, applied to each worker's rows while they are in cache (no
+/// separate pass and output tensor). Same values as [`FastGeluErf`].
+fn gelu_in_place(v: &mut [f32]) {
+    const BLOCK: usize = 256;
+    let gelu = Map(gelu_erf_f32);
+    let mut tmp = [0f32; BLOCK];
+    for block in v.chunks_mut(BLOCK) {
+        let src = &mut tmp[..block.len()];
+        src.copy_from_slice(block);
+        wide_simd(&gelu, block, src);
+    }
+}
+
 /// d/dx GELU(x) = Phi(x) + x phi(x), with the erf of [`erf_f32`].
 struct FastGeluErfGrad;
 
@@ -322,9 +342,7 @@ impl candle_core::CustomOp1 for FastGeluErf {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        map_f32(self.name(), storage, layout, |x| {
-            0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-        })
+        map_f32(self.name(), storage, layout, gelu_erf_f32)
     }
 }
 
@@ -743,6 +761,15 @@ impl Layer {
         Ok(l.forward(x)?)
     }
 
+    /// The activated intermediate layer of the inference path; in bf16 with exact GELU, the
+    /// activation runs as the layer's epilogue ([`gelu_in_place`]).
+    fn infer_intermediate(&self, x: &Tensor) -> Result<Tensor> {
+        match (&self.bf16, self.act) {
+            (Some(b), HiddenAct::Gelu) => b[2].forward_then(x, &gelu_in_place),
+            _ => self.act.apply(&self.infer_linear(2, x)?, Mode::Eval),
+        }
+    }
+
     fn scale(&self) -> f64 {
         let hd = self.query.weight().dim(0).unwrap_or(1) / self.heads.max(1);
         1.0 / (hd.max(1) as f64).sqrt()
@@ -786,7 +813,7 @@ impl Layer {
             let x = self
                 .attn_norm
                 .forward(&(self.infer_linear(1, &ctx)? + x)?, mode)?;
-            let inter = self.act.apply(&self.infer_linear(2, &x)?, mode)?;
+            let inter = self.infer_intermediate(&x)?;
             return self
                 .out_norm
                 .forward(&(self.infer_linear(3, &inter)? + x)?, mode);
@@ -850,7 +877,7 @@ impl Layer {
         debug_assert_eq!(ctx.dims(), [n, h]);
         let attn = self.infer_linear(1, &ctx)?;
         let x = self.attn_norm.forward(&(attn + x)?, Mode::Eval)?;
-        let inter = self.act.apply(&self.infer_linear(2, &x)?, Mode::Eval)?;
+        let inter = self.infer_intermediate(&x)?;
         let out = self.infer_linear(3, &inter)?;
         self.out_norm.forward(&(out + x)?, Mode::Eval)
     }
@@ -1543,10 +1570,7 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&wide), bits(&base));
         }
-        same(
-            &Map(|x: f32| 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))),
-            &src,
-        );
+        same(&Map(gelu_erf_f32), &src);
         same(&SoftmaxRows(64), &src);
     }
 

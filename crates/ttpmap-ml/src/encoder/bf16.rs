@@ -121,6 +121,9 @@ const PANEL: usize = 32;
 /// Rows of the output computed together (6 x 2 accumulators + 2 weight registers).
 const ROWS: usize = 6;
 
+/// What [`Bf16Linear::forward_then`] runs on each worker's block of output rows, in place.
+pub type Epilogue = dyn Fn(&mut [f32]) + Sync;
+
 /// `y = x W^T + b` with `W` `[n, k]` stored as bf16 panels.
 #[derive(Debug, Clone)]
 pub struct Bf16Linear {
@@ -195,12 +198,18 @@ impl Bf16Linear {
 
     /// `x` `[.., k]` (f32) -> `[.., n]`. Errors on a CPU without AVX512_BF16.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_with(x, self.uses_amx())
+        self.forward_with(x, self.uses_amx(), None)
+    }
+
+    /// [`Bf16Linear::forward`], then `epilogue` on each worker's block of output rows while
+    /// they are in cache (an activation, in place).
+    pub fn forward_then(&self, x: &Tensor, epilogue: &Epilogue) -> Result<Tensor> {
+        self.forward_with(x, self.uses_amx(), Some(epilogue))
     }
 
     /// [`Bf16Linear::forward`] on AMX tiles (`tiles`, which needs [`Bf16Linear::uses_amx`])
-    /// or on the AVX512_BF16 kernel.
-    fn forward_with(&self, x: &Tensor, tiles: bool) -> Result<Tensor> {
+    /// or on the AVX512_BF16 kernel, with an optional epilogue.
+    fn forward_with(&self, x: &Tensor, tiles: bool, epilogue: Option<&Epilogue>) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let k = *dims.last().unwrap_or(&0);
         if k != self.k {
@@ -264,6 +273,13 @@ impl Bf16Linear {
                         chunk.fill(std::mem::MaybeUninit::new(0.0));
                     }
                     self.rows_into(&a, rows, chunk, tiles);
+                    if let Some(epilogue) = epilogue {
+                        // SAFETY: `rows_into` wrote every value of the chunk.
+                        let done = unsafe {
+                            &mut *(chunk as *mut [std::mem::MaybeUninit<f32>] as *mut [f32])
+                        };
+                        epilogue(done);
+                    }
                 });
                 start += rows;
             }
@@ -613,12 +629,26 @@ mod tests {
                 .fold(0f32, f32::max);
             // Two bf16 roundings (2^-9 relative each) over k products.
             assert!(worst / scale < 2e-2, "{m}x{n}x{k}: {worst} of {scale}");
+            // An epilogue sees every real output once (padding rows aside): a map in place.
+            let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+            let shifted = lin
+                .forward_then(&xt, &|v: &mut [f32]| {
+                    v.iter_mut().for_each(|y| *y = 2.0 * *y + 1.0)
+                })
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+                .concat();
+            assert_eq!(shifted.len(), y.len());
+            for (a, b) in shifted.iter().zip(&y) {
+                assert_eq!(*a, 2.0 * b + 1.0, "{m}x{n}x{k}");
+            }
             if lin.uses_amx() {
                 // The same roundings on the AVX512_BF16 kernel: only the order of the f32
                 // sums differs.
                 let x = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
                 let fallback = lin
-                    .forward_with(&x, false)
+                    .forward_with(&x, false, None)
                     .unwrap()
                     .to_vec2::<f32>()
                     .unwrap();

@@ -166,25 +166,54 @@ fn par_chunks(src: &[f32], chunk: usize, kernel: &impl ChunkKernel) -> Vec<f32> 
     out
 }
 
-/// Runs `kernel` compiled for AVX-512 where the CPU has it (the build targets baseline x86-64,
-/// so our loops otherwise vectorise 4 floats wide). Same operations in the same order (Rust
-/// does not fuse multiply-adds on its own), so the results do not depend on the path.
+/// Runs `kernel` compiled for the widest vectors this CPU has ([`simd_level`]: AVX-512, else
+/// AVX2; the build targets baseline x86-64, where our loops vectorise 4 floats wide). Same
+/// operations in the same order (Rust does not fuse multiply-adds on its own), so the results
+/// do not depend on the path.
 fn wide_simd(kernel: &impl ChunkKernel, dst: &mut [f32], src: &[f32]) {
+    run_at(simd_level(), kernel, dst, src)
+}
+
+/// 2 with AVX-512 (F, DQ, VL, BW), 1 with AVX2, 0 otherwise.
+fn simd_level() -> u8 {
+    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("avx512bw") {
+                return 2;
+            }
+            if has!("avx2") {
+                return 1;
+            }
+        }
+        0
+    })
+}
+
+/// `kernel` compiled for `level` (at most [`simd_level`]; a lower one forces a narrower path).
+fn run_at(level: u8, kernel: &impl ChunkKernel, dst: &mut [f32], src: &[f32]) {
+    assert!(
+        level <= simd_level(),
+        "SIMD level {level} is not available here"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2")]
         fn avx512(kernel: &impl ChunkKernel, dst: &mut [f32], src: &[f32]) {
             kernel.run(dst, src)
         }
-        static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *WIDE.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-        }) {
-            // SAFETY: the CPU has every feature `avx512` is compiled for (checked above).
-            return unsafe { avx512(kernel, dst, src) };
+        #[target_feature(enable = "avx2")]
+        fn avx2(kernel: &impl ChunkKernel, dst: &mut [f32], src: &[f32]) {
+            kernel.run(dst, src)
+        }
+        match level {
+            // SAFETY: the CPU has every feature `avx512` is compiled for (`simd_level`).
+            2 => return unsafe { avx512(kernel, dst, src) },
+            // SAFETY: the CPU has AVX2 (`simd_level`).
+            1 => return unsafe { avx2(kernel, dst, src) },
+            _ => {}
         }
     }
     kernel.run(dst, src)
@@ -1558,17 +1587,20 @@ mod tests {
 
     #[test]
     fn wide_simd_path_gives_the_baseline_values() {
-        // The AVX-512 copy of the element-wise kernels (where this CPU has it) against the
-        // baseline build of the same code, called directly: equal to the bit.
+        // The AVX-512 and AVX2 copies of the element-wise kernels (those this CPU can run)
+        // against the baseline build of the same code, called directly: equal to the bit.
         let src: Vec<f32> = (0..4096)
             .map(|i| ((i * 7919 % 2000) as f32 - 1000.0) / 97.0)
             .collect();
         fn same(kernel: &impl ChunkKernel, src: &[f32]) {
-            let (mut wide, mut base) = (vec![0f32; src.len()], vec![0f32; src.len()]);
-            wide_simd(kernel, &mut wide, src);
+            let mut base = vec![0f32; src.len()];
             kernel.run(&mut base, src);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&wide), bits(&base));
+            for level in 0..=simd_level() {
+                let mut wide = vec![0f32; src.len()];
+                run_at(level, kernel, &mut wide, src);
+                assert_eq!(bits(&wide), bits(&base), "SIMD level {level}");
+            }
         }
         same(&Map(gelu_erf_f32), &src);
         same(&SoftmaxRows(64), &src);

@@ -124,6 +124,15 @@ const ROWS: usize = 6;
 /// What [`Bf16Linear::forward_then`] runs on each worker's block of output rows, in place.
 pub type Epilogue = dyn Fn(&mut [f32]) + Sync;
 
+/// `values` as the f32 they hold.
+///
+/// # Safety
+/// Every value of `values` has been written.
+unsafe fn assume_init(values: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has f32's layout; the caller vouches every value is written.
+    unsafe { &mut *(values as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// `y = x W^T + b` with `W` `[n, k]` stored as bf16 panels.
 #[derive(Debug, Clone)]
 pub struct Bf16Linear {
@@ -275,10 +284,7 @@ impl Bf16Linear {
                     self.rows_into(&a, rows, chunk, tiles);
                     if let Some(epilogue) = epilogue {
                         // SAFETY: `rows_into` wrote every value of the chunk.
-                        let done = unsafe {
-                            &mut *(chunk as *mut [std::mem::MaybeUninit<f32>] as *mut [f32])
-                        };
-                        epilogue(done);
+                        epilogue(unsafe { assume_init(chunk) });
                     }
                 });
                 start += rows;
@@ -337,7 +343,7 @@ impl Bf16Linear {
             unsafe { amx::gemm(self, a, rows, out.as_mut_ptr().cast::<f32>()) };
         } else {
             // SAFETY: `forward_with` zeroed `out` before this call.
-            let out = unsafe { &mut *(out as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            let out = unsafe { assume_init(out) };
             // SAFETY: forward checked AVX512_BF16 + AVX512F; the kernel indexes within the
             // packed panels (zero-padded to whole panels and k-pairs) and the given slices.
             unsafe { kernel::gemm(self, a, rows, out) };

@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::bf16::{Bf16Linear, Precision};
+use super::fused::{gelu_in_place, Bf16Layer, Norm};
 use crate::{Error, Result};
 
 /// Activation of the feed-forward block, as named by `hidden_act` in `config.json`.
@@ -82,22 +83,8 @@ fn erf_f32(x: f32) -> f32 {
 
 /// Exact GELU with the erf of [`erf_f32`].
 #[inline(always)]
-fn gelu_erf_f32(x: f32) -> f32 {
+pub(super) fn gelu_erf_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// [`gelu_erf_f32`] over `v` in place, on the AVX-512 path where there is one: the epilogue of
-/// the bf16 intermediate layer, applied to each worker's rows while they are in cache (no
-/// separate pass and output tensor). Same values as [`FastGeluErf`].
-fn gelu_in_place(v: &mut [f32]) {
-    const BLOCK: usize = 256;
-    let gelu = Map(gelu_erf_f32);
-    let mut tmp = [0f32; BLOCK];
-    for block in v.chunks_mut(BLOCK) {
-        let src = &mut tmp[..block.len()];
-        src.copy_from_slice(block);
-        wide_simd(&gelu, block, src);
-    }
 }
 
 /// d/dx GELU(x) = Phi(x) + x phi(x), with the erf of [`erf_f32`].
@@ -135,12 +122,12 @@ fn map_f32(
 /// What [`par_chunks`] runs on each chunk. `run` is `#[inline(always)]` in every impl, so that
 /// its loops are compiled inside [`wide_simd`]'s AVX-512 function (a closure there is inlined
 /// only when LLVM finds it cheap enough, and the softmax's was not).
-trait ChunkKernel: Sync {
+pub(super) trait ChunkKernel: Sync {
     fn run(&self, dst: &mut [f32], src: &[f32]);
 }
 
 /// `dst[i] = f(src[i])`.
-struct Map<F>(F);
+pub(super) struct Map<F>(pub(super) F);
 
 impl<F: Fn(f32) -> f32 + Sync> ChunkKernel for Map<F> {
     #[inline(always)]
@@ -170,7 +157,7 @@ fn par_chunks(src: &[f32], chunk: usize, kernel: &impl ChunkKernel) -> Vec<f32> 
 /// AVX2; the build targets baseline x86-64, where our loops vectorise 4 floats wide). Same
 /// operations in the same order (Rust does not fuse multiply-adds on its own), so the results
 /// do not depend on the path.
-fn wide_simd(kernel: &impl ChunkKernel, dst: &mut [f32], src: &[f32]) {
+pub(super) fn wide_simd(kernel: &impl ChunkKernel, dst: &mut [f32], src: &[f32]) {
     run_at(simd_level(), kernel, dst, src)
 }
 
@@ -290,7 +277,7 @@ impl ChunkKernel for SoftmaxRows {
 /// in a loop of their own, so that each vectorises (a running sum beside the exponential
 /// would keep the loop scalar).
 #[inline(always)]
-fn softmax_row(src: &[f32], dst: &mut [f32]) {
+pub(super) fn softmax_row(src: &[f32], dst: &mut [f32]) {
     const L: usize = 8;
     let mut lanes = [f32::NEG_INFINITY; L];
     let chunks = src.chunks_exact(L);
@@ -706,8 +693,9 @@ struct Layer {
     /// [`BertEncoder::fuse_for_inference`] and used only in [`Mode::Eval`].
     fused_qkv: Option<Linear>,
     /// bf16 copies of the inference weights (fused qkv, attention output, intermediate,
-    /// output), set by [`BertEncoder::fuse_for_inference_with`] with [`Precision::Bf16`].
-    bf16: Option<Box<[Bf16Linear; 4]>>,
+    /// output) and the layer norms, set by [`BertEncoder::fuse_for_inference_with`] with
+    /// [`Precision::Bf16`].
+    bf16: Option<Box<Bf16Layer>>,
     heads: usize,
     act: HiddenAct,
     hidden_dropout: f64,
@@ -764,12 +752,19 @@ impl Layer {
             Error::InvalidArgument("bf16 weights are made from the fused layer".into())
         })?;
         let b = |l: &Linear| Bf16Linear::new(l.weight(), l.bias());
-        self.bf16 = Some(Box::new([
-            b(qkv)?,
-            b(&self.attn_out)?,
-            b(&self.intermediate)?,
-            b(&self.output)?,
-        ]));
+        let norm = |n: &LayerNorm| Norm::new(&n.weight, &n.bias, n.eps);
+        self.bf16 = Some(Box::new(Bf16Layer::new(
+            [
+                b(qkv)?,
+                b(&self.attn_out)?,
+                b(&self.intermediate)?,
+                b(&self.output)?,
+            ],
+            norm(&self.attn_norm)?,
+            norm(&self.out_norm)?,
+            self.heads,
+            self.act == HiddenAct::Gelu,
+        )?));
         Ok(())
     }
 
@@ -777,7 +772,7 @@ impl Layer {
     /// 3 output) in the layer's inference precision.
     fn infer_linear(&self, i: usize, x: &Tensor) -> Result<Tensor> {
         if let Some(b) = &self.bf16 {
-            return b[i].forward(x);
+            return b.lin[i].forward(x);
         }
         let l = match i {
             0 => self.fused_qkv.as_ref().ok_or_else(|| {
@@ -794,7 +789,7 @@ impl Layer {
     /// activation runs as the layer's epilogue ([`gelu_in_place`]).
     fn infer_intermediate(&self, x: &Tensor) -> Result<Tensor> {
         match (&self.bf16, self.act) {
-            (Some(b), HiddenAct::Gelu) => b[2].forward_then(x, &gelu_in_place),
+            (Some(b), HiddenAct::Gelu) => b.lin[2].forward_then(x, &|_, v| gelu_in_place(v)),
             _ => self.act.apply(&self.infer_linear(2, x)?, Mode::Eval),
         }
     }
@@ -1279,6 +1274,15 @@ impl BertEncoder {
                 )));
             }
         }
+        if mode == Mode::Eval && packing_enabled() && self.fusable(&layers) {
+            let lengths = match attention_mask {
+                Some(m) => right_padded_lengths(m)?,
+                None => Some(vec![s; b]),
+            };
+            if let Some(lengths) = lengths {
+                return self.forward_layers_fused(x, &lengths, layers);
+            }
+        }
         if let (Mode::Eval, Some(m), true) = (mode, attention_mask, packing_enabled()) {
             if let Some(lengths) = right_padded_lengths(m)? {
                 // Packing pays when padding is more than a group may carry (a length-sorted
@@ -1323,6 +1327,45 @@ impl BertEncoder {
         Ok(zeros
             .index_add(&plan.index, &packed, 0)?
             .reshape((b, s, h))?)
+    }
+
+    /// Whether every layer of `layers` has bf16 weights the fused layer runs
+    /// ([`super::fused`]).
+    fn fusable(&self, layers: &std::ops::Range<usize>) -> bool {
+        self.layers[layers.clone()]
+            .iter()
+            .all(|l| l.bf16.as_ref().is_some_and(|b| b.fusable()))
+    }
+
+    /// Inference in bf16 with the fused layer ([`super::fused`]): the real tokens of `x`
+    /// `[batch, seq, hidden]` (row `i` has `lengths[i]`, then padding) packed into plain
+    /// rows, every layer run on them, then put back in place; padding positions come out as
+    /// zeros, as on the packed path.
+    fn forward_layers_fused(
+        &self,
+        x: &Tensor,
+        lengths: &[usize],
+        layers: std::ops::Range<usize>,
+    ) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let flat = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut packed = Vec::with_capacity(lengths.iter().sum::<usize>() * h);
+        for (row, &len) in lengths.iter().enumerate() {
+            packed.extend_from_slice(&flat[row * s * h..(row * s + len) * h]);
+        }
+        for layer in &self.layers[layers] {
+            let fused = layer.bf16.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("the fused path needs bf16 weights".into())
+            })?;
+            packed = fused.forward(&packed, lengths)?;
+        }
+        let mut out = vec![0f32; b * s * h];
+        let mut from = 0;
+        for (row, &len) in lengths.iter().enumerate() {
+            out[row * s * h..(row * s + len) * h].copy_from_slice(&packed[from..from + len * h]);
+            from += len * h;
+        }
+        Ok(Tensor::from_vec(out, (b, s, h), x.device())?.to_dtype(x.dtype())?)
     }
 
     /// The embeddings output (input of layer 0), `[batch, seq, hidden]`.
@@ -1677,6 +1720,99 @@ mod tests {
                         .narrow(1, r.len(), s - r.len());
                     let m = pad.unwrap().abs().unwrap().max_all().unwrap();
                     assert_eq!(m.to_scalar::<f32>().unwrap(), 0.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_bf16_layers_match_the_reference_layers() {
+        if !super::super::bf16::bf16_supported() {
+            eprintln!("SKIPPED: this CPU has no AVX512_BF16 (the fused layer is bf16 only)");
+            return;
+        }
+        // Hidden 64: whole AMX tiles (the tiles where the CPU has them); hidden 48, 4 heads of
+        // 12: the AVX512_BF16 kernel and a head size that is no whole vector.
+        for hidden in [64, 48] {
+            let cfg = Config {
+                vocab_size: 60,
+                hidden_size: hidden,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                intermediate_size: 2 * hidden,
+                max_position_embeddings: 40,
+                ..Config::default()
+            };
+            let varmap = VarMap::new();
+            let (mut enc, _) =
+                BertEncoder::trainable(&varmap, &cfg, &TrainableOptions::default(), None).unwrap();
+            let dev = Device::Cpu;
+            // Lengths 5, 33, 1, 17: unsorted, one of a single token.
+            let lengths = [5usize, 33, 1, 17];
+            let s = 33;
+            let mut ids = Vec::new();
+            let mut mask = Vec::new();
+            for (r, &len) in lengths.iter().enumerate() {
+                ids.extend((0..s).map(|t| {
+                    if t < len {
+                        ((r * 7 + t * 3) % 57 + 2) as u32
+                    } else {
+                        0
+                    }
+                }));
+                mask.extend((0..s).map(|t| u32::from(t < len)));
+            }
+            let ids = Tensor::from_vec(ids, (4, s), &dev).unwrap();
+            let mask = Tensor::from_vec(mask, (4, s), &dev).unwrap();
+            enc.fuse_for_inference_with(Precision::Fp32).unwrap();
+            let f32_out = enc.forward(&ids, None, Some(&mask), Mode::Eval).unwrap();
+            enc.fuse_for_inference_with(Precision::Bf16).unwrap();
+            assert!(enc.fusable(&(0..2)));
+            let fused = enc.forward(&ids, None, Some(&mask), Mode::Eval).unwrap();
+            // The reference: each layer's own bf16 path on the padded batch.
+            let zeros = Tensor::zeros((4, s), DType::U32, &dev).unwrap();
+            let mut reference = enc.embed(&ids, &zeros, Mode::Eval).unwrap();
+            let bias = ((mask
+                .to_dtype(DType::F32)
+                .unwrap()
+                .affine(-1.0, 1.0)
+                .unwrap()
+                * MASK_NEG)
+                .unwrap())
+            .reshape((4, 1, 1, s))
+            .unwrap();
+            for layer in &enc.layers {
+                reference = layer.forward(&reference, Some(&bias), Mode::Eval).unwrap();
+            }
+            for (r, &len) in lengths.iter().enumerate() {
+                let real = |t: &Tensor| t.narrow(0, r, 1).unwrap().narrow(1, 0, len).unwrap();
+                let to_ref = max_abs_diff(&real(&fused), &real(&reference));
+                let to_f32 = max_abs_diff(&real(&fused), &real(&f32_out));
+                let ref_to_f32 = max_abs_diff(&real(&reference), &real(&f32_out));
+                // Same roundings into bf16; only f32 summation orders differ (and, rarely,
+                // which way a value near a bf16 boundary rounds).
+                assert!(
+                    to_ref < 1e-3,
+                    "hidden {hidden} row {r}: fused vs reference {to_ref}"
+                );
+                assert!(
+                    to_f32 < 2.0 * ref_to_f32 + 1e-3,
+                    "hidden {hidden} row {r}: fused {to_f32} from f32, reference {ref_to_f32}"
+                );
+                if len < s {
+                    let pad = fused
+                        .narrow(0, r, 1)
+                        .unwrap()
+                        .narrow(1, len, s - len)
+                        .unwrap();
+                    let m = pad
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert_eq!(m, 0.0, "padding positions are zeros");
                 }
             }
         }

@@ -121,8 +121,10 @@ const PANEL: usize = 32;
 /// Rows of the output computed together (6 x 2 accumulators + 2 weight registers).
 const ROWS: usize = 6;
 
-/// What [`Bf16Linear::forward_then`] runs on each worker's block of output rows, in place.
-pub type Epilogue = dyn Fn(&mut [f32]) + Sync;
+/// What [`Bf16Linear::forward_then`] runs on each worker's block of output rows, in place:
+/// called with the index of the block's first row and its rows (real rows only, never the
+/// padding of a tile).
+pub type Epilogue<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
 
 /// `values` as the f32 they hold.
 ///
@@ -212,13 +214,18 @@ impl Bf16Linear {
 
     /// [`Bf16Linear::forward`], then `epilogue` on each worker's block of output rows while
     /// they are in cache (an activation, in place).
-    pub fn forward_then(&self, x: &Tensor, epilogue: &Epilogue) -> Result<Tensor> {
+    pub fn forward_then(&self, x: &Tensor, epilogue: &Epilogue<'_>) -> Result<Tensor> {
         self.forward_with(x, self.uses_amx(), Some(epilogue))
     }
 
     /// [`Bf16Linear::forward`] on AMX tiles (`tiles`, which needs [`Bf16Linear::uses_amx`])
     /// or on the AVX512_BF16 kernel, with an optional epilogue.
-    fn forward_with(&self, x: &Tensor, tiles: bool, epilogue: Option<&Epilogue>) -> Result<Tensor> {
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        tiles: bool,
+        epilogue: Option<&Epilogue<'_>>,
+    ) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let k = *dims.last().unwrap_or(&0);
         if k != self.k {
@@ -227,17 +234,6 @@ impl Bf16Linear {
                 self.k
             )));
         }
-        if !bf16_supported() {
-            return Err(Error::InvalidArgument(
-                "bf16 linear layers need AVX512_BF16 (use the f32 path)".into(),
-            ));
-        }
-        if tiles && !self.uses_amx() {
-            return Err(Error::InvalidArgument(
-                "AMX tiles are not available for this layer (use the AVX512_BF16 kernel)".into(),
-            ));
-        }
-        let m = x.elem_count() / k.max(1);
         // The input's own memory when it is a contiguous f32 tensor (the encoder's always
         // are), else a copy.
         let copy;
@@ -251,6 +247,44 @@ impl Bf16Linear {
                 &copy
             }
         };
+        let out = self.rows_with(xs, tiles, epilogue)?;
+        let mut shape = dims;
+        *shape.last_mut().unwrap() = self.n;
+        Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+    }
+
+    /// `xs` (rows of `k` f32, one after another) times the weights plus the bias, rows of
+    /// `n`, with `epilogue` on each worker's rows; on AMX tiles where
+    /// [`Bf16Linear::uses_amx`]. The slice form of [`Bf16Linear::forward_then`], for the
+    /// fused inference layer.
+    pub fn forward_rows(&self, xs: &[f32], epilogue: Option<&Epilogue<'_>>) -> Result<Vec<f32>> {
+        self.rows_with(xs, self.uses_amx(), epilogue)
+    }
+
+    fn rows_with(
+        &self,
+        xs: &[f32],
+        tiles: bool,
+        epilogue: Option<&Epilogue<'_>>,
+    ) -> Result<Vec<f32>> {
+        let k = self.k;
+        if k == 0 || !xs.len().is_multiple_of(k) {
+            return Err(Error::InvalidArgument(format!(
+                "bf16 linear expects rows of {k} input features, got {} values",
+                xs.len()
+            )));
+        }
+        if !bf16_supported() {
+            return Err(Error::InvalidArgument(
+                "bf16 linear layers need AVX512_BF16 (use the f32 path)".into(),
+            ));
+        }
+        if tiles && !self.uses_amx() {
+            return Err(Error::InvalidArgument(
+                "AMX tiles are not available for this layer (use the AVX512_BF16 kernel)".into(),
+            ));
+        }
+        let m = xs.len() / k;
         // AMX works on whole 16-row tiles, two at a time: rows are padded to 32 with zeros
         // and the padding's output dropped.
         let (unit, m_pad) = if tiles {
@@ -271,7 +305,8 @@ impl Bf16Linear {
                 let (chunk, tail) = rest.split_at_mut(rows * n);
                 rest = tail;
                 // The real rows of this chunk (the rest is padding).
-                let x = &xs[(start * k).min(xs.len())..((start + rows) * k).min(xs.len())];
+                let real = rows.min(m.saturating_sub(start));
+                let x = &xs[start * k..(start + real) * k];
                 s.spawn(move |_| {
                     let a = self.round_rows(x, rows);
                     // Both kernels write every value of their rows (AMX stores whole tiles,
@@ -284,7 +319,7 @@ impl Bf16Linear {
                     self.rows_into(&a, rows, chunk, tiles);
                     if let Some(epilogue) = epilogue {
                         // SAFETY: `rows_into` wrote every value of the chunk.
-                        epilogue(unsafe { assume_init(chunk) });
+                        epilogue(start, unsafe { assume_init(&mut chunk[..real * n]) });
                     }
                 });
                 start += rows;
@@ -293,9 +328,7 @@ impl Bf16Linear {
         // SAFETY: the chunks cover `m_pad * n` values and every one was written above.
         unsafe { out.set_len(m_pad * n) };
         out.truncate(m * n);
-        let mut shape = dims;
-        *shape.last_mut().unwrap() = n;
-        Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+        Ok(out)
     }
 
     /// The `x.len() / k` rows of `x` (f32) as bf16 pairs, each row padded to `k2`, and then
@@ -638,7 +671,9 @@ mod tests {
             // An epilogue sees every real output once (padding rows aside): a map in place.
             let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
             let shifted = lin
-                .forward_then(&xt, &|v: &mut [f32]| {
+                .forward_then(&xt, &|row0: usize, v: &mut [f32]| {
+                    assert_eq!(v.len() % n, 0);
+                    assert!(row0 * n + v.len() <= m * n, "an epilogue saw padding rows");
                     v.iter_mut().for_each(|y| *y = 2.0 * *y + 1.0)
                 })
                 .unwrap()

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod bf16;
+mod fused;
 
 pub use bert::{BertEncoder, Config, HiddenAct, LoadReport, Mode, TrainableOptions};
 pub use bf16::Precision;

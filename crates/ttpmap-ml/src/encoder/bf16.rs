@@ -9,8 +9,8 @@
 //!
 //! Where the CPU has AMX (Sapphire Rapids and later) and the OS grants the tile state, the
 //! same panels feed AMX tiles (`tdpbf16ps`, [`amx`]), and that is the default there
-//! ([`Precision::detect`]): 1.4-1.9x the f32 encoder with per-document F1 and P@1 within 0.2
-//! points (docs/results.md, "Speed"). The AVX512_BF16 kernel alone is *slower* than candle's
+//! ([`Precision::detect`]): with the fused layer of [`super::fused`], 3.3-3.7x the f32 encoder
+//! with per-document F1 and P@1 within 0.1 points (docs/results.md, "Speed"). The AVX512_BF16 kernel alone is *slower* than candle's
 //! f32 GEMM (75-85 vs 118 sentences/s on a 2-vCPU Xeon: `vdpbf16ps` issues at the rate of the
 //! two f32 FMA ports together, so bf16 doubles nothing), so without AMX f32 stays the default
 //! and that kernel is opt-in (`TTPMAP_PRECISION=bf16`); bf16 has its own parity tolerance.
@@ -31,8 +31,8 @@ pub enum Precision {
 impl Precision {
     /// The inference precision. `TTPMAP_PRECISION=fp32` or `=bf16` chooses (bf16 only where
     /// the CPU has AVX512_BF16, else f32); otherwise bf16 where this CPU and OS offer AMX
-    /// tiles ([`amx_supported`]: 1.4-1.9x the f32 encoder, per-document F1 and P@1 within
-    /// 0.2 points of f32, docs/results.md) and f32 everywhere else (the AVX512_BF16 kernel
+    /// tiles ([`amx_supported`]: 3.3-3.7x the f32 encoder with the fused layer, per-document
+    /// F1 and P@1 within 0.1 points of f32, docs/results.md) and f32 everywhere else (the AVX512_BF16 kernel
     /// alone was slower than f32 on the CPUs we measured).
     pub fn detect() -> Precision {
         static P: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();

@@ -94,7 +94,7 @@ struct FastGeluErfGrad;
 const MAP_CHUNK: usize = 1 << 14;
 
 /// The contiguous f32 values of a custom op's input.
-fn f32_input<'a>(
+pub(super) fn f32_input<'a>(
     name: &str,
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
@@ -628,6 +628,19 @@ impl LayerNorm {
     }
 }
 
+/// `l` on `x`: in [`Mode::Train`] on bf16 AMX tiles when asked for
+/// ([`super::bf16::train_bf16`]), else candle's f32 `Linear`.
+fn train_linear(l: &Linear, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    if mode == Mode::Train && super::bf16::train_bf16() {
+        let y = super::bf16::linear_train(x, l.weight())?;
+        return Ok(match l.bias() {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        });
+    }
+    Ok(l.forward(x)?)
+}
+
 fn linear(vb: &VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
     let w = vb.get_with_hints((out_dim, in_dim), "weight", Init::Const(0.0))?;
     let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
@@ -818,9 +831,9 @@ impl Layer {
                 (all.get(0)?, all.get(1)?, all.get(2)?)
             }
             _ => (
-                (split(self.query.forward(x)?)? * self.scale())?,
-                split(self.key.forward(x)?)?,
-                split(self.value.forward(x)?)?,
+                (split(train_linear(&self.query, x, mode)?)? * self.scale())?,
+                split(train_linear(&self.key, x, mode)?)?,
+                split(train_linear(&self.value, x, mode)?)?,
             ),
         };
         let mut scores = q.matmul(&k.t()?)?;
@@ -842,10 +855,15 @@ impl Layer {
                 .out_norm
                 .forward(&(self.infer_linear(3, &inter)? + x)?, mode);
         }
-        let attn = dropout(self.attn_out.forward(&ctx)?, self.hidden_dropout, mode)?;
+        let attn = train_linear(&self.attn_out, &ctx, mode)?;
+        let attn = dropout(attn, self.hidden_dropout, mode)?;
         let x = self.attn_norm.forward(&(attn + x)?, mode)?;
-        let inter = self.act.apply(&self.intermediate.forward(&x)?, mode)?;
-        let out = dropout(self.output.forward(&inter)?, self.hidden_dropout, mode)?;
+        let inter = self.act.apply(&train_linear(&self.intermediate, &x, mode)?, mode)?;
+        let out = dropout(
+            train_linear(&self.output, &inter, mode)?,
+            self.hidden_dropout,
+            mode,
+        )?;
         self.out_norm.forward(&(out + x)?, mode)
     }
 }

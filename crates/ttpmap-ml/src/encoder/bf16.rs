@@ -143,7 +143,7 @@ pub struct Bf16Linear {
     packed: Vec<u32>,
     n: usize,
     k: usize,
-    /// `k` rounded up to even.
+    /// `k` rounded up to a multiple of 32 (whole AMX tiles; the rest is zeros).
     k2: usize,
     bias: Vec<f32>,
 }
@@ -157,48 +157,103 @@ fn to_bf16(x: f32) -> u16 {
     ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) as u16
 }
 
+/// The left operand of a bf16 product: `k` values per input.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Inputs one after another (`[m, k]`).
+    Rows(&'a [f32]),
+    /// The transpose of `src` (`[k, m]`; the second value is `m`): input `r` is column `r`.
+    Columns(&'a [f32], usize),
+}
+
 impl Bf16Linear {
     /// Packs `weight` `[n, k]` (f32) and `bias` `[n]`.
     pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
         let (n, k) = weight.dims2()?;
-        let w = weight.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let bias = match bias {
             Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
             None => vec![0.0; n],
         };
+        Self::from_rows(&w, n, k, bias)
+    }
+
+    /// Packs `w`, `n` rows of `k` (f32), and `bias` (`n` values), on the thread pool.
+    pub fn from_rows(w: &[f32], n: usize, k: usize, bias: Vec<f32>) -> Result<Self> {
+        use rayon::prelude::*;
         if bias.len() != n {
             return Err(Error::InvalidArgument(format!(
                 "bias has {} values for {n} outputs",
                 bias.len()
             )));
         }
-        let k2 = k.div_ceil(2) * 2;
-        let panels = n.div_ceil(PANEL);
-        let pairs = k2 / 2;
-        let mut packed = vec![0u32; panels * pairs * PANEL];
-        for p in 0..panels {
-            for q in 0..pairs {
-                for c in 0..PANEL {
-                    let j = p * PANEL + c;
-                    if j >= n {
-                        continue;
-                    }
-                    let lo = to_bf16(w[j][2 * q]);
-                    let hi = if 2 * q + 1 < k {
-                        to_bf16(w[j][2 * q + 1])
-                    } else {
-                        0
-                    };
-                    packed[(p * pairs + q) * PANEL + c] = u32::from(lo) | (u32::from(hi) << 16);
-                }
-            }
+        if w.len() != n * k {
+            return Err(Error::InvalidArgument(format!(
+                "{} weights for {n} x {k}",
+                w.len()
+            )));
         }
+        let k2 = k.div_ceil(32) * 32;
+        let pairs = k2 / 2;
+        let mut packed = vec![0u32; n.div_ceil(PANEL) * pairs * PANEL];
+        packed
+            .par_chunks_mut(pairs * PANEL)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for c in 0..PANEL.min(n - p * PANEL) {
+                    let row = &w[(p * PANEL + c) * k..][..k];
+                    for (q, pair) in row.chunks(2).enumerate() {
+                        let lo = to_bf16(pair[0]);
+                        let hi = pair.get(1).map_or(0, |v| to_bf16(*v));
+                        panel[q * PANEL + c] = u32::from(lo) | (u32::from(hi) << 16);
+                    }
+                }
+            });
         Ok(Self {
             packed,
             n,
             k,
             k2,
             bias,
+        })
+    }
+
+    /// Packs the transpose of `src` (`rows` x `cols`, f32) as the weights: `n = cols`
+    /// outputs of `k = rows` inputs, no bias. Reads `src` two rows at a time, so no transposed
+    /// copy is made.
+    pub fn from_columns(src: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        use rayon::prelude::*;
+        if src.len() != rows * cols {
+            return Err(Error::InvalidArgument(format!(
+                "{} values for {rows} x {cols}",
+                src.len()
+            )));
+        }
+        let (n, k) = (cols, rows);
+        let k2 = k.div_ceil(32) * 32;
+        let pairs = k2 / 2;
+        let mut packed = vec![0u32; n.div_ceil(PANEL) * pairs * PANEL];
+        packed
+            .par_chunks_mut(pairs * PANEL)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let c0 = p * PANEL;
+                let width = PANEL.min(n - c0);
+                for (q, two) in src.chunks(2 * cols).enumerate() {
+                    let (lo, hi) = two.split_at(cols.min(two.len()));
+                    for c in 0..width {
+                        let l = to_bf16(lo[c0 + c]);
+                        let h = hi.get(c0 + c).map_or(0, |v| to_bf16(*v));
+                        panel[q * PANEL + c] = u32::from(l) | (u32::from(h) << 16);
+                    }
+                }
+            });
+        Ok(Self {
+            packed,
+            n,
+            k,
+            k2,
+            bias: vec![0.0; n],
         })
     }
 
@@ -247,7 +302,7 @@ impl Bf16Linear {
                 &copy
             }
         };
-        let out = self.rows_with(xs, tiles, epilogue)?;
+        let out = self.rows_with(Input::Rows(xs), tiles, epilogue)?;
         let mut shape = dims;
         *shape.last_mut().unwrap() = self.n;
         Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
@@ -258,20 +313,22 @@ impl Bf16Linear {
     /// [`Bf16Linear::uses_amx`]. The slice form of [`Bf16Linear::forward_then`], for the
     /// fused inference layer.
     pub fn forward_rows(&self, xs: &[f32], epilogue: Option<&Epilogue<'_>>) -> Result<Vec<f32>> {
-        self.rows_with(xs, self.uses_amx(), epilogue)
+        self.rows_with(Input::Rows(xs), self.uses_amx(), epilogue)
     }
 
     fn rows_with(
         &self,
-        xs: &[f32],
+        input: Input<'_>,
         tiles: bool,
         epilogue: Option<&Epilogue<'_>>,
     ) -> Result<Vec<f32>> {
         let k = self.k;
-        if k == 0 || !xs.len().is_multiple_of(k) {
+        let values = match input {
+            Input::Rows(xs) | Input::Columns(xs, _) => xs.len(),
+        };
+        if k == 0 || !values.is_multiple_of(k) {
             return Err(Error::InvalidArgument(format!(
-                "bf16 linear expects rows of {k} input features, got {} values",
-                xs.len()
+                "bf16 linear expects rows of {k} input features, got {values} values"
             )));
         }
         if !bf16_supported() {
@@ -284,7 +341,15 @@ impl Bf16Linear {
                 "AMX tiles are not available for this layer (use the AVX512_BF16 kernel)".into(),
             ));
         }
-        let m = xs.len() / k;
+        let m = match input {
+            Input::Rows(xs) => xs.len() / k,
+            Input::Columns(_, columns) => columns,
+        };
+        if m * k != values {
+            return Err(Error::InvalidArgument(format!(
+                "bf16 linear: {values} values are not {m} inputs of {k}"
+            )));
+        }
         // AMX works on whole 16-row tiles, two at a time: rows are padded to 32 with zeros
         // and the padding's output dropped.
         let (unit, m_pad) = if tiles {
@@ -306,9 +371,8 @@ impl Bf16Linear {
                 rest = tail;
                 // The real rows of this chunk (the rest is padding).
                 let real = rows.min(m.saturating_sub(start));
-                let x = &xs[start * k..(start + real) * k];
                 s.spawn(move |_| {
-                    let a = self.round_rows(x, rows);
+                    let a = self.round_input(input, start, real, rows);
                     // Both kernels write every value of their rows (AMX stores whole tiles,
                     // the AVX512_BF16 kernel every column j < n of every row), so the
                     // chunk is initialised after `rows_into`; zeroed first all the same for
@@ -329,6 +393,30 @@ impl Bf16Linear {
         unsafe { out.set_len(m_pad * n) };
         out.truncate(m * n);
         Ok(out)
+    }
+
+    /// Inputs `start..start + real` of `input` (f32) as rows of bf16 pairs, each padded to
+    /// `k2`, then zero rows up to `rows`.
+    fn round_input(&self, input: Input<'_>, start: usize, real: usize, rows: usize) -> Vec<u32> {
+        let x = match input {
+            Input::Rows(xs) => &xs[start * self.k..(start + real) * self.k],
+            Input::Columns(src, columns) => {
+                // Input r is column r of `src` (k rows of `columns`): two rows of `src` at a
+                // time, each read contiguously over the inputs.
+                let pairs = self.k2 / 2;
+                let mut a = vec![0u32; rows * pairs];
+                for (q, two) in src.chunks(2 * columns).enumerate() {
+                    let (lo, hi) = two.split_at(columns.min(two.len()));
+                    for r in 0..real {
+                        let l = to_bf16(lo[start + r]);
+                        let h = hi.get(start + r).map_or(0, |v| to_bf16(*v));
+                        a[r * pairs + q] = u32::from(l) | (u32::from(h) << 16);
+                    }
+                }
+                return a;
+            }
+        };
+        self.round_rows(x, rows)
     }
 
     /// The `x.len() / k` rows of `x` (f32) as bf16 pairs, each row padded to `k2`, and then
@@ -353,7 +441,8 @@ impl Bf16Linear {
     }
 
     /// Whether [`Bf16Linear::forward`] runs on AMX tiles: the CPU and OS allow them and the
-    /// shape is whole tiles (k a multiple of 32, n of 32; MiniLM's 384 and 1536 are).
+    /// shape is whole tiles (n a multiple of 32; MiniLM's 384, 1152 and 1536 are; k is
+    /// padded).
     pub fn uses_amx(&self) -> bool {
         self.k2.is_multiple_of(32) && self.n.is_multiple_of(PANEL) && amx_supported()
     }
@@ -383,6 +472,109 @@ impl Bf16Linear {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (a, rows, out, tiles);
+    }
+}
+
+/// Whether training runs its encoder's linear layers in bf16 on AMX tiles
+/// ([`linear_train`]): only when `TTPMAP_TRAIN_PRECISION=bf16` asks for it and the CPU and OS
+/// offer AMX ([`amx_supported`]). Training stays f32 by default, so that a training command
+/// gives the same weights on every machine.
+pub fn train_bf16() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let asked = std::env::var("TTPMAP_TRAIN_PRECISION")
+            .is_ok_and(|v| v.eq_ignore_ascii_case("bf16"));
+        if asked && !amx_supported() {
+            tracing::warn!("TTPMAP_TRAIN_PRECISION=bf16 needs AMX tiles; training in f32");
+        }
+        asked && amx_supported()
+    })
+}
+
+/// `x W^T` for training (`x` `[.., k]`, `w` `[n, k]`), differentiable, with bf16 products and
+/// f32 sums forward and backward (mixed precision: the weights, their gradients and the
+/// optimiser stay f32). On AMX tiles where `n` and `k` are multiples of 32 (every linear layer
+/// of MiniLM), else candle's f32 matmul.
+pub fn linear_train(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    let fits = n.is_multiple_of(PANEL) && k.is_multiple_of(PANEL) && amx_supported();
+    if !fits || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        return Ok(x.broadcast_matmul(&w.t()?)?);
+    }
+    Ok(x.contiguous()?.apply_op2(&w.contiguous()?, MatmulNt)?)
+}
+
+/// `a` `[.., k]` times `b` `[n, k]` transposed in bf16 on AMX tiles ([`linear_train`]); its
+/// gradients are products of the same kind: `da = g b`, `db = g^T a`.
+struct MatmulNt;
+
+impl candle_core::CustomOp2 for MatmulNt {
+    fn name(&self) -> &'static str {
+        "bf16-matmul-nt"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let a = super::bert::f32_input(self.name(), s1, l1)?;
+        let b = super::bert::f32_input(self.name(), s2, l2)?;
+        let (n, k) = l2.shape().dims2()?;
+        let mut dims = l1.shape().dims().to_vec();
+        if dims.last() != Some(&k) {
+            candle_core::bail!("bf16 matmul: {:?} times [{n}, {k}] transposed", dims);
+        }
+        let out = Bf16Linear::from_rows(b, n, k, vec![0.0; n])
+            .and_then(|l| l.forward_rows(a, None))
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        *dims.last_mut().unwrap() = n;
+        Ok((candle_core::CpuStorage::F32(out), dims.into()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = b.dims2()?;
+        let m = a.elem_count() / k.max(1);
+        let (a, b, g) = (a.contiguous()?, b.contiguous()?, grad.contiguous()?);
+        let err = |e: Error| candle_core::Error::Msg(e.to_string());
+        let (da, db) = with_f32(&a, |xs| {
+            with_f32(&b, |ws| {
+                with_f32(&g, |gs| {
+                    // da = g b: b's transpose packed as the weights.
+                    let da = Bf16Linear::from_columns(ws, n, k)
+                        .and_then(|l| l.forward_rows(gs, None))
+                        .map_err(err)?;
+                    // db = g^T a: the inputs are g's columns, a's transpose the weights.
+                    let db = Bf16Linear::from_columns(xs, m, k)
+                        .and_then(|l| l.rows_with(Input::Columns(gs, n), l.uses_amx(), None))
+                        .map_err(err)?;
+                    Ok::<_, candle_core::Error>((da, db))
+                })
+            })
+        })????;
+        Ok((
+            Some(Tensor::from_vec(da, a.shape(), a.device())?),
+            Some(Tensor::from_vec(db, (n, k), b.device())?),
+        ))
+    }
+}
+
+/// `f` on the values of `t`, a contiguous f32 tensor on the CPU.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((from, to))) => {
+            Ok(f(&v[from..to]))
+        }
+        _ => candle_core::bail!("bf16 matmul: a contiguous f32 CPU tensor was expected"),
     }
 }
 
@@ -620,6 +812,59 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn bf16_training_product_has_the_f32_gradients_within_bf16_rounding() {
+        if !bf16_supported() {
+            eprintln!("SKIPPED: this CPU has no AVX512_BF16");
+            return;
+        }
+        let dev = Device::Cpu;
+        // [2, 20, 64] x [96, 64]^T: whole AMX tiles in n and k, rows not a multiple of 32;
+        // [13, 48] x [70, 48]^T: k padded, n a partial panel (the AVX512_BF16 kernel).
+        for (dims, n) in [(vec![2usize, 20, 64], 96usize), (vec![13, 48], 70)] {
+            let k = *dims.last().unwrap();
+            let m: usize = dims.iter().product::<usize>() / k;
+            let wave = |len: usize, a: usize, b: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|i| ((i * a % b) as f32 - b as f32 / 2.0) / b as f32)
+                    .collect()
+            };
+            let x = candle_core::Var::from_vec(wave(m * k, 37, 101), dims.clone(), &dev).unwrap();
+            let w = candle_core::Var::from_vec(wave(n * k, 53, 97), (n, k), &dev).unwrap();
+            let mut out_dims = dims.clone();
+            *out_dims.last_mut().unwrap() = n;
+            let r = Tensor::from_vec(wave(m * n, 29, 89), out_dims, &dev).unwrap();
+            let grads = |bf16: bool| {
+                let y = if bf16 {
+                    x.as_tensor().apply_op2(w.as_tensor(), MatmulNt).unwrap()
+                } else {
+                    x.as_tensor().broadcast_matmul(&w.as_tensor().t().unwrap()).unwrap()
+                };
+                let loss = (y.clone() * &r).unwrap().sum_all().unwrap();
+                let g = loss.backward().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (
+                    flat(&y),
+                    flat(g.get(x.as_tensor()).unwrap()),
+                    flat(g.get(w.as_tensor()).unwrap()),
+                )
+            };
+            let (want, got) = (grads(false), grads(true));
+            for (what, a, b) in [
+                ("y", &got.0, &want.0),
+                ("dx", &got.1, &want.1),
+                ("dw", &got.2, &want.2),
+            ] {
+                assert_eq!(a.len(), b.len(), "{what}");
+                let scale = b.iter().fold(1e-3f32, |s, v| s.max(v.abs()));
+                let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                // Two bf16 roundings (2^-9 relative each) over the summed products.
+                assert!(worst / scale < 1e-2, "{dims:?} x {n}: {what} off by {worst} of {scale}");
+                assert!(worst > 0.0, "{what}: bf16 products should differ from f32 somewhere");
+            }
+        }
     }
 
     #[test]

@@ -858,7 +858,9 @@ impl Layer {
         let attn = train_linear(&self.attn_out, &ctx, mode)?;
         let attn = dropout(attn, self.hidden_dropout, mode)?;
         let x = self.attn_norm.forward(&(attn + x)?, mode)?;
-        let inter = self.act.apply(&train_linear(&self.intermediate, &x, mode)?, mode)?;
+        let inter = self
+            .act
+            .apply(&train_linear(&self.intermediate, &x, mode)?, mode)?;
         let out = dropout(
             train_linear(&self.output, &inter, mode)?,
             self.hidden_dropout,

@@ -170,7 +170,10 @@ impl Bf16Linear {
     /// Packs `weight` `[n, k]` (f32) and `bias` `[n]`.
     pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
         let (n, k) = weight.dims2()?;
-        let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let w = weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let bias = match bias {
             Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
             None => vec![0.0; n],
@@ -482,10 +485,12 @@ impl Bf16Linear {
 pub fn train_bf16() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
-        let asked = std::env::var("TTPMAP_TRAIN_PRECISION")
-            .is_ok_and(|v| v.eq_ignore_ascii_case("bf16"));
+        let asked =
+            std::env::var("TTPMAP_TRAIN_PRECISION").is_ok_and(|v| v.eq_ignore_ascii_case("bf16"));
         if asked && !amx_supported() {
             tracing::warn!("TTPMAP_TRAIN_PRECISION=bf16 needs AMX tiles; training in f32");
+        } else if asked {
+            tracing::info!("training's linear layers run bf16 products on AMX tiles");
         }
         asked && amx_supported()
     })
@@ -840,7 +845,9 @@ mod tests {
                 let y = if bf16 {
                     x.as_tensor().apply_op2(w.as_tensor(), MatmulNt).unwrap()
                 } else {
-                    x.as_tensor().broadcast_matmul(&w.as_tensor().t().unwrap()).unwrap()
+                    x.as_tensor()
+                        .broadcast_matmul(&w.as_tensor().t().unwrap())
+                        .unwrap()
                 };
                 let loss = (y.clone() * &r).unwrap().sum_all().unwrap();
                 let g = loss.backward().unwrap();
@@ -859,10 +866,20 @@ mod tests {
             ] {
                 assert_eq!(a.len(), b.len(), "{what}");
                 let scale = b.iter().fold(1e-3f32, |s, v| s.max(v.abs()));
-                let worst = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
                 // Two bf16 roundings (2^-9 relative each) over the summed products.
-                assert!(worst / scale < 1e-2, "{dims:?} x {n}: {what} off by {worst} of {scale}");
-                assert!(worst > 0.0, "{what}: bf16 products should differ from f32 somewhere");
+                assert!(
+                    worst / scale < 1e-2,
+                    "{dims:?} x {n}: {what} off by {worst} of {scale}"
+                );
+                assert!(
+                    worst > 0.0,
+                    "{what}: bf16 products should differ from f32 somewhere"
+                );
             }
         }
     }

@@ -150,6 +150,12 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
         .map(|(i, a)| if i == 0 { "ttpmap".to_string() } else { a })
         .collect::<Vec<_>>()
         .join(" ");
+    // The opt-in precision of training's products is part of how the weights were made.
+    let command = if ttpmap_ml::encoder::bf16::train_bf16() && !args.package_only {
+        format!("TTPMAP_TRAIN_PRECISION=bf16 {command}")
+    } else {
+        command
+    };
     // Packaging again keeps the training command of the model it replaces.
     let previous = std::fs::read(args.ship.join(ttpmap_ml::trained::MANIFEST))
         .ok()

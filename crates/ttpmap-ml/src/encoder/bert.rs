@@ -22,8 +22,9 @@ use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::bf16::with_f32;
 use super::bf16::{Bf16Linear, Precision};
-use super::fused::{gelu_in_place, Bf16Layer, Norm};
+use super::fused::{embed_packed, gelu_in_place, Bf16Layer, Norm, Tables};
 use crate::{Error, Result};
 
 /// Activation of the feed-forward block, as named by `hidden_act` in `config.json`.
@@ -690,6 +691,51 @@ impl Embeddings {
         let x = self.layer_norm.forward(&x, mode)?;
         dropout(x, self.dropout, mode)
     }
+
+    /// Inference embeddings of the first `lengths[i]` tokens of each row of `input_ids`, one
+    /// after another (`[tokens, hidden]` as plain rows, for the fused layers): the same sum
+    /// and layer norm as [`Embeddings::forward`], with no work on padding.
+    fn packed(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        lengths: &[usize],
+    ) -> Result<Vec<f32>> {
+        let (_, seq) = input_ids.dims2()?;
+        let max_pos = self.position.dim(0)?;
+        if seq > max_pos {
+            return Err(Error::InvalidArgument(format!(
+                "sequence of {seq} tokens is longer than max_position_embeddings {max_pos}"
+            )));
+        }
+        let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let types = token_type_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let norm = Norm::new(
+            &self.layer_norm.weight,
+            &self.layer_norm.bias,
+            self.layer_norm.eps,
+        )?;
+        let words = self.word.embeddings().to_dtype(DType::F32)?;
+        let kinds = self.token_type.embeddings().to_dtype(DType::F32)?;
+        let pos = self.position.to_dtype(DType::F32)?;
+        with_f32(&words, |words| {
+            with_f32(&kinds, |kinds| {
+                with_f32(&pos, |pos| {
+                    embed_packed(
+                        Tables {
+                            words,
+                            kinds,
+                            positions: pos,
+                        },
+                        &norm,
+                        &ids,
+                        &types,
+                        lengths,
+                    )
+                })
+            })
+        })???
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1262,8 +1308,27 @@ impl BertEncoder {
                 &zeros
             }
         };
+        let all = 0..self.layers.len();
+        if mode == Mode::Eval
+            && packing_enabled()
+            && self.fusable(&all)
+            && input_ids.device().is_cpu()
+        {
+            let lengths = match attention_mask {
+                Some(m) => right_padded_lengths(m)?,
+                None => Some(vec![s; b]),
+            };
+            if let Some(lengths) = lengths {
+                // Embeddings of the real tokens only, straight into the packed rows.
+                let packed = self
+                    .embeddings
+                    .packed(input_ids, token_type_ids, &lengths)?;
+                let packed = self.run_fused(packed, &lengths, all)?;
+                return self.unpack(&packed, &lengths, s, self.embeddings.position.dtype());
+            }
+        }
         let x = self.embeddings.forward(input_ids, token_type_ids, mode)?;
-        self.forward_layers(&x, attention_mask, 0..self.layers.len(), mode)
+        self.forward_layers(&x, attention_mask, all, mode)
     }
 
     /// Runs the transformer layers `layers` (a sub-range of `0..num_hidden_layers`) on hidden
@@ -1359,33 +1424,50 @@ impl BertEncoder {
 
     /// Inference in bf16 with the fused layer ([`super::fused`]): the real tokens of `x`
     /// `[batch, seq, hidden]` (row `i` has `lengths[i]`, then padding) packed into plain
-    /// rows, every layer run on them, then put back in place; padding positions come out as
-    /// zeros, as on the packed path.
+    /// rows, every layer run on them, then put back in place ([`BertEncoder::unpack`]).
     fn forward_layers_fused(
         &self,
         x: &Tensor,
         lengths: &[usize],
         layers: std::ops::Range<usize>,
     ) -> Result<Tensor> {
-        let (b, s, h) = x.dims3()?;
+        let (_, s, h) = x.dims3()?;
         let flat = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let mut packed = Vec::with_capacity(lengths.iter().sum::<usize>() * h);
         for (row, &len) in lengths.iter().enumerate() {
             packed.extend_from_slice(&flat[row * s * h..(row * s + len) * h]);
         }
+        let packed = self.run_fused(packed, lengths, layers)?;
+        self.unpack(&packed, lengths, s, x.dtype())
+    }
+
+    /// The fused layers `layers` on packed tokens.
+    fn run_fused(
+        &self,
+        mut packed: Vec<f32>,
+        lengths: &[usize],
+        layers: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>> {
         for layer in &self.layers[layers] {
             let fused = layer.bf16.as_ref().ok_or_else(|| {
                 Error::InvalidArgument("the fused path needs bf16 weights".into())
             })?;
             packed = fused.forward(&packed, lengths)?;
         }
+        Ok(packed)
+    }
+
+    /// Packed token rows back to `[batch, seq, hidden]` in `dtype`; padding positions are
+    /// zeros, as on the packed path.
+    fn unpack(&self, packed: &[f32], lengths: &[usize], s: usize, dtype: DType) -> Result<Tensor> {
+        let (b, h) = (lengths.len(), self.cfg.hidden_size);
         let mut out = vec![0f32; b * s * h];
         let mut from = 0;
         for (row, &len) in lengths.iter().enumerate() {
             out[row * s * h..(row * s + len) * h].copy_from_slice(&packed[from..from + len * h]);
             from += len * h;
         }
-        Ok(Tensor::from_vec(out, (b, s, h), x.device())?.to_dtype(x.dtype())?)
+        Ok(Tensor::from_vec(out, (b, s, h), &Device::Cpu)?.to_dtype(dtype)?)
     }
 
     /// The embeddings output (input of layer 0), `[batch, seq, hidden]`.
@@ -1788,6 +1870,16 @@ mod tests {
             let f32_out = enc.forward(&ids, None, Some(&mask), Mode::Eval).unwrap();
             enc.fuse_for_inference_with(Precision::Bf16).unwrap();
             assert!(enc.fusable(&(0..2)));
+            // Embeddings are looked up for the packed tokens: an id past the table is an error.
+            let bad = Tensor::new(&[[2u32, 60]], &dev).unwrap();
+            let err = enc
+                .forward(&bad, None, None, Mode::Eval)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("token id 60 is outside the embedding table"),
+                "{err}"
+            );
             let fused = enc.forward(&ids, None, Some(&mask), Mode::Eval).unwrap();
             // The reference: each layer's own bf16 path on the padded batch.
             let zeros = Tensor::zeros((4, s), DType::U32, &dev).unwrap();

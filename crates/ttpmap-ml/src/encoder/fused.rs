@@ -144,6 +144,56 @@ impl Bf16Layer {
     }
 }
 
+/// An embedding model's tables as plain rows of `hidden` values.
+pub(super) struct Tables<'a> {
+    pub(super) words: &'a [f32],
+    pub(super) kinds: &'a [f32],
+    pub(super) positions: &'a [f32],
+}
+
+/// The embeddings of the first `lengths[i]` tokens of each row of `ids` / `types`, packed:
+/// `(word + token type) + position`, then layer norm, per token. An id past its table is an
+/// error.
+pub(super) fn embed_packed(
+    tables: Tables<'_>,
+    norm: &Norm,
+    ids: &[Vec<u32>],
+    types: &[Vec<u32>],
+    lengths: &[usize],
+) -> Result<Vec<f32>> {
+    let h = norm.weight.len();
+    let total: usize = lengths.iter().sum();
+    let mut out = vec![0f32; total * h];
+    let mut rows = out.as_mut_slice();
+    for ((ids, types), &len) in ids.iter().zip(types).zip(lengths) {
+        let (seq, rest) = rows.split_at_mut(len * h);
+        rows = rest;
+        for (t, row) in seq.chunks_exact_mut(h).enumerate() {
+            let word = lookup(tables.words, h, ids[t], "token")?;
+            let kind = lookup(tables.kinds, h, types[t], "token type")?;
+            for ((y, &w), &k) in row.iter_mut().zip(word).zip(kind) {
+                *y = w + k;
+            }
+        }
+        // The positions 0..len are one contiguous block of the table: added as the
+        // "residual" of the layer norm's kernel.
+        wide_simd(&ResidualNorm(norm), seq, &tables.positions[..len * h]);
+    }
+    Ok(out)
+}
+
+/// Row `id` of `table` (rows of `h`), or an error naming `what` when there is none.
+fn lookup<'t>(table: &'t [f32], h: usize, id: u32, what: &str) -> Result<&'t [f32]> {
+    table
+        .get(id as usize * h..(id as usize + 1) * h)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{what} id {id} is outside the embedding table ({} rows)",
+                table.len() / h
+            ))
+        })
+}
+
 /// The epilogue that adds `residual`'s rows to the output's and layer-normalises them.
 fn residual_norm<'a>(
     norm: &'a Norm,

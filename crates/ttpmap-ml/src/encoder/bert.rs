@@ -159,21 +159,33 @@ fn par_chunks(src: &[f32], chunk: usize, kernel: &impl ChunkKernel) -> Vec<f32> 
 /// operations in the same order (Rust does not fuse multiply-adds on its own), so the results
 /// do not depend on the path.
 pub(super) fn wide_simd(kernel: &impl ChunkKernel, dst: &mut [f32], src: &[f32]) {
-    run_at(simd_level(), kernel, dst, src)
+    let ceiling = SIMD_CEILING.load(std::sync::atomic::Ordering::Relaxed);
+    run_at(simd_level().min(ceiling), kernel, dst, src)
 }
 
-/// 2 with AVX-512 (F, DQ, VL, BW), 1 with AVX2, 0 otherwise.
+/// A ceiling on the level [`wide_simd`] runs at, for tests that force the narrower paths a
+/// CPU without AVX-512 (or AVX2) takes; `u8::MAX` is none. The paths give the same values, so
+/// a ceiling never changes a result, only its speed.
+static SIMD_CEILING: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
+/// 2 with AVX-512 (F, DQ, VL, BW), 1 with AVX2, 0 otherwise; `TTPMAP_SIMD=avx2` or
+/// `=baseline` caps it (the path a CPU without AVX-512, or without AVX2, takes).
 fn simd_level() -> u8 {
     static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("TTPMAP_SIMD").ok().as_deref() {
+            Some("baseline") => 0,
+            Some("avx2") => 1,
+            _ => 2,
+        };
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("avx512bw") {
-                return 2;
+                return cap.min(2);
             }
             if has!("avx2") {
-                return 1;
+                return cap.min(1);
             }
         }
         0
@@ -1927,6 +1939,51 @@ mod tests {
                     assert_eq!(m, 0.0, "padding positions are zeros");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn encoder_gives_the_same_values_on_the_paths_of_cpus_without_avx512() {
+        // The f32 inference path (the default on CPUs without AMX) with the element-wise
+        // kernels forced down to AVX2 and to baseline x86-64, as on CPUs without AVX-512 or
+        // AVX2: the same hidden states to the bit, so the PyTorch parity the other tests check
+        // on this CPU holds on those paths too.
+        struct Restore;
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                SIMD_CEILING.store(u8::MAX, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _restore = Restore;
+        let varmap = VarMap::new();
+        let cfg = Config {
+            hidden_size: 32,
+            intermediate_size: 64,
+            ..tiny()
+        };
+        let (mut enc, _) =
+            BertEncoder::trainable(&varmap, &cfg, &TrainableOptions::default(), None).unwrap();
+        enc.fuse_for_inference_with(Precision::Fp32).unwrap();
+        let dev = Device::Cpu;
+        // Unsorted lengths (the packed path) and a full batch (the padded path).
+        let ids = Tensor::new(&[[2u32, 7, 9, 0, 0, 0], [2, 5, 6, 8, 3, 4]], &dev).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], &dev).unwrap();
+        let run = |level: u8| {
+            SIMD_CEILING.store(level, std::sync::atomic::Ordering::Relaxed);
+            let packed = enc.forward(&ids, None, Some(&mask), Mode::Eval).unwrap();
+            let full = enc.forward(&ids, None, None, Mode::Eval).unwrap();
+            [packed, full].map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        };
+        let widest = run(u8::MAX);
+        for level in 0..simd_level() {
+            let narrow = run(level);
+            for (a, b) in widest.iter().zip(&narrow) {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(a), bits(b), "SIMD level {level}");
+            }
+        }
+        if simd_level() == 0 {
+            eprintln!("this CPU runs the baseline path only: nothing narrower to compare");
         }
     }
 

@@ -10,10 +10,12 @@
 //! Where the CPU has AMX (Sapphire Rapids and later) and the OS grants the tile state, the
 //! same panels feed AMX tiles (`tdpbf16ps`, [`amx`]), and that is the default there
 //! ([`Precision::detect`]): with the fused layer of [`super::fused`], 3.3-3.7x the f32 encoder
-//! with per-document F1 and P@1 within 0.1 points (docs/results.md, "Speed"). The AVX512_BF16 kernel alone is *slower* than candle's
-//! f32 GEMM (75-85 vs 118 sentences/s on a 2-vCPU Xeon: `vdpbf16ps` issues at the rate of the
-//! two f32 FMA ports together, so bf16 doubles nothing), so without AMX f32 stays the default
-//! and that kernel is opt-in (`TTPMAP_PRECISION=bf16`); bf16 has its own parity tolerance.
+//! with per-document F1 and P@1 within 0.5 points (0.41 at most; docs/results.md, "Speed").
+//! The AVX512_BF16 kernel alone is *slower* than candle's f32 GEMM (75-85 vs 118 sentences/s
+//! on a 2-vCPU Xeon: `vdpbf16ps` issues at the rate of the two f32 FMA ports together, so bf16
+//! doubles nothing), so without AMX f32 stays the default and that kernel is opt-in
+//! (`TTPMAP_PRECISION=bf16`); bf16 has its own parity tolerance. Training stays f32 unless
+//! `TTPMAP_TRAIN_PRECISION=bf16` asks for bf16 products on the tiles ([`linear_train`]).
 
 use candle_core::{DType, Device, Tensor};
 
@@ -32,8 +34,8 @@ impl Precision {
     /// The inference precision. `TTPMAP_PRECISION=fp32` or `=bf16` chooses (bf16 only where
     /// the CPU has AVX512_BF16, else f32); otherwise bf16 where this CPU and OS offer AMX
     /// tiles ([`amx_supported`]: 3.3-3.7x the f32 encoder with the fused layer, per-document
-    /// F1 and P@1 within 0.1 points of f32, docs/results.md) and f32 everywhere else (the AVX512_BF16 kernel
-    /// alone was slower than f32 on the CPUs we measured).
+    /// F1 and P@1 within 0.5 points of f32, docs/results.md) and f32 everywhere else (the
+    /// AVX512_BF16 kernel alone was slower than f32 on the CPUs we measured).
     pub fn detect() -> Precision {
         static P: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
         *P.get_or_init(|| {

@@ -16,8 +16,10 @@
 //! Invariants: the query weights arrive pre-scaled by `1/sqrt(head_dim)` (as for every
 //! inference path); every sequence has at least one token; the result equals the reference
 //! layer ([`super::bert`]'s `Layer::forward` in bf16) up to f32 summation order, which the
-//! tests check. Element-wise loops run through [`wide_simd`], so they are the same operations
-//! on every SIMD level.
+//! tests check. The embeddings of the real tokens are computed straight into the packed rows
+//! ([`embed_packed`]). Element-wise loops run through [`wide_simd`], so they are the same
+//! operations on every SIMD level; attention is AVX-512 intrinsics ([`simd`]), which every CPU
+//! that runs bf16 has.
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;

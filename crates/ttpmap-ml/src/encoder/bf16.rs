@@ -9,7 +9,7 @@
 //!
 //! Where the CPU has AMX (Sapphire Rapids and later) and the OS grants the tile state, the
 //! same panels feed AMX tiles (`tdpbf16ps`, [`amx`]), and that is the default there
-//! ([`Precision::detect`]): with the fused layer of [`super::fused`], 3.3-3.7x the f32 encoder
+//! ([`Precision::detect`]): with the fused layer (`encoder/fused.rs`), 3.3-3.7x the f32 encoder
 //! with per-document F1 and P@1 within 0.5 points (0.41 at most; docs/results.md, "Speed").
 //! The AVX512_BF16 kernel alone is *slower* than candle's f32 GEMM (75-85 vs 118 sentences/s
 //! on a 2-vCPU Xeon: `vdpbf16ps` issues at the rate of the two f32 FMA ports together, so bf16

@@ -185,7 +185,6 @@ impl Bf16Linear {
 
     /// Packs `w`, `n` rows of `k` (f32), and `bias` (`n` values), on the thread pool.
     pub fn from_rows(w: &[f32], n: usize, k: usize, bias: Vec<f32>) -> Result<Self> {
-        use rayon::prelude::*;
         if bias.len() != n {
             return Err(Error::InvalidArgument(format!(
                 "bias has {} values for {n} outputs",
@@ -198,43 +197,32 @@ impl Bf16Linear {
                 w.len()
             )));
         }
-        let k2 = k.div_ceil(32) * 32;
-        let pairs = k2 / 2;
-        let mut packed = vec![0u32; n.div_ceil(PANEL) * pairs * PANEL];
-        packed
-            .par_chunks_mut(pairs * PANEL)
-            .enumerate()
-            .for_each(|(p, panel)| {
-                for c in 0..PANEL.min(n - p * PANEL) {
-                    let row = &w[(p * PANEL + c) * k..][..k];
-                    for (q, pair) in row.chunks(2).enumerate() {
-                        let lo = to_bf16(pair[0]);
-                        let hi = pair.get(1).map_or(0, |v| to_bf16(*v));
-                        panel[q * PANEL + c] = u32::from(lo) | (u32::from(hi) << 16);
-                    }
-                }
-            });
-        Ok(Self {
-            packed,
-            n,
-            k,
-            k2,
-            bias,
-        })
+        Ok(Self::pack(n, k, bias, |j, t| w[j * k + t]))
     }
 
     /// Packs the transpose of `src` (`rows` x `cols`, f32) as the weights: `n = cols`
-    /// outputs of `k = rows` inputs, no bias. Reads `src` two rows at a time, so no transposed
-    /// copy is made.
+    /// outputs of `k = rows` inputs, no bias. No transposed copy is made.
     pub fn from_columns(src: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        use rayon::prelude::*;
         if src.len() != rows * cols {
             return Err(Error::InvalidArgument(format!(
                 "{} values for {rows} x {cols}",
                 src.len()
             )));
         }
-        let (n, k) = (cols, rows);
+        Ok(Self::pack(cols, rows, vec![0.0; cols], |j, t| {
+            src[t * cols + j]
+        }))
+    }
+
+    /// The layer whose weight `W[j, t]` (`n` outputs of `k` inputs) is `value(j, t)`: packed
+    /// panel by panel on the thread pool, `k` padded with zeros to whole tiles.
+    fn pack(
+        n: usize,
+        k: usize,
+        bias: Vec<f32>,
+        value: impl Fn(usize, usize) -> f32 + Sync,
+    ) -> Self {
+        use rayon::prelude::*;
         let k2 = k.div_ceil(32) * 32;
         let pairs = k2 / 2;
         let mut packed = vec![0u32; n.div_ceil(PANEL) * pairs * PANEL];
@@ -242,24 +230,26 @@ impl Bf16Linear {
             .par_chunks_mut(pairs * PANEL)
             .enumerate()
             .for_each(|(p, panel)| {
-                let c0 = p * PANEL;
-                let width = PANEL.min(n - c0);
-                for (q, two) in src.chunks(2 * cols).enumerate() {
-                    let (lo, hi) = two.split_at(cols.min(two.len()));
-                    for c in 0..width {
-                        let l = to_bf16(lo[c0 + c]);
-                        let h = hi.get(c0 + c).map_or(0, |v| to_bf16(*v));
-                        panel[q * PANEL + c] = u32::from(l) | (u32::from(h) << 16);
+                let j0 = p * PANEL;
+                for q in 0..k.div_ceil(2) {
+                    for c in 0..PANEL.min(n - j0) {
+                        let lo = to_bf16(value(j0 + c, 2 * q));
+                        let hi = if 2 * q + 1 < k {
+                            to_bf16(value(j0 + c, 2 * q + 1))
+                        } else {
+                            0
+                        };
+                        panel[q * PANEL + c] = u32::from(lo) | (u32::from(hi) << 16);
                     }
                 }
             });
-        Ok(Self {
+        Self {
             packed,
             n,
             k,
             k2,
-            bias: vec![0.0; n],
-        })
+            bias,
+        }
     }
 
     /// Output features.

@@ -22,7 +22,6 @@ use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::bf16::with_f32;
 use super::bf16::{Bf16Linear, Precision};
 use super::fused::{embed_packed, gelu_in_place, Bf16Layer, Norm, Tables};
 use crate::{Error, Result};
@@ -106,6 +105,20 @@ pub(super) fn f32_input<'a>(
     match storage {
         candle_core::CpuStorage::F32(data) => Ok(&data[start..end]),
         _ => Err(candle_core::Error::Msg(format!("{name}: f32 only"))),
+    }
+}
+
+/// `f` on the values of `t`, a contiguous f32 tensor on the CPU ([`f32_input`] for a
+/// tensor rather than a custom op's storage).
+pub(super) fn with_f32<R>(
+    name: &str,
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> R,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(f32_input(name, cpu, layout)?)),
+        _ => candle_core::bail!("{name}: a CPU tensor was expected"),
     }
 }
 
@@ -730,9 +743,10 @@ impl Embeddings {
         let words = self.word.embeddings().to_dtype(DType::F32)?;
         let kinds = self.token_type.embeddings().to_dtype(DType::F32)?;
         let pos = self.position.to_dtype(DType::F32)?;
-        with_f32(&words, |words| {
-            with_f32(&kinds, |kinds| {
-                with_f32(&pos, |pos| {
+        let name = "embeddings";
+        with_f32(name, &words, |words| {
+            with_f32(name, &kinds, |kinds| {
+                with_f32(name, &pos, |pos| {
                     embed_packed(
                         Tables {
                             words,
@@ -1639,6 +1653,18 @@ mod tests {
     use super::*;
 
     /// Largest absolute element-wise difference of two tensors of the same shape.
+    /// The largest value of `batch[row, from..]` in absolute value (0 when that padding is
+    /// zeros, as consumers expect).
+    fn padding_max(batch: &Tensor, row: usize, from: usize) -> f32 {
+        let s = batch.dim(1).unwrap();
+        let pad = batch
+            .narrow(0, row, 1)
+            .unwrap()
+            .narrow(1, from, s - from)
+            .unwrap();
+        pad.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    }
+
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
@@ -1828,12 +1854,7 @@ mod tests {
                 assert!(d < 1e-5, "row {i} (fused {fused}): {d}");
                 // Padding positions are zeros (consumers mask them).
                 if r.len() < s {
-                    let pad = batch
-                        .narrow(0, i, 1)
-                        .unwrap()
-                        .narrow(1, r.len(), s - r.len());
-                    let m = pad.unwrap().abs().unwrap().max_all().unwrap();
-                    assert_eq!(m.to_scalar::<f32>().unwrap(), 0.0);
+                    assert_eq!(padding_max(&batch, i, r.len()), 0.0);
                 }
             }
         }
@@ -1924,19 +1945,11 @@ mod tests {
                     "hidden {hidden} row {r}: fused {to_f32} from f32, reference {ref_to_f32}"
                 );
                 if len < s {
-                    let pad = fused
-                        .narrow(0, r, 1)
-                        .unwrap()
-                        .narrow(1, len, s - len)
-                        .unwrap();
-                    let m = pad
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
-                    assert_eq!(m, 0.0, "padding positions are zeros");
+                    assert_eq!(
+                        padding_max(&fused, r, len),
+                        0.0,
+                        "padding positions are zeros"
+                    );
                 }
             }
         }

@@ -19,6 +19,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::bert::{f32_input, with_f32};
 use crate::{Error, Result};
 
 /// Arithmetic of the encoder's linear layers at inference.
@@ -284,20 +285,15 @@ impl Bf16Linear {
                 self.k
             )));
         }
-        // The input's own memory when it is a contiguous f32 tensor (the encoder's always
-        // are), else a copy.
-        let copy;
-        let (storage, layout) = x.storage_and_layout();
-        let xs: &[f32] = match (&*storage, layout.contiguous_offsets()) {
-            (candle_core::Storage::Cpu(cpu), Some((from, to))) if x.dtype() == DType::F32 => {
-                &cpu.as_slice::<f32>()?[from..to]
-            }
-            _ => {
-                copy = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                &copy
-            }
-        };
-        let out = self.rows_with(Input::Rows(xs), tiles, epilogue)?;
+        // The input's own memory when it is a contiguous f32 CPU tensor (the encoder's always
+        // are: these conversions are then no-ops), else a copy.
+        let x = x
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .contiguous()?;
+        let out = with_f32("bf16 linear", &x, |xs| {
+            self.rows_with(Input::Rows(xs), tiles, epilogue)
+        })??;
         let mut shape = dims;
         *shape.last_mut().unwrap() = self.n;
         Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
@@ -517,8 +513,8 @@ impl candle_core::CustomOp2 for MatmulNt {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let a = super::bert::f32_input(self.name(), s1, l1)?;
-        let b = super::bert::f32_input(self.name(), s2, l2)?;
+        let a = f32_input(self.name(), s1, l1)?;
+        let b = f32_input(self.name(), s2, l2)?;
         let (n, k) = l2.shape().dims2()?;
         let mut dims = l1.shape().dims().to_vec();
         if dims.last() != Some(&k) {
@@ -542,9 +538,9 @@ impl candle_core::CustomOp2 for MatmulNt {
         let m = a.elem_count() / k.max(1);
         let (a, b, g) = (a.contiguous()?, b.contiguous()?, grad.contiguous()?);
         let err = |e: Error| candle_core::Error::Msg(e.to_string());
-        let (da, db) = with_f32(&a, |xs| {
-            with_f32(&b, |ws| {
-                with_f32(&g, |gs| {
+        let (da, db) = with_f32(self.name(), &a, |xs| {
+            with_f32(self.name(), &b, |ws| {
+                with_f32(self.name(), &g, |gs| {
                     // da = g b: b's transpose packed as the weights.
                     let da = Bf16Linear::from_columns(ws, n, k)
                         .and_then(|l| l.forward_rows(gs, None))
@@ -561,17 +557,6 @@ impl candle_core::CustomOp2 for MatmulNt {
             Some(Tensor::from_vec(da, a.shape(), a.device())?),
             Some(Tensor::from_vec(db, (n, k), b.device())?),
         ))
-    }
-}
-
-/// `f` on the values of `t`, a contiguous f32 tensor on the CPU.
-pub(super) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((from, to))) => {
-            Ok(f(&v[from..to]))
-        }
-        _ => candle_core::bail!("bf16 matmul: a contiguous f32 CPU tensor was expected"),
     }
 }
 

@@ -79,7 +79,7 @@ fn main() -> ttpmap_ml::Result<()> {
         let step = |opt: &mut FusedAdamW, ema: &mut Ema| -> ttpmap_ml::Result<()> {
             let logits = tc.network().forward(&batch, Mode::Train)?;
             let loss = loss_cfg.compute(&logits, &targets)?;
-            let mut grads = loss.backward()?;
+            let mut grads = ttpmap_ml::encoder::backward(&loss)?;
             clip_grad_norm(&mut grads, &vars, 1.0)?;
             opt.step(&grads, 1.0)?;
             ema.update(&vars)

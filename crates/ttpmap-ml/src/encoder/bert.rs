@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bf16::{Bf16Linear, Precision};
 use super::fused::{embed_packed, gelu_in_place, Bf16Layer, Norm, Tables};
+use super::fused_train::{Dropout, LayerWeights, TrainLayers, LAYER_TENSORS};
 use crate::{Error, Result};
 
 /// Activation of the feed-forward block, as named by `hidden_act` in `config.json`.
@@ -89,6 +90,15 @@ pub(super) fn gelu_erf_f32(x: f32) -> f32 {
 
 /// d/dx GELU(x) = Phi(x) + x phi(x), with the erf of [`erf_f32`].
 struct FastGeluErfGrad;
+
+/// d/dx GELU(x) = Phi(x) + x phi(x) ([`FastGeluErfGrad`] on one value).
+#[inline(always)]
+pub(super) fn gelu_grad_f32(x: f32) -> f32 {
+    // 1 / sqrt(2 pi).
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+        + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+}
 
 /// Elements per parallel task of the element-wise maps (smaller inputs run on one thread).
 const MAP_CHUNK: usize = 1 << 14;
@@ -183,7 +193,7 @@ static SIMD_CEILING: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::
 
 /// 2 with AVX-512 (F, DQ, VL, BW), 1 with AVX2, 0 otherwise; `TTPMAP_SIMD=avx2` or
 /// `=baseline` caps it (the path a CPU without AVX-512, or without AVX2, takes).
-fn simd_level() -> u8 {
+pub(super) fn simd_level() -> u8 {
     static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *LEVEL.get_or_init(|| {
         let cap = match std::env::var("TTPMAP_SIMD").ok().as_deref() {
@@ -355,12 +365,7 @@ impl candle_core::CustomOp1 for FastGeluErfGrad {
         storage: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        // 1 / sqrt(2 pi).
-        const INV_SQRT_2PI: f32 = 0.398_942_3;
-        map_f32(self.name(), storage, layout, |x| {
-            0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-                + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
-        })
+        map_f32(self.name(), storage, layout, gelu_grad_f32)
     }
 }
 
@@ -809,6 +814,74 @@ impl Layer {
         })
     }
 
+    /// Whether every weight is an f32 CPU tensor (what the fused training layers read).
+    fn weights_f32_cpu(&self) -> bool {
+        let linears = [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attn_out,
+            &self.intermediate,
+            &self.output,
+        ];
+        linears.iter().all(|l| {
+            l.bias().is_some()
+                && [Some(l.weight()), l.bias()]
+                    .into_iter()
+                    .flatten()
+                    .all(|t| t.dtype() == DType::F32 && t.device().is_cpu())
+        }) && [&self.attn_norm, &self.out_norm]
+            .iter()
+            .all(|n| n.weight.dtype() == DType::F32 && n.bias.dtype() == DType::F32)
+    }
+
+    /// The weights as the fused training layers read them ([`LayerWeights`]): current values,
+    /// query rows pre-scaled, and the tensors their gradients belong to.
+    fn train_weights(&self) -> Result<LayerWeights> {
+        let values = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let bias = |l: &Linear| -> Result<Tensor> {
+            l.bias()
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument("a linear layer without bias".into()))
+        };
+        let scale = self.scale() as f32;
+        let mut qkv = values(self.query.weight())?;
+        let mut qkv_bias = values(&bias(&self.query)?)?;
+        for v in qkv.iter_mut().chain(qkv_bias.iter_mut()) {
+            *v *= scale;
+        }
+        for l in [&self.key, &self.value] {
+            qkv.extend(values(l.weight())?);
+            qkv_bias.extend(values(&bias(l)?)?);
+        }
+        let norm = |n: &LayerNorm| -> Result<(Vec<f32>, Vec<f32>, f32)> {
+            Ok((values(&n.weight)?, values(&n.bias)?, n.eps as f32))
+        };
+        let mut tensors = Vec::with_capacity(LAYER_TENSORS.len());
+        for l in [&self.query, &self.key, &self.value, &self.attn_out] {
+            tensors.extend([l.weight().clone(), bias(l)?]);
+        }
+        tensors.extend([self.attn_norm.weight.clone(), self.attn_norm.bias.clone()]);
+        for l in [&self.intermediate, &self.output] {
+            tensors.extend([l.weight().clone(), bias(l)?]);
+        }
+        tensors.extend([self.out_norm.weight.clone(), self.out_norm.bias.clone()]);
+        Ok(LayerWeights {
+            qkv,
+            qkv_bias,
+            attn_out: values(self.attn_out.weight())?,
+            attn_out_bias: values(&bias(&self.attn_out)?)?,
+            attn_norm: norm(&self.attn_norm)?,
+            inter: values(self.intermediate.weight())?,
+            inter_bias: values(&bias(&self.intermediate)?)?,
+            out: values(self.output.weight())?,
+            out_bias: values(&bias(&self.output)?)?,
+            out_norm: norm(&self.out_norm)?,
+            scale,
+            tensors,
+        })
+    }
+
     /// Query rows are pre-multiplied by `1/sqrt(head_dim)`, so the fused path skips that scaling.
     fn fuse(&mut self) -> Result<()> {
         let scale = self.scale();
@@ -1121,6 +1194,26 @@ pub struct BertEncoder {
     pooler: Option<Linear>,
     cfg: Config,
     prefix: &'static str,
+    training: Training,
+}
+
+/// How [`Mode::Train`] runs the layers: fused ([`super::fused_train`]) or composed, and the
+/// counter that seeds the fused layers' dropout masks.
+#[derive(Debug, Clone)]
+struct Training {
+    fused: bool,
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Training {
+    /// Fused unless `TTPMAP_TRAIN_FUSED=0`.
+    fn from_env() -> Self {
+        let fused = std::env::var("TTPMAP_TRAIN_FUSED").map_or(true, |v| v.trim() != "0");
+        Self {
+            fused,
+            calls: Default::default(),
+        }
+    }
 }
 
 /// Large negative added to attention scores of padding keys (Hugging Face adds the dtype's
@@ -1155,6 +1248,7 @@ impl BertEncoder {
             pooler,
             cfg: cfg.clone(),
             prefix,
+            training: Training::from_env(),
         })
     }
 
@@ -1243,6 +1337,22 @@ impl BertEncoder {
         }
         let enc = Self::load(vb, cfg)?;
         Ok((enc, report))
+    }
+
+    /// Whether [`Mode::Train`] on f32 CPU tensors runs the fused training layers
+    /// ([`super::fused_train`]: forward and backward written out on the batch's real tokens,
+    /// the default unless `TTPMAP_TRAIN_FUSED=0`) or candle's composed operations. With the
+    /// fused layers, gradients come from [`super::backward`], not `loss.backward()`.
+    pub fn set_fused_training(&mut self, on: bool) {
+        self.training.fused = on;
+    }
+
+    /// Restarts the counter the fused training layers draw their dropout masks from: the
+    /// same seed and the same calls give the same masks.
+    pub fn set_dropout_seed(&self, seed: u64) {
+        self.training
+            .calls
+            .store(seed, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The config this encoder was built with.
@@ -1385,6 +1495,15 @@ impl BertEncoder {
                 )));
             }
         }
+        if mode == Mode::Train && self.train_fusable(x, &layers) {
+            let lengths = match attention_mask {
+                Some(m) => right_padded_lengths(m)?,
+                None => Some(vec![s; b]),
+            };
+            if let Some(lengths) = lengths {
+                return self.forward_layers_train_fused(x, lengths, layers);
+            }
+        }
         if mode == Mode::Eval && packing_enabled() && self.fusable(&layers) {
             let lengths = match attention_mask {
                 Some(m) => right_padded_lengths(m)?,
@@ -1438,6 +1557,44 @@ impl BertEncoder {
         Ok(zeros
             .index_add(&plan.index, &packed, 0)?
             .reshape((b, s, h))?)
+    }
+
+    /// Whether [`Mode::Train`] runs `layers` on `x` with the fused training layers.
+    fn train_fusable(&self, x: &Tensor, layers: &std::ops::Range<usize>) -> bool {
+        self.training.fused
+            && !layers.is_empty()
+            && x.dtype() == DType::F32
+            && x.device().is_cpu()
+            && self.layers[layers.clone()]
+                .iter()
+                .all(|l| l.act == HiddenAct::Gelu && l.weights_f32_cpu())
+    }
+
+    /// [`Mode::Train`] through the fused training layers ([`super::fused_train`]): one
+    /// differentiable operation for the whole range, with padding out of every pass.
+    fn forward_layers_train_fused(
+        &self,
+        x: &Tensor,
+        lengths: Vec<usize>,
+        layers: std::ops::Range<usize>,
+    ) -> Result<Tensor> {
+        let first = &self.layers[layers.start];
+        let weights = self.layers[layers.clone()]
+            .iter()
+            .map(Layer::train_weights)
+            .collect::<Result<Vec<_>>>()?;
+        let seed = self
+            .training
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dropout = Dropout {
+            attention: first.attn_dropout as f32,
+            hidden: first.hidden_dropout as f32,
+            seed,
+        };
+        let op = TrainLayers::new(weights, lengths, first.heads, dropout);
+        // The second argument only ties the op to the weights in candle's graph.
+        Ok(x.contiguous()?.apply_op2(first.query.weight(), op)?)
     }
 
     /// Whether every layer of `layers` has bf16 weights the fused layer runs
@@ -2046,5 +2203,169 @@ mod tests {
         let n = l2_normalize(&p).unwrap().to_vec2::<f32>().unwrap();
         let norm: f32 = n[0].iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-6);
+    }
+
+    /// A trainable tiny encoder with weights larger than BERT's 0.02, so that every path
+    /// carries a sizeable signal.
+    fn tiny_trainable(dropout: f64) -> (VarMap, BertEncoder) {
+        let varmap = VarMap::new();
+        let mut cfg = tiny().with_dropout(dropout);
+        cfg.initializer_range = 0.2;
+        let opts = TrainableOptions {
+            seed: 5,
+            ..TrainableOptions::default()
+        };
+        let (enc, _) = BertEncoder::trainable(&varmap, &cfg, &opts, None).unwrap();
+        (varmap, enc)
+    }
+
+    /// Hidden states `[4, 7, 16]` entering layer 0 (a variable, so its gradient is checked
+    /// too), a right-padded mask of lengths 5, 3, 7, 1, and weights for the loss.
+    fn fused_inputs() -> (Var, Tensor, Tensor) {
+        let dev = Device::Cpu;
+        let n = 4 * 7 * 16;
+        let wave = |k: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * k) % 23) as f32 / 23.0 - 0.5) * 2.0)
+                .collect()
+        };
+        let x = Var::from_tensor(&Tensor::from_vec(wave(7919), (4, 7, 16), &dev).unwrap()).unwrap();
+        let lengths = [5usize, 3, 7, 1];
+        let mask: Vec<u32> = lengths
+            .iter()
+            .flat_map(|&l| (0..7).map(move |j| u32::from(j < l)))
+            .collect();
+        let mask = Tensor::from_vec(mask, (4, 7), &dev).unwrap();
+        let w = Tensor::from_vec(wave(104_729), (4, 7, 16), &dev).unwrap();
+        (x, mask, w)
+    }
+
+    /// A scalar of the real tokens of both layers' output, in f64.
+    fn fused_loss(enc: &BertEncoder, x: &Var, mask: &Tensor, w: &Tensor) -> Tensor {
+        let out = enc
+            .forward_layers(x.as_tensor(), Some(mask), 0..2, Mode::Train)
+            .unwrap();
+        let m = mask
+            .to_dtype(DType::F32)
+            .unwrap()
+            .unsqueeze(2)
+            .unwrap()
+            .broadcast_as(out.shape())
+            .unwrap();
+        let real = (out * m).unwrap();
+        let lin = (&real * w).unwrap().sum_all().unwrap();
+        let sq = (real.sqr().unwrap().sum_all().unwrap() * 0.1).unwrap();
+        (lin + sq).unwrap().to_dtype(DType::F64).unwrap()
+    }
+
+    fn grad_values(g: &candle_core::backprop::GradStore, t: &Tensor) -> Option<Vec<f32>> {
+        g.get(t)
+            .map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+    }
+
+    #[test]
+    fn fused_training_layers_match_the_composed_path() {
+        let (varmap, mut enc) = tiny_trainable(0.0);
+        let (x, mask, w) = fused_inputs();
+        let vars = varmap.all_vars();
+        let run = |enc: &BertEncoder| {
+            let loss = fused_loss(enc, &x, &mask, &w);
+            let grads = super::super::backward(&loss).unwrap();
+            (loss.to_scalar::<f64>().unwrap(), grads)
+        };
+        enc.set_fused_training(true);
+        let (fused_loss_value, fused) = run(&enc);
+        // candle's own backward does not see the weights inside the fused op: the fused path
+        // really ran.
+        let candle_only = fused_loss(&enc, &x, &mask, &w).backward().unwrap();
+        let layer_weight = enc.layers[1].intermediate.weight();
+        assert!(candle_only.get(layer_weight).is_none());
+        enc.set_fused_training(false);
+        let (composed_loss_value, composed) = run(&enc);
+        assert!(
+            (fused_loss_value - composed_loss_value).abs() < 1e-5 * composed_loss_value.abs(),
+            "{fused_loss_value} vs {composed_loss_value}"
+        );
+        let mut compared = 0;
+        for t in vars
+            .iter()
+            .map(|v| v.as_tensor())
+            .chain(std::iter::once(x.as_tensor()))
+        {
+            let (a, b) = (grad_values(&fused, t), grad_values(&composed, t));
+            let (Some(a), Some(b)) = (a, b) else {
+                // The embeddings are not in this computation: neither path gives them one.
+                assert!(grad_values(&fused, t).is_none() && grad_values(&composed, t).is_none());
+                continue;
+            };
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+            let diff = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(
+                diff <= 1e-4 * scale,
+                "gradient differs by {diff} (scale {scale})"
+            );
+            compared += 1;
+        }
+        // 16 tensors per layer, and the input.
+        assert_eq!(compared, 2 * 16 + 1);
+    }
+
+    #[test]
+    fn fused_training_dropout_is_seeded_and_in_the_gradient() {
+        let (varmap, enc) = tiny_trainable(0.3);
+        let (x, mask, w) = fused_inputs();
+        let at = |seed: u64| -> f64 {
+            enc.set_dropout_seed(seed);
+            fused_loss(&enc, &x, &mask, &w).to_scalar::<f64>().unwrap()
+        };
+        assert_eq!(at(3), at(3));
+        assert_ne!(at(3), at(4));
+        enc.set_dropout_seed(3);
+        let grads = super::super::backward(&fused_loss(&enc, &x, &mask, &w)).unwrap();
+        let named = varmap.data().lock().unwrap().clone();
+        let mut checked: Vec<(String, Tensor)> = [
+            "encoder.layer.0.attention.self.query.weight",
+            "encoder.layer.0.attention.self.value.bias",
+            "encoder.layer.0.output.LayerNorm.weight",
+            "encoder.layer.1.intermediate.dense.weight",
+            "encoder.layer.1.attention.output.dense.bias",
+        ]
+        .iter()
+        .map(|n| (n.to_string(), named[*n].as_tensor().clone()))
+        .collect();
+        checked.push(("input".into(), x.as_tensor().clone()));
+        let eps = 1e-2f32;
+        for (name, t) in checked {
+            let var = if name == "input" {
+                x.clone()
+            } else {
+                named[&name].clone()
+            };
+            let original = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let grad = grad_values(&grads, &t).unwrap_or_else(|| panic!("{name}: no gradient"));
+            let mut idx: Vec<usize> = (0..grad.len()).collect();
+            idx.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
+            for &i in &idx[..3] {
+                let shifted = |d: f32| {
+                    let mut v = original.clone();
+                    v[i] += d;
+                    var.set(&Tensor::from_vec(v, t.shape(), &Device::Cpu).unwrap())
+                        .unwrap();
+                    at(3)
+                };
+                let numeric = ((shifted(eps) - shifted(-eps)) / (2.0 * f64::from(eps))) as f32;
+                var.set(&Tensor::from_vec(original.clone(), t.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let analytic = grad[i];
+                let err = (numeric - analytic).abs();
+                assert!(
+                    err <= 2e-2 * analytic.abs().max(numeric.abs()) + 2e-3,
+                    "{name}[{i}]: finite difference {numeric} vs fused backward {analytic}"
+                );
+            }
+        }
     }
 }

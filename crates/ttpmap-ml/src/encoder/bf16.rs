@@ -120,7 +120,7 @@ pub fn amx_supported() -> bool {
 }
 
 /// Columns per packed weight panel (two zmm registers of f32 accumulators).
-const PANEL: usize = 32;
+pub(super) const PANEL: usize = 32;
 /// Rows of the output computed together (6 x 2 accumulators + 2 weight registers).
 const ROWS: usize = 6;
 
@@ -162,7 +162,7 @@ fn to_bf16(x: f32) -> u16 {
 
 /// The left operand of a bf16 product: `k` values per input.
 #[derive(Clone, Copy)]
-enum Input<'a> {
+pub(super) enum Input<'a> {
     /// Inputs one after another (`[m, k]`).
     Rows(&'a [f32]),
     /// The transpose of `src` (`[k, m]`; the second value is `m`): input `r` is column `r`.
@@ -307,7 +307,7 @@ impl Bf16Linear {
         self.rows_with(Input::Rows(xs), self.uses_amx(), epilogue)
     }
 
-    fn rows_with(
+    pub(super) fn rows_with(
         &self,
         input: Input<'_>,
         tiles: bool,

@@ -4,6 +4,8 @@
 pub mod bert;
 pub mod bf16;
 mod fused;
+mod fused_train;
 
 pub use bert::{BertEncoder, Config, HiddenAct, LoadReport, Mode, TrainableOptions};
 pub use bf16::Precision;
+pub use fused_train::backward;

@@ -363,7 +363,7 @@ pub fn run<T: Trainee>(
             }
             let loss = model.loss(batch)?;
             let loss_v = f64::from(loss.to_scalar::<f32>()?);
-            let mut grads = loss.backward()?;
+            let mut grads = crate::encoder::backward(&loss)?;
             match clip_grad_norm(&mut grads, &st.vars, cfg.clip_norm) {
                 Ok(_) => {
                     st.opt.step(&grads, sched.factor(step))?;

@@ -532,7 +532,9 @@ mod gradients {
     fn every_weight_receives_gradient() {
         let dev = Device::Cpu;
         let (varmap, enc) = tiny_trainable(DType::F32);
-        let grads = loss(&enc, &dev).backward().expect("backward");
+        // f32 on the CPU: the fused training layers, whose weight gradients
+        // `ttpmap_ml::encoder::backward` adds to candle's.
+        let grads = ttpmap_ml::encoder::backward(&loss(&enc, &dev)).expect("backward");
         let vars = named_vars(&varmap);
         assert_eq!(vars.len(), 5 + 16 * 2 + 2);
         for (name, var) in vars {

@@ -97,7 +97,7 @@ pub(super) fn gelu_grad_f32(x: f32) -> f32 {
     // 1 / sqrt(2 pi).
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-        + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+        + x * INV_SQRT_2PI * exp_f32(-0.5 * x * x)
 }
 
 /// Elements per parallel task of the element-wise maps (smaller inputs run on one thread).
@@ -247,7 +247,7 @@ fn run_at(level: u8, kernel: &impl ChunkKernel, dst: &mut [f32], src: &[f32]) {
 /// there, about one f32 ulp) and `2^n` written into the exponent bits. 0 below -87.3 (where
 /// f32 turns subnormal), and x is capped at 88.3 (f32's largest `exp` is at 88.72).
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
+pub(super) fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.

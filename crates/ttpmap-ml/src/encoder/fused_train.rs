@@ -191,6 +191,7 @@ unsafe fn gemm_f32(
 /// Rows per task of the row-wise passes.
 const ROW_CHUNK: usize = 16;
 
+#[inline(always)]
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -209,13 +210,13 @@ pub(super) fn dropout_mask(seed: u64, len: usize, p: f32) -> Vec<f32> {
     out.par_chunks_mut(4 * QUADS)
         .enumerate()
         .for_each(|(c, chunk)| {
-            for (i, quad) in chunk.chunks_mut(4).enumerate() {
-                let r = splitmix(seed.wrapping_add((c * QUADS + i) as u64));
-                for (j, v) in quad.iter_mut().enumerate() {
-                    let draw = (r >> (16 * j)) & 0xFFFF;
-                    *v = if draw < threshold { 0.0 } else { keep };
-                }
-            }
+            wide(Mask {
+                out: chunk,
+                seed,
+                first: c * QUADS,
+                threshold,
+                keep,
+            })
         });
     out
 }
@@ -263,9 +264,52 @@ fn split_mut(mut data: &mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&m
     out
 }
 
+/// `dst` `[m, n]` (row stride `dst_rs`) `= lhs [m, k] rhs [k, n]` on this thread, for the
+/// attention's per-head products; strides in elements, as in [`gemm_f32`].
+///
+/// # Safety
+/// Every element the strides address must lie inside its slice.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn gemm_small(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    (lhs_cs, lhs_rs): (usize, usize),
+    rhs: &[f32],
+    (rhs_cs, rhs_rs): (usize, usize),
+) {
+    debug_assert!(dst.len() >= (m - 1) * dst_rs + n);
+    debug_assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    debug_assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.as_mut_ptr(),
+        1,
+        dst_rs as isize,
+        false,
+        lhs.as_ptr(),
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs.as_ptr(),
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
 /// One sequence's attention, forward: `qkv` its rows (`[len, 3h]`, queries pre-scaled),
 /// `probs` its softmax probabilities (`[heads, len, len]`, before dropout), `ctx` its context
-/// rows (`[len, h]`), with dropout factors `mask` on the probabilities.
+/// rows (`[len, h]`), with dropout factors `mask` on the probabilities. Per head: the scores
+/// `q k^T`, softmax by row, dropout, the context `p v`.
 #[inline(always)]
 fn attend_forward(
     qkv: &[f32],
@@ -278,44 +322,57 @@ fn attend_forward(
     let len = ctx.len() / h;
     let hd = h / heads;
     let w = 3 * h;
-    let mut kt = vec![0f32; hd * len];
-    let mut scores = vec![0f32; len];
-    ctx.fill(0.0);
+    let mut scores = vec![0f32; len * len];
+    let mut dropped = vec![0f32; if mask.is_some() { len * len } else { 0 }];
     for head in 0..heads {
         let (q0, k0, v0) = (head * hd, h + head * hd, 2 * h + head * hd);
-        for j in 0..len {
-            for d in 0..hd {
-                kt[d * len + j] = qkv[j * w + k0 + d];
-            }
+        let block = head * len * len..(head + 1) * len * len;
+        // SAFETY: rows of `w` values with the head's `hd` columns at q0/k0 < w - hd + 1;
+        // `scores` is `[len, len]`.
+        unsafe {
+            gemm_small(
+                (len, len, hd),
+                &mut scores,
+                len,
+                &qkv[q0..],
+                (1, w),
+                &qkv[k0..],
+                (w, 1),
+            )
+        };
+        let p = &mut probs[block.clone()];
+        for (src, dst) in scores.chunks_exact(len).zip(p.chunks_exact_mut(len)) {
+            softmax_row(src, dst);
         }
-        let block = head * len * len;
-        for i in 0..len {
-            scores.fill(0.0);
-            let q = &qkv[i * w + q0..i * w + q0 + hd];
-            for (d, &qd) in q.iter().enumerate() {
-                for (s, &k) in scores.iter_mut().zip(&kt[d * len..(d + 1) * len]) {
-                    *s += qd * k;
+        let p: &[f32] = match mask {
+            Some(m) => {
+                for ((d, &p), &f) in dropped.iter_mut().zip(&*p).zip(&m[block]) {
+                    *d = p * f;
                 }
+                &dropped
             }
-            let p = &mut probs[block + i * len..block + (i + 1) * len];
-            softmax_row(&scores, p);
-            let c = &mut ctx[i * h + q0..i * h + q0 + hd];
-            for j in 0..len {
-                let pj = match mask {
-                    Some(m) => p[j] * m[block + i * len + j],
-                    None => p[j],
-                };
-                for (c, &v) in c.iter_mut().zip(&qkv[j * w + v0..j * w + v0 + hd]) {
-                    *c += pj * v;
-                }
-            }
-        }
+            None => p,
+        };
+        // SAFETY: `ctx` rows of `h` with the head's columns at q0; `p` is `[len, len]`; `v`
+        // rows of `w` at v0.
+        unsafe {
+            gemm_small(
+                (len, hd, len),
+                &mut ctx[q0..],
+                h,
+                p,
+                (1, len),
+                &qkv[v0..],
+                (1, w),
+            )
+        };
     }
 }
 
 /// One sequence's attention, backward: from the context's gradient `dctx` (`[len, h]`) to
 /// the gradient of the query/key/value rows `dqkv` (`[len, 3h]`, with respect to the
-/// pre-scaled queries).
+/// pre-scaled queries). Per head: `dp' = dctx v^T`, `dv = p'^T dctx`, the softmax
+/// derivative by row, `dq = ds k`, `dk = ds^T q` (`p'` the probabilities after dropout).
 #[inline(always)]
 fn attend_backward(
     qkv: &[f32],
@@ -329,65 +386,78 @@ fn attend_backward(
     let len = dctx.len() / h;
     let hd = h / heads;
     let w = 3 * h;
-    let mut vt = vec![0f32; hd * len];
-    let mut dp = vec![0f32; len];
-    let mut dq = vec![0f32; hd];
-    dqkv.fill(0.0);
+    let mut ds = vec![0f32; len * len];
+    let mut dropped = vec![0f32; if mask.is_some() { len * len } else { 0 }];
     for head in 0..heads {
         let (q0, k0, v0) = (head * hd, h + head * hd, 2 * h + head * hd);
-        for j in 0..len {
-            for d in 0..hd {
-                vt[d * len + j] = qkv[j * w + v0 + d];
-            }
-        }
-        let block = head * len * len;
-        for i in 0..len {
-            let dc = &dctx[i * h + q0..i * h + q0 + hd];
-            let p = &probs[block + i * len..block + (i + 1) * len];
-            let m = mask.map(|m| &m[block + i * len..block + (i + 1) * len]);
-            // Gradient of the (dropped-out) probabilities: dctx_i . v_j.
-            dp.fill(0.0);
-            for (d, &g) in dc.iter().enumerate() {
-                for (x, &v) in dp.iter_mut().zip(&vt[d * len..(d + 1) * len]) {
-                    *x += g * v;
+        let block = head * len * len..(head + 1) * len * len;
+        let p = &probs[block.clone()];
+        let m = mask.map(|m| &m[block]);
+        // SAFETY (all products): rows of `w` (qkv, dqkv) or `h` (dctx) values with the
+        // head's `hd` columns at q0/k0/v0; `ds` and `dropped` are `[len, len]`.
+        unsafe {
+            gemm_small(
+                (len, len, hd),
+                &mut ds,
+                len,
+                &dctx[q0..],
+                (1, h),
+                &qkv[v0..],
+                (w, 1),
+            )
+        };
+        let pd: &[f32] = match m {
+            Some(m) => {
+                for ((d, &p), &f) in dropped.iter_mut().zip(p).zip(m) {
+                    *d = p * f;
                 }
-            }
-            // dv_j += p'_ij dctx_i.
-            for j in 0..len {
-                let pj = m.map_or(p[j], |m| p[j] * m[j]);
-                for (a, &g) in dqkv[j * w + v0..j * w + v0 + hd].iter_mut().zip(dc) {
-                    *a += pj * g;
+                for (g, &f) in ds.iter_mut().zip(m) {
+                    *g *= f;
                 }
+                &dropped
             }
-            if let Some(m) = m {
-                for (x, &f) in dp.iter_mut().zip(m) {
-                    *x *= f;
-                }
-            }
-            // Softmax: ds_ij = p_ij (dp_ij - sum_j' dp_ij' p_ij'), kept in `dp`.
+            None => p,
+        };
+        unsafe {
+            gemm_small(
+                (len, hd, len),
+                &mut dqkv[v0..],
+                w,
+                pd,
+                (len, 1),
+                &dctx[q0..],
+                (1, h),
+            )
+        };
+        // Softmax: ds_ij = p_ij (dp_ij - sum_j' dp_ij' p_ij').
+        for (g, p) in ds.chunks_exact_mut(len).zip(p.chunks_exact(len)) {
             let mut dot = 0f32;
-            for (&x, &pj) in dp.iter().zip(p) {
+            for (&x, &pj) in g.iter().zip(p) {
                 dot += x * pj;
             }
-            for (x, &pj) in dp.iter_mut().zip(p) {
+            for (x, &pj) in g.iter_mut().zip(p) {
                 *x = pj * (*x - dot);
             }
-            // dq_i = sum_j ds_ij k_j; dk_j += ds_ij q_i.
-            dq.fill(0.0);
-            for (j, &s) in dp.iter().enumerate() {
-                for (a, &k) in dq.iter_mut().zip(&qkv[j * w + k0..j * w + k0 + hd]) {
-                    *a += s * k;
-                }
-            }
-            for (a, &g) in dqkv[i * w + q0..i * w + q0 + hd].iter_mut().zip(&dq) {
-                *a += g;
-            }
-            let q = &qkv[i * w + q0..i * w + q0 + hd];
-            for (j, &s) in dp.iter().enumerate() {
-                for (a, &qd) in dqkv[j * w + k0..j * w + k0 + hd].iter_mut().zip(q) {
-                    *a += s * qd;
-                }
-            }
+        }
+        unsafe {
+            gemm_small(
+                (len, hd, len),
+                &mut dqkv[q0..],
+                w,
+                &ds,
+                (1, len),
+                &qkv[k0..],
+                (1, w),
+            );
+            gemm_small(
+                (len, hd, len),
+                &mut dqkv[k0..],
+                w,
+                &ds,
+                (len, 1),
+                &qkv[q0..],
+                (1, w),
+            );
         }
     }
 }
@@ -461,14 +531,72 @@ impl Kernel for AttendBackward<'_> {
     }
 }
 
-/// GELU over a chunk, for [`wide`].
-struct Gelu<'a>(&'a mut [f32]);
+/// GELU of a chunk of `src` into `dst`, for [`wide`].
+struct Gelu<'a> {
+    dst: &'a mut [f32],
+    src: &'a [f32],
+}
 
 impl Kernel for Gelu<'_> {
     #[inline(always)]
     fn run(self) {
-        for v in self.0.iter_mut() {
-            *v = gelu_erf_f32(*v);
+        for (y, &x) in self.dst.iter_mut().zip(self.src) {
+            *y = gelu_erf_f32(x);
+        }
+    }
+}
+
+/// `grad[i] *= gelu'(pre[i])` over a chunk, for [`wide`].
+struct GeluGrad<'a> {
+    grad: &'a mut [f32],
+    pre: &'a [f32],
+}
+
+impl Kernel for GeluGrad<'_> {
+    #[inline(always)]
+    fn run(self) {
+        for (g, &u) in self.grad.iter_mut().zip(self.pre) {
+            *g *= gelu_grad_f32(u);
+        }
+    }
+}
+
+/// Dropout factors of quads `first..` for [`dropout_mask`], for [`wide`].
+struct Mask<'a> {
+    out: &'a mut [f32],
+    seed: u64,
+    first: usize,
+    threshold: u64,
+    keep: f32,
+}
+
+impl Kernel for Mask<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let full = (self.out.len() / 4) as u64;
+        let mut quads = self.out.chunks_exact_mut(4);
+        for (i, quad) in (&mut quads).enumerate() {
+            let r = splitmix(self.seed.wrapping_add((self.first + i) as u64));
+            for (j, v) in quad.iter_mut().enumerate() {
+                let draw = (r >> (16 * j)) & 0xFFFF;
+                *v = if draw < self.threshold {
+                    0.0
+                } else {
+                    self.keep
+                };
+            }
+        }
+        let rest = quads.into_remainder();
+        if !rest.is_empty() {
+            let r = splitmix(self.seed.wrapping_add(self.first as u64 + full));
+            for (j, v) in rest.iter_mut().enumerate() {
+                let draw = (r >> (16 * j)) & 0xFFFF;
+                *v = if draw < self.threshold {
+                    0.0
+                } else {
+                    self.keep
+                };
+            }
         }
     }
 }
@@ -739,8 +867,10 @@ fn layer_forward(
     let (w1, b1, eps1) = &lw.attn_norm;
     let norm1 = add_norm(&attn, attn_mask.as_deref(), &x, w1, b1, *eps1);
     let inter = prod.nt(&norm1.y, &lw.inter, inter_dim, h, &lw.inter_bias)?;
-    let mut act = inter.clone();
-    act.par_chunks_mut(1 << 14).for_each(|c| wide(Gelu(c)));
+    let mut act = vec![0f32; inter.len()];
+    act.par_chunks_mut(1 << 14)
+        .zip(inter.par_chunks(1 << 14))
+        .for_each(|(dst, src)| wide(Gelu { dst, src }));
     let out = prod.nt(&act, &lw.out, h, inter_dim, &lw.out_bias)?;
     let out_mask = drop.mask(layer, 2, n * h, drop.hidden);
     let (w2, b2, eps2) = &lw.out_norm;
@@ -792,7 +922,10 @@ fn layer_backward(
     let dw_out = prod.tn(&d_out, h, &s.act, inter_dim)?;
     let db_out = col_sums(&d_out, h);
     let mut d_inter = prod.nn(&d_out, &lw.out, h, inter_dim)?;
-    zip_map(&mut d_inter, &s.inter, |g, u| g * gelu_grad_f32(u));
+    d_inter
+        .par_chunks_mut(1 << 14)
+        .zip(s.inter.par_chunks(1 << 14))
+        .for_each(|(grad, pre)| wide(GeluGrad { grad, pre }));
     let dw_inter = prod.tn(&d_inter, inter_dim, &s.norm1.y, h)?;
     let db_inter = col_sums(&d_inter, inter_dim);
     let mut dy1 = prod.nn(&d_inter, &lw.inter, inter_dim, h)?;

@@ -83,10 +83,27 @@ impl Products {
         if self.bf16_fits(n, k) {
             return Bf16Linear::from_rows(w, n, k, bias.to_vec())?.forward_rows(x, None);
         }
-        let mut out: Vec<f32> = (0..m).flat_map(|_| bias.iter().copied()).collect();
+        let mut out = Vec::with_capacity(m * n);
+        for _ in 0..m {
+            out.extend_from_slice(bias);
+        }
         // SAFETY: `out` is `[m, n]`, `x` `[m, k]`, `w` `[n, k]` read as its transpose
         // (`[k, n]`, row stride 1, column stride k); the lengths are checked above.
-        unsafe { gemm_f32(m, n, k, &mut out, true, x, 1, k as isize, w, k as isize, 1) };
+        unsafe {
+            gemm_f32(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                true,
+                x,
+                1,
+                k as isize,
+                w,
+                k as isize,
+                1,
+            )
+        };
         Ok(out)
     }
 
@@ -97,10 +114,9 @@ impl Products {
         if self.bf16_fits(n, k) {
             return Bf16Linear::from_columns(w, n, k)?.forward_rows(g, None);
         }
-        let mut out = vec![0f32; m * k];
-        // SAFETY: `out` `[m, k]`, `g` `[m, n]`, `w` `[n, k]`, all row-major, lengths checked.
-        unsafe { gemm_f32(m, k, n, &mut out, false, g, 1, n as isize, w, 1, k as isize) };
-        Ok(out)
+        // SAFETY: `out` `[m, k]` (written whole, never read), `g` `[m, n]`, `w` `[n, k]`, all
+        // row-major, lengths checked.
+        Ok(unsafe { gemm_new(m, k, n, g, 1, n as isize, w, 1, k as isize) })
     }
 
     /// `g` `[m, n]` transposed times `x` `[m, k]`: `[n, k]`.
@@ -111,11 +127,9 @@ impl Products {
             let l = Bf16Linear::from_columns(x, m, k)?;
             return l.rows_with(Input::Columns(g, n), l.uses_amx(), None);
         }
-        let mut out = vec![0f32; n * k];
         // SAFETY: `out` `[n, k]`; `g` `[m, n]` read as its transpose (`[n, m]`: row stride 1,
         // column stride n); `x` `[m, k]` row-major; lengths checked.
-        unsafe { gemm_f32(n, k, m, &mut out, false, g, n as isize, 1, x, 1, k as isize) };
-        Ok(out)
+        Ok(unsafe { gemm_new(n, k, m, g, n as isize, 1, x, 1, k as isize) })
     }
 }
 
@@ -139,17 +153,45 @@ fn check(x: &[f32], len: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// A new `[m, n]` (row-major) `= lhs [m, k] rhs [k, n]` ([`gemm_f32`] into memory that is
+/// never zeroed: the product writes every element before anything reads it).
+///
+/// # Safety
+/// As [`gemm_f32`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_new(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: &[f32],
+    rhs_cs: isize,
+    rhs_rs: isize,
+) -> Vec<f32> {
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<f32>();
+    gemm_f32(
+        m, n, k, dst, false, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs,
+    );
+    // SAFETY: gemm wrote all m * n values (`read_dst` false: it reads none).
+    out.set_len(m * n);
+    out
+}
+
 /// `dst` `[m, n]` (row-major) `= lhs [m, k] rhs [k, n]`, plus `dst` when `read_dst`; strides
 /// in elements (`cs` between columns, `rs` between rows).
 ///
 /// # Safety
-/// Every element the strides address must lie inside its slice.
+/// `dst` must hold `m * n` values (initialised when `read_dst`); every element the strides
+/// address must lie inside its slice.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_f32(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [f32],
+    dst: *mut f32,
     read_dst: bool,
     lhs: &[f32],
     lhs_cs: isize,
@@ -158,7 +200,6 @@ unsafe fn gemm_f32(
     rhs_cs: isize,
     rhs_rs: isize,
 ) {
-    debug_assert_eq!(dst.len(), m * n);
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
@@ -169,7 +210,7 @@ unsafe fn gemm_f32(
         m,
         n,
         k,
-        dst.as_mut_ptr(),
+        dst,
         1,
         n as isize,
         read_dst,
@@ -666,6 +707,46 @@ fn add_norm(
     out
 }
 
+/// [`norm_backward`] on a chunk of rows, for [`wide`]: the input's gradient into `dr`, the
+/// weight and bias gradients added to `dw` and `db`.
+struct NormBackward<'a> {
+    dy: &'a [f32],
+    xhat: &'a [f32],
+    rstd: &'a [f32],
+    weight: &'a [f32],
+    dr: &'a mut [f32],
+    dw: &'a mut [f32],
+    db: &'a mut [f32],
+}
+
+impl Kernel for NormBackward<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let h = self.weight.len();
+        let mut g = vec![0f32; h];
+        for (r, dr) in self.dr.chunks_exact_mut(h).enumerate() {
+            let (dy, xh) = (&self.dy[r * h..(r + 1) * h], &self.xhat[r * h..(r + 1) * h]);
+            for ((((g, &d), &x), &w), (dw, db)) in g
+                .iter_mut()
+                .zip(dy)
+                .zip(xh)
+                .zip(self.weight)
+                .zip(self.dw.iter_mut().zip(self.db.iter_mut()))
+            {
+                *g = d * w;
+                *dw += d * x;
+                *db += d;
+            }
+            let mean_g = g.iter().sum::<f32>() / h as f32;
+            let mean_gx = g.iter().zip(xh).map(|(g, x)| g * x).sum::<f32>() / h as f32;
+            let rs = self.rstd[r];
+            for ((d, &g), &x) in dr.iter_mut().zip(&g).zip(xh) {
+                *d = rs * (g - mean_g - x * mean_gx);
+            }
+        }
+    }
+}
+
 /// Layer-norm backward: from the output's gradient `dy` to the input's (`dr`), and the
 /// weight and bias gradients.
 fn norm_backward(
@@ -682,28 +763,16 @@ fn norm_backward(
         .enumerate()
         .map(|(c, dr)| {
             let (mut dw, mut db) = (vec![0f32; h], vec![0f32; h]);
-            let mut g = vec![0f32; h];
-            for (r, dr) in dr.chunks_mut(h).enumerate() {
-                let row = c * ROW_CHUNK + r;
-                let (dy, xh) = (&dy[row * h..(row + 1) * h], &xhat[row * h..(row + 1) * h]);
-                for ((((g, &d), &x), &w), (dw, db)) in g
-                    .iter_mut()
-                    .zip(dy)
-                    .zip(xh)
-                    .zip(weight)
-                    .zip(dw.iter_mut().zip(db.iter_mut()))
-                {
-                    *g = d * w;
-                    *dw += d * x;
-                    *db += d;
-                }
-                let mean_g = g.iter().sum::<f32>() / h as f32;
-                let mean_gx = g.iter().zip(xh).map(|(g, x)| g * x).sum::<f32>() / h as f32;
-                let rs = rstd[row];
-                for ((d, &g), &x) in dr.iter_mut().zip(&g).zip(xh) {
-                    *d = rs * (g - mean_g - x * mean_gx);
-                }
-            }
+            let rows = c * ROW_CHUNK * h..c * ROW_CHUNK * h + dr.len();
+            wide(NormBackward {
+                dy: &dy[rows.clone()],
+                xhat: &xhat[rows],
+                rstd: &rstd[c * ROW_CHUNK..],
+                weight,
+                dr,
+                dw: &mut dw,
+                db: &mut db,
+            });
             (dw, db)
         })
         .collect();
@@ -719,18 +788,34 @@ fn norm_backward(
     (dr, dw, db)
 }
 
+/// Sums of the rows of a chunk into `sums`, for [`wide`].
+struct RowSum<'a> {
+    rows: &'a [f32],
+    sums: &'a mut [f32],
+}
+
+impl Kernel for RowSum<'_> {
+    #[inline(always)]
+    fn run(self) {
+        for row in self.rows.chunks_exact(self.sums.len()) {
+            for (a, &b) in self.sums.iter_mut().zip(row) {
+                *a += b;
+            }
+        }
+    }
+}
+
 /// Column sums of `d` `[n, cols]` (a bias's gradient), in a fixed order.
 fn col_sums(d: &[f32], cols: usize) -> Vec<f32> {
     let partial: Vec<Vec<f32>> = d
         .par_chunks(ROW_CHUNK * 4 * cols)
         .map(|rows| {
-            let mut s = vec![0f32; cols];
-            for row in rows.chunks(cols) {
-                for (a, &b) in s.iter_mut().zip(row) {
-                    *a += b;
-                }
-            }
-            s
+            let mut sums = vec![0f32; cols];
+            wide(RowSum {
+                rows,
+                sums: &mut sums,
+            });
+            sums
         })
         .collect();
     let mut s = vec![0f32; cols];

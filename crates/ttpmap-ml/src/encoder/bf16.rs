@@ -160,6 +160,29 @@ fn to_bf16(x: f32) -> u16 {
     ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) as u16
 }
 
+/// Weight panel of outputs `j0..` (at most [`PANEL`] of `n`): the pair `q` of inputs of
+/// output `j0 + c` at `panel[q * PANEL + c]`, `value(j, t)` the weight of output `j`, input
+/// `t` (of `k`).
+fn fill_panel(
+    panel: &mut [u32],
+    j0: usize,
+    n: usize,
+    k: usize,
+    value: impl Fn(usize, usize) -> f32,
+) {
+    for q in 0..k.div_ceil(2) {
+        for c in 0..PANEL.min(n - j0) {
+            let lo = to_bf16(value(j0 + c, 2 * q));
+            let hi = if 2 * q + 1 < k {
+                to_bf16(value(j0 + c, 2 * q + 1))
+            } else {
+                0
+            };
+            panel[q * PANEL + c] = u32::from(lo) | (u32::from(hi) << 16);
+        }
+    }
+}
+
 /// The left operand of a bf16 product: `k` values per input.
 #[derive(Clone, Copy)]
 pub(super) enum Input<'a> {
@@ -210,6 +233,25 @@ impl Bf16Linear {
                 src.len()
             )));
         }
+        #[cfg(target_arch = "x86_64")]
+        if bf16_supported() {
+            return Ok(Self::pack_with(cols, rows, vec![0.0; cols], |j0, panel| {
+                if j0 + PANEL <= cols {
+                    // SAFETY: AVX512_BF16 checked; whole panel of 32 columns inside `src`.
+                    unsafe { kernel::pack_columns(src, rows, cols, j0, panel) };
+                    if rows % 2 == 1 {
+                        // The last input alone in its pair.
+                        let q = rows / 2;
+                        for c in 0..PANEL {
+                            panel[q * PANEL + c] =
+                                u32::from(to_bf16(src[(rows - 1) * cols + j0 + c]));
+                        }
+                    }
+                } else {
+                    fill_panel(panel, j0, cols, rows, |j, t| src[t * cols + j]);
+                }
+            }));
+        }
         Ok(Self::pack(cols, rows, vec![0.0; cols], |j, t| {
             src[t * cols + j]
         }))
@@ -223,6 +265,17 @@ impl Bf16Linear {
         bias: Vec<f32>,
         value: impl Fn(usize, usize) -> f32 + Sync,
     ) -> Self {
+        Self::pack_with(n, k, bias, |j0, panel| fill_panel(panel, j0, n, k, &value))
+    }
+
+    /// [`Bf16Linear::pack`] with `fill(j0, panel)` writing the panel of outputs `j0..`
+    /// (zeroed before) as [`fill_panel`] does.
+    fn pack_with(
+        n: usize,
+        k: usize,
+        bias: Vec<f32>,
+        fill: impl Fn(usize, &mut [u32]) + Sync,
+    ) -> Self {
         use rayon::prelude::*;
         let k2 = k.div_ceil(32) * 32;
         let pairs = k2 / 2;
@@ -230,20 +283,7 @@ impl Bf16Linear {
         packed
             .par_chunks_mut(pairs * PANEL)
             .enumerate()
-            .for_each(|(p, panel)| {
-                let j0 = p * PANEL;
-                for q in 0..k.div_ceil(2) {
-                    for c in 0..PANEL.min(n - j0) {
-                        let lo = to_bf16(value(j0 + c, 2 * q));
-                        let hi = if 2 * q + 1 < k {
-                            to_bf16(value(j0 + c, 2 * q + 1))
-                        } else {
-                            0
-                        };
-                        panel[q * PANEL + c] = u32::from(lo) | (u32::from(hi) << 16);
-                    }
-                }
-            });
+            .for_each(|(p, panel)| fill(p * PANEL, panel));
         Self {
             packed,
             n,
@@ -396,6 +436,17 @@ impl Bf16Linear {
                 // time, each read contiguously over the inputs.
                 let pairs = self.k2 / 2;
                 let mut a = vec![0u32; rows * pairs];
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // SAFETY: rows_with checked AVX512_BF16 and that `src` holds k columns of
+                    // `columns`; `start + real <= columns`; `a` has `rows >= real` rows of
+                    // `pairs >= k / 2` pairs.
+                    unsafe {
+                        kernel::round_columns(src, columns, self.k, start, real, pairs, &mut a)
+                    };
+                    return a;
+                }
+                #[allow(unreachable_code)]
                 for (q, two) in src.chunks(2 * columns).enumerate() {
                     let (lo, hi) = two.split_at(columns.min(two.len()));
                     for r in 0..real {
@@ -582,6 +633,93 @@ mod kernel {
             let lo = row.get(2 * q).map_or(0, |v| to_bf16(*v));
             let hi = row.get(2 * q + 1).map_or(0, |v| to_bf16(*v));
             *d = u32::from(lo) | (u32::from(hi) << 16);
+        }
+    }
+
+    /// Sixteen values at `lo` and sixteen at `hi` as sixteen bf16 pairs (`lo` in the low
+    /// half of each 32-bit lane), rounded to nearest even.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn pairs16(lo: *const f32, hi: *const f32) -> __m512i {
+        let l = _mm512_cvtneps_pbh(_mm512_loadu_ps(lo));
+        let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(hi));
+        let l = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(l));
+        let h = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(h));
+        _mm512_or_si512(l, _mm512_slli_epi32::<16>(h))
+    }
+
+    /// [`Bf16Linear::from_columns`]'s panel of the 32 outputs `j0..j0 + 32` (columns of
+    /// `src`, `rows` x `cols`): every whole pair of inputs (rows `2q`, `2q + 1`).
+    ///
+    /// # Safety
+    /// `j0 + 32 <= cols`, `src.len() == rows * cols`, `panel` holds `rows / 2` pairs of 32.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pack_columns(
+        src: &[f32],
+        rows: usize,
+        cols: usize,
+        j0: usize,
+        panel: &mut [u32],
+    ) {
+        debug_assert!(j0 + PANEL <= cols && src.len() == rows * cols);
+        debug_assert!(panel.len() >= rows / 2 * PANEL);
+        for q in 0..rows / 2 {
+            let lo = src.as_ptr().add(2 * q * cols + j0);
+            let hi = lo.add(cols);
+            for half in 0..2 {
+                let v = pairs16(lo.add(16 * half), hi.add(16 * half));
+                _mm512_storeu_si512(
+                    panel.as_mut_ptr().add(q * PANEL + 16 * half) as *mut __m512i,
+                    v,
+                );
+            }
+        }
+    }
+
+    /// [`super::Input::Columns`] rounded: input `r` (of `real`, from column `start + r` of
+    /// `src`, `k` rows of `columns`) as `pairs` bf16 pairs at `a[r * pairs..]`.
+    ///
+    /// # Safety
+    /// `src.len() == k * columns`, `start + real <= columns`, `a.len() >= real * pairs`,
+    /// `2 * pairs >= k`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn round_columns(
+        src: &[f32],
+        columns: usize,
+        k: usize,
+        start: usize,
+        real: usize,
+        pairs: usize,
+        a: &mut [u32],
+    ) {
+        debug_assert!(src.len() == k * columns && start + real <= columns);
+        debug_assert!(a.len() >= real * pairs && 2 * pairs >= k);
+        let stride = _mm512_set1_epi32(pairs as i32);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let index = _mm512_mullo_epi32(lanes, stride);
+        let whole = real / 16 * 16;
+        // Blocks of 16 inputs, all their pairs: the 16 rows of `a` being written stay in
+        // cache while `src` is read down its columns.
+        for r in (0..whole).step_by(16) {
+            for q in 0..k / 2 {
+                let lo = src.as_ptr().add(2 * q * columns + start + r);
+                let v = pairs16(lo, lo.add(columns));
+                _mm512_i32scatter_epi32::<4>(a.as_mut_ptr().add(r * pairs + q) as *mut _, index, v);
+            }
+        }
+        for q in 0..k.div_ceil(2) {
+            let lo = src.as_ptr().add(2 * q * columns + start);
+            if 2 * q + 1 < k {
+                let hi = lo.add(columns);
+                for r in whole..real {
+                    a[r * pairs + q] =
+                        u32::from(to_bf16(*lo.add(r))) | (u32::from(to_bf16(*hi.add(r))) << 16);
+                }
+            } else {
+                for r in 0..real {
+                    a[r * pairs + q] = u32::from(to_bf16(*lo.add(r)));
+                }
+            }
         }
     }
 
@@ -857,6 +995,42 @@ mod tests {
                     worst > 0.0,
                     "{what}: bf16 products should differ from f32 somewhere"
                 );
+            }
+        }
+    }
+
+    /// The vectorised packing of a transpose and rounding of columns give the scalar
+    /// definition's bits (odd and whole numbers of rows, columns past whole panels).
+    #[test]
+    fn transposed_packing_and_rounding_match_the_scalar_definition() {
+        if !bf16_supported() {
+            return;
+        }
+        for (rows, cols) in [(37, 70), (64, 96), (5, 33)] {
+            let src: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 7919) % 1009) as f32 / 97.0 - 5.0 + 1e-3 * i as f32)
+                .collect();
+            let fast = Bf16Linear::from_columns(&src, rows, cols).unwrap();
+            let slow = Bf16Linear::pack(cols, rows, vec![0.0; cols], |j, t| src[t * cols + j]);
+            assert_eq!(fast.packed, slow.packed, "{rows} x {cols} packing");
+            // Inputs = columns of `src`: a layer of k = rows inputs.
+            let l = Bf16Linear::from_rows(&vec![0.5; 32 * rows], 32, rows, vec![0.0; 32]).unwrap();
+            let pairs = l.k2 / 2;
+            for (start, real, padded) in [(0, cols, cols), (3, cols - 3, cols + 5)] {
+                let got = l.round_input(Input::Columns(&src, cols), start, real, padded);
+                let mut want = vec![0u32; padded * pairs];
+                for r in 0..real {
+                    for q in 0..rows.div_ceil(2) {
+                        let lo = to_bf16(src[2 * q * cols + start + r]);
+                        let hi = if 2 * q + 1 < rows {
+                            to_bf16(src[(2 * q + 1) * cols + start + r])
+                        } else {
+                            0
+                        };
+                        want[r * pairs + q] = u32::from(lo) | (u32::from(hi) << 16);
+                    }
+                }
+                assert_eq!(got, want, "{rows} x {cols} columns from {start}");
             }
         }
     }

@@ -572,32 +572,18 @@ impl Kernel for AttendBackward<'_> {
     }
 }
 
-/// GELU of a chunk of `src` into `dst`, for [`wide`].
-struct Gelu<'a> {
+/// `f(&mut dst[i], src[i])` over a chunk, for [`wide`] (`f` is small and inlined).
+struct Each<'a, F> {
     dst: &'a mut [f32],
     src: &'a [f32],
+    f: F,
 }
 
-impl Kernel for Gelu<'_> {
+impl<F: Fn(&mut f32, f32)> Kernel for Each<'_, F> {
     #[inline(always)]
     fn run(self) {
-        for (y, &x) in self.dst.iter_mut().zip(self.src) {
-            *y = gelu_erf_f32(x);
-        }
-    }
-}
-
-/// `grad[i] *= gelu'(pre[i])` over a chunk, for [`wide`].
-struct GeluGrad<'a> {
-    grad: &'a mut [f32],
-    pre: &'a [f32],
-}
-
-impl Kernel for GeluGrad<'_> {
-    #[inline(always)]
-    fn run(self) {
-        for (g, &u) in self.grad.iter_mut().zip(self.pre) {
-            *g *= gelu_grad_f32(u);
+        for (d, &s) in self.dst.iter_mut().zip(self.src) {
+            (self.f)(d, s);
         }
     }
 }
@@ -827,16 +813,12 @@ fn col_sums(d: &[f32], cols: usize) -> Vec<f32> {
     s
 }
 
-/// `a[i] = f(a[i], b[i])` on the thread pool.
-fn zip_map(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+/// `f(&mut dst[i], src[i])` on the thread pool, on the widest vectors.
+fn par_each(dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32) + Sync + Copy) {
     const CHUNK: usize = 1 << 14;
-    a.par_chunks_mut(CHUNK)
-        .zip(b.par_chunks(CHUNK))
-        .for_each(|(a, b)| {
-            for (x, &y) in a.iter_mut().zip(b) {
-                *x = f(*x, y);
-            }
-        });
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(dst, src)| wide(Each { dst, src, f }));
 }
 
 /// One layer's weights as read at the forward pass (the query rows of `qkv` pre-scaled).
@@ -953,9 +935,7 @@ fn layer_forward(
     let norm1 = add_norm(&attn, attn_mask.as_deref(), &x, w1, b1, *eps1);
     let inter = prod.nt(&norm1.y, &lw.inter, inter_dim, h, &lw.inter_bias)?;
     let mut act = vec![0f32; inter.len()];
-    act.par_chunks_mut(1 << 14)
-        .zip(inter.par_chunks(1 << 14))
-        .for_each(|(dst, src)| wide(Gelu { dst, src }));
+    par_each(&mut act, &inter, |y, x| *y = gelu_erf_f32(x));
     let out = prod.nt(&act, &lw.out, h, inter_dim, &lw.out_bias)?;
     let out_mask = drop.mask(layer, 2, n * h, drop.hidden);
     let (w2, b2, eps2) = &lw.out_norm;
@@ -1002,24 +982,21 @@ fn layer_backward(
     let (dr2, dw_n2, db_n2) = norm_backward(dy, &s.norm2.xhat, &s.norm2.rstd, &lw.out_norm.0);
     let mut d_out = dr2.clone();
     if let Some(m) = &s.out_mask {
-        zip_map(&mut d_out, m, |g, m| g * m);
+        par_each(&mut d_out, m, |g, m| *g *= m);
     }
     let dw_out = prod.tn(&d_out, h, &s.act, inter_dim)?;
     let db_out = col_sums(&d_out, h);
     let mut d_inter = prod.nn(&d_out, &lw.out, h, inter_dim)?;
-    d_inter
-        .par_chunks_mut(1 << 14)
-        .zip(s.inter.par_chunks(1 << 14))
-        .for_each(|(grad, pre)| wide(GeluGrad { grad, pre }));
+    par_each(&mut d_inter, &s.inter, |g, u| *g *= gelu_grad_f32(u));
     let dw_inter = prod.tn(&d_inter, inter_dim, &s.norm1.y, h)?;
     let db_inter = col_sums(&d_inter, inter_dim);
     let mut dy1 = prod.nn(&d_inter, &lw.inter, inter_dim, h)?;
-    zip_map(&mut dy1, &dr2, |a, b| a + b);
+    par_each(&mut dy1, &dr2, |a, b| *a += b);
     // Attention layer norm, dropout, attention output product.
     let (dr1, dw_n1, db_n1) = norm_backward(&dy1, &s.norm1.xhat, &s.norm1.rstd, &lw.attn_norm.0);
     let mut d_attn = dr1.clone();
     if let Some(m) = &s.attn_mask {
-        zip_map(&mut d_attn, m, |g, m| g * m);
+        par_each(&mut d_attn, m, |g, m| *g *= m);
     }
     let dw_attn = prod.tn(&d_attn, h, &s.ctx, h)?;
     let db_attn = col_sums(&d_attn, h);
@@ -1052,7 +1029,7 @@ fn layer_backward(
     let db_qkv = col_sums(&dqkv, 3 * h);
     let dx = if input_grad {
         let mut dx = prod.nn(&dqkv, &lw.qkv, 3 * h, h)?;
-        zip_map(&mut dx, &dr1, |a, b| a + b);
+        par_each(&mut dx, &dr1, |a, b| *a += b);
         Some(dx)
     } else {
         None

@@ -888,9 +888,13 @@ pub fn package(job: &PackageJob, progress: &mut dyn FnMut(&str)) -> Result<Delta
         }
         deltas.push((seed.clone(), delta));
     }
+    // The head's tensors are in every delta and not in the base: counted apart.
+    let (changed, added) = deltas.first().map_or((0, 0), |(_, d)| {
+        let changed = d.keys().filter(|n| base_map.contains_key(*n)).count();
+        (changed, d.len() - changed)
+    });
     progress(&format!(
-        "delta: {} of {} tensors differ from the base",
-        deltas.first().map_or(0, |d| d.1.len()),
+        "delta: {changed} of the base's {} tensors differ, and {added} are not in the base (the head)",
         base_map.len()
     ));
     let base = BaseModel {

@@ -38,7 +38,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::bert::{f32_input, gelu_erf_f32, gelu_grad_f32, softmax_row, with_f32};
-use super::bf16::{amx_supported, Bf16Linear, Input, PANEL};
+use super::bf16::{Bf16Linear, Input, PANEL};
 use crate::{Error, Result};
 
 thread_local! {
@@ -347,6 +347,20 @@ unsafe fn gemm_small(
     )
 }
 
+/// The probabilities `p` after dropout (`p * mask` in `buf`), or `p` itself without.
+#[inline(always)]
+fn dropped_out<'a>(p: &'a [f32], mask: Option<&[f32]>, buf: &'a mut [f32]) -> &'a [f32] {
+    match mask {
+        Some(m) => {
+            for ((d, &p), &f) in buf.iter_mut().zip(p).zip(m) {
+                *d = p * f;
+            }
+            buf
+        }
+        None => p,
+    }
+}
+
 /// One sequence's attention, forward: `qkv` its rows (`[len, 3h]`, queries pre-scaled),
 /// `probs` its softmax probabilities (`[heads, len, len]`, before dropout), `ctx` its context
 /// rows (`[len, h]`), with dropout factors `mask` on the probabilities. Per head: the scores
@@ -385,15 +399,7 @@ fn attend_forward(
         for (src, dst) in scores.chunks_exact(len).zip(p.chunks_exact_mut(len)) {
             softmax_row(src, dst);
         }
-        let p: &[f32] = match mask {
-            Some(m) => {
-                for ((d, &p), &f) in dropped.iter_mut().zip(&*p).zip(&m[block]) {
-                    *d = p * f;
-                }
-                &dropped
-            }
-            None => p,
-        };
+        let p = dropped_out(p, mask.map(|m| &m[block]), &mut dropped);
         // SAFETY: `ctx` rows of `h` with the head's columns at q0; `p` is `[len, len]`; `v`
         // rows of `w` at v0.
         unsafe {
@@ -447,18 +453,12 @@ fn attend_backward(
                 (w, 1),
             )
         };
-        let pd: &[f32] = match m {
-            Some(m) => {
-                for ((d, &p), &f) in dropped.iter_mut().zip(p).zip(m) {
-                    *d = p * f;
-                }
-                for (g, &f) in ds.iter_mut().zip(m) {
-                    *g *= f;
-                }
-                &dropped
+        let pd = dropped_out(p, m, &mut dropped);
+        if let Some(m) = m {
+            for (g, &f) in ds.iter_mut().zip(m) {
+                *g *= f;
             }
-            None => p,
-        };
+        }
         unsafe {
             gemm_small(
                 (len, hd, len),
@@ -939,8 +939,9 @@ fn layer_forward(
     let out = prod.nt(&act, &lw.out, h, inter_dim, &lw.out_bias)?;
     let out_mask = drop.mask(layer, 2, n * h, drop.hidden);
     let (w2, b2, eps2) = &lw.out_norm;
-    let norm2 = add_norm(&out, out_mask.as_deref(), &norm1.y, w2, b2, *eps2);
-    let y = norm2.y.clone();
+    let mut norm2 = add_norm(&out, out_mask.as_deref(), &norm1.y, w2, b2, *eps2);
+    // The layer's output; the backward pass needs only the normalised rows and `rstd`.
+    let y = std::mem::take(&mut norm2.y);
     Ok((
         y,
         Saved {
@@ -1025,8 +1026,8 @@ fn layer_backward(
             });
         });
     }
-    let dw_qkv = prod.tn(&dqkv, 3 * h, &s.x, h)?;
-    let db_qkv = col_sums(&dqkv, 3 * h);
+    let mut dw_q = prod.tn(&dqkv, 3 * h, &s.x, h)?;
+    let mut db_q = col_sums(&dqkv, 3 * h);
     let dx = if input_grad {
         let mut dx = prod.nn(&dqkv, &lw.qkv, 3 * h, h)?;
         par_each(&mut dx, &dr1, |a, b| *a += b);
@@ -1034,26 +1035,16 @@ fn layer_backward(
     } else {
         None
     };
-    // The query rows were pre-scaled: the gradient of the unscaled ones is scaled too.
-    let hh = h * h;
-    let scaled = |v: &[f32]| v.iter().map(|g| g * lw.scale).collect::<Vec<f32>>();
+    // Query, key and value rows apart; the query rows were pre-scaled, so the gradient of
+    // the unscaled ones is scaled too.
+    let (dw_v, db_v) = (dw_q.split_off(2 * h * h), db_q.split_off(2 * h));
+    let (dw_k, db_k) = (dw_q.split_off(h * h), db_q.split_off(h));
+    for g in dw_q.iter_mut().chain(db_q.iter_mut()) {
+        *g *= lw.scale;
+    }
     let grads = vec![
-        scaled(&dw_qkv[..hh]),
-        scaled(&db_qkv[..h]),
-        dw_qkv[hh..2 * hh].to_vec(),
-        db_qkv[h..2 * h].to_vec(),
-        dw_qkv[2 * hh..].to_vec(),
-        db_qkv[2 * h..].to_vec(),
-        dw_attn,
-        db_attn,
-        dw_n1,
-        db_n1,
-        dw_inter,
-        db_inter,
-        dw_out,
-        db_out,
-        dw_n2,
-        db_n2,
+        dw_q, db_q, dw_k, db_k, dw_v, db_v, dw_attn, db_attn, dw_n1, db_n1, dw_inter, db_inter,
+        dw_out, db_out, dw_n2, db_n2,
     ];
     Ok(LayerGrads {
         input: dx,
@@ -1080,7 +1071,7 @@ impl TrainLayers {
         heads: usize,
         dropout: Dropout,
     ) -> Self {
-        let products = if super::bf16::train_bf16() && amx_supported() {
+        let products = if super::bf16::train_bf16() {
             Products::Bf16
         } else {
             Products::F32
@@ -1223,6 +1214,7 @@ impl candle_core::CustomOp2 for TrainLayers {
 
 #[cfg(test)]
 mod tests {
+    use super::super::bf16::amx_supported;
     use super::*;
 
     #[test]

@@ -23,8 +23,9 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::bf16::{Bf16Linear, Precision};
-use super::fused::{embed_packed, gelu_in_place, Bf16Layer, Norm, Tables};
+use super::fused::{embed_packed, gelu_in_place, FusedLayer, Norm, Products, Tables};
 use super::fused_train::{Dropout, LayerWeights, TrainLayers, LAYER_TENSORS};
+use super::int8::Int8Linear;
 use crate::{Error, Result};
 
 /// Activation of the feed-forward block, as named by `hidden_act` in `config.json`.
@@ -782,10 +783,10 @@ struct Layer {
     /// `[3h, h]` / `[3h]` concatenation of query, key, value, set by
     /// [`BertEncoder::fuse_for_inference`] and used only in [`Mode::Eval`].
     fused_qkv: Option<Linear>,
-    /// bf16 copies of the inference weights (fused qkv, attention output, intermediate,
-    /// output) and the layer norms, set by [`BertEncoder::fuse_for_inference_with`] with
-    /// [`Precision::Bf16`].
-    bf16: Option<Box<Bf16Layer>>,
+    /// Reduced-precision copies of the inference weights (fused qkv, attention output,
+    /// intermediate, output) and the layer norms, set by
+    /// [`BertEncoder::fuse_for_inference_with`] with [`Precision::Bf16`] or [`Precision::Int8`].
+    reduced: Option<Box<FusedLayer>>,
     heads: usize,
     act: HiddenAct,
     hidden_dropout: f64,
@@ -806,7 +807,7 @@ impl Layer {
             output: linear(&vb.pp("output").pp("dense"), i, h)?,
             out_norm: LayerNorm::load(&vb.pp("output").pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             fused_qkv: None,
-            bf16: None,
+            reduced: None,
             heads: cfg.num_attention_heads,
             act: cfg.hidden_act,
             hidden_dropout: cfg.hidden_dropout_prob,
@@ -904,14 +905,32 @@ impl Layer {
         Ok(())
     }
 
-    /// The bf16 copies of the inference weights (after [`Layer::fuse`]).
-    fn make_bf16(&mut self) -> Result<()> {
+    /// The reduced-precision copies of the inference weights (after [`Layer::fuse`]), bf16
+    /// or int8.
+    fn make_reduced(&mut self, precision: Precision) -> Result<()> {
         let qkv = self.fused_qkv.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("bf16 weights are made from the fused layer".into())
+            Error::InvalidArgument("reduced-precision weights are made from the fused layer".into())
         })?;
-        let b = |l: &Linear| Bf16Linear::new(l.weight(), l.bias());
+        let b = |l: &Linear| -> Result<Products> {
+            Ok(match precision {
+                Precision::Int8 => {
+                    let (n, k) = l.weight().dims2()?;
+                    let w = l
+                        .weight()
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    let bias = match l.bias() {
+                        Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                        None => vec![0.0; n],
+                    };
+                    Products::Int8(Int8Linear::from_rows(&w, n, k, bias)?)
+                }
+                _ => Products::Bf16(Bf16Linear::new(l.weight(), l.bias())?),
+            })
+        };
         let norm = |n: &LayerNorm| Norm::new(&n.weight, &n.bias, n.eps);
-        self.bf16 = Some(Box::new(Bf16Layer::new(
+        self.reduced = Some(Box::new(FusedLayer::new(
             [
                 b(qkv)?,
                 b(&self.attn_out)?,
@@ -929,8 +948,8 @@ impl Layer {
     /// Linear `i` of the inference path (0 fused qkv, 1 attention output, 2 intermediate,
     /// 3 output) in the layer's inference precision.
     fn infer_linear(&self, i: usize, x: &Tensor) -> Result<Tensor> {
-        if let Some(b) = &self.bf16 {
-            return b.lin[i].forward(x);
+        if let Some(b) = &self.reduced {
+            return b.lin[i].forward_then(x, None);
         }
         let l = match i {
             0 => self.fused_qkv.as_ref().ok_or_else(|| {
@@ -946,8 +965,10 @@ impl Layer {
     /// The activated intermediate layer of the inference path; in bf16 with exact GELU, the
     /// activation runs as the layer's epilogue ([`gelu_in_place`]).
     fn infer_intermediate(&self, x: &Tensor) -> Result<Tensor> {
-        match (&self.bf16, self.act) {
-            (Some(b), HiddenAct::Gelu) => b.lin[2].forward_then(x, &|_, v| gelu_in_place(v)),
+        match (&self.reduced, self.act) {
+            (Some(b), HiddenAct::Gelu) => {
+                b.lin[2].forward_then(x, Some(&|_: usize, v: &mut [f32]| gelu_in_place(v)))
+            }
             _ => self.act.apply(&self.infer_linear(2, x)?, Mode::Eval),
         }
     }
@@ -991,7 +1012,7 @@ impl Layer {
         };
         let probs = dropout(probs, self.attn_dropout, mode)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
-        if mode == Mode::Eval && self.bf16.is_some() {
+        if mode == Mode::Eval && self.reduced.is_some() {
             let x = self
                 .attn_norm
                 .forward(&(self.infer_linear(1, &ctx)? + x)?, mode)?;
@@ -1382,31 +1403,39 @@ impl BertEncoder {
         self.fuse_for_inference_with(Precision::detect())
     }
 
-    /// [`BertEncoder::fuse_for_inference`] in a given precision: [`Precision::Bf16`] also
-    /// keeps bf16 copies of every layer's inference weights (an error on a CPU without
-    /// AVX512_BF16); [`Precision::Fp32`] is the reference path.
+    /// [`BertEncoder::fuse_for_inference`] in a given precision: [`Precision::Bf16`] and
+    /// [`Precision::Int8`] also keep reduced-precision copies of every layer's inference
+    /// weights (an error on a CPU without AVX512_BF16, or AVX512_VNNI for int8);
+    /// [`Precision::Fp32`] is the reference path.
     pub fn fuse_for_inference_with(&mut self, precision: Precision) -> Result<()> {
         if precision == Precision::Bf16 && !super::bf16::bf16_supported() {
             return Err(Error::InvalidArgument(
                 "bf16 inference needs a CPU with AVX512_BF16".into(),
             ));
         }
+        if precision == Precision::Int8 && !super::int8::int8_supported() {
+            return Err(Error::InvalidArgument(
+                "int8 inference needs a CPU with AVX512_VNNI".into(),
+            ));
+        }
         for layer in &mut self.layers {
             layer.fuse()?;
-            layer.bf16 = None;
-            if precision == Precision::Bf16 {
-                layer.make_bf16()?;
+            layer.reduced = None;
+            if precision != Precision::Fp32 {
+                layer.make_reduced(precision)?;
             }
         }
         Ok(())
     }
 
-    /// The precision of the inference path: bf16 once fused in bf16, else f32.
+    /// The precision of the inference path: the one it was fused in.
     pub fn precision(&self) -> Precision {
-        if self.layers.iter().any(|l| l.bf16.is_some()) {
-            Precision::Bf16
-        } else {
-            Precision::Fp32
+        match self.layers.iter().find_map(|l| l.reduced.as_ref()) {
+            Some(l) => match l.lin[0] {
+                Products::Bf16(_) => Precision::Bf16,
+                Products::Int8(_) => Precision::Int8,
+            },
+            None => Precision::Fp32,
         }
     }
 
@@ -1602,7 +1631,7 @@ impl BertEncoder {
     fn fusable(&self, layers: &std::ops::Range<usize>) -> bool {
         self.layers[layers.clone()]
             .iter()
-            .all(|l| l.bf16.as_ref().is_some_and(|b| b.fusable()))
+            .all(|l| l.reduced.as_ref().is_some_and(|b| b.fusable()))
     }
 
     /// Inference in bf16 with the fused layer ([`super::fused`]): the real tokens of `x`
@@ -1632,8 +1661,8 @@ impl BertEncoder {
         layers: std::ops::Range<usize>,
     ) -> Result<Vec<f32>> {
         for layer in &self.layers[layers] {
-            let fused = layer.bf16.as_ref().ok_or_else(|| {
-                Error::InvalidArgument("the fused path needs bf16 weights".into())
+            let fused = layer.reduced.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("the fused path needs reduced-precision weights".into())
             })?;
             packed = fused.forward(&packed, lengths)?;
         }

@@ -29,14 +29,19 @@ pub enum Precision {
     Fp32,
     /// bf16 inputs and weights, f32 accumulation ([`Bf16Linear`]); needs AVX512_BF16.
     Bf16,
+    /// int8 inputs (per token) and weights (per output), i32 sums
+    /// ([`super::int8::Int8Linear`]); needs AVX512_VNNI.
+    Int8,
 }
 
 impl Precision {
-    /// The inference precision. `TTPMAP_PRECISION=fp32` or `=bf16` chooses (bf16 only where
-    /// the CPU has AVX512_BF16, else f32); otherwise bf16 where this CPU and OS offer AMX
-    /// tiles ([`amx_supported`]: 3.3-3.7x the f32 encoder with the fused layer, per-document
-    /// F1 and P@1 within 0.5 points of f32, docs/results.md) and f32 everywhere else (the
-    /// AVX512_BF16 kernel alone was slower than f32 on the CPUs we measured).
+    /// The inference precision. `TTPMAP_PRECISION=fp32`, `=bf16` or `=int8` chooses (bf16
+    /// only where the CPU has AVX512_BF16, int8 only with AVX512_VNNI, else f32); otherwise
+    /// bf16 where this CPU and OS offer AMX tiles ([`amx_supported`]: 3.3-3.7x the f32
+    /// encoder with the fused layer), int8 where the CPU has AVX512_VNNI and no AMX, and f32
+    /// everywhere else (the AVX512_BF16 kernel alone was slower than f32 on the CPUs we
+    /// measured). Per-document F1 and P@1 of each within 0.5 points of f32 (docs/results.md,
+    /// "Speed").
     pub fn detect() -> Precision {
         static P: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
         *P.get_or_init(|| {
@@ -48,10 +53,15 @@ impl Precision {
                     tracing::warn!("TTPMAP_PRECISION=bf16: this CPU has no AVX512_BF16, using f32");
                     Precision::Fp32
                 }
+                Some("int8") if super::int8::int8_supported() => Precision::Int8,
+                Some("int8") => {
+                    tracing::warn!("TTPMAP_PRECISION=int8: this CPU has no AVX512_VNNI, using f32");
+                    Precision::Fp32
+                }
                 Some(other) if !other.is_empty() => {
                     tracing::warn!(
-                        "TTPMAP_PRECISION={other} is not a precision (fp32 or bf16); choosing \
-                         by CPU"
+                        "TTPMAP_PRECISION={other} is not a precision (fp32, bf16 or int8); \
+                         choosing by CPU"
                     );
                     Self::by_cpu()
                 }
@@ -60,10 +70,13 @@ impl Precision {
         })
     }
 
-    /// bf16 where AMX tiles run it, else f32.
+    /// bf16 where AMX tiles run it, else int8 where AVX512_VNNI does (four times the
+    /// products of an f32 FMA per instruction), else f32.
     fn by_cpu() -> Precision {
         if amx_supported() {
             Precision::Bf16
+        } else if super::int8::int8_supported() {
+            Precision::Int8
         } else {
             Precision::Fp32
         }

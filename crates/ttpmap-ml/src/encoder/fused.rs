@@ -1,4 +1,5 @@
-//! The bf16 inference layer in one piece, over packed tokens and plain vectors.
+//! The reduced-precision inference layer in one piece, over packed tokens and plain vectors:
+//! bf16 products ([`super::bf16`], AMX tiles) or int8 products ([`super::int8`], AVX512_VNNI).
 //!
 //! With bf16 weights ([`super::bf16`]), candle is no longer where the time goes in its matmuls
 //! but around them: every residual add, layer norm, head split and the attention's small
@@ -25,7 +26,8 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::bert::{gelu_erf_f32, softmax_row, wide_simd, ChunkKernel, Map};
-use super::bf16::Bf16Linear;
+use super::bf16::{Bf16Linear, Epilogue};
+use super::int8::Int8Linear;
 use crate::{Error, Result};
 
 /// A layer norm's weight, bias and epsilon as plain values.
@@ -55,11 +57,58 @@ impl Norm {
     }
 }
 
-/// One encoder layer's inference weights in bf16: the fused query/key/value, attention
-/// output, intermediate and output projections, and the two layer norms.
+/// A linear layer of the fused inference layer: bf16 products ([`Bf16Linear`], on AMX tiles
+/// where the CPU has them) or int8 products ([`Int8Linear`], AVX512_VNNI).
 #[derive(Debug, Clone)]
-pub(super) struct Bf16Layer {
-    pub(super) lin: [Bf16Linear; 4],
+pub(super) enum Products {
+    Bf16(Bf16Linear),
+    Int8(Int8Linear),
+}
+
+impl Products {
+    pub(super) fn out_dim(&self) -> usize {
+        match self {
+            Products::Bf16(l) => l.out_dim(),
+            Products::Int8(l) => l.out_dim(),
+        }
+    }
+
+    /// Rows of inputs `xs` to rows of outputs, `epilogue` on each worker's rows.
+    pub(super) fn forward_rows(
+        &self,
+        xs: &[f32],
+        epilogue: Option<&Epilogue<'_>>,
+    ) -> Result<Vec<f32>> {
+        match self {
+            Products::Bf16(l) => l.forward_rows(xs, epilogue),
+            Products::Int8(l) => l.forward_rows(xs, epilogue),
+        }
+    }
+
+    /// `x` `[.., k]` -> `[.., n]` (f32), `epilogue` on each worker's rows.
+    pub(super) fn forward_then(
+        &self,
+        x: &Tensor,
+        epilogue: Option<&Epilogue<'_>>,
+    ) -> Result<Tensor> {
+        if let (Products::Bf16(l), None) = (self, epilogue) {
+            return l.forward(x);
+        }
+        let mut dims = x.dims().to_vec();
+        let x = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let y = self.forward_rows(&x, epilogue)?;
+        if let Some(last) = dims.last_mut() {
+            *last = self.out_dim();
+        }
+        Ok(Tensor::from_vec(y, dims, &candle_core::Device::Cpu)?)
+    }
+}
+
+/// One encoder layer's inference weights in reduced precision: the fused query/key/value,
+/// attention output, intermediate and output projections, and the two layer norms.
+#[derive(Debug, Clone)]
+pub(super) struct FusedLayer {
+    pub(super) lin: [Products; 4],
     attn_norm: Norm,
     out_norm: Norm,
     heads: usize,
@@ -68,9 +117,9 @@ pub(super) struct Bf16Layer {
     gelu: bool,
 }
 
-impl Bf16Layer {
+impl FusedLayer {
     pub(super) fn new(
-        lin: [Bf16Linear; 4],
+        lin: [Products; 4],
         attn_norm: Norm,
         out_norm: Norm,
         heads: usize,
@@ -85,12 +134,12 @@ impl Bf16Layer {
         ];
         if heads == 0 || !h.is_multiple_of(heads) || out_norm.weight.len() != h {
             return Err(Error::InvalidArgument(format!(
-                "bf16 layer: hidden size {h} over {heads} heads"
+                "fused layer: hidden size {h} over {heads} heads"
             )));
         }
         if dims.iter().any(|(l, n)| l.out_dim() != *n) {
             return Err(Error::InvalidArgument(
-                "bf16 layer: projections do not match the hidden size".into(),
+                "fused layer: projections do not match the hidden size".into(),
             ));
         }
         Ok(Self {
@@ -102,7 +151,7 @@ impl Bf16Layer {
         })
     }
 
-    /// Whether [`Bf16Layer::forward`] can run this layer.
+    /// Whether [`FusedLayer::forward`] can run this layer.
     pub(super) fn fusable(&self) -> bool {
         self.gelu
     }

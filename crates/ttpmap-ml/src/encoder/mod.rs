@@ -5,6 +5,7 @@ pub mod bert;
 pub mod bf16;
 mod fused;
 mod fused_train;
+pub mod int8;
 
 pub use bert::{BertEncoder, Config, HiddenAct, LoadReport, Mode, TrainableOptions};
 pub use bf16::Precision;

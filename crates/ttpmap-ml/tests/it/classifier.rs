@@ -183,6 +183,7 @@ fn save_load_predict_round_trips() {
     let tol = match ttpmap_ml::encoder::Precision::detect() {
         ttpmap_ml::encoder::Precision::Fp32 => 1e-5,
         ttpmap_ml::encoder::Precision::Bf16 => 1e-2,
+        ttpmap_ml::encoder::Precision::Int8 => 3e-2,
     };
     for (p, e) in per_seed.iter().zip(&expected) {
         assert!(max_diff(p, e) < tol, "{}", max_diff(p, e));
@@ -412,7 +413,12 @@ fn committed_format_1_fixture_keeps_loading() {
     )
     .unwrap();
     let got = art.predict_proba(SENTENCES).unwrap();
-    assert!(max_diff(&got, &expected) < 1e-5, "{got:?} vs {expected:?}");
+    // int8 linear layers (the default on AVX512_VNNI without AMX) move these by ~1.4e-5.
+    let tol = match ttpmap_ml::encoder::Precision::detect() {
+        ttpmap_ml::encoder::Precision::Int8 => 1e-4,
+        _ => 1e-5,
+    };
+    assert!(max_diff(&got, &expected) < tol, "{got:?} vs {expected:?}");
 }
 
 /// results.json as `ttpmap train classifier` wrote it before it was typed (built with

@@ -173,10 +173,16 @@ mod tests {
                 .unwrap();
         // Every 557th text: descriptions and procedure examples of all lengths.
         let sample: Vec<&str> = entries.iter().step_by(557).map(|(_, t)| t.as_str()).collect();
+        // The store holds f32 encodings (as int8 rows); int8 linear layers (the default on
+        // AVX512_VNNI without AMX) encode within cosine 0.9969 of them on this sample.
+        let min = match ttpmap_ml::encoder::Precision::detect() {
+            ttpmap_ml::encoder::Precision::Int8 => 0.99,
+            _ => 0.9995,
+        };
         for (text, fresh) in sample.iter().zip(embedder.encode(&sample).unwrap()) {
             let stored = store.get(text).unwrap();
             let cos: f32 = stored.iter().zip(&fresh).map(|(a, b)| a * b).sum();
-            assert!(cos > 0.9995, "cosine {cos} for {text:?}");
+            assert!(cos > min, "cosine {cos} for {text:?}");
         }
     }
 }

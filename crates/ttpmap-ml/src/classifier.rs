@@ -163,11 +163,24 @@ impl ClassifierModel {
     /// Wraps a network (e.g. a trained one) for inference. Call only on weights that will not
     /// change (the eval-mode kernels use fused snapshots of them).
     pub fn from_network(
-        mut net: Classifier,
+        net: Classifier,
         tokenizer: TextTokenizer,
         device: &Device,
     ) -> Result<Self> {
-        net.encoder.fuse_for_inference()?;
+        Self::from_network_above(net, tokenizer, device, 0)
+    }
+
+    /// [`ClassifierModel::from_network`] preparing inference only for the encoder layers from
+    /// `first` up ([`crate::encoder::BertEncoder::fuse_for_inference_from`]): for an ensemble
+    /// member whose lower layers another member runs for it ([`crate::Artifact`]'s shared
+    /// layers). Its own full forward pass still works, on the unprepared (f32) lower layers.
+    pub fn from_network_above(
+        mut net: Classifier,
+        tokenizer: TextTokenizer,
+        device: &Device,
+        first: usize,
+    ) -> Result<Self> {
+        net.encoder.fuse_for_inference_from(first)?;
         Ok(Self {
             net,
             tokenizer,

@@ -375,7 +375,7 @@ impl TrainedModel {
         let base_map = base_tensors(base, &clf.encoder)?;
         let tokenizer = base.tokenizer(clf.max_length.min(clf.encoder.max_position_embeddings))?;
         let head = clf.head_config();
-        let mut models = Vec::with_capacity(clf.seeds.len());
+        let mut deltas = Vec::with_capacity(clf.seeds.len());
         let mut shared = clf.encoder.num_hidden_layers;
         for seed in &clf.seeds {
             let path = source.join(&seed.weights);
@@ -386,6 +386,10 @@ impl TrainedModel {
                 delta.keys(),
                 clf.encoder.num_hidden_layers,
             ));
+            deltas.push((path, delta));
+        }
+        let mut models = Vec::with_capacity(clf.seeds.len());
+        for (i, (path, delta)) in deltas.into_iter().enumerate() {
             let mut map = base_map.clone();
             for (name, t) in delta {
                 if let Some(b) = map.get(&name) {
@@ -405,10 +409,18 @@ impl TrainedModel {
             let vb = VarBuilder::from_tensors(map, DType::F32, device);
             let net = Classifier::load(vb, &clf.encoder, &head)
                 .map_err(|e| bad(&path, format!("weights do not match the manifest: {e}")))?;
-            models.push(ClassifierModel::from_network(
+            // The shared lower layers run on the first seed's copies only (`predict_shared`),
+            // so the others skip their inference copies (packing, memory).
+            let skip = if i == 0 || clf.seeds.len() == 1 {
+                0
+            } else {
+                shared
+            };
+            models.push(ClassifierModel::from_network_above(
                 net,
                 tokenizer.clone(),
                 device,
+                skip,
             )?);
         }
         // Seeds that left the lower layers at the base share them: the ensemble runs them once.

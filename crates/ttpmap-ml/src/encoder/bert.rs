@@ -1403,11 +1403,22 @@ impl BertEncoder {
         self.fuse_for_inference_with(Precision::detect())
     }
 
+    /// [`BertEncoder::fuse_for_inference`] for the layers from `first` up only; the layers
+    /// below keep (or return to) the unfused f32 path.
+    pub fn fuse_for_inference_from(&mut self, first: usize) -> Result<()> {
+        self.fuse_layers(Precision::detect(), first)
+    }
+
     /// [`BertEncoder::fuse_for_inference`] in a given precision: [`Precision::Bf16`] and
     /// [`Precision::Int8`] also keep reduced-precision copies of every layer's inference
     /// weights (an error on a CPU without AVX512_BF16, or AVX512_VNNI for int8);
     /// [`Precision::Fp32`] is the reference path.
     pub fn fuse_for_inference_with(&mut self, precision: Precision) -> Result<()> {
+        self.fuse_layers(precision, 0)
+    }
+
+    /// Inference copies in `precision` for layers `first..`; none below.
+    fn fuse_layers(&mut self, precision: Precision, first: usize) -> Result<()> {
         if precision == Precision::Bf16 && !super::bf16::bf16_supported() {
             return Err(Error::InvalidArgument(
                 "bf16 inference needs a CPU with AVX512_BF16".into(),
@@ -1418,9 +1429,13 @@ impl BertEncoder {
                 "int8 inference needs a CPU with AVX512_VNNI".into(),
             ));
         }
-        for layer in &mut self.layers {
-            layer.fuse()?;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
             layer.reduced = None;
+            if i < first {
+                layer.fused_qkv = None;
+                continue;
+            }
+            layer.fuse()?;
             if precision != Precision::Fp32 {
                 layer.make_reduced(precision)?;
             }
@@ -2294,6 +2309,8 @@ mod tests {
 
     #[test]
     fn fused_training_layers_match_the_composed_path() {
+        // f32 products (the reference; bf16 on AMX by default).
+        super::super::bf16::force_f32_training(true);
         let (varmap, mut enc) = tiny_trainable(0.0);
         let (x, mask, w) = fused_inputs();
         let vars = varmap.all_vars();
@@ -2344,6 +2361,8 @@ mod tests {
 
     #[test]
     fn fused_training_dropout_is_seeded_and_in_the_gradient() {
+        // f32 products (the reference; bf16 on AMX by default).
+        super::super::bf16::force_f32_training(true);
         let (varmap, enc) = tiny_trainable(0.3);
         let (x, mask, w) = fused_inputs();
         let at = |seed: u64| -> f64 {

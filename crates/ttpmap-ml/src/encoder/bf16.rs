@@ -14,8 +14,9 @@
 //! The AVX512_BF16 kernel alone is *slower* than candle's f32 GEMM (75-85 vs 118 sentences/s
 //! on a 2-vCPU Xeon: `vdpbf16ps` issues at the rate of the two f32 FMA ports together, so bf16
 //! doubles nothing), so without AMX f32 stays the default and that kernel is opt-in
-//! (`TTPMAP_PRECISION=bf16`); bf16 has its own parity tolerance. Training stays f32 unless
-//! `TTPMAP_TRAIN_PRECISION=bf16` asks for bf16 products on the tiles ([`linear_train`]).
+//! (`TTPMAP_PRECISION=bf16`); bf16 has its own parity tolerance. Training runs bf16 products
+//! on the tiles too where the CPU has them, unless `TTPMAP_TRAIN_PRECISION=fp32`
+//! ([`train_bf16`], [`linear_train`]).
 
 use candle_core::{DType, Device, Tensor};
 
@@ -530,22 +531,47 @@ impl Bf16Linear {
     }
 }
 
+/// Set by [`force_f32_training`]: training's products in f32 whatever the CPU and the
+/// environment say.
+static FORCE_F32_TRAINING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Makes (or stops making) [`train_bf16`] false for this process: for checks that compare
+/// training against f32 references (PyTorch, candle's autograd, finite differences).
+pub fn force_f32_training(on: bool) {
+    FORCE_F32_TRAINING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether training runs its encoder's linear layers in bf16 on AMX tiles
-/// ([`linear_train`]): only when `TTPMAP_TRAIN_PRECISION=bf16` asks for it and the CPU and OS
-/// offer AMX ([`amx_supported`]). Training stays f32 by default, so that a training command
-/// gives the same weights on every machine.
+/// ([`linear_train`], and the fused training layers' products): by default wherever the CPU
+/// and OS offer AMX ([`amx_supported`]), as inference does: 1.4x the f32 examples/s and
+/// 1.5-1.75x PyTorch's, with validation per-document F1 within the spread of f32 runs
+/// (docs/results.md, "Speed"). `TTPMAP_TRAIN_PRECISION=fp32` keeps training in f32 (weights,
+/// gradients and the optimiser are f32 either way); `=bf16` on a CPU without AMX warns and
+/// trains in f32.
 pub fn train_bf16() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        let asked =
-            std::env::var("TTPMAP_TRAIN_PRECISION").is_ok_and(|v| v.eq_ignore_ascii_case("bf16"));
-        if asked && !amx_supported() {
-            tracing::warn!("TTPMAP_TRAIN_PRECISION=bf16 needs AMX tiles; training in f32");
-        } else if asked {
-            tracing::info!("training's linear layers run bf16 products on AMX tiles");
+    let on = *ON.get_or_init(|| {
+        let asked = std::env::var("TTPMAP_TRAIN_PRECISION")
+            .ok()
+            .map(|v| v.to_ascii_lowercase());
+        match asked.as_deref() {
+            Some("fp32" | "f32") => false,
+            Some("bf16") if !amx_supported() => {
+                tracing::warn!("TTPMAP_TRAIN_PRECISION=bf16 needs AMX tiles; training in f32");
+                false
+            }
+            Some(other) if !other.is_empty() && other != "bf16" => {
+                tracing::warn!(
+                    "TTPMAP_TRAIN_PRECISION={other} is not a precision (fp32 or bf16); \
+                     choosing by CPU"
+                );
+                amx_supported()
+            }
+            _ => amx_supported(),
         }
-        asked && amx_supported()
-    })
+    });
+    on && !FORCE_F32_TRAINING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `x W^T` for training (`x` `[.., k]`, `w` `[n, k]`), differentiable, with bf16 products and

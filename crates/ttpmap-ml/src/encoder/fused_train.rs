@@ -14,8 +14,9 @@
 //!   derivative per row, and three products per linear layer (`y = x W^T + b`, `dx = dy W`,
 //!   `dW = dy^T x`).
 //!
-//! Products are f32 (the `gemm` crate candle itself uses, called on our slices) or, with
-//! `TTPMAP_TRAIN_PRECISION=bf16` on AMX, bf16 products with f32 sums ([`super::bf16`]).
+//! Products are bf16 with f32 sums on AMX tiles where the CPU has them
+//! ([`super::bf16::train_bf16`]), else f32 (the `gemm` crate candle itself uses, called on our
+//! slices; `TTPMAP_TRAIN_PRECISION=fp32` on any CPU).
 //! Element-wise loops run on the thread pool and are written so that each lane is independent
 //! (no vectorised reductions), so their values do not depend on the SIMD width.
 //!

@@ -9,7 +9,7 @@ use candle_nn::VarMap;
 use ttpmap_ml::encoder::bert::{
     init_tensors, l2_normalize, mean_pool, BertEncoder, Config, Mode, TrainableOptions,
 };
-use ttpmap_ml::encoder::bf16::{bf16_supported, Precision};
+use ttpmap_ml::encoder::bf16::{bf16_supported, force_f32_training, Precision};
 use ttpmap_ml::encoder::int8::int8_supported;
 use ttpmap_ml::{Embedder, EmbedderConfig, Error, ModelDir};
 
@@ -354,6 +354,8 @@ mod parity {
 
     #[test]
     fn padded_batch_train_mode_without_dropout_matches_pytorch() {
+        // Against PyTorch's f32: training's products in f32 (bf16 on AMX by default).
+        force_f32_training(true);
         let md = ModelDir::open(minilm_dir()).expect("open");
         let cfg = md.config().with_dropout(0.0);
         let vb = md.var_builder(DType::F32, &Device::Cpu).expect("vb");
@@ -377,6 +379,8 @@ mod parity {
 
     #[test]
     fn pair_pooler_matches_pytorch() {
+        // Train mode is compared too: its products in f32, as PyTorch's.
+        force_f32_training(true);
         let md = ModelDir::open(minilm_dir()).expect("open");
         let r = reference();
         let p = &r["pair"];

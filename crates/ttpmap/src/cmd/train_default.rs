@@ -150,11 +150,12 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
         .map(|(i, a)| if i == 0 { "ttpmap".to_string() } else { a })
         .collect::<Vec<_>>()
         .join(" ");
-    // The opt-in precision of training's products is part of how the weights were made.
-    let command = if ttpmap_ml::encoder::bf16::train_bf16() && !args.package_only {
-        format!("TTPMAP_TRAIN_PRECISION=bf16 {command}")
-    } else {
-        command
+    // The precision of training's products (chosen by CPU unless asked for) is part of how
+    // the weights were made.
+    let command = match (args.package_only, ttpmap_ml::encoder::bf16::train_bf16()) {
+        (true, _) => command,
+        (false, true) => format!("TTPMAP_TRAIN_PRECISION=bf16 {command}"),
+        (false, false) => format!("TTPMAP_TRAIN_PRECISION=fp32 {command}"),
     };
     // Packaging again keeps the training command of the model it replaces.
     let previous = std::fs::read(args.ship.join(ttpmap_ml::trained::MANIFEST))

@@ -650,6 +650,32 @@ impl candle_core::CustomOp2 for MatmulNt {
     }
 }
 
+/// The order in which the AVX-512 kernels (bf16 here, int8 in [`super::int8`]) visit an
+/// output of `rows` rows and `panels` weight panels: blocks of rows small enough for L2 (24
+/// tiles); within a block, each panel is read once from L2 and reused by every tile of at most
+/// `tile` rows. `f(panel, first_row, rows)` computes one tile.
+pub(super) fn row_tiles(
+    rows: usize,
+    panels: usize,
+    tile: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let block = tile * 24;
+    let mut b0 = 0;
+    while b0 < rows {
+        let b1 = (b0 + block).min(rows);
+        for p in 0..panels {
+            let mut r = b0;
+            while r < b1 {
+                let take = (b1 - r).min(tile);
+                f(p, r, take);
+                r += take;
+            }
+        }
+        b0 = b1;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use super::{to_bf16, Bf16Linear, PANEL, ROWS};
@@ -765,31 +791,17 @@ mod kernel {
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn gemm(l: &Bf16Linear, a: &[u32], rows: usize, out: &mut [f32]) {
         let pairs = l.k2 / 2;
-        let panels = l.n.div_ceil(PANEL);
-        // Blocks of rows small enough for L2; within a block, each weight panel (at most
-        // 32 x k bf16) is read once from L2 and reused by every row tile.
-        let block = ROWS * 24;
-        let mut b0 = 0;
-        while b0 < rows {
-            let b1 = (b0 + block).min(rows);
-            for p in 0..panels {
-                let panel = l.packed.as_ptr().add(p * pairs * PANEL);
-                let mut r = b0;
-                while r < b1 {
-                    let take = (b1 - r).min(ROWS);
-                    match take {
-                        6 => tile::<6>(l, a, r, pairs, panel, p, out),
-                        5 => tile::<5>(l, a, r, pairs, panel, p, out),
-                        4 => tile::<4>(l, a, r, pairs, panel, p, out),
-                        3 => tile::<3>(l, a, r, pairs, panel, p, out),
-                        2 => tile::<2>(l, a, r, pairs, panel, p, out),
-                        _ => tile::<1>(l, a, r, pairs, panel, p, out),
-                    }
-                    r += take;
-                }
+        super::row_tiles(rows, l.n.div_ceil(PANEL), ROWS, |p, r, take| {
+            let panel = l.packed.as_ptr().add(p * pairs * PANEL);
+            match take {
+                6 => tile::<6>(l, a, r, pairs, panel, p, out),
+                5 => tile::<5>(l, a, r, pairs, panel, p, out),
+                4 => tile::<4>(l, a, r, pairs, panel, p, out),
+                3 => tile::<3>(l, a, r, pairs, panel, p, out),
+                2 => tile::<2>(l, a, r, pairs, panel, p, out),
+                _ => tile::<1>(l, a, r, pairs, panel, p, out),
             }
-            b0 = b1;
-        }
+        });
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]

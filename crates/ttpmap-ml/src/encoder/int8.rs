@@ -292,40 +292,25 @@ mod kernel {
     ) {
         debug_assert!(a.len() >= rows * l.k4 && scales.len() >= rows);
         let groups = l.k4 / 4;
-        let panels = l.n.div_ceil(PANEL);
-        // Blocks of rows small enough for L2; within a block, each weight panel (32 x k
-        // bytes) is read once from L2 and reused by every row tile.
-        let block = ROWS * 24;
-        let mut b0 = 0;
-        while b0 < rows {
-            let b1 = (b0 + block).min(rows);
-            for p in 0..panels {
-                let panel = l.packed.as_ptr().add(p * groups * PANEL);
-                let mut r = b0;
-                while r < b1 {
-                    let take = (b1 - r).min(ROWS);
-                    let t = Tile {
-                        l,
-                        a,
-                        scales,
-                        r0: r,
-                        groups,
-                        panel,
-                        p,
-                    };
-                    match take {
-                        6 => t.run::<6>(out),
-                        5 => t.run::<5>(out),
-                        4 => t.run::<4>(out),
-                        3 => t.run::<3>(out),
-                        2 => t.run::<2>(out),
-                        _ => t.run::<1>(out),
-                    }
-                    r += take;
-                }
+        crate::encoder::bf16::row_tiles(rows, l.n.div_ceil(PANEL), ROWS, |p, r, take| {
+            let t = Tile {
+                l,
+                a,
+                scales,
+                r0: r,
+                groups,
+                panel: l.packed.as_ptr().add(p * groups * PANEL),
+                p,
+            };
+            match take {
+                6 => t.run::<6>(out),
+                5 => t.run::<5>(out),
+                4 => t.run::<4>(out),
+                3 => t.run::<3>(out),
+                2 => t.run::<2>(out),
+                _ => t.run::<1>(out),
             }
-            b0 = b1;
-        }
+        });
     }
 
     /// Up to [`ROWS`] rows of the output against one panel of 32 outputs.

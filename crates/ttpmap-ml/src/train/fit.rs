@@ -10,7 +10,9 @@
 //! - weight selection ([`Selection`]): either the best of the final, EMA and SWA weights
 //!   (Izmailov et al. 2018, <https://arxiv.org/abs/1803.05407>) on validation after the last
 //!   epoch, or the epoch with the best validation score (kept in `<stem>.best.safetensors`);
-//!   ties keep the earlier candidate;
+//!   ties keep the earlier candidate. The final weights reuse the last epoch's validation, and
+//!   an SWA equal to them bit for bit (one snapshot, the last epoch's) takes their score, so a
+//!   run validates `epochs + 1` times (`+ 2` when SWA averages more than one epoch);
 //! - interrupt checkpoints: when the caller's flag is set (e.g. by Ctrl-C), the loop writes
 //!   `<dir>/<stem>.ckpt.safetensors` (`w.<name>` weights, `opt.*` optimizer state, `ema.<i>`
 //!   when averaging, metadata `epoch`, `step_in_epoch`, `step`, `seed`, `fingerprint`) before
@@ -350,6 +352,7 @@ pub fn run<T: Trainee>(
     let mut step = st.start_epoch * steps_per_epoch + st.skip;
     let first_step = step;
     let (mut val_scores, mut mean_losses) = (BTreeMap::new(), BTreeMap::new());
+    let mut final_validation = None;
     for epoch in st.start_epoch..cfg.epochs {
         let batches = model.batches(epoch)?;
         let (mut loss_sum, mut n) = (0.0, 0usize);
@@ -391,7 +394,11 @@ pub fn run<T: Trainee>(
         if let Some(swa) = st.swa.as_mut().filter(|_| epoch >= swa_start) {
             swa.update(&st.vars)?;
         }
-        let (score, _) = model.validate()?;
+        let (score, by_product) = model.validate()?;
+        if epoch + 1 == cfg.epochs {
+            // The final weights as they stand: the `base` variant below, not validated twice.
+            final_validation = Some((score, by_product));
+        }
         let mean_loss = loss_sum / n.max(1) as f64;
         val_scores.insert(epoch, score);
         mean_losses.insert(epoch, mean_loss);
@@ -433,10 +440,21 @@ pub fn run<T: Trainee>(
             if swa.count() > 0 {
                 variants.push(("swa", swa.tensors()?));
             }
+            let base = variants[0].1.clone();
             let mut best: Option<(&str, Vec<Tensor>)> = None;
             for (name, values) in variants {
-                restore(&st.vars, &values)?;
-                let (score, by_product) = model.validate()?;
+                let (score, by_product) = if name == "base" && final_validation.is_some() {
+                    final_validation.take().expect("checked")
+                } else if name != "base" && same_values(&values, &base)? {
+                    // SWA over the last epoch alone is the final weights, bit for bit: its
+                    // score is theirs, and a tie keeps `base`.
+                    let score = outcome.variant_scores["base"];
+                    outcome.variant_scores.insert(name.to_string(), score);
+                    continue;
+                } else {
+                    restore(&st.vars, &values)?;
+                    model.validate()?
+                };
                 outcome.variant_scores.insert(name.to_string(), score);
                 if best.is_none() || score > outcome.best_score {
                     outcome.best_score = score;
@@ -463,6 +481,26 @@ pub fn run<T: Trainee>(
     Ok(outcome)
 }
 
+/// Whether two weight lists hold the same values, bit for bit.
+fn same_values(a: &[Tensor], b: &[Tensor]) -> Result<bool> {
+    if a.len() != b.len() {
+        return Ok(false);
+    }
+    for (x, y) in a.iter().zip(b) {
+        if x.shape() != y.shape() || x.dtype() != y.dtype() {
+            return Ok(false);
+        }
+        let (x, y) = (
+            x.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+            y.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+        );
+        if x.iter().zip(&y).any(|(p, q)| p.to_bits() != q.to_bits()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +514,7 @@ mod tests {
         /// Steps after which `interrupt` is set (for tests of the checkpoint).
         interrupt_after: Option<(usize, &'static AtomicBool)>,
         steps: std::cell::Cell<usize>,
+        validations: std::cell::Cell<usize>,
     }
 
     impl Toy {
@@ -485,6 +524,7 @@ mod tests {
                 target: vec![target; 4],
                 interrupt_after: None,
                 steps: std::cell::Cell::new(0),
+                validations: std::cell::Cell::new(0),
             }
         }
 
@@ -517,6 +557,7 @@ mod tests {
         }
 
         fn validate(&self) -> Result<(f64, f32)> {
+            self.validations.set(self.validations.get() + 1);
             let e = self.error()?.to_scalar::<f32>()?;
             Ok((-f64::from(e), self.w.as_tensor().to_vec1::<f32>()?[0]))
         }
@@ -600,6 +641,36 @@ mod tests {
         assert_eq!(out.best_score, out.variant_scores[&out.selected]);
         // The by-product is the selected weights' own.
         assert_eq!(out.validation, Some(w0(&out)));
+        // 4 epochs, then EMA and SWA (over 2 epochs); the final weights reuse epoch 4's.
+        assert_eq!(toy.validations.get(), 6);
+        assert_eq!(out.variant_scores["base"], out.val_scores[&3]);
+    }
+
+    #[test]
+    fn an_swa_of_the_last_epoch_alone_is_the_final_weights_and_not_validated_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let flag = AtomicBool::new(false);
+        let toy = Toy::new(1.0);
+        let sel = Selection::Averages {
+            ema_beta: 0.99,
+            swa_fraction: 0.25,
+        };
+        let out = run(
+            &toy,
+            &config(sel),
+            &setup(tmp.path(), false, &flag),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(toy.validations.get(), 5, "4 epochs and the EMA");
+        assert_eq!(out.variant_scores["swa"], out.variant_scores["base"]);
+        assert_eq!(out.variant_scores["base"], out.val_scores[&3]);
+        // EMA at 0.99 lags far behind the fitted weights, so the final ones win, not the
+        // identical SWA (a tie keeps the earlier candidate).
+        assert_eq!(out.selected, "base");
+        assert_eq!(out.validation, Some(w0(&out)));
+        // The selected weights are the final ones, restored after the EMA was validated.
+        assert_eq!(toy.w.as_tensor().to_vec1::<f32>().unwrap()[0], w0(&out));
     }
 
     #[test]

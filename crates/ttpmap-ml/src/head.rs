@@ -199,17 +199,23 @@ impl LabelAttentionHead {
     }
 
     /// Logits `[B, L]` from `hidden` `[B, S, H]` and `mask` `[B, S]` (1 = token, 0 = padding).
+    ///
+    /// Without dropout (inference, or `dropout` 0) the shared linear layer is applied before
+    /// the attention-weighted sum, which it commutes with: `sum_h (sum_s a_ls x_sh) w_h =
+    /// sum_s a_ls (x_s . w)`. That needs one `[B, S]` vector instead of the `[B, L, H]` label
+    /// representations (606 x 384 values per sentence for the default model), the largest
+    /// tensors of a training step, and one product of `[L, S]` by `[S, H]` fewer.
     pub fn forward(&self, hidden: &Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
         let attn = self.attention(hidden, mask, mode)?;
-        let mut rep = attn.matmul(&hidden.contiguous()?)?; // [B, L, H]
-        if mode == Mode::Train && self.cfg.dropout > 0.0 {
-            rep = candle_nn::ops::dropout(&rep, self.cfg.dropout as f32)?;
-        }
-        let w = self
-            .score_weight
-            .to_dtype(rep.dtype())?
-            .reshape((1, 1, ()))?;
-        let logits = rep.broadcast_mul(&w)?.sum(D::Minus1)?;
+        let w = self.score_weight.to_dtype(hidden.dtype())?; // [1, H]
+        let logits = if mode == Mode::Train && self.cfg.dropout > 0.0 {
+            let rep = attn.matmul(&hidden.contiguous()?)?; // [B, L, H]
+            let rep = candle_nn::ops::dropout(&rep, self.cfg.dropout as f32)?;
+            rep.broadcast_mul(&w.reshape((1, 1, ()))?)?.sum(D::Minus1)?
+        } else {
+            let xw = hidden.broadcast_matmul(&w.t()?)?; // [B, S, 1]
+            attn.matmul(&xw)?.squeeze(D::Minus1)? // [B, L]
+        };
         Ok(logits.broadcast_add(&self.score_bias.to_dtype(logits.dtype())?)?)
     }
 }
@@ -279,6 +285,95 @@ mod tests {
             let logits = head.forward(&hidden, &mask, mode).unwrap();
             let v = logits.to_vec2::<f32>().unwrap();
             assert!((v[0][0] - 1.75).abs() < 1e-5, "{mode:?}: {v:?}");
+        }
+    }
+
+    /// The forward without dropout (the shared linear layer first) against the label
+    /// representations it avoids, values and gradients.
+    #[test]
+    fn the_linear_layer_commutes_with_the_attention_sum() {
+        let dev = Device::Cpu;
+        let (b, s, l, h) = (2, 5, 3, 4);
+        let vals = |n: usize, k: f32| (0..n).map(|i| (i as f32 * k).sin()).collect::<Vec<f32>>();
+        let q = Var::from_vec(vals(l * h, 0.7), (l, h), &dev).unwrap();
+        let w = Var::from_vec(vals(h, 1.3), (1, h), &dev).unwrap();
+        let head = LabelAttentionHead {
+            queries: q.as_tensor().clone(),
+            score_weight: w.as_tensor().clone(),
+            score_bias: Tensor::from_vec(vec![0.25f32], 1, &dev).unwrap(),
+            cfg: HeadConfig {
+                num_labels: l,
+                hidden_size: h,
+                dropout: 0.0,
+            },
+        };
+        let hidden = Var::from_vec(vals(b * s * h, 0.37), (b, s, h), &dev).unwrap();
+        let mask = Tensor::from_vec(vec![1u32, 1, 1, 1, 0, 1, 1, 0, 0, 0], (b, s), &dev).unwrap();
+        let fast = head
+            .forward(hidden.as_tensor(), &mask, Mode::Train)
+            .unwrap();
+        let attn = head
+            .attention(hidden.as_tensor(), &mask, Mode::Train)
+            .unwrap();
+        let slow = attn
+            .matmul(hidden.as_tensor())
+            .unwrap()
+            .broadcast_mul(&w.as_tensor().reshape((1, 1, h)).unwrap())
+            .unwrap()
+            .sum(D::Minus1)
+            .unwrap()
+            .broadcast_add(&head.score_bias)
+            .unwrap();
+        let (f, sl) = (
+            fast.to_vec2::<f32>().unwrap(),
+            slow.to_vec2::<f32>().unwrap(),
+        );
+        for (x, y) in f.iter().flatten().zip(sl.iter().flatten()) {
+            assert!((x - y).abs() < 1e-5, "{f:?} vs {sl:?}");
+        }
+        let eval = head.forward(hidden.as_tensor(), &mask, Mode::Eval).unwrap();
+        for (x, y) in eval
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .flatten()
+            .zip(sl.iter().flatten())
+        {
+            assert!((x - y).abs() < 1e-5);
+        }
+        // The same gradients for the queries, the score weight and the hidden states.
+        let weights = Tensor::from_vec(vals(b * l, 2.1), (b, l), &dev).unwrap();
+        let gf = (fast * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gs = (slow * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&q, &w, &hidden] {
+            let a = gf
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let c = gs
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(a.len(), c.len());
+            for (x, y) in a.iter().zip(&c) {
+                assert!((x - y).abs() < 1e-5, "{a:?} vs {c:?}");
+            }
         }
     }
 

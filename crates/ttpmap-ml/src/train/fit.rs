@@ -491,8 +491,12 @@ fn same_values(a: &[Tensor], b: &[Tensor]) -> Result<bool> {
             return Ok(false);
         }
         let (x, y) = (
-            x.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
-            y.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+            x.flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?,
+            y.flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?,
         );
         if x.iter().zip(&y).any(|(p, q)| p.to_bits() != q.to_bits()) {
             return Ok(false);

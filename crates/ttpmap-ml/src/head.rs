@@ -85,6 +85,9 @@ pub struct LabelAttentionHead {
     score_weight: Tensor,
     score_bias: Tensor,
     cfg: HeadConfig,
+    /// Counter of training forward calls (starting from the init seed's hash for a trainable
+    /// head): each call draws its dropout mask from the next value.
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Large negative added to attention scores of padding positions.
@@ -105,6 +108,7 @@ impl LabelAttentionHead {
             score_weight,
             score_bias,
             cfg: *cfg,
+            calls: Default::default(),
         })
     }
 
@@ -154,7 +158,13 @@ impl LabelAttentionHead {
             }
         }
         let vb = VarBuilder::from_varmap(varmap, DType::F32, &dev).pp("head");
-        Self::load(vb, cfg)
+        let head = Self::load(vb, cfg)?;
+        // Each seed's dropout masks are its own stream.
+        head.calls.store(
+            crate::encoder::splitmix(init.seed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(head)
     }
 
     /// The head's config.
@@ -210,13 +220,126 @@ impl LabelAttentionHead {
         let w = self.score_weight.to_dtype(hidden.dtype())?; // [1, H]
         let logits = if mode == Mode::Train && self.cfg.dropout > 0.0 {
             let rep = attn.matmul(&hidden.contiguous()?)?; // [B, L, H]
-            let rep = candle_nn::ops::dropout(&rep, self.cfg.dropout as f32)?;
-            rep.broadcast_mul(&w.reshape((1, 1, ()))?)?.sum(D::Minus1)?
+            if rep.dtype() == DType::F32 && rep.device().is_cpu() {
+                let call = self
+                    .calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let op = DroppedScore {
+                    p: self.cfg.dropout as f32,
+                    seed: crate::encoder::splitmix(HEAD_DROPOUT_SALT ^ call),
+                };
+                rep.apply_op2(&w.contiguous()?, op)?
+            } else {
+                let rep = candle_nn::ops::dropout(&rep, self.cfg.dropout as f32)?;
+                rep.broadcast_mul(&w.reshape((1, 1, ()))?)?.sum(D::Minus1)?
+            }
         } else {
             let xw = hidden.broadcast_matmul(&w.t()?)?; // [B, S, 1]
             attn.matmul(&xw)?.squeeze(D::Minus1)? // [B, L]
         };
         Ok(logits.broadcast_add(&self.score_bias.to_dtype(logits.dtype())?)?)
+    }
+}
+
+/// Salt of the head's dropout seeds (the encoder's fused layers draw theirs from their own
+/// counter), so the two never share masks.
+const HEAD_DROPOUT_SALT: u64 = 0x4845_4144_4452_4f50;
+
+/// Training's scores with dropout on the label representations, as one operation: `rep`
+/// `[B, L, H]` and the score weight `w` `[1, H]` give `sum_h rep_blh m_blh w_h` `[B, L]`, the
+/// mask `m` inverted dropout at rate `p` drawn from `seed` (counter-based, so the backward
+/// draws the same one). It is what `dropout(rep) * w` summed over `H` computes, without the
+/// half dozen `[B, L, H]` tensors (random numbers, mask, scaled mask, product, their
+/// gradients) that candle's composed dropout writes: those were half of a training step of
+/// the default model (606 labels).
+struct DroppedScore {
+    p: f32,
+    seed: u64,
+}
+
+impl candle_core::CustomOp2 for DroppedScore {
+    fn name(&self) -> &'static str {
+        "head-dropped-score"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let rep = crate::encoder::bert::f32_input(self.name(), s1, l1)?;
+        let w = crate::encoder::bert::f32_input(self.name(), s2, l2)?;
+        let (b, l, h) = l1.shape().dims3()?;
+        if w.len() != h {
+            candle_core::bail!("{}: {} weights for width {h}", self.name(), w.len());
+        }
+        let mask = crate::encoder::dropout_mask(self.seed, b * l * h, self.p);
+        let mut out = vec![0f32; b * l];
+        out.par_chunks_mut(64)
+            .zip(rep.par_chunks(64 * h).zip(mask.par_chunks(64 * h)))
+            .for_each(|(o, (r, m))| {
+                for ((o, r), m) in o.iter_mut().zip(r.chunks_exact(h)).zip(m.chunks_exact(h)) {
+                    *o = r.iter().zip(m).zip(w).map(|((r, m), w)| r * m * w).sum();
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(out), (b, l).into()))
+    }
+
+    fn bwd(
+        &self,
+        rep: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        use rayon::prelude::*;
+        let (b, l, h) = rep.dims3()?;
+        let mask = crate::encoder::dropout_mask(self.seed, b * l * h, self.p);
+        let grad = grad.contiguous()?;
+        let name = self.name();
+        let (d_rep, d_w) = crate::encoder::bert::with_f32(name, &grad, |g| {
+            crate::encoder::bert::with_f32(name, w, |w| {
+                crate::encoder::bert::with_f32(name, rep, |r| {
+                    // d rep = g m w; d w = sum over (b, l) of g m rep, in per-task partial sums.
+                    let mut d_rep = vec![0f32; b * l * h];
+                    let d_w = d_rep
+                        .par_chunks_mut(64 * h)
+                        .zip(r.par_chunks(64 * h).zip(mask.par_chunks(64 * h)))
+                        .zip(g.par_chunks(64))
+                        .map(|((dr, (r, m)), g)| {
+                            let mut dw = vec![0f32; h];
+                            for (((dr, r), m), &g) in dr
+                                .chunks_exact_mut(h)
+                                .zip(r.chunks_exact(h))
+                                .zip(m.chunks_exact(h))
+                                .zip(g)
+                            {
+                                for j in 0..h {
+                                    let gm = g * m[j];
+                                    dr[j] = gm * w[j];
+                                    dw[j] += gm * r[j];
+                                }
+                            }
+                            dw
+                        })
+                        .reduce(
+                            || vec![0f32; h],
+                            |mut a, b| {
+                                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                                a
+                            },
+                        );
+                    (d_rep, d_w)
+                })
+            })
+        })???;
+        Ok((
+            Some(Tensor::from_vec(d_rep, (b, l, h), rep.device())?),
+            Some(Tensor::from_vec(d_w, w.shape(), w.device())?),
+        ))
     }
 }
 
@@ -267,6 +390,7 @@ mod tests {
                 hidden_size: h,
                 dropout: 0.0,
             },
+            calls: Default::default(),
         }
     }
 
@@ -306,6 +430,7 @@ mod tests {
                 hidden_size: h,
                 dropout: 0.0,
             },
+            calls: Default::default(),
         };
         let hidden = Var::from_vec(vals(b * s * h, 0.37), (b, s, h), &dev).unwrap();
         let mask = Tensor::from_vec(vec![1u32, 1, 1, 1, 0, 1, 1, 0, 0, 0], (b, s), &dev).unwrap();
@@ -375,6 +500,101 @@ mod tests {
                 assert!((x - y).abs() < 1e-5, "{a:?} vs {c:?}");
             }
         }
+    }
+
+    /// The dropped-score operation against candle's composed ops on the same mask: values
+    /// and both gradients; and the head draws a new mask at each training call.
+    #[test]
+    fn dropped_scores_are_the_composed_dropout_with_its_gradients() {
+        let dev = Device::Cpu;
+        let (b, l, h) = (3, 70, 24);
+        let vals = |n: usize, k: f32| (0..n).map(|i| (i as f32 * k).sin()).collect::<Vec<f32>>();
+        let rep = Var::from_vec(vals(b * l * h, 0.31), (b, l, h), &dev).unwrap();
+        let w = Var::from_vec(vals(h, 1.7), (1, h), &dev).unwrap();
+        let (p, seed) = (0.25f32, 99u64);
+        let mask = crate::encoder::dropout_mask(seed, b * l * h, p);
+        assert!(mask.contains(&0.0) && mask.iter().any(|&m| m > 1.0));
+        let mask = Tensor::from_vec(mask, (b, l, h), &dev).unwrap();
+        let op = rep
+            .as_tensor()
+            .apply_op2(w.as_tensor(), DroppedScore { p, seed })
+            .unwrap();
+        let composed = (rep.as_tensor() * &mask)
+            .unwrap()
+            .broadcast_mul(&w.as_tensor().reshape((1, 1, h)).unwrap())
+            .unwrap()
+            .sum(D::Minus1)
+            .unwrap();
+        assert_eq!(op.dims(), [b, l]);
+        let (x, y) = (
+            op.to_vec2::<f32>().unwrap(),
+            composed.to_vec2::<f32>().unwrap(),
+        );
+        for (x, y) in x.iter().flatten().zip(y.iter().flatten()) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+        let weights = Tensor::from_vec(vals(b * l, 2.3), (b, l), &dev).unwrap();
+        let go = (op * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gc = (composed * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&rep, &w] {
+            let a = go
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let c = gc
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(a.len(), c.len());
+            for (x, y) in a.iter().zip(&c) {
+                assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+        // Through the head: each training call draws another mask; inference none.
+        let mut head = head_with(vals(l * h, 0.9), vals(h, 1.1), 0.0, l, h);
+        head.cfg.dropout = 0.1;
+        let hidden = Tensor::from_vec(vals(b * 5 * h, 0.4), (b, 5, h), &dev).unwrap();
+        let mask = Tensor::ones((b, 5), DType::U32, &dev).unwrap();
+        let t1 = head
+            .forward(&hidden, &mask, Mode::Train)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let t2 = head
+            .forward(&hidden, &mask, Mode::Train)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let e = head
+            .forward(&hidden, &mask, Mode::Eval)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_ne!(t1, t2);
+        assert_ne!(t1, e);
+        assert_eq!(
+            e,
+            head.forward(&hidden, &mask, Mode::Eval)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub(super) fn gelu_grad_f32(x: f32) -> f32 {
 const MAP_CHUNK: usize = 1 << 14;
 
 /// The contiguous f32 values of a custom op's input.
-pub(super) fn f32_input<'a>(
+pub(crate) fn f32_input<'a>(
     name: &str,
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
@@ -121,7 +121,7 @@ pub(super) fn f32_input<'a>(
 
 /// `f` on the values of `t`, a contiguous f32 tensor on the CPU ([`f32_input`] for a
 /// tensor rather than a custom op's storage).
-pub(super) fn with_f32<R>(
+pub(crate) fn with_f32<R>(
     name: &str,
     t: &Tensor,
     f: impl FnOnce(&[f32]) -> R,

@@ -234,7 +234,7 @@ unsafe fn gemm_f32(
 const ROW_CHUNK: usize = 16;
 
 #[inline(always)]
-fn splitmix(mut z: u64) -> u64 {
+pub(crate) fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -244,7 +244,7 @@ fn splitmix(mut z: u64) -> u64 {
 /// Inverted-dropout factors for `len` elements: 0 with probability `p` (to 1/65536), else
 /// `1 / (1 - p)`. Counter-based (element `i` draws 16 bits of `splitmix(seed + i / 4)`), so
 /// the mask depends only on `seed` and not on how the work is split.
-pub(super) fn dropout_mask(seed: u64, len: usize, p: f32) -> Vec<f32> {
+pub(crate) fn dropout_mask(seed: u64, len: usize, p: f32) -> Vec<f32> {
     const QUADS: usize = 1024;
     let keep = 1.0 / (1.0 - p);
     let threshold = (p * 65536.0).round() as u64;

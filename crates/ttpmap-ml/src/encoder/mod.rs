@@ -10,3 +10,4 @@ pub mod int8;
 pub use bert::{BertEncoder, Config, HiddenAct, LoadReport, Mode, TrainableOptions};
 pub use bf16::Precision;
 pub use fused_train::backward;
+pub(crate) use fused_train::{dropout_mask, splitmix};

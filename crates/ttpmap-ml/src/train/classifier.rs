@@ -149,6 +149,11 @@ pub struct Example {
     /// label set (TRAM2's 50 techniques): the sentence is a negative only for these, other
     /// labels are unknown (no loss, and not scored in validation). `None`: every label.
     pub label_space: Option<Arc<BTreeSet<TechniqueId>>>,
+    /// Labels left out of this sentence's training loss although its source annotated them:
+    /// its gold cannot say no to them (a parent technique's sub-techniques when only the
+    /// parent is labelled; [`crate::train::data::CatalogDataConfig`]). Validation ignores it.
+    /// `None`: none.
+    pub unknown: Option<Arc<BTreeSet<TechniqueId>>>,
 }
 
 impl Example {
@@ -159,6 +164,7 @@ impl Example {
             text: text.into(),
             labels,
             label_space: None,
+            unknown: None,
         }
     }
 
@@ -290,15 +296,25 @@ fn targets(
             }
         }
     }
-    let mask = if examples.iter().any(|e| e.label_space.is_some()) {
+    let mask = if examples
+        .iter()
+        .any(|e| e.label_space.is_some() || e.unknown.is_some())
+    {
         let mut m = vec![1f32; examples.len() * l];
         for (i, e) in examples.iter().enumerate() {
+            let row = &mut m[i * l..(i + 1) * l];
             if let Some(space) = &e.label_space {
-                let row = &mut m[i * l..(i + 1) * l];
                 row.fill(0.0);
                 for lab in space.iter().chain(&e.labels) {
                     if let Some(&j) = index.get(lab) {
                         row[j] = 1.0;
+                    }
+                }
+            }
+            for lab in e.unknown.iter().flat_map(|u| u.iter()) {
+                if let Some(&j) = index.get(lab) {
+                    if !e.labels.contains(lab) {
+                        row[j] = 0.0;
                     }
                 }
             }
@@ -489,6 +505,13 @@ fn fingerprint(cfg: &ClassifierTrainConfig, data: &TrainData) -> Result<String> 
             if let Some(space) = &e.label_space {
                 h.update([1]);
                 for l in space.iter() {
+                    h.update([0]);
+                    h.update(l.to_string().as_bytes());
+                }
+            }
+            if let Some(unknown) = &e.unknown {
+                h.update([2]);
+                for l in unknown.iter() {
                     h.update([0]);
                     h.update(l.to_string().as_bytes());
                 }
@@ -896,6 +919,42 @@ mod tests {
         assert_eq!(
             mask.unwrap().to_vec2::<f32>().unwrap(),
             vec![vec![1.0, 1.0, 1.0], vec![1.0, 0.0, 1.0]]
+        );
+    }
+
+    #[test]
+    fn unknown_labels_leave_the_loss_unless_they_are_gold() {
+        let labels: Vec<TechniqueId> = ["T1059", "T1059.001", "T1059.003", "T1105"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let index: HashMap<&TechniqueId, usize> =
+            labels.iter().enumerate().map(|(i, l)| (l, i)).collect();
+        let mut parent = Example::new("a", "x", vec![labels[0].clone()]);
+        parent.unknown = Some(Arc::new([labels[1].clone(), labels[2].clone()].into()));
+        // A gold label listed as unknown still counts (as a positive).
+        let mut both = Example::new("b", "y", vec![labels[2].clone()]);
+        both.unknown = Some(Arc::new([labels[1].clone(), labels[2].clone()].into()));
+        // With a fixed label space too: the space's rule, then the unknown ones out.
+        let mut fixed = Example::new("c", "z", vec![]);
+        fixed.label_space = Some(Arc::new([labels[1].clone(), labels[3].clone()].into()));
+        fixed.unknown = Some(Arc::new([labels[1].clone()].into()));
+        let (t, mask) = targets(&[&parent, &both, &fixed], &index, 4).unwrap();
+        assert_eq!(
+            t.to_vec2::<f32>().unwrap(),
+            vec![
+                vec![1.0, 0.0, 0.0, 0.0],
+                vec![0.0, 0.0, 1.0, 0.0],
+                vec![0.0, 0.0, 0.0, 0.0]
+            ]
+        );
+        assert_eq!(
+            mask.unwrap().to_vec2::<f32>().unwrap(),
+            vec![
+                vec![1.0, 0.0, 0.0, 1.0],
+                vec![1.0, 0.0, 1.0, 1.0],
+                vec![0.0, 0.0, 0.0, 1.0]
+            ]
         );
     }
 }

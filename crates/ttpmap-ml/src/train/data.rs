@@ -247,6 +247,19 @@ pub struct CatalogDataConfig {
     /// ATT&CK like the reports a user brings, so thresholds and calibration are chosen on more
     /// of the kind of data the model is for. Default true.
     pub annoctr_dev: bool,
+    /// A sentence labelled with a parent technique and none of its sub-techniques is not a
+    /// negative for those sub-techniques (they leave its loss): "T1059" says some interpreter
+    /// was used, not that PowerShell was not. AnnoCTR's annotators link to parents almost
+    /// only, so without this its PowerShell sentences (labelled T1059) teach T1059.001 "no".
+    /// Default false.
+    pub parent_labels_leave_subtechniques_unknown: bool,
+    /// The sentences of a fixed-label-space dataset (TRAM2) are not negatives for the
+    /// techniques outside its label space that belong to a family inside it (the parent and
+    /// the sibling sub-techniques of one of its labels): TRAM2's annotators had T1059.003 but
+    /// not T1059.001, so its 303 training sentences that mention PowerShell teach T1059.001
+    /// "no". A family is where such a missing label is most confusable; leaving every outside
+    /// label out (`fixed_label_space_loss`) removed too many true negatives. Default false.
+    pub fixed_label_space_families_unknown: bool,
 }
 
 impl Default for CatalogDataConfig {
@@ -261,6 +274,8 @@ impl Default for CatalogDataConfig {
             fixed_label_space: vec!["tram2".into()],
             fixed_label_space_loss: false,
             annoctr_dev: true,
+            parent_labels_leave_subtechniques_unknown: false,
+            fixed_label_space_families_unknown: false,
         }
     }
 }
@@ -287,6 +302,9 @@ pub struct CatalogData {
     pub train_sources: BTreeMap<String, usize>,
     /// Validation sentences per report dataset.
     pub validation_sources: BTreeMap<String, usize>,
+    /// Training sentences with labels out of their loss ([`Example::unknown`]), and the
+    /// (sentence, label) pairs left out.
+    pub unknown: (usize, usize),
     /// Validation reports per report dataset.
     pub validation_reports: BTreeMap<String, usize>,
 }
@@ -331,6 +349,8 @@ pub fn catalog_data(
     let mut train_sources: BTreeMap<String, usize> = BTreeMap::new();
     let mut validation_sources: BTreeMap<String, usize> = BTreeMap::new();
     let mut validation_reports: BTreeMap<String, usize> = BTreeMap::new();
+    // Fixed label spaces whose families leave the loss, by dataset name.
+    let mut families_unknown: BTreeMap<String, Arc<BTreeSet<TechniqueId>>> = BTreeMap::new();
     let push = |to: &mut Vec<Example>, doc: String, text: &str, labels: &[TechniqueId]| {
         to.push(Example::new(doc, text, keep(labels)))
     };
@@ -378,6 +398,9 @@ pub fn catalog_data(
                 )
             });
         let train_space = space.as_ref().filter(|_| cfg.fixed_label_space_loss);
+        if let Some(space) = &space {
+            families_unknown.insert(ds.name.clone(), space.clone());
+        }
         push_reports(
             &mut train,
             &mut train_sources,
@@ -481,6 +504,7 @@ pub fn catalog_data(
             "the training sources hold no active ATT&CK technique label".into(),
         ));
     }
+    let unknown = mark_unknown(&mut train, &labels, &families_unknown, cfg);
     // Validation labels the model cannot output stay gold (they count as misses).
     Ok(CatalogData {
         data: TrainData {
@@ -494,8 +518,74 @@ pub fn catalog_data(
         },
         train_sources,
         validation_sources,
+        unknown,
         validation_reports,
     })
+}
+
+/// Sets [`Example::unknown`] of the training sentences by the two rules of
+/// [`CatalogDataConfig`] (`parent_labels_leave_subtechniques_unknown`,
+/// `fixed_label_space_families_unknown`), over the model's `labels`. `families` maps a fixed-
+/// label-space dataset's name (a sentence's document id is `<name>:<doc>`) to its label space.
+/// Returns how many sentences have labels out of their loss, and how many such pairs.
+fn mark_unknown(
+    train: &mut [Example],
+    labels: &[TechniqueId],
+    families: &BTreeMap<String, Arc<BTreeSet<TechniqueId>>>,
+    cfg: &CatalogDataConfig,
+) -> (usize, usize) {
+    // The model's labels by family (parent id).
+    let mut family: BTreeMap<TechniqueId, BTreeSet<TechniqueId>> = BTreeMap::new();
+    for l in labels {
+        family.entry(l.parent()).or_default().insert(l.clone());
+    }
+    // Per dataset: the labels outside its space in a family of a label inside it.
+    let outside: BTreeMap<&str, Arc<BTreeSet<TechniqueId>>> = families
+        .iter()
+        .filter(|_| cfg.fixed_label_space_families_unknown)
+        .map(|(name, space)| {
+            let set = space
+                .iter()
+                .flat_map(|l| family.get(&l.parent()).into_iter().flatten())
+                .filter(|l| !space.contains(*l))
+                .cloned()
+                .collect();
+            (name.as_str(), Arc::new(set))
+        })
+        .collect();
+    let (mut sentences, mut pairs) = (0, 0);
+    for e in train {
+        let base = e
+            .doc
+            .split_once(':')
+            .and_then(|(name, _)| outside.get(name))
+            .filter(|s| !s.is_empty());
+        let mut subs: BTreeSet<TechniqueId> = BTreeSet::new();
+        if cfg.parent_labels_leave_subtechniques_unknown {
+            for l in e.labels.iter().filter(|l| !l.is_subtechnique()) {
+                let members = family.get(l).into_iter().flatten();
+                let (sub, labelled): (Vec<&TechniqueId>, Vec<&TechniqueId>) = members
+                    .filter(|m| m.is_subtechnique())
+                    .partition(|m| !e.labels.contains(*m));
+                if labelled.is_empty() {
+                    subs.extend(sub.into_iter().cloned());
+                }
+            }
+        }
+        e.unknown = match (base, subs.is_empty()) {
+            (None, true) => None,
+            (Some(b), true) => Some(b.clone()),
+            (b, false) => {
+                subs.extend(b.into_iter().flat_map(|b| b.iter().cloned()));
+                Some(Arc::new(subs))
+            }
+        };
+        if let Some(u) = &e.unknown {
+            sentences += 1;
+            pairs += u.iter().filter(|l| !e.labels.contains(*l)).count();
+        }
+    }
+    (sentences, pairs)
 }
 
 #[cfg(test)]
@@ -601,6 +691,84 @@ mod tests {
             documents,
             other_labels: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn unknown_labels_follow_parents_and_the_families_of_a_fixed_label_space() {
+        let labels: Vec<TechniqueId> = [
+            "T1003",
+            "T1003.001",
+            "T1059",
+            "T1059.001",
+            "T1059.003",
+            "T1105",
+            "T1566.001",
+            "T1566.002",
+        ]
+        .iter()
+        .map(|s| tid(s))
+        .collect();
+        let ex = |doc: &str, l: &[&str]| Example::new(doc, "s", l.iter().map(|s| tid(s)).collect());
+        let mut train = vec![
+            ex("annoctr:a", &["T1059"]),
+            ex("annoctr:a", &["T1059", "T1059.003"]),
+            ex("annoctr:a", &["T1105"]),
+            ex("tram2:b", &[]),
+            ex("tram2:b", &["T1003"]),
+            ex("attack:procedures", &["T1566.001"]),
+        ];
+        // TRAM2's space: T1059.003, T1105, T1566.001 and T1003 (a parent, subs outside).
+        let space: BTreeSet<TechniqueId> = ["T1059.003", "T1105", "T1566.001", "T1003"]
+            .iter()
+            .map(|s| tid(s))
+            .collect();
+        let families = BTreeMap::from([("tram2".to_string(), Arc::new(space))]);
+        let set = |v: &[&str]| Some(Arc::new(v.iter().map(|s| tid(s)).collect::<BTreeSet<_>>()));
+        let unknown =
+            |train: &[Example]| -> Vec<_> { train.iter().map(|e| e.unknown.clone()).collect() };
+
+        let off = CatalogDataConfig::default();
+        mark_unknown(&mut train, &labels, &families, &off);
+        assert!(
+            unknown(&train).iter().all(Option::is_none),
+            "both rules off by default"
+        );
+
+        let parents = CatalogDataConfig {
+            parent_labels_leave_subtechniques_unknown: true,
+            ..CatalogDataConfig::default()
+        };
+        mark_unknown(&mut train, &labels, &BTreeMap::new(), &parents);
+        assert_eq!(
+            unknown(&train),
+            vec![
+                set(&["T1059.001", "T1059.003"]),
+                None, // a sub-technique of T1059 is labelled: the others are negatives
+                None,
+                None,
+                set(&["T1003.001"]),
+                None,
+            ]
+        );
+
+        let both = CatalogDataConfig {
+            parent_labels_leave_subtechniques_unknown: true,
+            fixed_label_space_families_unknown: true,
+            ..CatalogDataConfig::default()
+        };
+        assert_eq!(mark_unknown(&mut train, &labels, &families, &both), (3, 10));
+        let tram2_family = ["T1003.001", "T1059", "T1059.001", "T1566.002"];
+        assert_eq!(
+            unknown(&train),
+            vec![
+                set(&["T1059.001", "T1059.003"]),
+                None,
+                None,
+                set(&tram2_family),
+                set(&tram2_family),
+                None,
+            ]
+        );
     }
 
     #[test]

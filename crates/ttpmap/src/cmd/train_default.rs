@@ -144,6 +144,13 @@ pub fn run(assets: &Assets, args: DefaultArgs) -> anyhow::Result<()> {
         "training sentences by source: {:?}; validation sentences {:?} from {:?} held-out reports",
         data.train_sources, data.validation_sources, data.validation_reports
     );
+    if data.unknown.0 > 0 {
+        eprintln!(
+            "{} training sentences leave {} (sentence, technique) pairs out of the loss \
+             (parent_labels_leave_subtechniques_unknown, fixed_label_space_families_unknown)",
+            data.unknown.0, data.unknown.1
+        );
+    }
     let mentions = ttpmap_ml::trained::Mentions::from_catalog(&catalog);
     let command = std::env::args()
         .enumerate()

@@ -256,9 +256,10 @@ pub struct CatalogDataConfig {
     /// The sentences of a fixed-label-space dataset (TRAM2) are not negatives for the
     /// techniques outside its label space that belong to a family inside it (the parent and
     /// the sibling sub-techniques of one of its labels): TRAM2's annotators had T1059.003 but
-    /// not T1059.001, so its 303 training sentences that mention PowerShell teach T1059.001
-    /// "no". A family is where such a missing label is most confusable; leaving every outside
-    /// label out (`fixed_label_space_loss`) removed too many true negatives. Default false.
+    /// not T1059.001, so the 308 sentences of its training file that mention PowerShell teach
+    /// T1059.001 "no". A family is where such a missing label is most confusable; leaving
+    /// every outside label out (`fixed_label_space_loss`) removed too many true negatives.
+    /// Default false.
     pub fixed_label_space_families_unknown: bool,
 }
 

@@ -379,6 +379,17 @@ fn standard_normal(rng: &mut impl rand::Rng) -> f64 {
 mod tests {
     use super::*;
 
+    /// The gradient of `v` in `grads`, flattened.
+    fn grad_of(grads: &candle_core::backprop::GradStore, v: &Var) -> Vec<f32> {
+        grads
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    }
+
     fn head_with(queries: Vec<f32>, w: Vec<f32>, b: f32, l: usize, h: usize) -> LabelAttentionHead {
         let dev = Device::Cpu;
         LabelAttentionHead {
@@ -481,20 +492,8 @@ mod tests {
             .backward()
             .unwrap();
         for v in [&q, &w, &hidden] {
-            let a = gf
-                .get(v.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let c = gs
-                .get(v.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let a = grad_of(&gf, v);
+            let c = grad_of(&gs, v);
             assert_eq!(a.len(), c.len());
             for (x, y) in a.iter().zip(&c) {
                 assert!((x - y).abs() < 1e-5, "{a:?} vs {c:?}");
@@ -547,20 +546,8 @@ mod tests {
             .backward()
             .unwrap();
         for v in [&rep, &w] {
-            let a = go
-                .get(v.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let c = gc
-                .get(v.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let a = grad_of(&go, v);
+            let c = grad_of(&gc, v);
             assert_eq!(a.len(), c.len());
             for (x, y) in a.iter().zip(&c) {
                 assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{x} vs {y}");

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use ttpmap_core::attack::{Catalog, ProcedureExample, Technique};
+use ttpmap_core::attack::{Catalog, EntityKind, ProcedureExample, Technique};
 use ttpmap_core::dataset::{self, Dataset, EmulationStep, LabeledDocument};
 use ttpmap_core::rerank_data::{
     active_pool, candidate_sets, candidate_texts, procedure_queries, queries_from_steps,
@@ -261,6 +261,12 @@ pub struct CatalogDataConfig {
     /// every outside label out (`fixed_label_space_loss`) removed too many true negatives.
     /// Default false.
     pub fixed_label_space_families_unknown: bool,
+    /// Share (0 to 1) of the procedure examples whose group, software or campaign name is
+    /// replaced by a generic subject ("APT29 has used PowerShell" -> "The threat actor has
+    /// used PowerShell"; software: "The malware", ...), so that they read more like a report,
+    /// which names its actor once and then says "the actor" or "they". Which examples and
+    /// which subject depend only on the text (no seed). Default 0.
+    pub procedure_generic_subjects: f64,
 }
 
 impl Default for CatalogDataConfig {
@@ -277,6 +283,7 @@ impl Default for CatalogDataConfig {
             annoctr_dev: true,
             parent_labels_leave_subtechniques_unknown: false,
             fixed_label_space_families_unknown: false,
+            procedure_generic_subjects: 0.0,
         }
     }
 }
@@ -308,6 +315,53 @@ pub struct CatalogData {
     pub unknown: (usize, usize),
     /// Validation reports per report dataset.
     pub validation_reports: BTreeMap<String, usize>,
+}
+
+/// FNV-1a of `text`: a seed-free, platform-free choice per text.
+fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `text` with every whole-word occurrence of `name` replaced by a generic subject for its
+/// kind ("The threat actor", "The malware", ...; capitalised at the start of a sentence),
+/// when the text's hash falls in the first `share` of the range and it names `name`; else
+/// `None`. Subjects are singular, so "has used" stays grammatical.
+fn generic_subject(text: &str, name: &str, kind: EntityKind, share: f64) -> Option<String> {
+    const GROUP: [&str; 5] = ["threat actor", "adversary", "group", "attacker", "operator"];
+    const SOFTWARE: [&str; 5] = ["malware", "backdoor", "implant", "payload", "tool"];
+    const CAMPAIGN: [&str; 3] = ["campaign", "operation", "intrusion"];
+    let h = text_hash(text);
+    if name.trim().is_empty() || ((h >> 11) as f64 / (1u64 << 53) as f64) >= share {
+        return None;
+    }
+    let pool: &[&str] = match kind {
+        EntityKind::Group => &GROUP,
+        EntityKind::Malware | EntityKind::Tool => &SOFTWARE,
+        EntityKind::Campaign => &CAMPAIGN,
+    };
+    let subject = pool[(h % pool.len() as u64) as usize];
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut replaced = false;
+    while let Some(i) = rest.find(name) {
+        let before = rest[..i].chars().last().or_else(|| out.chars().last());
+        let after = rest[i + name.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if word(before) || word(after) {
+            out.push_str(name);
+        } else {
+            let start = out.trim_end().is_empty() || out.trim_end().ends_with(['.', '!', '?']);
+            out.push_str(if start { "The " } else { "the " });
+            out.push_str(subject);
+            replaced = true;
+        }
+        rest = &rest[i + name.len()..];
+    }
+    out.push_str(rest);
+    replaced.then_some(out)
 }
 
 /// The first `n` sentences of `text` (split at ". ").
@@ -456,6 +510,7 @@ pub fn catalog_data(
     let mut per: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
     let mut procs: BTreeMap<&str, Vec<TechniqueId>> = BTreeMap::new();
     let mut proc_order: Vec<&str> = Vec::new();
+    let mut proc_source: BTreeMap<&str, (&str, EntityKind)> = BTreeMap::new();
     for p in catalog
         .procedures()
         .iter()
@@ -469,11 +524,28 @@ pub fn catalog_data(
         let e = procs.entry(p.description.as_str()).or_default();
         if e.is_empty() {
             proc_order.push(p.description.as_str());
+            proc_source.insert(
+                p.description.as_str(),
+                (p.source_name.as_str(), p.source_kind),
+            );
         }
         e.push(p.technique.clone());
     }
+    if !(0.0..=1.0).contains(&cfg.procedure_generic_subjects) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "procedure_generic_subjects is {}, not a share between 0 and 1",
+            cfg.procedure_generic_subjects
+        )));
+    }
     for text in &proc_order {
-        push(&mut train, "attack:procedures".into(), text, &procs[text]);
+        let (name, kind) = proc_source[text];
+        let written = generic_subject(text, name, kind, cfg.procedure_generic_subjects);
+        push(
+            &mut train,
+            "attack:procedures".into(),
+            written.as_deref().unwrap_or(text),
+            &procs[text],
+        );
     }
     train_sources.insert("attack:procedures".into(), proc_order.len());
     let labels: Vec<TechniqueId> = train
@@ -592,12 +664,66 @@ fn mark_unknown(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ttpmap_core::attack::EntityKind;
     use ttpmap_core::dataset::{LabeledDocument, LabeledSentence};
     use ttpmap_core::rerank_data::RerankQuery;
 
     fn tid(s: &str) -> TechniqueId {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn generic_subjects_replace_whole_names_and_follow_the_share() {
+        let text = "APT5 has used the Task Manager. APT5 has also dumped hashes; APT55 and \
+                    APT5's tools differ.";
+        let out = generic_subject(text, "APT5", EntityKind::Group, 1.0).unwrap();
+        // Whole words only (APT55 stays), capitalised at sentence starts, possessive kept.
+        assert!(out.starts_with("The "), "{out}");
+        assert!(out.contains("APT55"), "{out}");
+        assert!(!out.replace("APT55", "").contains("APT5"), "{out}");
+        let subject = out.split(" has used").next().unwrap().to_string();
+        assert!(out.contains(&format!(". {subject} has also")), "{out}");
+        assert!(
+            out.contains(&format!("and {}'s tools", subject.to_lowercase())),
+            "{out}"
+        );
+        // The choice depends on the text only, and share 0 rewrites nothing.
+        assert_eq!(
+            generic_subject(text, "APT5", EntityKind::Group, 1.0).unwrap(),
+            out
+        );
+        assert_eq!(generic_subject(text, "APT5", EntityKind::Group, 0.0), None);
+        // A text that does not name its source is left as it is.
+        assert_eq!(
+            generic_subject("Uses PowerShell.", "APT5", EntityKind::Group, 1.0),
+            None
+        );
+        let sw = generic_subject(
+            "SombRAT can SSL encrypt C2 traffic.",
+            "SombRAT",
+            EntityKind::Malware,
+            1.0,
+        )
+        .unwrap();
+        assert!(sw.ends_with(" can SSL encrypt C2 traffic."), "{sw}");
+        assert!(
+            [
+                "The malware",
+                "The backdoor",
+                "The implant",
+                "The payload",
+                "The tool"
+            ]
+            .iter()
+            .any(|s| sw.starts_with(s)),
+            "{sw}"
+        );
+        // About `share` of many texts are rewritten.
+        let n = (0..2000)
+            .filter(|i| {
+                generic_subject(&format!("X did thing {i}."), "X", EntityKind::Tool, 0.5).is_some()
+            })
+            .count();
+        assert!((850..1150).contains(&n), "{n} of 2000 at share 0.5");
     }
 
     fn procedure(t: &str, d: &str) -> ProcedureExample {

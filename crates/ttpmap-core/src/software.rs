@@ -281,19 +281,31 @@ impl SoftwareIndex {
 
 /// Whether `needle` occurs in `hay` with no letter or digit right before or after it.
 fn whole_word(hay: &str, needle: &str) -> bool {
+    whole_word_matches(hay, needle).next().is_some()
+}
+
+/// The byte offsets where `needle` occurs in `hay` with no letter or digit right before or
+/// after it, left to right, not overlapping.
+pub fn whole_word_matches<'a>(hay: &'a str, needle: &'a str) -> impl Iterator<Item = usize> + 'a {
     let mut from = 0;
-    while let Some(pos) = hay[from..].find(needle) {
-        let start = from + pos;
-        let end = start + needle.len();
-        let before = hay[..start].chars().next_back();
-        let after = hay[end..].chars().next();
-        let boundary = |c: Option<char>| !c.is_some_and(char::is_alphanumeric);
-        if boundary(before) && boundary(after) {
-            return true;
+    std::iter::from_fn(move || {
+        if needle.is_empty() {
+            return None;
         }
-        from = start + needle.chars().next().map_or(1, char::len_utf8);
-    }
-    false
+        while let Some(pos) = hay[from..].find(needle) {
+            let start = from + pos;
+            let end = start + needle.len();
+            let before = hay[..start].chars().next_back();
+            let after = hay[end..].chars().next();
+            let boundary = |c: Option<char>| !c.is_some_and(char::is_alphanumeric);
+            if boundary(before) && boundary(after) {
+                from = end;
+                return Some(start);
+            }
+            from = start + needle.chars().next().map_or(1, char::len_utf8);
+        }
+        None
+    })
 }
 
 /// The confidence a technique whose id a sentence cites gets at least, whatever the method: the
@@ -575,6 +587,16 @@ mod tests {
 
     fn ids(i: &SoftwareIndex, text: &str) -> Vec<String> {
         i.mentions(text).into_iter().map(|s| s.id.clone()).collect()
+    }
+
+    #[test]
+    fn whole_word_matches_are_every_bounded_occurrence_left_to_right() {
+        let m = |h, n| whole_word_matches(h, n).collect::<Vec<_>>();
+        assert_eq!(m("APT5 and APT55, APT5's APT5", "APT5"), [0, 16, 23]);
+        assert_eq!(m("xAPT5 APT5x", "APT5"), Vec::<usize>::new());
+        assert_eq!(m("aaa a", "a"), [4]);
+        assert_eq!(m("anything", ""), Vec::<usize>::new());
+        assert!(whole_word("use PsExec.", "PsExec") && !whole_word("PsExecs", "PsExec"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use ttpmap_core::rerank_data::{
     CandidateSet, CandidateSetConfig, CandidateTextConfig, SPLIT_FRACTIONS,
 };
 use ttpmap_core::retrieve::Bm25Index;
+use ttpmap_core::software::whole_word_matches;
 use ttpmap_core::TechniqueId;
 
 use crate::train::classifier::{ClassifierTrainConfig, Example, TrainData};
@@ -342,26 +343,21 @@ fn generic_subject(text: &str, name: &str, kind: EntityKind, share: f64) -> Opti
         EntityKind::Campaign => &CAMPAIGN,
     };
     let subject = pool[(h % pool.len() as u64) as usize];
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut replaced = false;
-    while let Some(i) = rest.find(name) {
-        let before = rest[..i].chars().last().or_else(|| out.chars().last());
-        let after = rest[i + name.len()..].chars().next();
-        out.push_str(&rest[..i]);
-        if word(before) || word(after) {
-            out.push_str(name);
-        } else {
-            let start = out.trim_end().is_empty() || out.trim_end().ends_with(['.', '!', '?']);
-            out.push_str(if start { "The " } else { "the " });
-            out.push_str(subject);
-            replaced = true;
-        }
-        rest = &rest[i + name.len()..];
+    let mut from = 0;
+    for start in whole_word_matches(text, name) {
+        out.push_str(&text[from..start]);
+        let before = out.trim_end();
+        let starts_sentence = before.is_empty() || before.ends_with(['.', '!', '?']);
+        out.push_str(if starts_sentence { "The " } else { "the " });
+        out.push_str(subject);
+        from = start + name.len();
     }
-    out.push_str(rest);
-    replaced.then_some(out)
+    if from == 0 {
+        return None;
+    }
+    out.push_str(&text[from..]);
+    Some(out)
 }
 
 /// The first `n` sentences of `text` (split at ". ").
@@ -388,6 +384,12 @@ pub fn catalog_data(
     sources: &CatalogSources,
     cfg: &CatalogDataConfig,
 ) -> Result<CatalogData> {
+    if !(0.0..=1.0).contains(&cfg.procedure_generic_subjects) {
+        return Err(crate::Error::InvalidArgument(format!(
+            "procedure_generic_subjects is {}, not a share between 0 and 1",
+            cfg.procedure_generic_subjects
+        )));
+    }
     let active: BTreeSet<TechniqueId> = active_pool(catalog).into_iter().collect();
     let keep = |labels: &[TechniqueId]| -> Vec<TechniqueId> {
         let mut v: Vec<TechniqueId> = labels
@@ -509,8 +511,8 @@ pub fn catalog_data(
     // Procedure examples: texts shared by several techniques carry all their labels.
     let mut per: BTreeMap<&TechniqueId, usize> = BTreeMap::new();
     let mut procs: BTreeMap<&str, Vec<TechniqueId>> = BTreeMap::new();
-    let mut proc_order: Vec<&str> = Vec::new();
-    let mut proc_source: BTreeMap<&str, (&str, EntityKind)> = BTreeMap::new();
+    // The first example of each text (its source names the subject to replace).
+    let mut proc_order: Vec<&ProcedureExample> = Vec::new();
     for p in catalog
         .procedures()
         .iter()
@@ -523,23 +525,18 @@ pub fn catalog_data(
         *n += 1;
         let e = procs.entry(p.description.as_str()).or_default();
         if e.is_empty() {
-            proc_order.push(p.description.as_str());
-            proc_source.insert(
-                p.description.as_str(),
-                (p.source_name.as_str(), p.source_kind),
-            );
+            proc_order.push(p);
         }
         e.push(p.technique.clone());
     }
-    if !(0.0..=1.0).contains(&cfg.procedure_generic_subjects) {
-        return Err(crate::Error::InvalidArgument(format!(
-            "procedure_generic_subjects is {}, not a share between 0 and 1",
-            cfg.procedure_generic_subjects
-        )));
-    }
-    for text in &proc_order {
-        let (name, kind) = proc_source[text];
-        let written = generic_subject(text, name, kind, cfg.procedure_generic_subjects);
+    for p in &proc_order {
+        let text = p.description.as_str();
+        let written = generic_subject(
+            text,
+            &p.source_name,
+            p.source_kind,
+            cfg.procedure_generic_subjects,
+        );
         push(
             &mut train,
             "attack:procedures".into(),
